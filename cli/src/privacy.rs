@@ -1,0 +1,82 @@
+//! `cohort privacy`: ε of a DP-SGD schedule, noise calibration, and a node's budget.
+
+use crate::args::{AccountantArg, PrivacyCommand};
+use cohort_core::ledger::Mechanism;
+use cohort_dp::accountant::{self, AccountantError, AccountantKind, Delta, NoiseMultiplier, SampleRate, SampledGaussian};
+
+pub(crate) fn run(command: PrivacyCommand) -> anyhow::Result<()> {
+    match command {
+        PrivacyCommand::Epsilon { sample_rate, noise_multiplier, steps, delta, accountant: kind, json } => {
+            let kind = match kind {
+                AccountantArg::Rdp => AccountantKind::Rdp,
+                AccountantArg::Pld => AccountantKind::Pld,
+            };
+            let epsilon = accountant::epsilon_for(
+                SampleRate::new(sample_rate)?,
+                NoiseMultiplier::new(noise_multiplier)?,
+                steps,
+                Delta::new(delta)?,
+                kind,
+            )
+            .map_err(|e| match e {
+                AccountantError::Unsupported(_) => anyhow::anyhow!("{e}: this build has only the RDP accountant; use --accountant rdp"),
+                other => other.into(),
+            })?
+            .get();
+            if json {
+                let out = serde_json::json!({
+                    "epsilon": epsilon,
+                    "delta": delta,
+                    "accountant": "rdp",
+                    "accountant_version": accountant::ACCOUNTANT_VERSION,
+                    "sample_rate": sample_rate,
+                    "noise_multiplier": noise_multiplier,
+                    "steps": steps,
+                });
+                println!("{out}");
+            } else {
+                println!("ε = {epsilon:.4} at δ = {delta:e} (RDP; q = {sample_rate}, σ = {noise_multiplier}, {steps} steps)");
+            }
+        }
+        PrivacyCommand::Calibrate { target_epsilon, sample_rate, steps, delta, json } => {
+            let sigma = accountant::calibrate(target_epsilon, delta, sample_rate, steps)?;
+            let achieved = accountant::epsilon(&[SampledGaussian { q: sample_rate, sigma, steps }], delta)?;
+            if json {
+                let out = serde_json::json!({
+                    "noise_multiplier": sigma,
+                    "epsilon": achieved,
+                    "target_epsilon": target_epsilon,
+                    "delta": delta,
+                    "sample_rate": sample_rate,
+                    "steps": steps,
+                    "accountant": "rdp",
+                });
+                println!("{out}");
+            } else {
+                println!("σ = {sigma:.4} gives ε = {achieved:.4} ≤ {target_epsilon} at δ = {delta:e} (q = {sample_rate}, {steps} steps)");
+            }
+        }
+        PrivacyCommand::Budget { config, json } => {
+            let config = cohort_core::config::ClientConfig::load(&config)?;
+            let ledger = cohort_core::ledger::Ledger::open(&config.data_dir)?;
+            let spent = cohort_client::privacy::cumulative_epsilon(ledger.records(), None, config.privacy.delta)?;
+            let budget = config.privacy.epsilon_budget;
+            let count = |m: Mechanism| ledger.records().iter().filter(|r| r.body.mechanism == m).count();
+            let (rounds, declines) = (count(Mechanism::DpSgd), count(Mechanism::Decline));
+            let releases = count(Mechanism::OpenDpCount) + count(Mechanism::OpenDpHistogram) + count(Mechanism::OpenDpFeatureStats);
+            if json {
+                let out = serde_json::json!({
+                    "node": config.name, "epsilon_budget": budget, "epsilon_spent": spent,
+                    "epsilon_remaining": (budget - spent).max(0.0), "delta": config.privacy.delta,
+                    "dp_sgd_rounds": rounds, "declined_rounds": declines, "opendp_releases": releases, "ledger_records": ledger.records().len(),
+                    "accountant": accountant::ACCOUNTANT_NAME,
+                });
+                println!("{out}");
+            } else {
+                println!("node {}: spent ε = {spent:.4} of {budget} (remaining {:.4}) at δ = {:e}", config.name, (budget - spent).max(0.0), config.privacy.delta);
+                println!("  {rounds} DP-SGD rounds, {declines} declined, {releases} OpenDP releases; ledger verified ({} records)", ledger.records().len());
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,115 @@
+//! Dispatch of subcommands to the library crates.
+
+use crate::args::{BenchCommand, Command, PkiCommand, RoleArg};
+use anyhow::Context;
+use cohort_core::config::{ClientConfig, CoordinatorConfig};
+use cohort_core::pki::{self, IssueRequest, Role};
+
+pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Models(command) => crate::models::run(command),
+        Command::Audit(command) => crate::audit::run(command),
+        Command::Privacy(command) => crate::privacy::run(command),
+        Command::Bench(BenchCommand::Secagg { params, clients, json }) => {
+            let report = tokio::task::spawn_blocking(move || crate::secagg_bench::run(params, clients)).await??;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!("secure aggregation, {params} parameters × {clients} clients (threshold {}):", report.threshold);
+                println!("  upload                {:.3} bytes/parameter (f32: {:.0})", report.bytes_per_param, report.plaintext_bytes_per_param);
+                println!("  client encryption     {:.1} M parameters/s", report.encrypt_params_per_sec / 1e6);
+                println!("  coordinator aggregate {:.1} M parameters/s", report.aggregate_params_per_sec / 1e6);
+                println!("  threshold decryption  {:.3} s", report.decrypt_seconds);
+                println!("  max decode error      {:.3e} (quantization step {:.3e})", report.max_abs_error, report.quantization_step);
+                println!("  secure / plaintext round: {:.1}x compute, {:.2}x with 100 Mbit/s uploads", report.secure_to_plaintext_round_ratio, report.secure_to_plaintext_round_ratio_with_upload);
+            }
+            Ok(())
+        }
+        Command::Pki(PkiCommand::Init { out, federation }) => {
+            pki::init_ca(&out, &federation)?;
+            println!("created federation CA for {federation:?} in {}", out.display());
+            println!("  certificate: {}", out.join(pki::CA_CERT_FILE).display());
+            println!("  private key: {} (mode 0600; keep it offline)", out.join(pki::CA_KEY_FILE).display());
+            Ok(())
+        }
+        Command::Pki(PkiCommand::Issue { ca, name, role, san, days, out }) => {
+            let role = match role {
+                RoleArg::Coordinator => Role::Coordinator,
+                RoleArg::Client => Role::Client,
+            };
+            let files = pki::issue(&ca, &IssueRequest::valid_for_days(&name, role, &san, days), &out)?;
+            println!("issued {} certificate for {name:?}, valid {days} days", role.as_str());
+            println!("  certificate: {}", files.cert.display());
+            println!("  private key: {} (mode 0600)", files.key.display());
+            println!("  federation CA: {}", files.ca_cert.display());
+            Ok(())
+        }
+        Command::Coordinator { config } => {
+            let config = CoordinatorConfig::load(&config)?;
+            let report = run_coordinator(&config, false).await?;
+            let dir = config.data_dir.join("models");
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let path = dir.join(format!("{}-{}.f32", config.model.name, report.version));
+            std::fs::write(&path, cohort_core::model::parameters_to_bytes(&report.global))
+                .with_context(|| format!("writing {}", path.display()))?;
+            println!(
+                "federation finished after {} rounds: global model {} saved to {} (sha256 {})",
+                report.history.len(),
+                report.version,
+                path.display(),
+                cohort_core::model::parameters_sha256(&report.global)
+            );
+            Ok(())
+        }
+        Command::Client { config } => {
+            let config = ClientConfig::load(&config)?;
+            let report = if config.privacy.enabled {
+                let mut work = cohort_client::privacy::PrivateWork::new(&config.name, config.data_dir.clone(), config.privacy.clone());
+                let report = cohort_client::node::run(&config, &mut work).await?;
+                if let Some(spent) = work.spent() {
+                    println!("privacy: spent ε = {spent:.4} of {} at δ = {:e}", config.privacy.epsilon_budget, config.privacy.delta);
+                }
+                report
+            } else {
+                cohort_client::node::run(&config, &mut cohort_client::work::TrainingWork::new()).await?
+            };
+            let digest = cohort_core::model::parameters_sha256(&report.final_model);
+            println!(
+                "federation finished: trained {} rounds, declined {}; final model {} sha256 {digest}",
+                report.rounds_trained.len(),
+                report.rounds_declined.len(),
+                report.final_version
+            );
+            Ok(())
+        }
+    }
+}
+
+/// Runs a coordinator with a progress display until the federation finishes or Ctrl-C.
+pub(crate) async fn run_coordinator(
+    config: &CoordinatorConfig,
+    quiet: bool,
+) -> anyhow::Result<cohort_coordinator::RunReport> {
+    let coordinator = cohort_coordinator::Coordinator::bind(config).await?;
+    let addr = coordinator.local_addr().context("reading the bound address")?;
+    if !quiet {
+        eprintln!("coordinator for federation {:?} listening on {addr} (mutual TLS)", config.federation_id);
+    }
+    run_coordinator_bound(coordinator, config.training.rounds, quiet).await
+}
+
+/// Runs an already bound coordinator with a progress display until the federation finishes or Ctrl-C.
+pub(crate) async fn run_coordinator_bound(
+    coordinator: cohort_coordinator::Coordinator,
+    rounds: u64,
+    quiet: bool,
+) -> anyhow::Result<cohort_coordinator::RunReport> {
+    let progress = tokio::spawn(crate::progress::follow(coordinator.subscribe(), rounds, quiet));
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let report = coordinator.run(shutdown).await?;
+    let _ = progress.await;
+    Ok(report)
+}

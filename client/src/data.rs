@@ -1,0 +1,265 @@
+//! Loading a node's local CSV against the federation schema, the train/held-out split, and local
+//! standardization.
+//!
+//! Every problem is reported with the column and the 1-based line of the file where it was found, before any
+//! training starts.
+
+use cohort_core::config::Schema;
+use cohort_core::model::TaskKind;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+/// Local data that does not fit the schema.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataError {
+    /// The file cannot be opened or read.
+    #[error("cannot read {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// A schema column is missing from the header.
+    #[error("{path}: column {column:?} required by the federation schema is missing from the header (line 1)")]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The missing column.
+        column: String,
+    },
+    /// A value that is not a number, or a label outside the task's range.
+    #[error("{path}: line {line}, column {column:?}: {problem}")]
+    BadValue {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number (line 1 is the header).
+        line: u64,
+        /// The column.
+        column: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// No data rows.
+    #[error("{path}: no data rows")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+/// A feature matrix with its targets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// Row-major features, `rows × dims`.
+    pub features: Vec<f32>,
+    /// Targets: class ids as `f32` for classification, values for regression.
+    pub targets: Vec<f32>,
+    /// Number of feature columns.
+    pub dims: usize,
+}
+
+impl Dataset {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Class ids (classification).
+    pub fn class_ids(&self) -> Vec<usize> {
+        self.targets.iter().map(|t| *t as usize).collect()
+    }
+
+    fn select(&self, rows: &[usize]) -> Self {
+        let mut features = Vec::with_capacity(rows.len() * self.dims);
+        for &r in rows {
+            features.extend_from_slice(&self.features[r * self.dims..(r + 1) * self.dims]);
+        }
+        Self { features, targets: rows.iter().map(|&r| self.targets[r]).collect(), dims: self.dims }
+    }
+}
+
+/// Per-feature mean and standard deviation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Standardizer {
+    /// Means.
+    pub mean: Vec<f32>,
+    /// Standard deviations (1 for constant columns).
+    pub std: Vec<f32>,
+}
+
+impl Standardizer {
+    /// Computes statistics from `data` (the node's own training split).
+    pub fn fit(data: &Dataset) -> Self {
+        let (n, d) = (data.rows().max(1) as f64, data.dims);
+        let mut mean = vec![0.0f64; d];
+        for row in data.features.chunks_exact(d) {
+            for (m, v) in mean.iter_mut().zip(row) {
+                *m += f64::from(*v);
+            }
+        }
+        mean.iter_mut().for_each(|m| *m /= n);
+        let mut var = vec![0.0f64; d];
+        for row in data.features.chunks_exact(d) {
+            for ((s, v), m) in var.iter_mut().zip(row).zip(&mean) {
+                *s += (f64::from(*v) - m).powi(2);
+            }
+        }
+        let std = var.iter().map(|s| (s / n).sqrt()).map(|s| if s > 1e-12 { s as f32 } else { 1.0 }).collect();
+        Self { mean: mean.into_iter().map(|m| m as f32).collect(), std }
+    }
+
+    /// Standardizes `data` in place.
+    pub fn apply(&self, data: &mut Dataset) {
+        let d = data.dims;
+        for row in data.features.chunks_exact_mut(d) {
+            for ((v, m), s) in row.iter_mut().zip(&self.mean).zip(&self.std) {
+                *v = (*v - m) / s;
+            }
+        }
+    }
+}
+
+/// A node's data after loading: the standardized training and held-out splits.
+#[derive(Debug, Clone)]
+pub struct LocalData {
+    /// Training rows, standardized.
+    pub train: Dataset,
+    /// Held-out rows, standardized with the training statistics.
+    pub holdout: Dataset,
+    /// The statistics used.
+    pub standardizer: Standardizer,
+    /// SHA-256 of the schema and row count (never of the data).
+    pub fingerprint: String,
+}
+
+/// Reads `path` against `schema`.
+///
+/// # Errors
+/// [`DataError`] naming the file, line and column of the first problem.
+pub fn load_csv(path: &Path, schema: &Schema) -> Result<Dataset, DataError> {
+    let read_err = |e: &dyn std::fmt::Display| DataError::Read { path: path.to_owned(), message: e.to_string() };
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(path).map_err(|e| read_err(&e))?;
+    let headers = reader.headers().map_err(|e| read_err(&e))?.clone();
+    let index_of = |column: &str| {
+        headers.iter().position(|h| h.trim() == column).ok_or_else(|| DataError::MissingColumn {
+            path: path.to_owned(),
+            column: column.to_owned(),
+        })
+    };
+    let feature_idx = schema.features.iter().map(|f| index_of(f)).collect::<Result<Vec<_>, _>>()?;
+    let label_idx = index_of(&schema.label)?;
+    let classes = schema.outputs();
+    let mut data = Dataset { features: Vec::new(), targets: Vec::new(), dims: feature_idx.len() };
+    for (i, record) in reader.records().enumerate() {
+        let line = i as u64 + 2;
+        let record = record.map_err(|e| read_err(&e))?;
+        let parse = |idx: usize, column: &str| -> Result<f64, DataError> {
+            let bad = |problem: String| DataError::BadValue { path: path.to_owned(), line, column: column.to_owned(), problem };
+            let raw = record.get(idx).ok_or_else(|| bad("missing value".into()))?.trim();
+            let v: f64 = raw.parse().map_err(|_| bad(format!("{raw:?} is not a number")))?;
+            if v.is_finite() { Ok(v) } else { Err(bad(format!("{raw:?} is not finite"))) }
+        };
+        for (idx, name) in feature_idx.iter().zip(&schema.features) {
+            data.features.push(parse(*idx, name)? as f32);
+        }
+        let label = parse(label_idx, &schema.label)?;
+        if schema.task != TaskKind::Regression && (label.fract() != 0.0 || label < 0.0 || label >= classes as f64) {
+            return Err(DataError::BadValue {
+                path: path.to_owned(),
+                line,
+                column: schema.label.clone(),
+                problem: format!("label {label} is not a class id in 0..{classes}"),
+            });
+        }
+        data.targets.push(label as f32);
+    }
+    if data.rows() == 0 {
+        return Err(DataError::Empty { path: path.to_owned() });
+    }
+    Ok(data)
+}
+
+/// Fingerprint of a node's data: SHA-256 over the schema (as JSON) and the row count. Never over the data.
+pub fn fingerprint(schema: &Schema, rows: usize) -> String {
+    let mut h = Sha256::new();
+    h.update(serde_json::to_vec(schema).unwrap_or_default());
+    h.update((rows as u64).to_le_bytes());
+    hex::encode(h.finalize())
+}
+
+/// Loads, splits (stable for a given `split_seed`) and standardizes a node's data.
+///
+/// # Errors
+/// [`DataError`] from [`load_csv`], or [`DataError::Empty`] when a split would be empty.
+pub fn prepare(path: &Path, schema: &Schema, holdout_fraction: f64, split_seed: u64) -> Result<LocalData, DataError> {
+    let all = load_csv(path, schema)?;
+    let mut order: Vec<usize> = (0..all.rows()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(split_seed));
+    let held = ((all.rows() as f64) * holdout_fraction).round() as usize;
+    let (hold_rows, train_rows) = order.split_at(held.min(all.rows().saturating_sub(1)));
+    let mut train = all.select(train_rows);
+    let mut holdout = all.select(hold_rows);
+    if train.rows() == 0 {
+        return Err(DataError::Empty { path: path.to_owned() });
+    }
+    let standardizer = Standardizer::fit(&train);
+    standardizer.apply(&mut train);
+    standardizer.apply(&mut holdout);
+    Ok(LocalData { fingerprint: fingerprint(schema, all.rows()), train, holdout, standardizer })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schema() -> Schema {
+        Schema { features: vec!["a".into(), "b".into()], label: "y".into(), task: TaskKind::Binary, classes: None }
+    }
+
+    fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.csv");
+        std::fs::write(&path, text).unwrap();
+        (dir, path)
+    }
+
+    #[test]
+    fn loads_columns_by_name_in_schema_order() {
+        let (_d, p) = write("b,y,a\n2,1,1\n4,0,3\n");
+        let data = load_csv(&p, &schema()).unwrap();
+        assert_eq!(data.features, vec![1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(data.targets, vec![1.0, 0.0]);
+    }
+
+    #[test]
+    fn names_the_line_and_column_of_the_first_problem() {
+        let (_d, p) = write("a,b,y\n1,2,0\n1,x,1\n");
+        let err = load_csv(&p, &schema()).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("\"b\"") && err.contains("not a number"), "{err}");
+        let (_d, p) = write("a,b,y\n1,2,2\n");
+        let err = load_csv(&p, &schema()).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("\"y\""), "{err}");
+        let (_d, p) = write("a,y\n1,0\n");
+        let err = load_csv(&p, &schema()).unwrap_err().to_string();
+        assert!(err.contains("column \"b\"") && err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn split_is_stable_and_standardized_on_train_statistics() {
+        let mut text = String::from("a,b,y\n");
+        for i in 0..50 {
+            text.push_str(&format!("{},{},{}\n", i, 100 - i, i % 2));
+        }
+        let (_d, p) = write(&text);
+        let one = prepare(&p, &schema(), 0.2, 7).unwrap();
+        let two = prepare(&p, &schema(), 0.2, 7).unwrap();
+        assert_eq!(one.holdout, two.holdout);
+        assert_eq!((one.train.rows(), one.holdout.rows()), (40, 10));
+        let mean_a: f32 = one.train.features.chunks(2).map(|r| r[0]).sum::<f32>() / 40.0;
+        assert!(mean_a.abs() < 1e-5);
+    }
+}

@@ -1,0 +1,285 @@
+//! Differentially private local work: DP-SGD with a privacy budget that this node enforces itself, and the
+//! small OpenDP releases (noisy example count, label histogram) it makes at join.
+//!
+//! Before each round the node recomputes, from its own ledger, the ε the round would bring (the composition
+//! rule of [`cohort_dp::accountant::composition`] over every record plus this round). If that exceeds its
+//! budget it declines, records the decline, and the coordinator goes on without it. The ledger is on disk, so
+//! the budget survives restarts.
+
+use crate::data::LocalData;
+use crate::node::{ClientError, JoinReleases, LocalWork, Participation, TaskSettings, TrainOutcome};
+use crate::trainer;
+use cohort_core::config::{FederationPlan, PrivacySection};
+use cohort_core::ledger::{Ledger, LedgerRecord, Mechanism, PrivacyEvent, RecordBody};
+use cohort_core::metrics::EvalMetrics;
+use cohort_core::model::{ModelSpec, TaskKind};
+use cohort_core::Round;
+use cohort_dp::accountant::{self, Epsilon, PrivacyAccount, SampledGaussian};
+use cohort_dp::clip::ClipNorm;
+use cohort_dp::noise::NoiseMultiplier;
+use cohort_dp::releases;
+use cohort_dp::sampling::SampleRate;
+use cohort_dp::sgd::{DpRandomness, DpSgdConfig, TrainingLength};
+use std::path::PathBuf;
+
+/// The share of the budget the planned DP-SGD rounds spend when no `target_epsilon` is set; the rest is left
+/// for the OpenDP releases.
+pub const DEFAULT_DP_SGD_SHARE: f64 = 0.9;
+
+/// The DP-SGD schedule a node settles on when it joins.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct DpSchedule {
+    /// Poisson sampling rate.
+    pub sample_rate: f64,
+    /// Noise multiplier.
+    pub noise_multiplier: f64,
+    /// Clipping norm.
+    pub clip_norm: f64,
+    /// DP-SGD steps per round.
+    pub steps_per_round: u64,
+    /// δ.
+    pub delta: f64,
+}
+
+impl DpSchedule {
+    /// Plans the schedule: q from the config (or batch size / rows), steps per round = ⌈epochs / q⌉, and σ from
+    /// the config or calibrated so that the planned rounds spend the target ε.
+    ///
+    /// # Errors
+    /// [`ClientError::Local`] when the target cannot be met.
+    pub fn plan(privacy: &PrivacySection, plan: &FederationPlan, rows: usize) -> Result<Self, ClientError> {
+        let q = privacy.sample_rate.unwrap_or_else(|| (plan.training.batch_size as f64 / rows.max(1) as f64).min(1.0));
+        let steps_per_round = (f64::from(plan.training.local_epochs.max(1)) / q).ceil() as u64;
+        let noise_multiplier = match privacy.noise_multiplier {
+            Some(sigma) => sigma,
+            None => {
+                let target = privacy.target_epsilon.unwrap_or(privacy.epsilon_budget * DEFAULT_DP_SGD_SHARE);
+                accountant::calibrate(target, privacy.delta, q, steps_per_round * plan.training.rounds)
+                    .map_err(|e| ClientError::Local(format!("cannot calibrate DP-SGD noise: {e}")))?
+            }
+        };
+        Ok(Self { sample_rate: q, noise_multiplier, clip_norm: privacy.clip_norm, steps_per_round, delta: privacy.delta })
+    }
+}
+
+/// The cumulative ε of a node's records under the ledger's composition rule (DP-SGD rounds in one RDP
+/// accountant, OpenDP releases added), optionally with one more event, at `delta`.
+///
+/// # Errors
+/// [`ClientError::Local`] for parameters the accountant rejects.
+pub fn cumulative_epsilon(records: &[LedgerRecord], extra: Option<PrivacyEvent>, delta: f64) -> Result<f64, ClientError> {
+    let mut account = PrivacyAccount::new();
+    for event in records.iter().filter_map(LedgerRecord::privacy_event).chain(extra) {
+        match event {
+            PrivacyEvent::SampledGaussian { q, sigma, steps } => account.add_sampled_gaussian(&SampledGaussian { q, sigma, steps }),
+            PrivacyEvent::PureEpsilon(e) => account.add_pure(e),
+        }
+        .map_err(|e| ClientError::Local(format!("privacy ledger: {e}")))?;
+    }
+    account.epsilon(delta).map_err(|e| ClientError::Local(format!("privacy ledger: {e}")))
+}
+
+struct State {
+    spec: ModelSpec,
+    data: LocalData,
+    schedule: DpSchedule,
+    ledger: Ledger,
+    reported: usize,
+}
+
+/// Local work with DP-SGD and a self-enforced budget.
+pub struct PrivateWork {
+    name: String,
+    data_dir: PathBuf,
+    privacy: PrivacySection,
+    randomness: DpRandomness,
+    state: Option<State>,
+}
+
+impl std::fmt::Debug for PrivateWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrivateWork").field("name", &self.name).field("privacy", &self.privacy).finish_non_exhaustive()
+    }
+}
+
+impl PrivateWork {
+    /// A worker for node `name` keeping its ledger in `data_dir`. Noise comes from an OS-seeded CSPRNG.
+    pub fn new(name: &str, data_dir: PathBuf, privacy: PrivacySection) -> Self {
+        Self { name: name.to_owned(), data_dir, privacy, randomness: DpRandomness::from_os(), state: None }
+    }
+
+    /// INSECURE: deterministic noise for reproducible simulation (`--insecure-seed`). Gives no privacy.
+    pub fn with_insecure_seed(mut self, seed: u64) -> Self {
+        tracing::warn!(node = %self.name, "INSECURE: DP noise is seeded by hand ({seed}); this run gives NO privacy");
+        self.randomness = DpRandomness::from_insecure_seed(seed);
+        self
+    }
+
+    fn state(&mut self) -> Result<&mut State, ClientError> {
+        self.state.as_mut().ok_or_else(|| ClientError::Local("training requested before the node joined".into()))
+    }
+
+    /// The ε this node has spent so far (None before it joined).
+    pub fn spent(&self) -> Option<f64> {
+        let s = self.state.as_ref()?;
+        cumulative_epsilon(s.ledger.records(), None, self.privacy.delta).ok()
+    }
+
+    /// The schedule (None before it joined).
+    pub fn schedule(&self) -> Option<DpSchedule> {
+        self.state.as_ref().map(|s| s.schedule)
+    }
+
+    /// Appends a record for `draft` with its cumulative ε computed by the composition rule.
+    fn record(&mut self, draft: RecordBody) -> Result<LedgerRecord, ClientError> {
+        let s = self.state()?;
+        let extra = LedgerRecord { body: draft.clone(), hash: String::new(), signer: String::new(), signature: String::new() };
+        let cumulative = cumulative_epsilon(s.ledger.records(), extra.privacy_event(), draft.delta)?;
+        s.ledger
+            .append(RecordBody { cumulative_epsilon: cumulative, ..draft })
+            .map_err(|e| ClientError::Local(format!("cannot write the privacy ledger: {e}")))
+    }
+
+    /// A draft record of this node's data set for `mechanism`, with the schedule's parameters.
+    fn draft(&self, mechanism: Mechanism, round: Option<Round>) -> Result<RecordBody, ClientError> {
+        let s = self.state.as_ref().ok_or_else(|| ClientError::Local("the node has not joined".into()))?;
+        Ok(RecordBody {
+            round: round.map(|r| r.0),
+            sample_rate: s.schedule.sample_rate,
+            noise_multiplier: s.schedule.noise_multiplier,
+            clip_norm: s.schedule.clip_norm,
+            delta: s.schedule.delta,
+            accountant: accountant::ACCOUNTANT_NAME.into(),
+            accountant_version: accountant::ACCOUNTANT_VERSION.into(),
+            epsilon_budget: self.privacy.epsilon_budget,
+            ..RecordBody::new(&self.name, &s.data.fingerprint, mechanism)
+        })
+    }
+
+    /// The value of an earlier release of `mechanism` on this data set, kept in its record's note, so that a
+    /// node that rejoins (after a restart or a reconnect) reports the same figures without spending again.
+    fn earlier_release(&self, mechanism: Mechanism) -> Option<Vec<i64>> {
+        let s = self.state.as_ref()?;
+        let r = s.ledger.records().iter().rev().find(|r| r.body.mechanism == mechanism && r.body.dataset_fingerprint == s.data.fingerprint)?;
+        serde_json::from_str(r.body.note.strip_prefix(RELEASED_PREFIX)?).ok()
+    }
+
+    /// Releases (or recalls) one OpenDP figure and records it.
+    fn release(
+        &mut self,
+        mechanism: Mechanism,
+        make: impl FnOnce(Epsilon) -> Result<releases::Release<Vec<i64>>, releases::ReleaseError>,
+    ) -> Result<Vec<i64>, ClientError> {
+        if let Some(value) = self.earlier_release(mechanism) {
+            return Ok(value);
+        }
+        let epsilon = Epsilon::new(self.privacy.release_epsilon)
+            .map_err(|e| ClientError::Local(format!("privacy.release_epsilon: {e}")))?;
+        let released = make(epsilon).map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
+        let value_json = serde_json::to_string(&released.value).map_err(|e| ClientError::Local(e.to_string()))?;
+        let draft = RecordBody {
+            epsilon_spent: Some(released.epsilon.get()),
+            sample_rate: 0.0,
+            noise_multiplier: 0.0,
+            clip_norm: 0.0,
+            note: format!("{RELEASED_PREFIX}{value_json}"),
+            ..self.draft(mechanism, None)?
+        };
+        self.record(draft)?;
+        Ok(released.value)
+    }
+}
+
+/// Prefix of the note of an OpenDP release record; the released value follows as JSON.
+const RELEASED_PREFIX: &str = "released ";
+
+impl LocalWork for PrivateWork {
+    fn prepare(&mut self, plan: &FederationPlan, data: &LocalData) -> Result<(), ClientError> {
+        let ledger = Ledger::open(&self.data_dir).map_err(|e| ClientError::Local(format!("privacy ledger in {}: {e}", self.data_dir.display())))?;
+        let schedule = DpSchedule::plan(&self.privacy, plan, data.train.rows())?;
+        tracing::info!(node = %self.name, q = schedule.sample_rate, sigma = schedule.noise_multiplier, steps = schedule.steps_per_round, "DP-SGD schedule");
+        let reported = ledger.records().len();
+        self.state = Some(State { spec: plan.model.clone(), data: data.clone(), schedule, ledger, reported });
+        Ok(())
+    }
+
+    fn participate(&mut self, round: Round, _settings: &TaskSettings) -> Result<Participation, ClientError> {
+        let (delta, budget) = (self.privacy.delta, self.privacy.epsilon_budget);
+        let s = self.state()?;
+        let next = PrivacyEvent::SampledGaussian { q: s.schedule.sample_rate, sigma: s.schedule.noise_multiplier, steps: s.schedule.steps_per_round };
+        let spent = cumulative_epsilon(s.ledger.records(), None, delta)?;
+        let would_be = cumulative_epsilon(s.ledger.records(), Some(next), delta)?;
+        if would_be <= budget {
+            return Ok(Participation::Train);
+        }
+        let reason = format!("privacy budget: round {round} would bring ε to {would_be:.4}, above this node's budget of {budget} (spent {spent:.4})");
+        let record = self.record(RecordBody { note: reason.clone(), ..self.draft(Mechanism::Decline, Some(round))? })?;
+        // The decline travels with the decline message, so it is not repeated in the next report.
+        if let Some(s) = self.state.as_mut() {
+            s.reported = s.ledger.records().len();
+        }
+        let record_json = serde_json::to_string(&record).map_err(|e| ClientError::Local(e.to_string()))?;
+        Ok(Participation::Decline { reason, record_json })
+    }
+
+    fn train(&mut self, round: Round, global: &[f32], settings: &TaskSettings) -> Result<TrainOutcome, ClientError> {
+        let s = self.state.as_mut().ok_or_else(|| ClientError::Local("training requested before the node joined".into()))?;
+        let bad = |e: &dyn std::fmt::Display| ClientError::Local(format!("DP-SGD settings: {e}"));
+        let config = DpSgdConfig {
+            clip_norm: ClipNorm::new(s.schedule.clip_norm as f32).map_err(|e| bad(&e))?,
+            noise_multiplier: NoiseMultiplier::new(s.schedule.noise_multiplier).map_err(|e| bad(&e))?,
+            sample_rate: SampleRate::new(s.schedule.sample_rate).map_err(|e| bad(&e))?,
+            learning_rate: settings.learning_rate,
+            length: TrainingLength::Steps(s.schedule.steps_per_round),
+        };
+        let out = trainer::train_dp(&s.spec, global, &s.data.train, &config, settings.proximal_mu, &mut self.randomness)
+            .map_err(|e| ClientError::Training(e.to_string()))?;
+        let examples = s.data.train.rows() as u64;
+        let record = self.record(RecordBody { steps: out.summary.steps, ..self.draft(Mechanism::DpSgd, Some(round))? })?;
+        let b = &record.body;
+        let privacy_json = serde_json::json!({
+            "epsilon": b.cumulative_epsilon, "delta": b.delta, "sample_rate": b.sample_rate,
+            "noise_multiplier": b.noise_multiplier, "clip_norm": b.clip_norm, "steps": b.steps,
+        })
+        .to_string();
+        // The training loss is data-dependent and not differentially private: it stays on the node.
+        Ok(TrainOutcome { params: out.params, train_loss: f64::NAN, examples, privacy_json })
+    }
+
+    fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {
+        let s = self.state()?;
+        trainer::evaluate(&s.spec, params, &s.data.holdout).map_err(|e| ClientError::Training(e.to_string()))
+    }
+
+    fn take_ledger_lines(&mut self) -> String {
+        let Some(s) = self.state.as_mut() else { return String::new() };
+        let lines: Vec<String> = s.ledger.records()[s.reported..].iter().filter_map(|r| serde_json::to_string(r).ok()).collect();
+        s.reported = s.ledger.records().len();
+        lines.join("\n")
+    }
+
+    fn join_releases(&mut self, data: &LocalData) -> Result<JoinReleases, ClientError> {
+        let rows = data.train.rows();
+        let count = self.release(Mechanism::OpenDpCount, |eps| {
+            releases::noisy_count(rows, eps).map(|r| releases::Release { value: vec![r.value], epsilon: r.epsilon, mechanism: r.mechanism })
+        })?;
+        let spec = &self.state()?.spec;
+        let label_histogram = match spec.task {
+            TaskKind::Regression => Vec::new(),
+            TaskKind::Binary | TaskKind::Multiclass => {
+                let (labels, classes) = (data.train.class_ids(), spec.outputs());
+                self.release(Mechanism::OpenDpHistogram, |eps| releases::label_histogram(&labels, classes, eps))?
+            }
+        };
+        // Clamping the noisy count to at least 1 is post-processing.
+        let examples = count.first().map_or(1.0, |c| (*c).max(1) as f64);
+        Ok(JoinReleases { examples, label_histogram })
+    }
+
+    fn public_keys(&self) -> (Vec<u8>, Vec<u8>) {
+        match Ledger::open(&self.data_dir) {
+            Ok(ledger) => (ledger.public_key_bytes().to_vec(), Vec::new()),
+            Err(_) => (Vec::new(), Vec::new()),
+        }
+    }
+}

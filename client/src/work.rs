@@ -1,0 +1,56 @@
+//! The standard [`LocalWork`]: trains the federation's dense model on the node's data with burn.
+
+use crate::data::LocalData;
+use crate::node::{ClientError, LocalWork, Participation, TaskSettings, TrainOutcome};
+use crate::trainer;
+use cohort_dp::sgd::SgdConfig;
+use cohort_core::config::FederationPlan;
+use cohort_core::metrics::EvalMetrics;
+use cohort_core::model::ModelSpec;
+use cohort_core::Round;
+
+/// Trains and evaluates with plain (non-private) minibatch SGD.
+#[derive(Debug, Default)]
+pub struct TrainingWork {
+    state: Option<(ModelSpec, LocalData)>,
+}
+
+impl TrainingWork {
+    /// A worker that is prepared when the node joins.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn state(&self) -> Result<&(ModelSpec, LocalData), ClientError> {
+        self.state.as_ref().ok_or_else(|| ClientError::Local("training requested before the node joined".into()))
+    }
+}
+
+impl LocalWork for TrainingWork {
+    fn prepare(&mut self, plan: &FederationPlan, data: &LocalData) -> Result<(), ClientError> {
+        self.state = Some((plan.model.clone(), data.clone()));
+        Ok(())
+    }
+
+    fn participate(&mut self, _round: Round, _settings: &TaskSettings) -> Result<Participation, ClientError> {
+        Ok(Participation::Train)
+    }
+
+    fn train(&mut self, _round: Round, global: &[f32], settings: &TaskSettings) -> Result<TrainOutcome, ClientError> {
+        let (spec, data) = self.state()?;
+        let config = SgdConfig {
+            epochs: settings.local_epochs,
+            learning_rate: settings.learning_rate,
+            batch_size: settings.batch_size,
+        };
+        let out = trainer::train_sgd(spec, global, &data.train, &config, settings.proximal_mu)
+            .map_err(|e| ClientError::Training(e.to_string()))?;
+        let train_loss = out.summary.mean_loss.unwrap_or(f64::NAN);
+        Ok(TrainOutcome { params: out.params, train_loss, examples: data.train.rows() as u64, privacy_json: String::new() })
+    }
+
+    fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {
+        let (spec, data) = self.state()?;
+        trainer::evaluate(spec, params, &data.holdout).map_err(|e| ClientError::Training(e.to_string()))
+    }
+}

@@ -1,0 +1,902 @@
+//! The privacy audit: verify a ledger independently of whoever wrote it, and write a compliance report.
+//!
+//! [`verify_records`] first checks the hash chains and Ed25519 signatures ([`cohort_core::ledger::verify_chain`]),
+//! then recomputes every recorded cumulative ε from the raw parameters alone and compares: it never trusts a
+//! stored ε. [`report`] renders the result for a compliance officer as HTML (inline SVG charts, no scripts, no
+//! external assets, so it opens offline), Markdown or JSON; all three carry the same [`ComplianceReport`].
+//!
+//! # Composition rule
+//! [`cumulative_epsilon`] is the single definition of a node's cumulative ε, used by the auditor and meant to be
+//! used by every writer of ledger records. Over one node's records 0..=i, in order:
+//!
+//! ```text
+//! ε_i = ε_RDP(δ_i) + Σ ε_pure
+//! ```
+//!
+//! - ε_RDP(δ_i): the records whose mechanism accounts as a sampled Gaussian (DP-SGD and DP-SGD tuning runs) are
+//!   composed, `steps` steps at their (q, σ) each, in one RDP accountant ([`PrivacyAccount`]; RDP adds over steps at each order,
+//!   Mironov 2017; per-step RDP of the Poisson-subsampled Gaussian, Mironov, Talwar and Zhang 2019), and the
+//!   curve is converted to ε at the δ of record i (Balle et al. 2020, Theorem 21). It is 0 when there are no
+//!   such records.
+//! - Σ ε_pure: the `epsilon_spent` of every pure ε-DP record (OpenDP releases) is added, basic sequential
+//!   composition (Dwork and Roth 2014, Theorem 3.16); they add no δ, so the cumulative δ is δ_i.
+//! - Declined rounds add nothing.
+//!
+//! A recorded ε passes if it is within [`RELATIVE_TOLERANCE`] of the recomputed one (relative).
+//!
+//! # Example
+//! ```
+//! use cohort_coordinator::audit::{cumulative_epsilon, cumulative_epsilon_after, verify_records};
+//! use cohort_core::ledger::{Ledger, Mechanism, RecordBody};
+//! let dir = tempfile::tempdir().unwrap();
+//! let mut ledger = Ledger::open(dir.path()).unwrap();
+//! let draft = RecordBody { sample_rate: 0.01, noise_multiplier: 1.0, steps: 1000, delta: 1e-5,
+//!     accountant: cohort_dp::accountant::ACCOUNTANT_NAME.into(),
+//!     ..RecordBody::new("hospital-a", &"ab".repeat(32), Mechanism::DpSgd) };
+//! // The writer computes the cumulative ε with the same rule the auditor uses.
+//! let eps = cumulative_epsilon_after(ledger.records(), &draft).unwrap();
+//! assert!((eps - 2.1014).abs() < 1e-3); // dp-accounting 0.6.0
+//! ledger.append(RecordBody { cumulative_epsilon: eps, ..draft }).unwrap();
+//! assert!(verify_records(ledger.records()).is_ok());
+//! assert_eq!(cumulative_epsilon(ledger.records()).unwrap(), eps);
+//! ```
+
+use cohort_core::ledger::{self, ADD_REMOVE, LedgerError, LedgerRecord, Mechanism, PrivacyEvent, RecordBody, verify_chain};
+use cohort_dp::accountant::{
+    ACCOUNTANT_NAME, ACCOUNTANT_VERSION, AccountantError, AccountantKind, PrivacyAccount, SampledGaussian,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::BufRead;
+
+/// Largest accepted relative difference between a recorded and a recomputed cumulative ε.
+pub const RELATIVE_TOLERANCE: f64 = 1e-6;
+
+/// The composition rule in words, as printed in reports.
+pub const COMPOSITION_RULE: &str = "Per node, cumulative epsilon after record i = epsilon_RDP(delta_i) of all \
+DP-SGD records 0..=i composed in one RDP accountant (Mironov 2017; Mironov, Talwar and Zhang 2019; conversion by \
+Balle et al. 2020) + the sum of epsilon_spent of all pure epsilon-DP releases 0..=i (basic composition); declined \
+rounds add nothing; cumulative delta = delta_i.";
+
+/// Why a cumulative ε cannot be computed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The accountant rejected a record's parameters.
+    #[error("record seq {seq}: {source}")]
+    Accountant {
+        /// The record's seq.
+        seq: u64,
+        /// The accountant's complaint.
+        source: AccountantError,
+    },
+    /// A record names an accountant this build cannot run.
+    #[error("record seq {seq}: accountant {name:?} is not available to the auditor (it has {})", ACCOUNTANT_NAME)]
+    UnknownAccountant {
+        /// The record's seq.
+        seq: u64,
+        /// The recorded accountant name.
+        name: String,
+    },
+    /// A record's neighbouring relation is not the accountant's.
+    #[error("record seq {seq}: neighbouring relation {relation:?}; the accountant assumes {:?}", ADD_REMOVE)]
+    Relation {
+        /// The record's seq.
+        seq: u64,
+        /// The recorded relation.
+        relation: String,
+    },
+    /// Records of several nodes were given where one node's were expected.
+    #[error("records of nodes {0:?} and {1:?} mixed; cumulative ε is per node")]
+    MixedNodes(String, String),
+    /// A pure-ε record without a valid `epsilon_spent`.
+    #[error("record seq {seq}: a pure ε-DP release needs a finite epsilon_spent ≥ 0")]
+    PureEpsilon {
+        /// The record's seq.
+        seq: u64,
+    },
+}
+
+/// A node's running privacy account under the composition rule, fed from ledger records.
+#[derive(Debug, Clone, Default)]
+struct NodeAccount(PrivacyAccount);
+
+impl NodeAccount {
+    fn add(&mut self, r: &LedgerRecord) -> Result<(), AuditError> {
+        let seq = r.body.seq;
+        let Some(event) = r.privacy_event() else { return Ok(()) };
+        if r.body.relation != ADD_REMOVE {
+            return Err(AuditError::Relation { seq, relation: r.body.relation.clone() });
+        }
+        match event {
+            PrivacyEvent::SampledGaussian { q, sigma, steps } => {
+                match r.body.accountant.parse::<AccountantKind>() {
+                    Ok(AccountantKind::Rdp) => {}
+                    _ => return Err(AuditError::UnknownAccountant { seq, name: r.body.accountant.clone() }),
+                }
+                self.0
+                    .add_sampled_gaussian(&SampledGaussian { q, sigma, steps })
+                    .map_err(|source| AuditError::Accountant { seq, source })?;
+            }
+            PrivacyEvent::PureEpsilon(e) => {
+                self.0.add_pure(e).map_err(|_| AuditError::PureEpsilon { seq })?;
+            }
+        }
+        Ok(())
+    }
+
+    fn epsilon(&self, seq: u64, delta: f64) -> Result<f64, AuditError> {
+        self.0.epsilon(delta).map_err(|source| AuditError::Accountant { seq, source })
+    }
+}
+
+/// The cumulative ε after the last of `records`, which must all belong to one node and be that node's records
+/// from its first onwards, in chain order; evaluated at the δ of the last record. This is the composition rule
+/// of the module docs, and the figure a ledger writer must record. An empty slice spends 0.
+///
+/// # Errors
+/// [`AuditError`] for records of several nodes, parameters the accountant rejects (naming the record's seq), an
+/// unknown accountant, a relation other than add/remove, or a pure-ε record without a valid ε.
+pub fn cumulative_epsilon(records: &[LedgerRecord]) -> Result<f64, AuditError> {
+    let Some(last) = records.last() else { return Ok(0.0) };
+    let mut account = NodeAccount::default();
+    for r in records {
+        if r.body.node != last.body.node {
+            return Err(AuditError::MixedNodes(r.body.node.clone(), last.body.node.clone()));
+        }
+        account.add(r)?;
+    }
+    account.epsilon(last.body.seq, last.body.delta)
+}
+
+/// The cumulative ε a node's next record `draft` must state, given the node's `records` so far: the
+/// [`cumulative_epsilon`] of `records` followed by `draft` (at the draft's δ). This is what a ledger writer
+/// calls before [`cohort_core::ledger::Ledger::append`].
+///
+/// # Errors
+/// As [`cumulative_epsilon`].
+pub fn cumulative_epsilon_after(records: &[LedgerRecord], draft: &RecordBody) -> Result<f64, AuditError> {
+    let mut account = NodeAccount::default();
+    for r in records {
+        if r.body.node != draft.node {
+            return Err(AuditError::MixedNodes(r.body.node.clone(), draft.node.clone()));
+        }
+        account.add(r)?;
+    }
+    let next = LedgerRecord { body: draft.clone(), hash: String::new(), signer: String::new(), signature: String::new() };
+    account.add(&next)?;
+    account.epsilon(draft.seq, draft.delta)
+}
+
+/// What made verification fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum FailureKind {
+    /// A line is not a ledger record.
+    Malformed,
+    /// A hash, link, sequence number, signer or signature is wrong.
+    Chain,
+    /// A recorded cumulative ε does not recompute.
+    Epsilon,
+    /// A record's parameters cannot be accounted (rejected by the accountant, unknown accountant, wrong relation).
+    Parameters,
+}
+
+/// The first bad record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditFailure {
+    /// 1-based line in the file (position in the list).
+    pub line: usize,
+    /// The record's node (empty for a malformed line).
+    pub node: String,
+    /// The record's stated seq (0 for a malformed line).
+    pub seq: u64,
+    /// The kind of failure.
+    pub kind: FailureKind,
+    /// What is wrong, in words.
+    pub reason: String,
+}
+
+impl std::fmt::Display for AuditFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.node.is_empty() {
+            write!(f, "line {}: {}", self.line, self.reason)
+        } else {
+            write!(f, "record at line {} (node {}, seq {}): {}", self.line, self.node, self.seq, self.reason)
+        }
+    }
+}
+
+/// The audit result of one node's chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeAudit {
+    /// The node.
+    pub node: String,
+    /// Its signer's public key (hex), from its first record.
+    pub signer: String,
+    /// How many records it has.
+    pub records: usize,
+    /// The cumulative ε its last record states.
+    pub recorded_epsilon: f64,
+    /// The cumulative ε recomputed up to the last record checked (all of them if the node verified).
+    pub recomputed_epsilon: Option<f64>,
+    /// δ of its last record.
+    pub delta: f64,
+    /// Whether every record of this node verified.
+    pub verified: bool,
+}
+
+/// The verdict on a ledger: per-node results and the first bad record, if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditVerdict {
+    /// Records checked.
+    pub records: usize,
+    /// Per node, in name order.
+    pub nodes: Vec<NodeAudit>,
+    /// The first bad record in file order; `None` if the whole ledger verified.
+    pub failure: Option<AuditFailure>,
+    /// Observations that do not fail verification (for example another accountant version string).
+    pub warnings: Vec<String>,
+    /// The auditor's accountant, name and version.
+    pub accountant: String,
+}
+
+impl AuditVerdict {
+    /// Whether the whole ledger verified.
+    pub fn is_ok(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
+/// Verifies records as [`verify_records_with`] without a list of trusted signers (each node's chain must still
+/// be signed by one key throughout).
+pub fn verify_records(records: &[LedgerRecord]) -> AuditVerdict {
+    verify_records_with(records, None)
+}
+
+/// Verifies a ledger: the chains and signatures of every node (signers must be in `trusted`, hex public keys,
+/// when given), then every recorded cumulative ε against [`cumulative_epsilon`], in file order. Stops at the
+/// first bad record and names it.
+pub fn verify_records_with(records: &[LedgerRecord], trusted: Option<&[String]>) -> AuditVerdict {
+    let mut failure = verify_chain(records, trusted).err().map(|e| AuditFailure {
+        line: e.line,
+        node: e.node,
+        seq: e.seq,
+        kind: FailureKind::Chain,
+        reason: e.reason,
+    });
+    let mut warnings = Vec::new();
+    // Per node: the running account, the last recomputed ε and how many records were checked.
+    let mut accounts: BTreeMap<&str, (NodeAccount, Option<f64>, usize)> = BTreeMap::new();
+    let checked = failure.as_ref().map_or(records.len(), |f| f.line.saturating_sub(1));
+    for (i, r) in records.iter().enumerate().take(checked) {
+        let fail = |kind, reason: String| AuditFailure { line: i + 1, node: r.body.node.clone(), seq: r.body.seq, kind, reason };
+        let (account, recomputed, count) = accounts.entry(r.body.node.as_str()).or_default();
+        match account.add(r).and_then(|()| account.epsilon(r.body.seq, r.body.delta)) {
+            Err(e) => {
+                failure = Some(fail(FailureKind::Parameters, e.to_string()));
+                break;
+            }
+            Ok(eps) => {
+                let recorded = r.body.cumulative_epsilon;
+                if (recorded - eps).abs() > RELATIVE_TOLERANCE * eps.abs().max(recorded.abs()) {
+                    failure = Some(fail(
+                        FailureKind::Epsilon,
+                        format!(
+                            "recorded cumulative ε {recorded} does not recompute: the raw parameters give {eps} \
+                             (accountant {ACCOUNTANT_NAME})"
+                        ),
+                    ));
+                    break;
+                }
+                *recomputed = Some(eps);
+                *count += 1;
+            }
+        }
+        if r.privacy_event().is_some() && r.body.accountant == ACCOUNTANT_NAME && r.body.accountant_version != ACCOUNTANT_VERSION {
+            let w = format!(
+                "node {} records accountant version {:?}; the auditor has {ACCOUNTANT_VERSION:?}",
+                r.body.node, r.body.accountant_version
+            );
+            if !warnings.contains(&w) {
+                warnings.push(w);
+            }
+        }
+    }
+    let mut by_node: BTreeMap<&str, Vec<&LedgerRecord>> = BTreeMap::new();
+    for r in records {
+        by_node.entry(&r.body.node).or_default().push(r);
+    }
+    let nodes = by_node
+        .into_iter()
+        .filter_map(|(node, rs)| {
+            let (first, last) = (rs.first()?, rs.last()?);
+            let (recomputed, count) = accounts.get(node).map_or((None, 0), |(_, e, n)| (*e, *n));
+            Some(NodeAudit {
+                node: node.to_owned(),
+                signer: first.signer.clone(),
+                records: rs.len(),
+                recorded_epsilon: last.body.cumulative_epsilon,
+                recomputed_epsilon: recomputed,
+                delta: last.body.delta,
+                verified: count == rs.len(),
+            })
+        })
+        .collect();
+    AuditVerdict {
+        records: records.len(),
+        nodes,
+        failure,
+        warnings,
+        accountant: format!("{ACCOUNTANT_NAME} {ACCOUNTANT_VERSION}"),
+    }
+}
+
+/// Reads JSON Lines and verifies them; a malformed line is reported as the failure (with its line number) and
+/// the records before it are not trusted either. Returns the records read and the verdict.
+pub fn verify_jsonl(reader: impl BufRead, trusted: Option<&[String]>) -> (Vec<LedgerRecord>, AuditVerdict) {
+    match ledger::read_jsonl(reader) {
+        Ok(records) => {
+            let verdict = verify_records_with(&records, trusted);
+            (records, verdict)
+        }
+        Err(e) => {
+            let line = match &e {
+                LedgerError::Malformed { line, .. } => *line,
+                _ => 0,
+            };
+            let verdict = AuditVerdict {
+                records: 0,
+                nodes: Vec::new(),
+                failure: Some(AuditFailure { line, node: String::new(), seq: 0, kind: FailureKind::Malformed, reason: e.to_string() }),
+                warnings: Vec::new(),
+                accountant: format!("{ACCOUNTANT_NAME} {ACCOUNTANT_VERSION}"),
+            };
+            (Vec::new(), verdict)
+        }
+    }
+}
+
+/// The privacy that went into one model version: the clients that trained it and each one's cumulative ε at
+/// that point. The registry provides these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionPrivacy {
+    /// Model name.
+    pub name: String,
+    /// Version number.
+    pub version: u64,
+    /// The round that produced it.
+    pub round: u64,
+    /// (client, cumulative ε) of each participating client.
+    pub clients: Vec<(String, f64)>,
+}
+
+/// Output format of [`report`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReportFormat {
+    /// A self-contained HTML page with inline SVG charts.
+    Html,
+    /// Markdown.
+    Markdown,
+    /// Pretty-printed JSON of [`ComplianceReport`].
+    Json,
+}
+
+/// One point of a client's ε curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpsilonPoint {
+    /// The record's seq.
+    pub seq: u64,
+    /// The round, if the record belongs to one.
+    pub round: Option<u64>,
+    /// The mechanism.
+    pub mechanism: Mechanism,
+    /// Recorded cumulative ε after the record.
+    pub epsilon: f64,
+}
+
+/// One client's privacy budget and spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientPrivacy {
+    /// The client.
+    pub node: String,
+    /// Its signer's public key (hex).
+    pub signer: String,
+    /// Its ε budget.
+    pub budget: f64,
+    /// ε spent (last recorded cumulative ε).
+    pub spent: f64,
+    /// The auditor's recomputation of the spend, if it got that far.
+    pub recomputed_spent: Option<f64>,
+    /// Budget minus spent (never below 0).
+    pub remaining: f64,
+    /// δ of its guarantee.
+    pub delta: f64,
+    /// DP-SGD records (training and tuning).
+    pub dp_sgd_records: usize,
+    /// Pure ε-DP releases.
+    pub releases: usize,
+    /// Declined rounds.
+    pub declined: usize,
+    /// Whether its chain and every ε verified.
+    pub verified: bool,
+    /// Its ε over its records.
+    pub series: Vec<EpsilonPoint>,
+}
+
+/// Everything a compliance report says; the JSON format is this struct.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ComplianceReport {
+    /// The auditor's accountant, name and version.
+    pub accountant: String,
+    /// The composition rule applied.
+    pub composition_rule: String,
+    /// Verification result.
+    pub verification: AuditVerdict,
+    /// Per client.
+    pub clients: Vec<ClientPrivacy>,
+    /// Per model version.
+    pub versions: Vec<VersionPrivacy>,
+}
+
+impl ComplianceReport {
+    /// Assembles the report. A client's budget comes from `budgets`, else from its last record.
+    pub fn new(records: &[LedgerRecord], verdict: &AuditVerdict, budgets: &BTreeMap<String, f64>, versions: &[VersionPrivacy]) -> Self {
+        let mut by_node: BTreeMap<&str, Vec<&LedgerRecord>> = BTreeMap::new();
+        for r in records {
+            by_node.entry(&r.body.node).or_default().push(r);
+        }
+        let clients = by_node
+            .into_iter()
+            .filter_map(|(node, rs)| {
+                let last = rs.last()?;
+                let audit = verdict.nodes.iter().find(|n| n.node == node);
+                let budget = budgets.get(node).copied().unwrap_or(last.body.epsilon_budget);
+                let spent = last.body.cumulative_epsilon;
+                let count = |f: fn(&LedgerRecord) -> bool| rs.iter().filter(|r| f(r)).count();
+                Some(ClientPrivacy {
+                    node: node.to_owned(),
+                    signer: last.signer.clone(),
+                    budget,
+                    spent,
+                    recomputed_spent: audit.and_then(|a| a.recomputed_epsilon),
+                    remaining: (budget - spent).max(0.0),
+                    delta: last.body.delta,
+                    dp_sgd_records: count(|r| matches!(r.privacy_event(), Some(PrivacyEvent::SampledGaussian { .. }))),
+                    releases: count(|r| matches!(r.privacy_event(), Some(PrivacyEvent::PureEpsilon(_)))),
+                    declined: count(|r| r.body.mechanism == Mechanism::Decline),
+                    verified: audit.is_some_and(|a| a.verified),
+                    series: rs
+                        .iter()
+                        .map(|r| EpsilonPoint { seq: r.body.seq, round: r.body.round, mechanism: r.body.mechanism, epsilon: r.body.cumulative_epsilon })
+                        .collect(),
+                })
+            })
+            .collect();
+        Self {
+            accountant: verdict.accountant.clone(),
+            composition_rule: COMPOSITION_RULE.to_owned(),
+            verification: verdict.clone(),
+            clients,
+            versions: versions.to_vec(),
+        }
+    }
+}
+
+/// Writes a compliance report: per client the budget, ε spent and remaining and a chart of ε over its records
+/// (inline SVG in HTML, a table in Markdown, the points in JSON); per model version the clients and ε that went
+/// into it; and the verification result. The three formats carry the same [`ComplianceReport`].
+pub fn report(
+    records: &[LedgerRecord],
+    verdict: &AuditVerdict,
+    budgets: &BTreeMap<String, f64>,
+    versions: &[VersionPrivacy],
+    format: ReportFormat,
+) -> String {
+    let data = ComplianceReport::new(records, verdict, budgets, versions);
+    match format {
+        ReportFormat::Json => serde_json::to_string_pretty(&data).unwrap_or_default(),
+        ReportFormat::Markdown => markdown(&data),
+        ReportFormat::Html => html(&data),
+    }
+}
+
+fn verification_line(v: &AuditVerdict) -> String {
+    match &v.failure {
+        None => format!(
+            "PASSED: {} records of {} node(s); every hash, link and signature is valid and every cumulative ε recomputes.",
+            v.records,
+            v.nodes.len()
+        ),
+        Some(f) => format!("FAILED: {f}"),
+    }
+}
+
+fn mechanism_name(m: Mechanism) -> String {
+    serde_json::to_value(m).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| format!("{m:?}"))
+}
+
+fn markdown(d: &ComplianceReport) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# Privacy compliance report\n");
+    let _ = writeln!(s, "## Verification\n\n{}\n", verification_line(&d.verification));
+    for w in &d.verification.warnings {
+        let _ = writeln!(s, "- warning: {w}");
+    }
+    let _ = writeln!(s, "Accountant: {}  \nComposition: {}\n", d.accountant, d.composition_rule);
+    let _ = writeln!(s, "## Clients\n");
+    let _ = writeln!(s, "| Client | Budget ε | Spent ε | Recomputed ε | Remaining ε | δ | DP-SGD | Releases | Declined | Verified |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
+    for c in &d.clients {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {:.6} | {} | {:.6} | {:e} | {} | {} | {} | {} |",
+            md_escape(&c.node),
+            c.budget,
+            c.spent,
+            c.recomputed_spent.map_or_else(|| "-".to_owned(), |e| format!("{e:.6}")),
+            c.remaining,
+            c.delta,
+            c.dp_sgd_records,
+            c.releases,
+            c.declined,
+            if c.verified { "yes" } else { "no" }
+        );
+    }
+    for c in &d.clients {
+        let _ = writeln!(s, "\n### ε over rounds: {}\n", md_escape(&c.node));
+        let _ = writeln!(s, "| Seq | Round | Mechanism | Cumulative ε |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for p in &c.series {
+            let round = p.round.map_or_else(|| "-".to_owned(), |r| r.to_string());
+            let _ = writeln!(s, "| {} | {round} | {} | {:.6} |", p.seq, mechanism_name(p.mechanism), p.epsilon);
+        }
+    }
+    let _ = writeln!(s, "\n## Model versions\n");
+    if d.versions.is_empty() {
+        let _ = writeln!(s, "No model versions were given.");
+    } else {
+        let _ = writeln!(s, "| Model | Version | Round | Clients (cumulative ε) |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for v in &d.versions {
+            let clients: Vec<String> = v.clients.iter().map(|(c, e)| format!("{} ({e:.6})", md_escape(c))).collect();
+            let _ = writeln!(s, "| {} | {} | {} | {} |", md_escape(&v.name), v.version, v.round, clients.join(", "));
+        }
+    }
+    s
+}
+
+fn md_escape(s: &str) -> String {
+    s.replace('|', "\\|").replace('\n', " ")
+}
+
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const CSS: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:60em}\
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
+th{background:#f3f3f3}.ok{color:#166534;font-weight:bold}.bad{color:#b91c1c;font-weight:bold}\
+.muted{color:#666;font-size:.9em}svg{background:#fff;border:1px solid #ddd}";
+
+fn html(d: &ComplianceReport) -> String {
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\"/>\n<title>Privacy compliance report</title>\n<style>{CSS}</style>\n</head>\n<body>\n"
+    );
+    let _ = writeln!(s, "<h1>Privacy compliance report</h1>");
+    let class = if d.verification.is_ok() { "ok" } else { "bad" };
+    let _ = writeln!(s, "<h2>Verification</h2>\n<p class=\"{class}\">{}</p>", esc(&verification_line(&d.verification)));
+    if !d.verification.warnings.is_empty() {
+        let _ = writeln!(s, "<ul>");
+        for w in &d.verification.warnings {
+            let _ = writeln!(s, "<li>warning: {}</li>", esc(w));
+        }
+        let _ = writeln!(s, "</ul>");
+    }
+    let _ = writeln!(
+        s,
+        "<p class=\"muted\">Accountant: {}<br/>Composition: {}</p>",
+        esc(&d.accountant),
+        esc(&d.composition_rule)
+    );
+    let _ = writeln!(s, "<h2>Clients</h2>\n<table>\n<tr><th>Client</th><th>Budget ε</th><th>Spent ε</th><th>Recomputed ε</th><th>Remaining ε</th><th>δ</th><th>DP-SGD</th><th>Releases</th><th>Declined</th><th>Verified</th></tr>");
+    for c in &d.clients {
+        let _ = writeln!(
+            s,
+            "<tr><td>{}</td><td>{}</td><td>{:.6}</td><td>{}</td><td>{:.6}</td><td>{:e}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            esc(&c.node),
+            c.budget,
+            c.spent,
+            c.recomputed_spent.map_or_else(|| "-".to_owned(), |e| format!("{e:.6}")),
+            c.remaining,
+            c.delta,
+            c.dp_sgd_records,
+            c.releases,
+            c.declined,
+            if c.verified { "ok" } else { "bad" },
+            if c.verified { "yes" } else { "no" }
+        );
+    }
+    let _ = writeln!(s, "</table>");
+    for c in &d.clients {
+        let _ = writeln!(s, "<h3>ε over rounds: {}</h3>", esc(&c.node));
+        s.push_str(&svg_chart(c));
+        s.push('\n');
+    }
+    let _ = writeln!(s, "<h2>Model versions</h2>");
+    if d.versions.is_empty() {
+        let _ = writeln!(s, "<p>No model versions were given.</p>");
+    } else {
+        let _ = writeln!(s, "<table>\n<tr><th>Model</th><th>Version</th><th>Round</th><th>Clients (cumulative ε)</th></tr>");
+        for v in &d.versions {
+            let clients: Vec<String> = v.clients.iter().map(|(c, e)| format!("{} ({e:.6})", esc(c))).collect();
+            let _ = writeln!(s, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&v.name), v.version, v.round, clients.join(", "));
+        }
+        let _ = writeln!(s, "</table>");
+    }
+    s.push_str("</body>\n</html>\n");
+    s
+}
+
+/// A line chart of cumulative ε over the client's records (x: round, or seq for records without one), with the
+/// budget as a dashed line. Plain SVG 1.1: no scripts, no external references.
+fn svg_chart(c: &ClientPrivacy) -> String {
+    const W: f64 = 600.0;
+    const H: f64 = 240.0;
+    const L: f64 = 60.0;
+    const R: f64 = 20.0;
+    const T: f64 = 16.0;
+    const B: f64 = 40.0;
+    let xs: Vec<f64> = c.series.iter().map(|p| p.round.unwrap_or(p.seq) as f64).collect();
+    let (x0, x1) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
+    let (x0, x1) = if x0.is_finite() && x1 > x0 { (x0, x1) } else if x0.is_finite() { (x0 - 1.0, x0 + 1.0) } else { (0.0, 1.0) };
+    let top = c.series.iter().map(|p| p.epsilon).fold(c.budget, f64::max);
+    let y1 = if top.is_finite() && top > 0.0 { top * 1.1 } else { 1.0 };
+    let px = |x: f64| L + (x - x0) / (x1 - x0) * (W - L - R);
+    let py = |y: f64| H - B - (y.clamp(0.0, y1) / y1) * (H - T - B);
+    let mut s = String::new();
+    let _ = write!(
+        s,
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"cumulative epsilon of {}\">",
+        esc(&c.node)
+    );
+    let _ = write!(s, "<title>Cumulative ε of {}</title>", esc(&c.node));
+    // Axes and grid.
+    for i in 0..=4 {
+        let v = y1 * f64::from(i) / 4.0;
+        let y = py(v);
+        let _ = write!(s, "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>", W - R);
+        let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{v:.2}</text>", L - 6.0, y + 4.0);
+    }
+    let _ = write!(s, "<line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{:.1}\" stroke=\"#333\"/>", H - B);
+    let _ = write!(s, "<line x1=\"{L}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/>", H - B, W - R, H - B);
+    let ticks = 6.min((x1 - x0).round() as u64).max(1);
+    for i in 0..=ticks {
+        let v = x0 + (x1 - x0) * i as f64 / ticks as f64;
+        let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{v:.0}</text>", px(v), H - B + 16.0);
+    }
+    let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\">round</text>", (L + W - R) / 2.0, H - 6.0);
+    let _ = write!(s, "<text x=\"14\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 14 {:.1})\">ε</text>", (T + H - B) / 2.0, (T + H - B) / 2.0);
+    // Budget.
+    if c.budget.is_finite() && c.budget > 0.0 {
+        let y = py(c.budget);
+        let _ = write!(s, "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#b91c1c\" stroke-dasharray=\"6 4\"/>", W - R);
+        let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#b91c1c\" text-anchor=\"end\">budget ε = {}</text>", W - R - 4.0, y - 4.0, c.budget);
+    }
+    // The curve.
+    let points: Vec<String> = c.series.iter().zip(&xs).map(|(p, &x)| format!("{:.1},{:.1}", px(x), py(p.epsilon))).collect();
+    let _ = write!(s, "<polyline fill=\"none\" stroke=\"#1d4ed8\" stroke-width=\"2\" points=\"{}\"/>", points.join(" "));
+    for (p, &x) in c.series.iter().zip(&xs) {
+        let colour = if p.mechanism == Mechanism::Decline { "#b91c1c" } else { "#1d4ed8" };
+        let round = p.round.map_or_else(|| "-".to_owned(), |r| r.to_string());
+        let _ = write!(
+            s,
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"3\" fill=\"{colour}\"><title>seq {} round {round} {}: ε = {:.6}</title></circle>",
+            px(x),
+            py(p.epsilon),
+            p.seq,
+            mechanism_name(p.mechanism),
+            p.epsilon
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_core::ledger::{Ledger, RecordBody};
+
+    /// A node's ledger written the way a client should: each cumulative ε by `cumulative_epsilon`.
+    fn node_ledger(dir: &std::path::Path, node: &str, plan: &[Mechanism]) -> Vec<LedgerRecord> {
+        let mut ledger = Ledger::open(&dir.join(node)).unwrap();
+        for (round, &m) in plan.iter().enumerate() {
+            let mut body = RecordBody {
+                round: Some(round as u64 + 1),
+                sample_rate: 0.01,
+                noise_multiplier: 1.0,
+                clip_norm: 1.0,
+                steps: if m == Mechanism::Decline { 0 } else { 200 },
+                delta: 1e-5,
+                accountant: ACCOUNTANT_NAME.into(),
+                accountant_version: ACCOUNTANT_VERSION.into(),
+                epsilon_budget: 3.0,
+                epsilon_spent: matches!(m, Mechanism::OpenDpCount | Mechanism::OpenDpHistogram).then_some(0.1),
+                ..RecordBody::new(node, &"ab".repeat(32), m)
+            };
+            body.cumulative_epsilon = cumulative_epsilon_after(ledger.records(), &body).unwrap();
+            ledger.append(body).unwrap();
+        }
+        ledger.records().to_vec()
+    }
+
+    fn two_nodes() -> (tempfile::TempDir, Vec<LedgerRecord>) {
+        let dir = tempfile::tempdir().unwrap();
+        let a = node_ledger(dir.path(), "hospital-a", &[Mechanism::OpenDpCount, Mechanism::DpSgd, Mechanism::DpSgd, Mechanism::Decline]);
+        let b = node_ledger(dir.path(), "hospital-<b>", &[Mechanism::DpSgd, Mechanism::OpenDpHistogram, Mechanism::DpSgd]);
+        // Interleave the two nodes, as in a coordinator's merged export.
+        let mut all = Vec::new();
+        for i in 0..a.len().max(b.len()) {
+            all.extend(a.get(i).cloned());
+            all.extend(b.get(i).cloned());
+        }
+        (dir, all)
+    }
+
+    #[test]
+    fn the_rule_matches_the_accountant_exactly() {
+        let (_dir, records) = two_nodes();
+        let a: Vec<LedgerRecord> = records.iter().filter(|r| r.body.node == "hospital-a").cloned().collect();
+        // Two DP-SGD records of 200 steps compose like one of 400, plus the 0.1 of the count.
+        let rdp = cohort_dp::accountant::epsilon(&[SampledGaussian { q: 0.01, sigma: 1.0, steps: 200 }; 2], 1e-5).unwrap();
+        assert_eq!(cumulative_epsilon(&a).unwrap(), rdp + 0.1);
+        assert_eq!(cumulative_epsilon(&a[..1]).unwrap(), 0.1);
+        assert_eq!(cumulative_epsilon(&[]).unwrap(), 0.0);
+        // The decline restates the spend.
+        assert_eq!(a[3].body.cumulative_epsilon, a[2].body.cumulative_epsilon);
+        assert!(matches!(cumulative_epsilon(&records), Err(AuditError::MixedNodes(..))));
+    }
+
+    #[test]
+    fn a_good_ledger_verifies() {
+        let (_dir, records) = two_nodes();
+        let verdict = verify_records(&records);
+        assert!(verdict.is_ok(), "{:?}", verdict.failure);
+        assert_eq!(verdict.records, 7);
+        assert_eq!(verdict.nodes.len(), 2);
+        for n in &verdict.nodes {
+            assert!(n.verified);
+            assert_eq!(n.recomputed_epsilon, Some(n.recorded_epsilon));
+        }
+        let text = records.iter().map(LedgerRecord::to_json_line).collect::<Vec<_>>().join("\n");
+        let (back, verdict) = verify_jsonl(text.as_bytes(), None);
+        assert!(verdict.is_ok());
+        assert_eq!(back, records);
+    }
+
+    #[test]
+    fn an_epsilon_that_does_not_recompute_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        let good = node_ledger(dir.path(), "n", &[Mechanism::DpSgd]);
+        // A writer that under-reports its second round, with a valid chain and signature.
+        let body = good[0].body.clone();
+        ledger.append(body.clone()).unwrap();
+        // Claims the second round was free (its parameters say otherwise).
+        ledger.append(body).unwrap();
+        let verdict = verify_records(ledger.records());
+        let failure = verdict.failure.unwrap();
+        assert_eq!((failure.line, failure.seq, failure.kind), (2, 1, FailureKind::Epsilon));
+        assert!(failure.reason.contains("does not recompute"), "{}", failure.reason);
+        assert!(!verdict.nodes[0].verified);
+    }
+
+    #[test]
+    fn tampering_is_named_by_the_audit() {
+        let (_dir, records) = two_nodes();
+        // A changed ε: the hash no longer matches.
+        let mut edited = records.clone();
+        edited[4].body.cumulative_epsilon = 0.0;
+        let f = verify_records(&edited).failure.unwrap();
+        assert_eq!((f.line, f.kind), (5, FailureKind::Chain));
+        // A swapped pair of one node's lines.
+        let mut swapped = records.clone();
+        swapped.swap(2, 4);
+        assert_eq!(verify_records(&swapped).failure.unwrap().line, 3);
+        // A malformed line.
+        let mut lines: Vec<String> = records.iter().map(LedgerRecord::to_json_line).collect();
+        lines[1] = "{\"seq\": 1".into();
+        let (_, verdict) = verify_jsonl(lines.join("\n").as_bytes(), None);
+        let f = verdict.failure.unwrap();
+        assert_eq!((f.line, f.kind), (2, FailureKind::Malformed));
+    }
+
+    #[test]
+    fn unaccountable_parameters_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        let mut body = node_ledger(dir.path(), "n", &[Mechanism::DpSgd])[0].body.clone();
+        body.accountant = "moments-accountant".into();
+        ledger.append(body.clone()).unwrap();
+        let f = verify_records(ledger.records()).failure.unwrap();
+        assert_eq!((f.line, f.kind), (1, FailureKind::Parameters));
+        assert!(f.reason.contains("moments-accountant"));
+    }
+
+    /// Every opening tag has its closing tag, in order (void elements must be self-closed).
+    fn balanced(html: &str) -> Result<(), String> {
+        let mut stack: Vec<String> = Vec::new();
+        let mut rest = html;
+        while let Some(start) = rest.find('<') {
+            let end = rest[start..].find('>').ok_or("unterminated tag")? + start;
+            let tag = &rest[start + 1..end];
+            rest = &rest[end + 1..];
+            if tag.starts_with('!') || tag.ends_with('/') {
+                continue;
+            }
+            if let Some(name) = tag.strip_prefix('/') {
+                let open = stack.pop().ok_or(format!("</{name}> closes nothing"))?;
+                if open != name {
+                    return Err(format!("<{open}> closed by </{name}>"));
+                }
+            } else {
+                stack.push(tag.split_whitespace().next().unwrap_or_default().to_owned());
+            }
+        }
+        if stack.is_empty() { Ok(()) } else { Err(format!("unclosed: {stack:?}")) }
+    }
+
+    #[test]
+    fn reports_carry_the_same_data_in_every_format() {
+        let (_dir, records) = two_nodes();
+        let verdict = verify_records(&records);
+        let budgets = BTreeMap::from([("hospital-a".to_owned(), 5.0)]);
+        let versions = vec![VersionPrivacy { name: "sepsis".into(), version: 2, round: 3, clients: vec![("hospital-a".into(), 0.7), ("hospital-<b>".into(), 0.9)] }];
+        let html = report(&records, &verdict, &budgets, &versions, ReportFormat::Html);
+        balanced(&html).unwrap();
+        assert_eq!(html.matches("<svg ").count(), 2);
+        assert_eq!(html.matches("</svg>").count(), 2);
+        assert!(html.contains("<polyline"));
+        assert!(html.contains("PASSED"));
+        assert!(html.contains("hospital-&lt;b&gt;") && !html.contains("hospital-<b>"));
+        assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
+        let json: serde_json::Value = serde_json::from_str(&report(&records, &verdict, &budgets, &versions, ReportFormat::Json)).unwrap();
+        let client = |name: &str| json["clients"].as_array().unwrap().iter().find(|c| c["node"] == name).unwrap().clone();
+        let a = client("hospital-a");
+        assert_eq!(a["budget"], 5.0);
+        assert_eq!(client("hospital-<b>")["budget"], 3.0); // from the ledger
+        assert_eq!(a["series"].as_array().unwrap().len(), 4);
+        let spent = a["spent"].as_f64().unwrap();
+        assert!((a["remaining"].as_f64().unwrap() - (5.0 - spent)).abs() < 1e-12);
+        assert_eq!(json["versions"][0]["clients"][1][0], "hospital-<b>");
+        assert_eq!(json["verification"]["failure"], serde_json::Value::Null);
+        let md = report(&records, &verdict, &budgets, &versions, ReportFormat::Markdown);
+        assert!(md.contains("| hospital-a | 5 |") && md.contains("sepsis") && md.contains("PASSED"));
+        // A failed verification shows in every format.
+        let mut bad = records.clone();
+        bad.remove(2); // hospital-a seq 1; its seq 2 is now line 4
+        let verdict = verify_records(&bad);
+        assert!(report(&bad, &verdict, &budgets, &versions, ReportFormat::Html).contains("FAILED"));
+        assert!(report(&bad, &verdict, &budgets, &versions, ReportFormat::Markdown).contains("FAILED"));
+        let json: serde_json::Value = serde_json::from_str(&report(&bad, &verdict, &budgets, &versions, ReportFormat::Json)).unwrap();
+        assert_eq!(json["verification"]["failure"]["line"], 4, "{:?}", verdict.failure);
+        assert_eq!(json["verification"]["failure"]["seq"], 2);
+    }
+}

@@ -1,0 +1,192 @@
+//! Records every completed round in the registry: a new `candidate` version with its lineage, checkpointed in
+//! the same transaction, then put through the validation gate.
+
+use crate::gate::{GateConfig, GateDecision};
+use crate::registry::{NewVersion, PrivacySpend, Registry, RegistryError, Version, VersionRecord};
+use crate::round::RoundSummary;
+use crate::service::NodeInfo;
+use crate::strategy::Strategy;
+use cohort_core::config::FederationPlan;
+use cohort_core::metrics::FederatedEval;
+use cohort_core::model::parameters_to_bytes;
+use cohort_core::ledger::{read_jsonl, verify_chain, ChainError, LedgerError, LedgerRecord};
+use cohort_core::NodeName;
+use std::collections::BTreeMap;
+
+/// What the recorder did with a round.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    /// The registered version.
+    pub record: VersionRecord,
+    /// The gate's decision on it.
+    pub decision: GateDecision,
+}
+
+/// Directory, inside the coordinator's data directory, holding its copy of each node's signed ledger.
+pub const LEDGER_COPIES_DIR: &str = "ledgers";
+
+/// Writes rounds to the registry and keeps the coordinator's copy of the nodes' privacy ledgers.
+#[derive(Debug)]
+pub struct Recorder {
+    registry: Registry,
+    plan: FederationPlan,
+    gate: GateConfig,
+    config_hash: String,
+    preprocessing: serde_json::Value,
+}
+
+impl Recorder {
+    /// A recorder over an open registry.
+    pub fn new(registry: Registry, plan: FederationPlan, gate: GateConfig, config_hash: String) -> Self {
+        Self { registry, plan, gate, config_hash, preprocessing: serde_json::json!({ "standardize": "per-node local statistics" }) }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    fn copy_path(&self, node: &NodeName) -> std::path::PathBuf {
+        self.registry.data_dir().join(LEDGER_COPIES_DIR).join(format!("{}.jsonl", node.0))
+    }
+
+    /// The coordinator's copy of a node's ledger.
+    ///
+    /// # Errors
+    /// [`LedgerError`] for an unreadable or malformed copy.
+    pub fn ledger_copy(&self, node: &NodeName) -> Result<Vec<LedgerRecord>, LedgerError> {
+        let path = self.copy_path(node);
+        match std::fs::File::open(&path) {
+            Ok(f) => read_jsonl(std::io::BufReader::new(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(source) => Err(LedgerError::Io { path, source }),
+        }
+    }
+
+    /// Appends ledger records a node sent (JSON lines) to the coordinator's copy, durably. Records must be
+    /// signed by the key the node announced at join and extend the stored chain; records already stored are
+    /// skipped, so a resend is harmless.
+    ///
+    /// # Errors
+    /// [`LedgerError`] naming the problem; nothing is written then.
+    pub fn store_ledger_lines(&self, node: &NodeName, signer: &str, lines: &str) -> Result<usize, LedgerError> {
+        let incoming = read_jsonl(std::io::BufReader::new(lines.as_bytes()))?;
+        let mut chain = self.ledger_copy(node)?;
+        let known = chain.len() as u64;
+        let fresh: Vec<LedgerRecord> = incoming.into_iter().filter(|r| r.body.seq >= known).collect();
+        if let Some(bad) = fresh.iter().find(|r| r.body.node != node.0 || (!signer.is_empty() && r.signer != signer)) {
+            return Err(LedgerError::Chain(ChainError {
+                line: 0,
+                node: bad.body.node.clone(),
+                seq: bad.body.seq,
+                reason: format!("record does not belong to {node} or is not signed by its announced key"),
+            }));
+        }
+        chain.extend(fresh.iter().cloned());
+        verify_chain(&chain, None)?;
+        if fresh.is_empty() {
+            return Ok(0);
+        }
+        let path = self.copy_path(node);
+        let io_err = |source| LedgerError::Io { path: path.clone(), source };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let mut text = String::new();
+        for r in &fresh {
+            text.push_str(&serde_json::to_string(r).unwrap_or_default());
+            text.push('\n');
+        }
+        use std::io::Write;
+        let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err)?;
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(io_err)?;
+        Ok(fresh.len())
+    }
+
+    /// Each node's latest recorded cumulative (ε, δ), from the coordinator's copies.
+    pub fn privacy_spend(&self, nodes: impl IntoIterator<Item = NodeName>) -> BTreeMap<String, PrivacySpend> {
+        nodes
+            .into_iter()
+            .filter_map(|n| {
+                let last = self.ledger_copy(&n).ok()?.pop()?;
+                Some((n.0, PrivacySpend { epsilon: last.body.cumulative_epsilon, delta: last.body.delta }))
+            })
+            .collect()
+    }
+
+    /// Registers `summary` with the model `global`, checkpoints the federation, and runs the gate.
+    ///
+    /// # Errors
+    /// [`RegistryError`] when the store cannot be written.
+    pub fn record(
+        &mut self,
+        summary: &RoundSummary,
+        global: &[f32],
+        strategy: &dyn Strategy,
+        nodes: &BTreeMap<NodeName, NodeInfo>,
+        privacy: &BTreeMap<String, PrivacySpend>,
+    ) -> Result<Recorded, RegistryError> {
+        let name = self.plan.model_name.clone();
+        let parent = self.registry.latest(&name)?.map(|r| r.version);
+        let new = NewVersion {
+            name: name.clone(),
+            round: summary.round,
+            parent,
+            clients: summary.contributors.iter().map(|n| n.0.clone()).collect(),
+            strategy: strategy.name().to_owned(),
+            hyperparameters: serde_json::json!({
+                "strategy": strategy.hyperparameters(),
+                "training": self.plan.training,
+            }),
+            config_hash: self.config_hash.clone(),
+            data_fingerprints: summary
+                .contributors
+                .iter()
+                .filter_map(|n| nodes.get(n).filter(|i| i.data_fingerprint.len() == 64).map(|i| (n.0.clone(), i.data_fingerprint.clone())))
+                .collect(),
+            metrics: summary.metrics.clone(),
+            slices: summary.slices.iter().map(|(n, m)| (n.0.clone(), m.clone())).collect(),
+            privacy: privacy.clone(),
+            // The configured mode plus, for secure rounds, the parameters (N, q, noise, f, R) and who answered.
+            secure_aggregation: {
+                let mut v = serde_json::to_value(&self.plan.secure_aggregation).unwrap_or_default();
+                if let (Some(rec), Some(obj)) = (&summary.secure, v.as_object_mut()) {
+                    obj.insert("params".into(), serde_json::to_value(&rec.params).unwrap_or_default());
+                    obj.insert("key_holders_answered".into(), rec.responders.len().into());
+                    obj.insert("round".into(), serde_json::to_value(rec).unwrap_or_default());
+                }
+                v
+            },
+            preprocessing: self.preprocessing.clone(),
+            schema: serde_json::to_value(&self.plan.schema).unwrap_or_default(),
+            model_spec: serde_json::to_value(&self.plan.model).unwrap_or_default(),
+        };
+        let record = self.registry.register_round(&self.plan.federation_id, &new, &parameters_to_bytes(global), &strategy.state())?;
+        let decision = match record.evaluation() {
+            Some(candidate) => {
+                let production: Option<FederatedEval> = self.registry.production(&name)?.and_then(|p| p.evaluation());
+                self.gate.decide(&candidate, production.as_ref())
+            }
+            None => GateDecision::no_evaluation(),
+        };
+        let stage = self.registry.record_gate_decision(&name, record.version, &self.gate, &decision)?;
+        let record = VersionRecord { stage, ..record };
+        Ok(Recorded { record, decision })
+    }
+
+    /// The latest registered version of the federation's model.
+    ///
+    /// # Errors
+    /// [`RegistryError`] when the store cannot be read.
+    pub fn latest(&self) -> Result<Option<VersionRecord>, RegistryError> {
+        self.registry.latest(&self.plan.model_name)
+    }
+
+    /// A version of the federation's model.
+    ///
+    /// # Errors
+    /// [`RegistryError`] when the store cannot be read or the version is unknown.
+    pub fn get(&self, version: Version) -> Result<VersionRecord, RegistryError> {
+        self.registry.get(&self.plan.model_name, version)
+    }
+}

@@ -1,0 +1,1019 @@
+//! The round state machine: join, select, train, aggregate, evaluate, repeat. No I/O: the gRPC layer feeds it
+//! messages and the current time, and reads back tasks and events, so every transition is testable without a
+//! network or a clock.
+
+use crate::secure::{Outcome, Poll, SecureError, SecureEvent, SecureRound, SecureRoundRecord, SecureSettings};
+use crate::strategy::{AggregateError, Strategy, WeightedSum};
+use cohort_core::config::FederationPlan;
+use cohort_core::metrics::EvalMetrics;
+use cohort_core::{ModelVersion, NodeName, Round};
+use cohort_crypto::{DecryptionRequest, NodePublicKeys, RoundAnnouncement};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// A message the coordinator must refuse. The variants are grouped by blame: the peer sent something wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RoundError {
+    /// The message names another federation.
+    #[error("message is for federation {actual:?}, this is {expected:?}")]
+    WrongFederation {
+        /// This federation.
+        expected: String,
+        /// The one named.
+        actual: String,
+    },
+    /// The node is not in the roster.
+    #[error("node {0} is not in the federation roster")]
+    NotInRoster(NodeName),
+    /// The node has not joined.
+    #[error("node {0} has not joined")]
+    NotJoined(NodeName),
+    /// A message about a round that is not the current one.
+    #[error("stale or future round {actual}: the current {phase} round is {expected}")]
+    WrongRound {
+        /// The current round.
+        expected: Round,
+        /// The round named.
+        actual: Round,
+        /// The current phase.
+        phase: &'static str,
+    },
+    /// A message about another model version.
+    #[error("model version {actual} does not match the current global model {expected}")]
+    WrongModelVersion {
+        /// Current version.
+        expected: ModelVersion,
+        /// Version named.
+        actual: ModelVersion,
+    },
+    /// Nothing of this kind is expected now.
+    #[error("no {0} is expected now")]
+    Unexpected(&'static str),
+    /// The node was not selected for this round.
+    #[error("node {0} was not selected for this round")]
+    NotSelected(NodeName),
+    /// A second answer from the same node.
+    #[error("node {0} already answered this round")]
+    Duplicate(NodeName),
+    /// The update does not fit the model.
+    #[error("invalid update: {0}")]
+    BadUpdate(#[from] AggregateError),
+    /// The evaluation report is unusable.
+    #[error("invalid evaluation report: {0}")]
+    BadReport(String),
+    /// A secure-aggregation message that is refused.
+    #[error(transparent)]
+    Secure(#[from] SecureError),
+}
+
+/// What a node should do next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Task {
+    /// Nothing yet.
+    Wait,
+    /// Train the global model of `version` in `round`.
+    Train {
+        /// The round.
+        round: Round,
+        /// The global model version to train from.
+        version: ModelVersion,
+    },
+    /// Evaluate the global model `version`, produced by `round`.
+    Evaluate {
+        /// The round that produced the model.
+        round: Round,
+        /// The model version.
+        version: ModelVersion,
+    },
+    /// The federation is over; `version` is final.
+    Finished {
+        /// The final version.
+        version: ModelVersion,
+    },
+    /// Secure aggregation: answer this decryption request of `round` with a partial decryption.
+    Decrypt {
+        /// The round.
+        round: Round,
+        /// The global model version being trained from.
+        version: ModelVersion,
+        /// The request (participant set S, responders R).
+        request: DecryptionRequest,
+    },
+}
+
+/// Something that happened, for progress displays, logs and the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A node joined.
+    Joined(NodeName),
+    /// A round started with these nodes.
+    RoundStarted {
+        /// The round.
+        round: Round,
+        /// The selected nodes.
+        selected: Vec<NodeName>,
+    },
+    /// An update was accepted.
+    UpdateAccepted {
+        /// The round.
+        round: Round,
+        /// The sender.
+        node: NodeName,
+    },
+    /// A node declined the round.
+    Declined {
+        /// The round.
+        round: Round,
+        /// The node.
+        node: NodeName,
+        /// Its reason.
+        reason: String,
+    },
+    /// A round closed without enough updates and will be retried.
+    RoundFailed {
+        /// The round.
+        round: Round,
+        /// Updates received.
+        updates: usize,
+        /// Updates required.
+        required: usize,
+    },
+    /// A new global model was produced.
+    Aggregated {
+        /// The round.
+        round: Round,
+        /// The new version.
+        version: ModelVersion,
+        /// Nodes whose updates are in it.
+        contributors: Vec<NodeName>,
+        /// Mean training loss reported by the contributors.
+        train_loss: f64,
+    },
+    /// Secure aggregation: share distribution closed; these nodes hold key shares.
+    KeyHoldersFixed {
+        /// The round.
+        round: Round,
+        /// The key holders.
+        key_holders: Vec<NodeName>,
+    },
+    /// Secure aggregation: the participant set S whose encrypted bodies are in the sum.
+    ParticipantsAnnounced {
+        /// The round.
+        round: Round,
+        /// The set S.
+        participants: Vec<NodeName>,
+    },
+    /// Secure aggregation: the decryption request went out to these responders.
+    DecryptionRequested {
+        /// The round.
+        round: Round,
+        /// The responders R.
+        responders: Vec<NodeName>,
+    },
+    /// The evaluation of a round's model is complete.
+    Evaluated(RoundSummary),
+    /// All rounds are done.
+    Finished {
+        /// The final version.
+        version: ModelVersion,
+    },
+}
+
+/// The record of a completed round.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RoundSummary {
+    /// The round.
+    pub round: Round,
+    /// The model version it produced.
+    pub version: ModelVersion,
+    /// Nodes whose updates went into the model.
+    pub contributors: Vec<NodeName>,
+    /// Nodes that declined, with reasons.
+    pub declined: Vec<(NodeName, String)>,
+    /// Mean training loss of the contributors.
+    pub train_loss: f64,
+    /// Example-weighted evaluation metrics over the reporting nodes (None when nobody reported).
+    pub metrics: Option<EvalMetrics>,
+    /// Per-node evaluation metrics (slices).
+    pub slices: Vec<(NodeName, EvalMetrics)>,
+    /// Secure-aggregation record of the round (None when it ran in plaintext).
+    #[serde(default)]
+    pub secure: Option<SecureRoundRecord>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    Joining { since: Option<Instant> },
+    Training(Training),
+    Evaluating(Evaluating),
+    Finished,
+}
+
+#[derive(Debug)]
+struct Training {
+    round: Round,
+    selected: BTreeSet<NodeName>,
+    answered: BTreeSet<NodeName>,
+    contributors: Vec<NodeName>,
+    declined: Vec<(NodeName, String)>,
+    losses: Vec<f64>,
+    sum: WeightedSum,
+    deadline: Instant,
+    secure: Option<SecureRound>,
+    secure_record: Option<SecureRoundRecord>,
+}
+
+#[derive(Debug)]
+struct Evaluating {
+    summary: RoundSummary,
+    expected: BTreeSet<NodeName>,
+    deadline: Instant,
+}
+
+/// Timing and quorum settings of the machine.
+#[derive(Debug, Clone)]
+pub struct RoundSettings {
+    /// Rounds to run.
+    pub rounds: u64,
+    /// Minimum updates for a round to complete.
+    pub min_clients: usize,
+    /// How long a phase waits for stragglers.
+    pub deadline: Duration,
+    /// How many clients to select per round (None: all joined).
+    pub clients_per_round: Option<usize>,
+}
+
+impl RoundSettings {
+    /// Settings taken from a federation plan.
+    pub fn from_plan(plan: &FederationPlan) -> Self {
+        Self {
+            rounds: plan.training.rounds,
+            min_clients: plan.training.min_clients,
+            deadline: Duration::from_secs(plan.training.round_deadline_secs),
+            clients_per_round: plan.training.clients_per_round,
+        }
+    }
+}
+
+/// The coordinator's round state machine.
+pub struct RoundMachine {
+    federation_id: String,
+    roster: BTreeSet<NodeName>,
+    joined: BTreeSet<NodeName>,
+    settings: RoundSettings,
+    strategy: Box<dyn Strategy>,
+    global: Vec<f32>,
+    version: ModelVersion,
+    completed: Round,
+    phase: Phase,
+    history: Vec<RoundSummary>,
+    events: Vec<Event>,
+    secure: Option<SecureSettings>,
+    keys: BTreeMap<NodeName, NodePublicKeys>,
+    examples: BTreeMap<NodeName, f64>,
+}
+
+impl std::fmt::Debug for RoundMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoundMachine")
+            .field("federation_id", &self.federation_id)
+            .field("version", &self.version)
+            .field("completed", &self.completed)
+            .field("phase", &self.phase_name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl RoundMachine {
+    /// A machine at version `version` after `completed` rounds (0 and 0 for a fresh federation).
+    pub fn new(
+        federation_id: &str,
+        roster: impl IntoIterator<Item = NodeName>,
+        settings: RoundSettings,
+        strategy: Box<dyn Strategy>,
+        global: Vec<f32>,
+        completed: Round,
+        version: ModelVersion,
+    ) -> Self {
+        let phase = if completed.0 >= settings.rounds { Phase::Finished } else { Phase::Joining { since: None } };
+        Self {
+            federation_id: federation_id.to_owned(),
+            roster: roster.into_iter().collect(),
+            joined: BTreeSet::new(),
+            settings,
+            strategy,
+            global,
+            version,
+            completed,
+            phase,
+            history: Vec::new(),
+            events: Vec::new(),
+            secure: None,
+            keys: BTreeMap::new(),
+            examples: BTreeMap::new(),
+        }
+    }
+
+    /// Runs every round with threshold-RLWE secure aggregation under `settings`: the machine then
+    /// refuses plaintext updates and only ever sees the decrypted sum.
+    pub fn with_secure_aggregation(mut self, settings: SecureSettings) -> Self {
+        self.secure = Some(settings);
+        self
+    }
+
+    /// Whether rounds run with secure aggregation.
+    pub fn is_secure(&self) -> bool {
+        self.secure.is_some()
+    }
+
+    /// Records what a node announced at join: its secure-aggregation public keys and its reported
+    /// example count. Call it before [`RoundMachine::join`], so a round that the join starts
+    /// already knows the keys.
+    ///
+    /// # Errors
+    /// [`RoundError::NotInRoster`]; [`SecureError::MissingKeys`] in a secure federation when
+    /// `keys` is None.
+    pub fn announce(&mut self, node: &NodeName, keys: Option<NodePublicKeys>, reported_examples: f64) -> Result<(), RoundError> {
+        if !self.roster.contains(node) {
+            return Err(RoundError::NotInRoster(node.clone()));
+        }
+        match keys {
+            Some(k) => {
+                self.keys.insert(node.clone(), k);
+            }
+            None if self.secure.is_some() => return Err(SecureError::MissingKeys(node.clone()).into()),
+            None => {}
+        }
+        if reported_examples.is_finite() && reported_examples > 0.0 {
+            self.examples.insert(node.clone(), reported_examples);
+        }
+        Ok(())
+    }
+
+    /// The public data of the current secure round, if one is running.
+    pub fn secure_announcement(&self) -> Option<&RoundAnnouncement> {
+        match &self.phase {
+            Phase::Training(t) => t.secure.as_ref().map(SecureRound::announcement),
+            _ => None,
+        }
+    }
+
+    fn quorum(&self) -> usize {
+        self.settings.min_clients.max(self.secure.as_ref().map_or(0, SecureSettings::quorum))
+    }
+
+    /// The federation id.
+    pub fn federation_id(&self) -> &str {
+        &self.federation_id
+    }
+
+    /// The current global model.
+    pub fn global(&self) -> &[f32] {
+        &self.global
+    }
+
+    /// The current global model version.
+    pub fn version(&self) -> ModelVersion {
+        self.version
+    }
+
+    /// The last completed round.
+    pub fn completed(&self) -> Round {
+        self.completed
+    }
+
+    /// The strategy.
+    pub fn strategy(&self) -> &dyn Strategy {
+        self.strategy.as_ref()
+    }
+
+    /// Completed round summaries.
+    pub fn history(&self) -> &[RoundSummary] {
+        &self.history
+    }
+
+    /// Whether all rounds are done.
+    pub fn is_finished(&self) -> bool {
+        matches!(self.phase, Phase::Finished)
+    }
+
+    /// The phase name, for messages.
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Joining { .. } => "joining",
+            Phase::Training(_) => "training",
+            Phase::Evaluating(_) => "evaluation",
+            Phase::Finished => "finished",
+        }
+    }
+
+    /// The round currently running (training or evaluation), if any.
+    pub fn current_round(&self) -> Option<Round> {
+        match &self.phase {
+            Phase::Training(t) => Some(t.round),
+            Phase::Evaluating(e) => Some(e.summary.round),
+            _ => None,
+        }
+    }
+
+    /// Takes the events produced since the last call.
+    pub fn drain_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Checks a message's federation id.
+    ///
+    /// # Errors
+    /// [`RoundError::WrongFederation`].
+    pub fn check_federation(&self, federation_id: &str) -> Result<(), RoundError> {
+        if federation_id != self.federation_id {
+            return Err(RoundError::WrongFederation {
+                expected: self.federation_id.clone(),
+                actual: federation_id.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A node joins (again, after a restart, is fine).
+    ///
+    /// # Errors
+    /// [`RoundError::NotInRoster`] for a node outside the roster.
+    pub fn join(&mut self, node: &NodeName, now: Instant) -> Result<(), RoundError> {
+        if !self.roster.contains(node) {
+            return Err(RoundError::NotInRoster(node.clone()));
+        }
+        if self.joined.insert(node.clone()) {
+            self.events.push(Event::Joined(node.clone()));
+        }
+        if let Phase::Joining { since } = &mut self.phase {
+            since.get_or_insert(now);
+        }
+        self.advance(now);
+        Ok(())
+    }
+
+    fn check_member(&self, node: &NodeName) -> Result<(), RoundError> {
+        if !self.roster.contains(node) {
+            return Err(RoundError::NotInRoster(node.clone()));
+        }
+        if !self.joined.contains(node) {
+            return Err(RoundError::NotJoined(node.clone()));
+        }
+        Ok(())
+    }
+
+    /// What `node` should do now.
+    ///
+    /// # Errors
+    /// [`RoundError::NotInRoster`] or [`RoundError::NotJoined`].
+    pub fn task_for(&mut self, node: &NodeName, now: Instant) -> Result<Task, RoundError> {
+        self.check_member(node)?;
+        self.advance(now);
+        let version = self.version;
+        if let Phase::Training(t) = &mut self.phase {
+            let shared = t.secure.as_ref().is_some_and(|s| s.has_shared(node));
+            if t.selected.contains(node) && !t.answered.contains(node) && !shared {
+                return Ok(Task::Train { round: t.round, version });
+            }
+            if let Some(s) = t.secure.as_mut() {
+                let (poll, fixed_now) = s.poll(node);
+                if fixed_now {
+                    self.events.push(Event::DecryptionRequested { round: t.round, responders: s.responders() });
+                }
+                if let Poll::Decrypt(request) = poll {
+                    return Ok(Task::Decrypt { round: t.round, version, request });
+                }
+            }
+            return Ok(Task::Wait);
+        }
+        Ok(match &self.phase {
+            Phase::Evaluating(e) if e.expected.contains(node) => {
+                Task::Evaluate { round: e.summary.round, version: self.version }
+            }
+            Phase::Finished => Task::Finished { version: self.version },
+            _ => Task::Wait,
+        })
+    }
+
+    fn training_for(&mut self, node: &NodeName, round: Round, version: ModelVersion) -> Result<&mut Training, RoundError> {
+        self.check_member(node)?;
+        let current = self.version;
+        let phase = self.phase_name();
+        let current_round = self.current_round();
+        let Phase::Training(t) = &mut self.phase else {
+            return Err(match current_round {
+                Some(expected) if expected != round => RoundError::WrongRound { expected, actual: round, phase },
+                _ => RoundError::Unexpected("training update"),
+            });
+        };
+        if t.round != round {
+            return Err(RoundError::WrongRound { expected: t.round, actual: round, phase });
+        }
+        if version != current {
+            return Err(RoundError::WrongModelVersion { expected: current, actual: version });
+        }
+        if !t.selected.contains(node) {
+            return Err(RoundError::NotSelected(node.clone()));
+        }
+        if t.answered.contains(node) {
+            return Err(RoundError::Duplicate(node.clone()));
+        }
+        Ok(t)
+    }
+
+    /// Checks that `node` may upload an update for `round`/`version` now, before its body is received.
+    ///
+    /// # Errors
+    /// [`RoundError`] naming why the update would be refused.
+    pub fn check_update(&mut self, node: &NodeName, round: Round, version: ModelVersion) -> Result<(), RoundError> {
+        let t = self.training_for(node, round, version)?;
+        if t.secure.is_some() {
+            return Err(SecureError::PlaintextRefused.into());
+        }
+        Ok(())
+    }
+
+    /// Accepts a plaintext training update: the delta from the global model and its example weight.
+    ///
+    /// # Errors
+    /// [`RoundError`] for a stale round, a wrong version, an unselected or duplicate sender, or a malformed delta.
+    /// A refused update leaves the round unchanged.
+    pub fn submit_update(
+        &mut self,
+        node: &NodeName,
+        round: Round,
+        version: ModelVersion,
+        delta: &[f32],
+        examples: u64,
+        train_loss: f64,
+        now: Instant,
+    ) -> Result<(), RoundError> {
+        let t = self.training_for(node, round, version)?;
+        if t.secure.is_some() {
+            return Err(SecureError::PlaintextRefused.into());
+        }
+        t.sum.add(delta, examples as f64)?;
+        t.answered.insert(node.clone());
+        t.contributors.push(node.clone());
+        if train_loss.is_finite() {
+            t.losses.push(train_loss);
+        }
+        self.events.push(Event::UpdateAccepted { round, node: node.clone() });
+        self.advance(now);
+        Ok(())
+    }
+
+    /// Records that `node` declined the round.
+    ///
+    /// # Errors
+    /// [`RoundError`] for a stale round or an unselected or duplicate sender.
+    pub fn decline(&mut self, node: &NodeName, round: Round, version: ModelVersion, reason: &str, now: Instant) -> Result<(), RoundError> {
+        let t = self.training_for(node, round, version)?;
+        t.answered.insert(node.clone());
+        t.declined.push((node.clone(), reason.to_owned()));
+        self.events.push(Event::Declined { round, node: node.clone(), reason: reason.to_owned() });
+        self.advance(now);
+        Ok(())
+    }
+
+    fn secure_for(&mut self, node: &NodeName, round: Round, version: ModelVersion) -> Result<&mut Training, RoundError> {
+        self.check_member(node)?;
+        let current = self.version;
+        let phase = self.phase_name();
+        let current_round = self.current_round();
+        let Phase::Training(t) = &mut self.phase else {
+            return Err(match current_round {
+                Some(expected) if expected != round => RoundError::WrongRound { expected, actual: round, phase },
+                _ => RoundError::Unexpected("secure-aggregation message"),
+            });
+        };
+        if t.round != round {
+            return Err(RoundError::WrongRound { expected: t.round, actual: round, phase });
+        }
+        if version != current {
+            return Err(RoundError::WrongModelVersion { expected: current, actual: version });
+        }
+        if t.secure.is_none() {
+            return Err(SecureError::Disabled.into());
+        }
+        if !t.selected.contains(node) {
+            return Err(RoundError::NotSelected(node.clone()));
+        }
+        Ok(t)
+    }
+
+    /// Secure aggregation: stores `node`'s sealed key shares, one opaque envelope per other participant.
+    ///
+    /// # Errors
+    /// [`RoundError`] for a stale round or version, an unselected node, or a [`SecureError`].
+    pub fn submit_shares(
+        &mut self,
+        node: &NodeName,
+        round: Round,
+        version: ModelVersion,
+        envelopes: Vec<(NodeName, Vec<u8>)>,
+        now: Instant,
+    ) -> Result<(), RoundError> {
+        let t = self.secure_for(node, round, version)?;
+        if t.answered.contains(node) {
+            return Err(RoundError::Duplicate(node.clone()));
+        }
+        if let Some(s) = t.secure.as_mut() {
+            s.submit_shares(node, envelopes)?;
+        }
+        self.advance(now);
+        Ok(())
+    }
+
+    /// Secure aggregation: the envelopes addressed to `node` and the key holders, once share
+    /// distribution has closed (None while it is open).
+    ///
+    /// # Errors
+    /// [`RoundError`] for a stale round or version, or [`SecureError::NotAKeyHolder`].
+    pub fn shares_for(
+        &mut self,
+        node: &NodeName,
+        round: Round,
+        version: ModelVersion,
+        now: Instant,
+    ) -> Result<Option<crate::secure::Delivery>, RoundError> {
+        self.advance(now);
+        let t = self.secure_for(node, round, version)?;
+        match t.secure.as_ref() {
+            Some(s) => Ok(s.shares_for(node)?),
+            None => Err(SecureError::Disabled.into()),
+        }
+    }
+
+    /// Secure aggregation: checks that `node` may upload encrypted bodies now; returns the number of
+    /// `u64` bodies expected.
+    ///
+    /// # Errors
+    /// [`RoundError`] naming why the upload would be refused.
+    pub fn check_secure_update(&mut self, node: &NodeName, round: Round, version: ModelVersion) -> Result<usize, RoundError> {
+        let t = self.secure_for(node, round, version)?;
+        if t.answered.contains(node) {
+            return Err(RoundError::Duplicate(node.clone()));
+        }
+        match t.secure.as_ref() {
+            Some(s) => {
+                s.check_upload(node)?;
+                Ok(s.body_len())
+            }
+            None => Err(SecureError::Disabled.into()),
+        }
+    }
+
+    /// Secure aggregation: adds `node`'s complete encrypted bodies to the round's sum.
+    ///
+    /// # Errors
+    /// [`RoundError`] for a stale or refused upload; the sum is unchanged then.
+    pub fn submit_secure_update(
+        &mut self,
+        node: &NodeName,
+        round: Round,
+        version: ModelVersion,
+        bodies: &[u64],
+        train_loss: f64,
+        now: Instant,
+    ) -> Result<(), RoundError> {
+        let t = self.secure_for(node, round, version)?;
+        if t.answered.contains(node) {
+            return Err(RoundError::Duplicate(node.clone()));
+        }
+        if let Some(s) = t.secure.as_mut() {
+            s.add_upload(node, bodies)?;
+        }
+        t.answered.insert(node.clone());
+        t.contributors.push(node.clone());
+        if train_loss.is_finite() {
+            t.losses.push(train_loss);
+        }
+        self.events.push(Event::UpdateAccepted { round, node: node.clone() });
+        self.advance(now);
+        Ok(())
+    }
+
+    /// Secure aggregation: checks that `node` may send its partial decryption now; returns the
+    /// number of values expected.
+    ///
+    /// # Errors
+    /// [`RoundError`] naming why it would be refused.
+    pub fn check_partial(&mut self, node: &NodeName, round: Round, version: ModelVersion) -> Result<usize, RoundError> {
+        let t = self.secure_for(node, round, version)?;
+        match t.secure.as_ref() {
+            Some(s) => {
+                s.check_partial(node)?;
+                Ok(s.body_len())
+            }
+            None => Err(SecureError::Disabled.into()),
+        }
+    }
+
+    /// Secure aggregation: stores `node`'s partial decryption; the round decodes once all
+    /// responders answered.
+    ///
+    /// # Errors
+    /// [`RoundError`] for a stale round or a refused partial.
+    pub fn submit_partial(
+        &mut self,
+        node: &NodeName,
+        round: Round,
+        version: ModelVersion,
+        values: Vec<u64>,
+        now: Instant,
+    ) -> Result<(), RoundError> {
+        let t = self.secure_for(node, round, version)?;
+        if let Some(s) = t.secure.as_mut() {
+            s.add_partial(node, values)?;
+        }
+        self.advance(now);
+        Ok(())
+    }
+
+    /// Accepts an evaluation report of the current model.
+    ///
+    /// # Errors
+    /// [`RoundError`] for a stale round or version, an unexpected or duplicate report.
+    pub fn report_evaluation(
+        &mut self,
+        node: &NodeName,
+        round: Round,
+        version: ModelVersion,
+        metrics: EvalMetrics,
+        now: Instant,
+    ) -> Result<(), RoundError> {
+        self.check_member(node)?;
+        let current = self.version;
+        let phase = self.phase_name();
+        let Phase::Evaluating(e) = &mut self.phase else {
+            return Err(RoundError::Unexpected("evaluation report"));
+        };
+        if e.summary.round != round {
+            return Err(RoundError::WrongRound { expected: e.summary.round, actual: round, phase });
+        }
+        if version != current {
+            return Err(RoundError::WrongModelVersion { expected: current, actual: version });
+        }
+        if !e.expected.remove(node) {
+            return Err(RoundError::Duplicate(node.clone()));
+        }
+        e.summary.slices.push((node.clone(), metrics));
+        self.advance(now);
+        Ok(())
+    }
+
+    /// Moves the machine forward: starts, closes and retries rounds as quorums and deadlines allow.
+    pub fn advance(&mut self, now: Instant) {
+        loop {
+            let next = match &mut self.phase {
+                Phase::Joining { since } => {
+                    let all = self.joined.len() == self.roster.len();
+                    let waited = since.is_some_and(|s| now.duration_since(s) >= self.settings.deadline);
+                    if self.joined.len() >= self.quorum() && (all || waited) {
+                        Some(self.start_round(now))
+                    } else {
+                        None
+                    }
+                }
+                Phase::Training(t) if t.secure.is_some() => {
+                    let round = t.round;
+                    let mut secure_events = Vec::new();
+                    let outcome = match t.secure.as_mut() {
+                        Some(s) => s.step(now, &t.answered, self.settings.min_clients, &mut secure_events),
+                        None => Outcome::Pending,
+                    };
+                    for e in secure_events {
+                        self.events.push(match e {
+                            SecureEvent::KeyHoldersFixed(key_holders) => Event::KeyHoldersFixed { round, key_holders },
+                            SecureEvent::ParticipantsAnnounced(participants) => Event::ParticipantsAnnounced { round, participants },
+                            SecureEvent::DecryptionRequested(responders) => Event::DecryptionRequested { round, responders },
+                        });
+                    }
+                    match outcome {
+                        Outcome::Pending => None,
+                        Outcome::Failed { stage, got, required, reason } => {
+                            tracing::warn!(round = round.0, "secure round failed in the {stage} stage: {reason} ({got} of {required})");
+                            self.events.push(Event::RoundFailed { round, updates: got, required });
+                            Some(self.start_round(now))
+                        }
+                        Outcome::Decoded { sum, record } => {
+                            t.sum = sum;
+                            t.secure_record = Some(record);
+                            Some(self.aggregate(now))
+                        }
+                    }
+                }
+                Phase::Training(t) => {
+                    let all_answered = t.answered.len() == t.selected.len();
+                    let late = now >= t.deadline;
+                    if !(all_answered || late) {
+                        None
+                    } else if t.contributors.len() >= self.settings.min_clients {
+                        Some(self.aggregate(now))
+                    } else {
+                        let (round, updates) = (t.round, t.contributors.len());
+                        self.events.push(Event::RoundFailed { round, updates, required: self.settings.min_clients });
+                        Some(self.start_round(now))
+                    }
+                }
+                Phase::Evaluating(e) => {
+                    if e.expected.is_empty() || now >= e.deadline {
+                        Some(self.finish_evaluation())
+                    } else {
+                        None
+                    }
+                }
+                Phase::Finished => None,
+            };
+            match next {
+                Some(phase) => self.phase = phase,
+                None => break,
+            }
+        }
+    }
+
+    fn start_round(&mut self, now: Instant) -> Phase {
+        let round = Round(self.completed.0 + 1);
+        let mut selected: Vec<NodeName> = self.joined.iter().cloned().collect();
+        if let Some(k) = self.settings.clients_per_round {
+            use rand::seq::SliceRandom;
+            selected.shuffle(&mut rand::rng());
+            selected.truncate(k.max(self.quorum()));
+            selected.sort();
+        }
+        let secure = match &self.secure {
+            Some(settings) => {
+                match SecureRound::start(
+                    settings,
+                    &self.federation_id,
+                    round,
+                    &selected,
+                    &self.keys,
+                    &self.examples,
+                    self.global.len(),
+                    now,
+                    self.settings.deadline,
+                ) {
+                    Ok(s) => Some(s),
+                    Err(err) => {
+                        // Unreachable with a configuration the coordinator accepted at bind; never
+                        // fall back to plaintext.
+                        tracing::error!(round = round.0, "cannot start a secure round: {err}");
+                        self.events.push(Event::Finished { version: self.version });
+                        return Phase::Finished;
+                    }
+                }
+            }
+            None => None,
+        };
+        self.events.push(Event::RoundStarted { round, selected: selected.clone() });
+        Phase::Training(Training {
+            round,
+            selected: selected.into_iter().collect(),
+            answered: BTreeSet::new(),
+            contributors: Vec::new(),
+            declined: Vec::new(),
+            losses: Vec::new(),
+            sum: WeightedSum::new(self.global.len()),
+            deadline: now + self.settings.deadline,
+            secure,
+            secure_record: None,
+        })
+    }
+
+    fn aggregate(&mut self, now: Instant) -> Phase {
+        let Phase::Training(t) = std::mem::replace(&mut self.phase, Phase::Finished) else {
+            return Phase::Finished;
+        };
+        match self.strategy.aggregate(&self.global, &t.sum) {
+            Ok(next) => {
+                self.global = next;
+                self.version = ModelVersion(self.version.0 + 1);
+            }
+            Err(err) => {
+                tracing::error!(round = t.round.0, "aggregation failed: {err}");
+                self.events.push(Event::RoundFailed { round: t.round, updates: 0, required: self.settings.min_clients });
+                return self.start_round(now);
+            }
+        }
+        let train_loss = if t.losses.is_empty() { f64::NAN } else { t.losses.iter().sum::<f64>() / t.losses.len() as f64 };
+        self.events.push(Event::Aggregated {
+            round: t.round,
+            version: self.version,
+            contributors: t.contributors.clone(),
+            train_loss,
+        });
+        Phase::Evaluating(Evaluating {
+            summary: RoundSummary {
+                round: t.round,
+                version: self.version,
+                contributors: t.contributors,
+                declined: t.declined,
+                train_loss,
+                metrics: None,
+                slices: Vec::new(),
+                secure: t.secure_record,
+            },
+            expected: self.joined.clone(),
+            deadline: now + self.settings.deadline,
+        })
+    }
+
+    fn finish_evaluation(&mut self) -> Phase {
+        let Phase::Evaluating(mut e) = std::mem::replace(&mut self.phase, Phase::Finished) else {
+            return Phase::Finished;
+        };
+        let slices: Vec<(String, EvalMetrics)> =
+            e.summary.slices.iter().map(|(n, m)| (n.0.clone(), m.clone())).collect();
+        e.summary.metrics = cohort_core::metrics::weighted_aggregate(&slices).ok();
+        self.completed = e.summary.round;
+        self.history.push(e.summary.clone());
+        self.events.push(Event::Evaluated(e.summary));
+        if self.completed.0 >= self.settings.rounds {
+            self.events.push(Event::Finished { version: self.version });
+            Phase::Finished
+        } else {
+            Phase::Joining { since: Some(Instant::now()) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::FedAvg;
+
+    fn machine(roster: &[&str], min: usize, rounds: u64) -> RoundMachine {
+        let settings = RoundSettings { rounds, min_clients: min, deadline: Duration::from_secs(10), clients_per_round: None };
+        RoundMachine::new("f", roster.iter().map(|n| NodeName::from(*n)), settings, Box::new(FedAvg), vec![0.0, 0.0], Round(0), ModelVersion(0))
+    }
+
+    fn metrics(acc: f64, n: u64) -> EvalMetrics {
+        EvalMetrics { examples: n, values: [("accuracy".to_owned(), acc)].into() }
+    }
+
+    #[test]
+    fn a_round_runs_from_join_to_evaluation() {
+        let now = Instant::now();
+        let (a, b) = (NodeName::from("a"), NodeName::from("b"));
+        let mut m = machine(&["a", "b"], 2, 1);
+        m.join(&a, now).unwrap();
+        assert_eq!(m.task_for(&a, now).unwrap(), Task::Wait);
+        m.join(&b, now).unwrap();
+        assert_eq!(m.task_for(&a, now).unwrap(), Task::Train { round: Round(1), version: ModelVersion(0) });
+        m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 0.0], 1, 0.5, now).unwrap();
+        assert_eq!(m.task_for(&a, now).unwrap(), Task::Wait);
+        m.submit_update(&b, Round(1), ModelVersion(0), &[4.0, 3.0], 2, 0.5, now).unwrap();
+        assert_eq!(m.global(), &[3.0, 2.0]);
+        assert_eq!(m.task_for(&b, now).unwrap(), Task::Evaluate { round: Round(1), version: ModelVersion(1) });
+        m.report_evaluation(&a, Round(1), ModelVersion(1), metrics(1.0, 30), now).unwrap();
+        m.report_evaluation(&b, Round(1), ModelVersion(1), metrics(0.6, 10), now).unwrap();
+        assert!(m.is_finished());
+        let summary = &m.history()[0];
+        assert!((summary.metrics.as_ref().unwrap().get("accuracy").unwrap() - 0.9).abs() < 1e-12);
+        assert_eq!(summary.slices.len(), 2);
+        assert_eq!(m.task_for(&a, now).unwrap(), Task::Finished { version: ModelVersion(1) });
+    }
+
+    #[test]
+    fn stale_duplicate_and_foreign_messages_are_typed_errors() {
+        let now = Instant::now();
+        let (a, b) = (NodeName::from("a"), NodeName::from("b"));
+        let mut m = machine(&["a", "b"], 2, 3);
+        assert_eq!(m.join(&NodeName::from("x"), now), Err(RoundError::NotInRoster(NodeName::from("x"))));
+        assert!(matches!(m.check_federation("other"), Err(RoundError::WrongFederation { .. })));
+        m.join(&a, now).unwrap();
+        m.join(&b, now).unwrap();
+        assert!(matches!(m.submit_update(&a, Round(2), ModelVersion(0), &[0.0, 0.0], 1, 0.0, now), Err(RoundError::WrongRound { .. })));
+        assert!(matches!(m.submit_update(&a, Round(1), ModelVersion(7), &[0.0, 0.0], 1, 0.0, now), Err(RoundError::WrongModelVersion { .. })));
+        assert!(matches!(m.submit_update(&a, Round(1), ModelVersion(0), &[0.0], 1, 0.0, now), Err(RoundError::BadUpdate(_))));
+        m.submit_update(&a, Round(1), ModelVersion(0), &[0.0, 0.0], 1, 0.0, now).unwrap();
+        assert_eq!(m.submit_update(&a, Round(1), ModelVersion(0), &[0.0, 0.0], 1, 0.0, now), Err(RoundError::Duplicate(a.clone())));
+        assert!(matches!(m.report_evaluation(&a, Round(1), ModelVersion(0), metrics(1.0, 1), now), Err(RoundError::Unexpected(_))));
+    }
+
+    #[test]
+    fn deadline_closes_with_quorum_and_retries_without() {
+        let now = Instant::now();
+        let (a, b, c) = (NodeName::from("a"), NodeName::from("b"), NodeName::from("c"));
+        let mut m = machine(&["a", "b", "c"], 2, 5);
+        for n in [&a, &b, &c] {
+            m.join(n, now).unwrap();
+        }
+        m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 1.0], 1, 0.0, now).unwrap();
+        m.advance(now + Duration::from_secs(11));
+        // One update is below the quorum of two: the round is retried under the same number.
+        let events = m.drain_events();
+        assert!(events.iter().any(|e| matches!(e, Event::RoundFailed { round: Round(1), updates: 1, required: 2 })));
+        assert_eq!(m.version(), ModelVersion(0));
+        let later = now + Duration::from_secs(12);
+        m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 1.0], 1, 0.0, later).unwrap();
+        m.decline(&c, Round(1), ModelVersion(0), "over budget", later).unwrap();
+        m.submit_update(&b, Round(1), ModelVersion(0), &[3.0, 3.0], 1, 0.0, later).unwrap();
+        assert_eq!(m.version(), ModelVersion(1));
+        assert_eq!(m.global(), &[2.0, 2.0]);
+    }
+}

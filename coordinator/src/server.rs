@@ -1,0 +1,330 @@
+//! The coordinator process: a TLS listener that logs refused handshakes, the tonic server, a deadline ticker, and
+//! the run loop that ends when the federation is finished.
+
+use crate::round::{Event, RoundMachine, RoundSettings, RoundSummary};
+use crate::secure::SecureSettings;
+use cohort_crypto::SecAggParams;
+use crate::service::{FederationService, Shared};
+use crate::gate::GateConfig;
+use crate::recorder::Recorder;
+use crate::registry::Registry;
+use crate::strategy;
+use cohort_core::model::parameters_from_bytes;
+use sha2::{Digest, Sha256};
+use cohort_core::config::{CoordinatorConfig, FederationPlan, SecureAggregationMode};
+use cohort_core::tls::{describe_server_handshake_failure, server_config};
+use cohort_core::wire::{proto, MAX_MESSAGE_BYTES};
+use cohort_core::{ModelVersion, NodeName, Round};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// A coordinator that cannot start or failed while running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoordinatorError {
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] cohort_core::config::ConfigError),
+    /// TLS material is unusable.
+    #[error(transparent)]
+    Tls(#[from] cohort_core::tls::TlsError),
+    /// The listen address cannot be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// The strategy cannot run with the chosen settings.
+    #[error("{0}")]
+    Incompatible(String),
+    /// The registry failed.
+    #[error("registry: {0}")]
+    Registry(String),
+}
+
+/// The result of a finished federation.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// Round summaries, in order.
+    pub history: Vec<RoundSummary>,
+    /// The final global model.
+    pub global: Vec<f32>,
+    /// Its version.
+    pub version: ModelVersion,
+    /// Ledger records the nodes sent, per node, as JSON lines.
+    pub ledger_copies: std::collections::BTreeMap<NodeName, Vec<String>>,
+    /// Versions registered by this run, with their gate decisions.
+    pub recorded: Vec<crate::recorder::Recorded>,
+    /// The round this run resumed after (0 for a fresh federation).
+    pub resumed_after: Round,
+}
+
+/// The federation plan a coordinator config implies.
+///
+/// # Errors
+/// [`CoordinatorError::Config`] when the model spec is invalid.
+pub fn plan_of(config: &CoordinatorConfig) -> Result<FederationPlan, CoordinatorError> {
+    Ok(FederationPlan {
+        federation_id: config.federation_id.clone(),
+        model_name: config.model.name.clone(),
+        schema: config.schema.clone(),
+        model: config.model_spec()?,
+        training: config.training.clone(),
+        strategy: config.strategy.clone(),
+        secure_aggregation: config.secure_aggregation.clone(),
+    })
+}
+
+/// Refuses a strategy that needs each client's update (median, Krum) under secure aggregation.
+///
+/// # Errors
+/// [`CoordinatorError::Incompatible`] naming the strategy.
+pub fn check_strategy(strategy: &dyn strategy::Strategy, mode: SecureAggregationMode) -> Result<(), CoordinatorError> {
+    if mode != SecureAggregationMode::None && strategy.needs_individual_updates() {
+        return Err(CoordinatorError::Incompatible(format!(
+            "strategy {} needs individual updates and cannot run with secure aggregation",
+            strategy.name()
+        )));
+    }
+    Ok(())
+}
+
+/// The secure-aggregation settings a config asks for (None for mode `none`), checked against the
+/// roster: the threshold must be a strict majority of the clients selected per round.
+///
+/// # Errors
+/// [`CoordinatorError::Incompatible`] naming the problem.
+pub fn secure_settings(config: &CoordinatorConfig) -> Result<Option<SecureSettings>, CoordinatorError> {
+    let section = &config.secure_aggregation;
+    if section.mode == SecureAggregationMode::None {
+        return Ok(None);
+    }
+    let incompatible = |e: crate::secure::SecureError| CoordinatorError::Incompatible(e.to_string());
+    let settings = SecureSettings::new(&SecAggParams::default(), section.threshold, section.min_participants).map_err(incompatible)?;
+    let per_round = config.training.clients_per_round.map_or(config.roster.len(), |k| k.max(config.training.min_clients)).min(config.roster.len());
+    settings.check_round_size(per_round).map_err(incompatible)?;
+    if settings.quorum() > config.roster.len() {
+        return Err(CoordinatorError::Incompatible(format!(
+            "secure aggregation needs at least {} clients (threshold and min_participants) but the roster has {}",
+            settings.quorum(),
+            config.roster.len()
+        )));
+    }
+    Ok(Some(settings))
+}
+
+/// A coordinator bound to its address, ready to run.
+pub struct Coordinator {
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    shared: Arc<Shared>,
+    resumed_after: Round,
+}
+
+impl std::fmt::Debug for Coordinator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Coordinator").field("listener", &self.listener).finish_non_exhaustive()
+    }
+}
+
+impl Coordinator {
+    /// Loads TLS material, builds the initial model and binds the listen address.
+    ///
+    /// # Errors
+    /// [`CoordinatorError`] for bad TLS material, an unbindable address or an incompatible strategy.
+    pub async fn bind(config: &CoordinatorConfig) -> Result<Self, CoordinatorError> {
+        let plan = plan_of(config)?;
+        let strategy = strategy::from_config(&config.strategy);
+        check_strategy(strategy.as_ref(), config.secure_aggregation.mode)?;
+        let secure = secure_settings(config)?;
+        let gate: GateConfig = match &config.gate {
+            Some(table) => table.clone().try_into().map_err(|e| CoordinatorError::Incompatible(format!("invalid [gate] section: {e}")))?,
+            None => GateConfig::default(),
+        };
+        gate.validate().map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
+        let registry = Registry::open(&config.data_dir).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
+        let checkpoint = registry.load_checkpoint(&config.federation_id).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
+        let tls = server_config(&config.tls.files())?;
+        let listener = TcpListener::bind(&config.listen)
+            .await
+            .map_err(|source| CoordinatorError::Bind { addr: config.listen.clone(), source })?;
+        let mut strategy = strategy;
+        let (global, completed) = match checkpoint {
+            Some(cp) => {
+                let global = parameters_from_bytes(&cp.model_bytes).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
+                plan.model.check_parameters(&global).map_err(|e| {
+                    CoordinatorError::Registry(format!("checkpoint does not fit the configured model: {e}"))
+                })?;
+                strategy.restore(&cp.strategy_state);
+                tracing::info!(round = cp.round.0, "resuming federation {} after round {}", config.federation_id, cp.round);
+                (global, cp.round)
+            }
+            None => (plan.model.initial_parameters(&mut rand::rng()), Round(0)),
+        };
+        let mut machine = RoundMachine::new(
+            &config.federation_id,
+            config.roster.iter().map(|n| NodeName(n.clone())),
+            RoundSettings::from_plan(&plan),
+            strategy,
+            global,
+            completed,
+            ModelVersion(completed.0),
+        );
+        if let Some(settings) = secure {
+            tracing::info!(
+                threshold = ?config.secure_aggregation.threshold,
+                min_participants = settings.min_participants(),
+                "secure aggregation: threshold RLWE, {}",
+                settings.context().summary().security
+            );
+            machine = machine.with_secure_aggregation(settings);
+        }
+        let config_hash = hex::encode(Sha256::digest(serde_json::to_vec(config).unwrap_or_default()));
+        let shared = Shared::new(machine, plan.clone());
+        shared.set_recorder(Recorder::new(registry, plan, gate, config_hash));
+        Ok(Self { listener, acceptor: TlsAcceptor::from(Arc::new(tls)), shared, resumed_after: completed })
+    }
+
+    /// The bound address (useful with port 0).
+    ///
+    /// # Errors
+    /// The socket's error, if it has none.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The round this coordinator resumes after (0 for a fresh federation).
+    pub fn resumed_after(&self) -> Round {
+        self.resumed_after
+    }
+
+    /// Subscribes to round events (for progress displays).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.shared.subscribe()
+    }
+
+    /// Serves until the federation finishes (plus a short grace period so nodes fetch the final model) or
+    /// `shutdown` resolves.
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Transport`] when the gRPC server fails.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<RunReport, CoordinatorError> {
+        let Self { listener, acceptor, shared, resumed_after } = self;
+        let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
+        let accept_task = tokio::spawn(accept_loop(listener, acceptor, conn_tx));
+        let ticker = {
+            let shared = shared.clone();
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    interval.tick().await;
+                    shared.tick();
+                }
+            })
+        };
+        let finished = {
+            let shared = shared.clone();
+            async move {
+                let mut watch = shared.watch();
+                while !shared.with_machine(|m| m.is_finished()) {
+                    if watch.changed().await.is_err() {
+                        break;
+                    }
+                }
+                // Let nodes collect the final model.
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+            }
+        };
+        let stop = async move {
+            tokio::select! {
+                () = finished => {}
+                () = shutdown => {}
+            }
+        };
+        let service = proto::federation_server::FederationServer::new(FederationService::new(shared.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let result = tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop)
+            .await;
+        accept_task.abort();
+        ticker.abort();
+        result?;
+        let (history, global, version) =
+            shared.with_machine(|m| (m.history().to_vec(), m.global().to_vec(), m.version()));
+        Ok(RunReport { history, global, version, ledger_copies: shared.ledger_copies(), recorded: shared.recorded(), resumed_after })
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes concurrently; refused handshakes are logged with their
+/// reason and never reach the gRPC layer.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    out: tokio::sync::mpsc::Sender<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>,
+) {
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(err) => {
+                tracing::warn!("accept failed: {err}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let out = out.clone();
+        tokio::spawn(async move {
+            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => {
+                    let _ = out.send(Ok(tls)).await;
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(%peer, "refused TLS connection: {}", describe_server_handshake_failure(&err));
+                }
+                Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::strategy::{AggregateError, Strategy, WeightedSum};
+
+    struct Median;
+
+    impl Strategy for Median {
+        fn name(&self) -> &'static str {
+            "median"
+        }
+        fn hyperparameters(&self) -> serde_json::Value {
+            serde_json::Value::Null
+        }
+        fn needs_individual_updates(&self) -> bool {
+            true
+        }
+        fn aggregate(&mut self, _global: &[f32], _deltas: &WeightedSum) -> Result<Vec<f32>, AggregateError> {
+            Err(AggregateError::Empty)
+        }
+    }
+
+    #[test]
+    fn strategies_needing_individual_updates_are_refused_under_secure_aggregation() {
+        let err = check_strategy(&Median, SecureAggregationMode::ThresholdRlwe).unwrap_err();
+        assert!(err.to_string().contains("median needs individual updates"), "{err}");
+        assert!(check_strategy(&Median, SecureAggregationMode::None).is_ok());
+        assert!(check_strategy(&strategy::FedAdam::new(0.1, 0.9, 0.99, 1e-3), SecureAggregationMode::ThresholdRlwe).is_ok());
+    }
+}

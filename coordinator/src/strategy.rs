@@ -1,0 +1,309 @@
+//! Aggregation strategies. A strategy never touches the network: it turns the example-weighted sum of client
+//! deltas into the next global model.
+//!
+//! Clients upload `delta_i = w_i - w_global` with weight `n_i`. The coordinator only ever needs
+//! `Σ n_i · delta_i` and `Σ n_i`, which is exactly what secure aggregation reveals, so every strategy here also runs
+//! under secure aggregation. Strategies that need individual updates (median, Krum) would report
+//! [`Strategy::needs_individual_updates`] and are refused when secure aggregation is on.
+
+use cohort_core::config::StrategyConfig;
+
+/// The example-weighted sum of client deltas for one round, accumulated as updates stream in.
+///
+/// Memory is O(model): individual updates are added and dropped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WeightedSum {
+    sum: Vec<f64>,
+    weight: f64,
+    contributors: usize,
+}
+
+/// An update that cannot be added.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AggregateError {
+    /// The update's length differs from the model's.
+    #[error("update has {actual} values but the model has {expected}")]
+    WrongShape {
+        /// Model length.
+        expected: usize,
+        /// Update length.
+        actual: usize,
+    },
+    /// A zero, negative or non-finite weight.
+    #[error("invalid example weight {0}")]
+    BadWeight(f64),
+    /// A non-finite value in the update.
+    #[error("update value {index} is not finite")]
+    NonFinite {
+        /// Index of the first bad value.
+        index: usize,
+    },
+    /// Nothing to aggregate.
+    #[error("no updates to aggregate")]
+    Empty,
+}
+
+impl WeightedSum {
+    /// An empty sum for a model of `len` parameters.
+    pub fn new(len: usize) -> Self {
+        Self { sum: vec![0.0; len], weight: 0.0, contributors: 0 }
+    }
+
+    /// Builds a sum that was computed elsewhere (for example decrypted from secure aggregation).
+    ///
+    /// # Errors
+    /// [`AggregateError::BadWeight`] for a non-positive total weight.
+    pub fn from_parts(sum: Vec<f64>, weight: f64, contributors: usize) -> Result<Self, AggregateError> {
+        if !(weight > 0.0 && weight.is_finite()) {
+            return Err(AggregateError::BadWeight(weight));
+        }
+        Ok(Self { sum, weight, contributors })
+    }
+
+    /// Adds `weight · delta`.
+    ///
+    /// # Errors
+    /// [`AggregateError`] for a wrong shape, a bad weight or a non-finite value; the sum is unchanged then.
+    pub fn add(&mut self, delta: &[f32], weight: f64) -> Result<(), AggregateError> {
+        if delta.len() != self.sum.len() {
+            return Err(AggregateError::WrongShape { expected: self.sum.len(), actual: delta.len() });
+        }
+        if !(weight > 0.0 && weight.is_finite()) {
+            return Err(AggregateError::BadWeight(weight));
+        }
+        if let Some(index) = delta.iter().position(|v| !v.is_finite()) {
+            return Err(AggregateError::NonFinite { index });
+        }
+        for (s, d) in self.sum.iter_mut().zip(delta) {
+            *s += weight * f64::from(*d);
+        }
+        self.weight += weight;
+        self.contributors += 1;
+        Ok(())
+    }
+
+    /// Number of updates added.
+    pub fn contributors(&self) -> usize {
+        self.contributors
+    }
+
+    /// Total weight.
+    pub fn weight(&self) -> f64 {
+        self.weight
+    }
+
+    /// The weighted mean delta.
+    ///
+    /// # Errors
+    /// [`AggregateError::Empty`] when nothing was added.
+    pub fn mean(&self) -> Result<Vec<f64>, AggregateError> {
+        if self.contributors == 0 || self.weight <= 0.0 {
+            return Err(AggregateError::Empty);
+        }
+        Ok(self.sum.iter().map(|s| s / self.weight).collect())
+    }
+}
+
+/// A federated aggregation strategy.
+pub trait Strategy: Send + Sync {
+    /// Stable name, recorded in the registry.
+    fn name(&self) -> &'static str;
+
+    /// Hyperparameters as JSON, recorded in the registry.
+    fn hyperparameters(&self) -> serde_json::Value;
+
+    /// Whether the strategy needs each client's update (so it cannot run under secure aggregation).
+    fn needs_individual_updates(&self) -> bool {
+        false
+    }
+
+    /// Computes the next global model from the current one and the round's weighted delta sum.
+    ///
+    /// # Errors
+    /// [`AggregateError`] when the sum is empty or does not fit the model.
+    fn aggregate(&mut self, global: &[f32], deltas: &WeightedSum) -> Result<Vec<f32>, AggregateError>;
+
+    /// The optimizer state to checkpoint, as JSON (empty for stateless strategies).
+    fn state(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Restores the optimizer state saved by [`Strategy::state`].
+    fn restore(&mut self, _state: &serde_json::Value) {}
+}
+
+fn check_shape(global: &[f32], deltas: &WeightedSum) -> Result<Vec<f64>, AggregateError> {
+    let mean = deltas.mean()?;
+    if mean.len() != global.len() {
+        return Err(AggregateError::WrongShape { expected: global.len(), actual: mean.len() });
+    }
+    Ok(mean)
+}
+
+/// FedAvg (McMahan et al. 2017): `w ← w + Σ n_i Δ_i / Σ n_i`.
+#[derive(Debug, Clone, Default)]
+pub struct FedAvg;
+
+impl Strategy for FedAvg {
+    fn name(&self) -> &'static str {
+        "fedavg"
+    }
+
+    fn hyperparameters(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+
+    fn aggregate(&mut self, global: &[f32], deltas: &WeightedSum) -> Result<Vec<f32>, AggregateError> {
+        let mean = check_shape(global, deltas)?;
+        Ok(global.iter().zip(mean).map(|(w, d)| (f64::from(*w) + d) as f32).collect())
+    }
+}
+
+/// FedProx (Li et al. 2020, "Federated Optimization in Heterogeneous Networks"): clients add the proximal term
+/// `mu/2 · |w − w_global|²` to their loss; the server aggregates as FedAvg.
+#[derive(Debug, Clone)]
+pub struct FedProx {
+    /// Proximal coefficient sent to clients.
+    pub mu: f64,
+}
+
+impl Strategy for FedProx {
+    fn name(&self) -> &'static str {
+        "fedprox"
+    }
+
+    fn hyperparameters(&self) -> serde_json::Value {
+        serde_json::json!({ "mu": self.mu })
+    }
+
+    fn aggregate(&mut self, global: &[f32], deltas: &WeightedSum) -> Result<Vec<f32>, AggregateError> {
+        FedAvg.aggregate(global, deltas)
+    }
+}
+
+/// FedAdam (Reddi et al. 2021, "Adaptive Federated Optimization"): the mean client delta is a pseudo-gradient
+/// for Adam on the server: `m ← β1 m + (1−β1) Δ`, `v ← β2 v + (1−β2) Δ²`, `w ← w + η m / (√v + τ)`.
+#[derive(Debug, Clone)]
+pub struct FedAdam {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    tau: f64,
+    m: Vec<f64>,
+    v: Vec<f64>,
+}
+
+impl FedAdam {
+    /// A FedAdam optimizer with zero moments.
+    pub fn new(lr: f64, beta1: f64, beta2: f64, tau: f64) -> Self {
+        Self { lr, beta1, beta2, tau, m: Vec::new(), v: Vec::new() }
+    }
+}
+
+impl Strategy for FedAdam {
+    fn name(&self) -> &'static str {
+        "fedadam"
+    }
+
+    fn hyperparameters(&self) -> serde_json::Value {
+        serde_json::json!({ "lr": self.lr, "beta1": self.beta1, "beta2": self.beta2, "tau": self.tau })
+    }
+
+    fn aggregate(&mut self, global: &[f32], deltas: &WeightedSum) -> Result<Vec<f32>, AggregateError> {
+        let mean = check_shape(global, deltas)?;
+        if self.m.len() != global.len() {
+            self.m = vec![0.0; global.len()];
+            self.v = vec![0.0; global.len()];
+        }
+        let mut next = Vec::with_capacity(global.len());
+        for (i, (w, d)) in global.iter().zip(mean).enumerate() {
+            self.m[i] = self.beta1 * self.m[i] + (1.0 - self.beta1) * d;
+            self.v[i] = self.beta2 * self.v[i] + (1.0 - self.beta2) * d * d;
+            next.push((f64::from(*w) + self.lr * self.m[i] / (self.v[i].sqrt() + self.tau)) as f32);
+        }
+        Ok(next)
+    }
+
+    fn state(&self) -> serde_json::Value {
+        serde_json::json!({ "m": self.m, "v": self.v })
+    }
+
+    fn restore(&mut self, state: &serde_json::Value) {
+        let read = |key: &str| -> Vec<f64> {
+            state.get(key).and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default()
+        };
+        self.m = read("m");
+        self.v = read("v");
+    }
+}
+
+/// Builds the strategy a config names.
+pub fn from_config(config: &StrategyConfig) -> Box<dyn Strategy> {
+    match *config {
+        StrategyConfig::Fedavg => Box::new(FedAvg),
+        StrategyConfig::Fedprox { mu } => Box::new(FedProx { mu }),
+        StrategyConfig::Fedadam { lr, beta1, beta2, tau } => Box::new(FedAdam::new(lr, beta1, beta2, tau)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::{prop_assert, proptest};
+
+    #[test]
+    fn fedavg_weights_by_examples() {
+        let mut sum = WeightedSum::new(2);
+        sum.add(&[1.0, 0.0], 1.0).unwrap();
+        sum.add(&[4.0, 3.0], 2.0).unwrap();
+        let next = FedAvg.aggregate(&[1.0, 1.0], &sum).unwrap();
+        assert_eq!(next, vec![4.0, 3.0]);
+    }
+
+    #[test]
+    fn wrong_shape_bad_weight_and_nan_leave_the_sum_unchanged() {
+        let mut sum = WeightedSum::new(2);
+        sum.add(&[1.0, 1.0], 1.0).unwrap();
+        let before = sum.clone();
+        assert_eq!(sum.add(&[1.0], 1.0), Err(AggregateError::WrongShape { expected: 2, actual: 1 }));
+        assert_eq!(sum.add(&[1.0, 1.0], 0.0), Err(AggregateError::BadWeight(0.0)));
+        assert_eq!(sum.add(&[1.0, f32::NAN], 1.0), Err(AggregateError::NonFinite { index: 1 }));
+        assert_eq!(sum, before);
+    }
+
+    #[test]
+    fn empty_round_cannot_aggregate() {
+        assert_eq!(FedAvg.aggregate(&[0.0], &WeightedSum::new(1)), Err(AggregateError::Empty));
+    }
+
+    #[test]
+    fn fedadam_first_step_moves_by_about_lr_in_the_delta_direction() {
+        let mut adam = FedAdam::new(0.1, 0.9, 0.99, 1e-9);
+        let mut sum = WeightedSum::new(2);
+        sum.add(&[0.5, -2.0], 1.0).unwrap();
+        let next = adam.aggregate(&[0.0, 0.0], &sum).unwrap();
+        // m = 0.1 d, v = 0.01 d², so the step is lr · 0.1 d / (0.1 |d|) = lr · sign(d).
+        assert!((next[0] - 0.1).abs() < 1e-5 && (next[1] + 0.1).abs() < 1e-5, "{next:?}");
+        let state = adam.state();
+        let mut restored = FedAdam::new(0.1, 0.9, 0.99, 1e-9);
+        restored.restore(&state);
+        assert_eq!(restored.m, adam.m);
+    }
+
+    proptest! {
+        #[test]
+        fn streaming_sum_equals_batch_mean(
+            updates in proptest::collection::vec((proptest::collection::vec(-10f32..10.0, 4), 1u32..1000), 1..20)
+        ) {
+            let mut sum = WeightedSum::new(4);
+            for (u, n) in &updates { sum.add(u, f64::from(*n)).unwrap(); }
+            let total: f64 = updates.iter().map(|(_, n)| f64::from(*n)).sum();
+            let mean = sum.mean().unwrap();
+            for (j, m) in mean.iter().enumerate() {
+                let expect: f64 = updates.iter().map(|(u, n)| f64::from(u[j]) * f64::from(*n)).sum::<f64>() / total;
+                prop_assert!((m - expect).abs() < 1e-9);
+            }
+        }
+    }
+}

@@ -1,0 +1,636 @@
+//! TOML configuration of the coordinator and of a client node, and the federation plan sent at join.
+//!
+//! Every field is documented; `examples/coordinator.toml` and `examples/client.toml` are working examples.
+//! Relative paths in a config file are resolved against the file's directory.
+
+use crate::model::{ModelSpec, TaskKind};
+use crate::pki::NodeFiles;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A configuration file that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or a field has the wrong type.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, with line and column from the TOML parser.
+        message: String,
+    },
+    /// The values are inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// Paths of the node's TLS material.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// The federation CA certificate (PEM).
+    pub ca_cert: PathBuf,
+    /// This node's certificate (PEM).
+    pub cert: PathBuf,
+    /// This node's private key (PEM, mode 0600).
+    pub key: PathBuf,
+}
+
+impl TlsSection {
+    /// The TLS files as [`NodeFiles`].
+    pub fn files(&self) -> NodeFiles {
+        NodeFiles { ca_cert: self.ca_cert.clone(), cert: self.cert.clone(), key: self.key.clone() }
+    }
+
+    fn resolve(&mut self, base: &Path) {
+        for p in [&mut self.ca_cert, &mut self.cert, &mut self.key] {
+            *p = resolve(base, p);
+        }
+    }
+}
+
+/// The federation's data schema: which columns are features, which is the label, and the task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Schema {
+    /// Feature column names, in model input order.
+    pub features: Vec<String>,
+    /// Label column name.
+    pub label: String,
+    /// The task.
+    pub task: TaskKind,
+    /// Number of classes (2 for binary; required for multiclass; ignored for regression).
+    #[serde(default)]
+    pub classes: Option<usize>,
+}
+
+impl Schema {
+    /// Number of model outputs: classes for classification, 1 for regression.
+    pub fn outputs(&self) -> usize {
+        match self.task {
+            TaskKind::Binary => 2,
+            TaskKind::Multiclass => self.classes.unwrap_or(2),
+            TaskKind::Regression => 1,
+        }
+    }
+
+    /// Checks the schema is usable.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] on an empty feature list, a label among the features, or a bad class count.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.features.is_empty() {
+            return Err(ConfigError::Invalid("schema.features is empty".into()));
+        }
+        if self.features.contains(&self.label) {
+            return Err(ConfigError::Invalid(format!("label column {:?} is also listed as a feature", self.label)));
+        }
+        if self.task == TaskKind::Multiclass && self.classes.is_none_or(|c| c < 2) {
+            return Err(ConfigError::Invalid("schema.classes must be at least 2 for a multiclass task".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Which aggregation strategy the coordinator runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
+pub enum StrategyConfig {
+    /// FedAvg (McMahan et al. 2017): the example-weighted mean of client models.
+    Fedavg,
+    /// FedProx (Li et al. 2020): FedAvg with a proximal term `mu/2 * |w - w_global|^2` in each client's loss.
+    Fedprox {
+        /// Proximal coefficient.
+        #[serde(default = "default_mu")]
+        mu: f64,
+    },
+    /// FedAdam (Reddi et al. 2021): Adam on the server, with the mean client delta as pseudo-gradient.
+    Fedadam {
+        /// Server learning rate.
+        #[serde(default = "default_server_lr")]
+        lr: f64,
+        /// First-moment decay.
+        #[serde(default = "default_beta1")]
+        beta1: f64,
+        /// Second-moment decay.
+        #[serde(default = "default_beta2")]
+        beta2: f64,
+        /// Adaptivity (epsilon) term.
+        #[serde(default = "default_tau")]
+        tau: f64,
+    },
+}
+
+fn default_mu() -> f64 {
+    0.01
+}
+fn default_server_lr() -> f64 {
+    0.1
+}
+fn default_beta1() -> f64 {
+    0.9
+}
+fn default_beta2() -> f64 {
+    0.99
+}
+fn default_tau() -> f64 {
+    1e-3
+}
+
+impl Default for StrategyConfig {
+    fn default() -> Self {
+        Self::Fedavg
+    }
+}
+
+/// Training settings of the federation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainingSection {
+    /// Number of rounds.
+    #[serde(default = "default_rounds")]
+    pub rounds: u64,
+    /// Local epochs per round.
+    #[serde(default = "default_epochs")]
+    pub local_epochs: u32,
+    /// Local SGD learning rate.
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    /// Local batch size (non-private training; DP-SGD uses Poisson sampling instead).
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Minimum number of updates for a round to complete.
+    #[serde(default = "default_min_clients")]
+    pub min_clients: usize,
+    /// Seconds a round waits for updates before closing with what it has (if at least `min_clients`).
+    #[serde(default = "default_deadline")]
+    pub round_deadline_secs: u64,
+    /// How many joined clients are selected per round (default: all).
+    #[serde(default)]
+    pub clients_per_round: Option<usize>,
+}
+
+fn default_rounds() -> u64 {
+    10
+}
+fn default_epochs() -> u32 {
+    1
+}
+fn default_lr() -> f64 {
+    0.1
+}
+fn default_batch() -> usize {
+    32
+}
+fn default_min_clients() -> usize {
+    2
+}
+fn default_deadline() -> u64 {
+    120
+}
+
+impl Default for TrainingSection {
+    fn default() -> Self {
+        Self {
+            rounds: default_rounds(),
+            local_epochs: default_epochs(),
+            learning_rate: default_lr(),
+            batch_size: default_batch(),
+            min_clients: default_min_clients(),
+            round_deadline_secs: default_deadline(),
+            clients_per_round: None,
+        }
+    }
+}
+
+/// The model architecture.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// Model name in the registry.
+    #[serde(default = "default_model_name")]
+    pub name: String,
+    /// Hidden layer widths; empty for logistic (or linear) regression.
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+}
+
+fn default_model_name() -> String {
+    "model".into()
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self { name: default_model_name(), hidden: Vec::new() }
+    }
+}
+
+/// Secure aggregation mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum SecureAggregationMode {
+    /// Updates travel in plaintext inside mutual TLS; the coordinator sees each one.
+    #[serde(rename = "none")]
+    #[default]
+    None,
+    /// Threshold RLWE: the coordinator sees only the sum.
+    #[serde(rename = "threshold-rlwe")]
+    ThresholdRlwe,
+}
+
+/// Secure aggregation settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureAggregationSection {
+    /// The mode.
+    #[serde(default)]
+    pub mode: SecureAggregationMode,
+    /// Decryption threshold t (more than half the participants); default: majority.
+    #[serde(default)]
+    pub threshold: Option<usize>,
+    /// Smallest participant set a key holder agrees to decrypt.
+    #[serde(default = "default_min_participants")]
+    pub min_participants: usize,
+}
+
+fn default_min_participants() -> usize {
+    3
+}
+
+impl Default for SecureAggregationSection {
+    fn default() -> Self {
+        Self { mode: SecureAggregationMode::None, threshold: None, min_participants: default_min_participants() }
+    }
+}
+
+/// The coordinator's configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// Federation identifier; every message must carry it.
+    pub federation_id: String,
+    /// Address to listen on, e.g. `0.0.0.0:7443`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Directory for the registry, checkpoints and the ledger copies.
+    pub data_dir: PathBuf,
+    /// TLS material of the coordinator.
+    pub tls: TlsSection,
+    /// Names (certificate CNs) of the clients allowed to join.
+    pub roster: Vec<String>,
+    /// The federation's data schema.
+    pub schema: Schema,
+    /// The model.
+    #[serde(default)]
+    pub model: ModelSection,
+    /// Training settings.
+    #[serde(default)]
+    pub training: TrainingSection,
+    /// Aggregation strategy.
+    #[serde(default)]
+    pub strategy: StrategyConfig,
+    /// Secure aggregation.
+    #[serde(default)]
+    pub secure_aggregation: SecureAggregationSection,
+    /// Validation gate (see `cohort_coordinator::gate::GateConfig`): `primary_metric`, `min_primary`,
+    /// `max_regression`, `min_slice`.
+    #[serde(default)]
+    pub gate: Option<toml::Table>,
+}
+
+fn default_listen() -> String {
+    "0.0.0.0:7443".into()
+}
+
+impl CoordinatorConfig {
+    /// Reads and checks a coordinator config; relative paths are resolved against the file's directory.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file is unreadable, malformed or inconsistent.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Self = parse_file(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.tls.resolve(base);
+        config.data_dir = resolve(base, &config.data_dir);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values are consistent.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.schema.validate()?;
+        if self.roster.is_empty() {
+            return Err(ConfigError::Invalid("roster is empty: list the client names allowed to join".into()));
+        }
+        if self.training.min_clients == 0 {
+            return Err(ConfigError::Invalid("training.min_clients must be at least 1".into()));
+        }
+        if self.training.min_clients > self.roster.len() {
+            return Err(ConfigError::Invalid(format!(
+                "training.min_clients = {} but the roster has only {} clients",
+                self.training.min_clients,
+                self.roster.len()
+            )));
+        }
+        if !(self.training.learning_rate > 0.0 && self.training.learning_rate.is_finite()) {
+            return Err(ConfigError::Invalid("training.learning_rate must be positive".into()));
+        }
+        self.model_spec().map(|_| ())
+    }
+
+    /// The model specification implied by the schema and the model section.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a zero hidden width.
+    pub fn model_spec(&self) -> Result<ModelSpec, ConfigError> {
+        ModelSpec::new(self.schema.features.len(), &self.model.hidden, self.schema.outputs(), self.schema.task)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
+    }
+}
+
+/// Where the coordinator is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CoordinatorEndpoint {
+    /// URL, e.g. `https://coordinator.example.org:7443`.
+    pub url: String,
+    /// Name to check in the coordinator's certificate (default: the URL's host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl CoordinatorEndpoint {
+    /// The TLS server name: `server_name`, or the URL's host.
+    pub fn tls_name(&self) -> String {
+        if let Some(name) = &self.server_name {
+            return name.clone();
+        }
+        let rest = self.url.split("://").nth(1).unwrap_or(&self.url);
+        let host_port = rest.split('/').next().unwrap_or(rest);
+        host_port.rsplit_once(':').map_or(host_port, |(h, _)| h).trim_matches(['[', ']']).to_owned()
+    }
+}
+
+/// The client's local data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSection {
+    /// CSV file with a header row.
+    pub path: PathBuf,
+    /// Fraction of rows held out for evaluation.
+    #[serde(default = "default_holdout")]
+    pub holdout_fraction: f64,
+    /// Seed of the (non-secret) train/held-out split, so the split is stable across restarts.
+    #[serde(default)]
+    pub split_seed: u64,
+}
+
+fn default_holdout() -> f64 {
+    0.2
+}
+
+/// The client's differential-privacy settings. The client enforces its own budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivacySection {
+    /// Whether DP-SGD is on.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Total ε this node will spend over the whole federation, all mechanisms included.
+    #[serde(default = "default_budget")]
+    pub epsilon_budget: f64,
+    /// δ of the guarantee.
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+    /// Per-example clipping norm C.
+    #[serde(default = "default_clip")]
+    pub clip_norm: f64,
+    /// Noise multiplier σ. When absent, σ is calibrated so the planned rounds spend `target_epsilon`.
+    #[serde(default)]
+    pub noise_multiplier: Option<f64>,
+    /// ε the planned rounds of DP-SGD should spend (default: 90% of the budget, leaving room for small releases).
+    #[serde(default)]
+    pub target_epsilon: Option<f64>,
+    /// Poisson sampling rate q (default: batch size / training rows).
+    #[serde(default)]
+    pub sample_rate: Option<f64>,
+    /// ε of each small OpenDP release (example count, label histogram).
+    #[serde(default = "default_release_epsilon")]
+    pub release_epsilon: f64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_budget() -> f64 {
+    3.0
+}
+fn default_delta() -> f64 {
+    1e-5
+}
+fn default_clip() -> f64 {
+    1.0
+}
+fn default_release_epsilon() -> f64 {
+    0.05
+}
+
+impl Default for PrivacySection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            epsilon_budget: default_budget(),
+            delta: default_delta(),
+            clip_norm: default_clip(),
+            noise_multiplier: None,
+            target_epsilon: None,
+            sample_rate: None,
+            release_epsilon: default_release_epsilon(),
+        }
+    }
+}
+
+/// A client node's configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    /// This node's name; must equal the CN of its certificate.
+    pub name: String,
+    /// The federation to join.
+    pub federation_id: String,
+    /// The coordinator.
+    pub coordinator: CoordinatorEndpoint,
+    /// TLS material of this node.
+    pub tls: TlsSection,
+    /// Local data.
+    pub data: DataSection,
+    /// Directory for the node's ledger and keys.
+    pub data_dir: PathBuf,
+    /// Differential privacy.
+    #[serde(default)]
+    pub privacy: PrivacySection,
+}
+
+impl ClientConfig {
+    /// Reads and checks a client config; relative paths are resolved against the file's directory.
+    ///
+    /// # Errors
+    /// [`ConfigError`] when the file is unreadable, malformed or inconsistent.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let mut config: Self = parse_file(path)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.tls.resolve(base);
+        config.data.path = resolve(base, &config.data.path);
+        config.data_dir = resolve(base, &config.data_dir);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values are consistent.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        crate::pki::check_name(&self.name).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if !(0.0..1.0).contains(&self.data.holdout_fraction) {
+            return Err(ConfigError::Invalid("data.holdout_fraction must be in [0, 1)".into()));
+        }
+        let p = &self.privacy;
+        if p.enabled {
+            if !(p.epsilon_budget > 0.0 && p.epsilon_budget.is_finite()) {
+                return Err(ConfigError::Invalid("privacy.epsilon_budget must be positive".into()));
+            }
+            if !(p.delta > 0.0 && p.delta < 1.0) {
+                return Err(ConfigError::Invalid("privacy.delta must be in (0, 1)".into()));
+            }
+            if !(p.clip_norm > 0.0 && p.clip_norm.is_finite()) {
+                return Err(ConfigError::Invalid("privacy.clip_norm must be positive".into()));
+            }
+            if p.sample_rate.is_some_and(|q| !(q > 0.0 && q <= 1.0)) {
+                return Err(ConfigError::Invalid("privacy.sample_rate must be in (0, 1]".into()));
+            }
+            if p.noise_multiplier.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
+                return Err(ConfigError::Invalid("privacy.noise_multiplier must be positive".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The federation plan a client receives when it joins.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FederationPlan {
+    /// Federation identifier.
+    pub federation_id: String,
+    /// Model name in the registry.
+    pub model_name: String,
+    /// The data schema every client must match.
+    pub schema: Schema,
+    /// The model architecture.
+    pub model: ModelSpec,
+    /// Training settings.
+    pub training: TrainingSection,
+    /// Strategy (clients read the FedProx coefficient from it).
+    pub strategy: StrategyConfig,
+    /// Secure aggregation settings.
+    pub secure_aggregation: SecureAggregationSection,
+}
+
+impl FederationPlan {
+    /// The FedProx proximal coefficient, if the strategy has one.
+    pub fn proximal_mu(&self) -> Option<f64> {
+        match self.strategy {
+            StrategyConfig::Fedprox { mu } => Some(mu),
+            _ => None,
+        }
+    }
+}
+
+fn parse_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })
+}
+
+fn resolve(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() { p.to_owned() } else { base.join(p) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COORDINATOR: &str = r#"
+federation_id = "demo"
+data_dir = "data"
+roster = ["a", "b"]
+[tls]
+ca_cert = "pki/ca.pem"
+cert = "pki/cert.pem"
+key = "pki/key.pem"
+[schema]
+features = ["x1", "x2"]
+label = "y"
+task = "binary"
+[strategy]
+name = "fedprox"
+mu = 0.5
+"#;
+
+    #[test]
+    fn coordinator_config_parses_with_defaults_and_resolves_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, COORDINATOR).unwrap();
+        let c = CoordinatorConfig::load(&path).unwrap();
+        assert_eq!(c.training.rounds, 10);
+        assert_eq!(c.strategy, StrategyConfig::Fedprox { mu: 0.5 });
+        assert_eq!(c.tls.ca_cert, dir.path().join("pki/ca.pem"));
+        assert_eq!(c.model_spec().unwrap().layers, vec![2, 2]);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, COORDINATOR.replace("roster", "rooster")).unwrap();
+        let err = CoordinatorConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("rooster"), "{err}");
+        std::fs::write(&path, COORDINATOR.replace("[\"a\", \"b\"]", "[]")).unwrap();
+        let err = CoordinatorConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("roster is empty"), "{err}");
+    }
+
+    #[test]
+    fn tls_name_defaults_to_url_host() {
+        let e = CoordinatorEndpoint { url: "https://coord.example:7443".into(), server_name: None };
+        assert_eq!(e.tls_name(), "coord.example");
+        let e = CoordinatorEndpoint { url: "https://[::1]:7443".into(), server_name: None };
+        assert_eq!(e.tls_name(), "::1");
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn shipped_example_configs_load() {
+        let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let c = CoordinatorConfig::load(&examples.join("coordinator.toml")).unwrap();
+        assert_eq!(c.model_spec().unwrap().layers, vec![30, 2]);
+        let k = ClientConfig::load(&examples.join("client.toml")).unwrap();
+        assert_eq!(k.federation_id, c.federation_id);
+        assert!(c.roster.contains(&k.name));
+    }
+}

@@ -1,0 +1,17 @@
+//! Shared types of Cohort: identifiers, configuration, the gRPC API, PKI and TLS setup, model specifications,
+//! evaluation metrics and the hash-chained privacy ledger.
+//!
+//! The coordinator and the client share only this crate.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+pub mod ids;
+pub mod ledger;
+pub mod metrics;
+pub mod model;
+pub mod pki;
+pub mod tls;
+pub mod wire;
+
+pub use ids::{ModelVersion, NodeName, Round};

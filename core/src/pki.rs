@@ -1,0 +1,265 @@
+//! The federation's public-key infrastructure: a federation CA and the node certificates it issues.
+//!
+//! Certificates are X.509 v3 made with rcgen, with ECDSA P-256 keys. A node's name is the common name (CN) of its
+//! certificate; its role (`coordinator` or `client`) is the organizational unit (OU); the federation name is the
+//! organization (O). Private keys are written with mode 0600.
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use time::{Duration, OffsetDateTime};
+
+/// File name of the CA certificate inside a CA or node directory.
+pub const CA_CERT_FILE: &str = "ca.pem";
+/// File name of the CA private key inside a CA directory.
+pub const CA_KEY_FILE: &str = "ca-key.pem";
+/// File name of a node certificate inside a node directory.
+pub const NODE_CERT_FILE: &str = "cert.pem";
+/// File name of a node private key inside a node directory.
+pub const NODE_KEY_FILE: &str = "key.pem";
+
+/// What a node does in the federation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Runs rounds; acts as a TLS server.
+    Coordinator,
+    /// A data owner; acts as a TLS client.
+    Client,
+}
+
+impl Role {
+    /// The role's name as written in certificates.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Coordinator => "coordinator",
+            Role::Client => "client",
+        }
+    }
+}
+
+/// A PKI operation that failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file involved.
+        path: PathBuf,
+        /// The underlying error.
+        source: io::Error,
+    },
+    /// rcgen could not build or parse a certificate or key.
+    #[error("certificate error: {0}")]
+    Certificate(#[from] rcgen::Error),
+    /// A name that cannot be a node name.
+    #[error("invalid node name {0:?}: use letters, digits, '-', '_' and '.' only")]
+    BadName(String),
+    /// A validity period that ends before it starts.
+    #[error("invalid validity: {0}")]
+    BadValidity(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PkiError + '_ {
+    move |source| PkiError::Io { path: path.to_owned(), source }
+}
+
+/// Paths of a node's certificate material.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeFiles {
+    /// The federation CA certificate.
+    pub ca_cert: PathBuf,
+    /// The node certificate.
+    pub cert: PathBuf,
+    /// The node private key.
+    pub key: PathBuf,
+}
+
+impl NodeFiles {
+    /// The standard file names inside a node directory made by [`issue`].
+    pub fn in_dir(dir: &Path) -> Self {
+        Self { ca_cert: dir.join(CA_CERT_FILE), cert: dir.join(NODE_CERT_FILE), key: dir.join(NODE_KEY_FILE) }
+    }
+}
+
+/// Checks a node name: non-empty, at most 64 bytes, `[A-Za-z0-9._-]`.
+///
+/// # Errors
+/// [`PkiError::BadName`].
+pub fn check_name(name: &str) -> Result<(), PkiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok { Ok(()) } else { Err(PkiError::BadName(name.to_owned())) }
+}
+
+/// Creates a federation CA in `out`: `ca.pem` and `ca-key.pem` (mode 0600).
+///
+/// # Errors
+/// [`PkiError`] on a bad name, a key or certificate failure, or an I/O failure.
+pub fn init_ca(out: &Path, federation: &str) -> Result<(), PkiError> {
+    check_name(federation)?;
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(Vec::<String>::new())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, format!("{federation} federation CA"));
+    params.distinguished_name.push(DnType::OrganizationName, federation);
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let now = OffsetDateTime::now_utc();
+    params.not_before = now - Duration::hours(1);
+    params.not_after = now + Duration::days(3650);
+    let cert = params.self_signed(&key)?;
+    fs::create_dir_all(out).map_err(io_err(out))?;
+    write_public(&out.join(CA_CERT_FILE), cert.pem().as_bytes())?;
+    write_private(&out.join(CA_KEY_FILE), key.serialize_pem().as_bytes())?;
+    Ok(())
+}
+
+/// What to put in a node certificate.
+#[derive(Debug, Clone)]
+pub struct IssueRequest<'a> {
+    /// The node name (certificate CN).
+    pub name: &'a str,
+    /// The node role.
+    pub role: Role,
+    /// Extra subject alternative names (DNS names or IP addresses). The name itself is always included.
+    pub sans: &'a [String],
+    /// Start of validity.
+    pub not_before: OffsetDateTime,
+    /// End of validity.
+    pub not_after: OffsetDateTime,
+}
+
+impl<'a> IssueRequest<'a> {
+    /// A request valid from an hour ago for `days` days.
+    pub fn valid_for_days(name: &'a str, role: Role, sans: &'a [String], days: i64) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self { name, role, sans, not_before: now - Duration::hours(1), not_after: now + Duration::days(days) }
+    }
+}
+
+/// Issues a node certificate signed by the CA in `ca_dir`, writing `cert.pem`, `key.pem` (0600) and a copy of
+/// `ca.pem` to `out`.
+///
+/// # Errors
+/// [`PkiError`] on a bad name or validity, an unreadable CA, or an I/O failure.
+pub fn issue(ca_dir: &Path, request: &IssueRequest<'_>, out: &Path) -> Result<NodeFiles, PkiError> {
+    check_name(request.name)?;
+    if request.not_after <= request.not_before {
+        return Err(PkiError::BadValidity(format!("not_after {} is not after not_before {}", request.not_after, request.not_before)));
+    }
+    let ca_cert_path = ca_dir.join(CA_CERT_FILE);
+    let ca_key_path = ca_dir.join(CA_KEY_FILE);
+    let ca_pem = fs::read_to_string(&ca_cert_path).map_err(io_err(&ca_cert_path))?;
+    let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(io_err(&ca_key_path))?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem)?)?;
+    let federation = organization_of(&ca_pem).unwrap_or_default();
+
+    let mut sans: Vec<String> = vec![request.name.to_owned()];
+    sans.extend(request.sans.iter().cloned());
+    sans.dedup();
+    let mut params = CertificateParams::new(sans)?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params.distinguished_name.push(DnType::CommonName, request.name);
+    params.distinguished_name.push(DnType::OrganizationalUnitName, request.role.as_str());
+    if !federation.is_empty() {
+        params.distinguished_name.push(DnType::OrganizationName, federation);
+    }
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.extended_key_usages = match request.role {
+        Role::Coordinator => vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth],
+        Role::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+    };
+    params.not_before = request.not_before;
+    params.not_after = request.not_after;
+    params.use_authority_key_identifier_extension = true;
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, &issuer)?;
+
+    fs::create_dir_all(out).map_err(io_err(out))?;
+    let files = NodeFiles::in_dir(out);
+    write_public(&files.cert, cert.pem().as_bytes())?;
+    write_private(&files.key, key.serialize_pem().as_bytes())?;
+    write_public(&files.ca_cert, ca_pem.as_bytes())?;
+    Ok(files)
+}
+
+fn organization_of(pem: &str) -> Option<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    let org = cert.subject().iter_organization().next()?.as_str().ok()?.to_owned();
+    Some(org)
+}
+
+fn write_public(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+    fs::write(path, bytes).map_err(io_err(path))
+}
+
+/// Writes a private key with mode 0600 (created with that mode, so it is never readable by others).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PkiError> {
+    use std::io::Write;
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(io_err(path))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        file.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err(path))?;
+    }
+    file.write_all(bytes).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issues_a_certificate_chain_with_private_keys_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca, "demo").unwrap();
+        let node = dir.path().join("node");
+        let files = issue(&ca, &IssueRequest::valid_for_days("hospital-a", Role::Client, &[], 30), &node).unwrap();
+        let pem = fs::read_to_string(&files.cert).unwrap();
+        let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).unwrap();
+        let cert = parsed.parse_x509().unwrap();
+        assert_eq!(cert.subject().iter_common_name().next().unwrap().as_str().unwrap(), "hospital-a");
+        assert_eq!(cert.issuer().iter_organization().next().unwrap().as_str().unwrap(), "demo");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for key in [ca.join(CA_KEY_FILE), files.key] {
+                assert_eq!(fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600);
+            }
+        }
+    }
+
+    #[test]
+    fn bad_names_and_validity_are_refused() {
+        assert!(matches!(check_name("a b"), Err(PkiError::BadName(_))));
+        assert!(matches!(check_name(""), Err(PkiError::BadName(_))));
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "demo").unwrap();
+        let now = OffsetDateTime::now_utc();
+        let req = IssueRequest { name: "x", role: Role::Client, sans: &[], not_before: now, not_after: now - Duration::days(1) };
+        assert!(matches!(issue(dir.path(), &req, &dir.path().join("x")), Err(PkiError::BadValidity(_))));
+    }
+
+    #[test]
+    fn missing_ca_is_an_io_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = issue(dir.path(), &IssueRequest::valid_for_days("x", Role::Client, &[], 1), dir.path()).unwrap_err();
+        assert!(err.to_string().contains("ca.pem"), "{err}");
+    }
+}

@@ -1,0 +1,390 @@
+//! Mutual-TLS configuration for both sides, and the diagnosis of refused handshakes.
+//!
+//! The coordinator is a rustls server that requires a client certificate chaining to the federation CA
+//! ([`server_config`]). Every refused client certificate is logged with the reason and the certificate's subject
+//! and issuer, so the operator sees *who* was refused and *why*. Clients use tonic's rustls client
+//! ([`client_tls`]); when a call fails during the handshake, [`diagnose_client_failure`] turns the TLS alert into a
+//! sentence a hospital IT person can act on.
+
+use crate::ids::NodeName;
+use crate::pki::{NodeFiles, Role};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{AlertDescription, CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A TLS setup problem.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or parsed.
+    #[error("cannot read {what} from {path}: {reason}")]
+    Pem {
+        /// What was expected ("certificate", "private key").
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// Why it failed.
+        reason: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+    /// The peer certificate has no usable common name.
+    #[error("peer certificate has no common name")]
+    NoCommonName,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Reads every certificate in a PEM file.
+///
+/// # Errors
+/// [`TlsError::Pem`] when the file is unreadable or holds no certificate.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem_err = |reason: String| TlsError::Pem { what: "certificate", path: path.to_owned(), reason };
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| pem_err(e.to_string()))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(pem_err("no certificate found".into()));
+    }
+    Ok(certs)
+}
+
+/// Reads a private key from a PEM file.
+///
+/// # Errors
+/// [`TlsError::Pem`] when the file is unreadable or holds no key.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| TlsError::Pem { what: "private key", path: path.to_owned(), reason: e.to_string() })
+}
+
+/// The trust store holding only the federation CA.
+fn federation_roots(files: &NodeFiles) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for ca in load_certs(&files.ca_cert)? {
+        roots.add(ca).map_err(|e| TlsError::Config(format!("federation CA {}: {e}", files.ca_cert.display())))?;
+    }
+    Ok(roots)
+}
+
+/// Builds the coordinator's rustls server configuration: its own certificate, ALPN `h2`, and a mandatory client
+/// certificate chaining to the federation CA (checked for validity period, signature and client-auth usage by
+/// webpki). Refusals are logged by [`LoggingClientVerifier`].
+///
+/// # Errors
+/// [`TlsError`] when a file cannot be read or rustls rejects the material.
+pub fn server_config(files: &NodeFiles) -> Result<rustls::ServerConfig, TlsError> {
+    let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(federation_roots(files)?), provider())
+        .build()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let verifier = Arc::new(LoggingClientVerifier { inner });
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Builds tonic's client TLS settings: trust only the federation CA, present this node's certificate.
+///
+/// # Errors
+/// [`TlsError::Pem`] when a file cannot be read.
+pub fn client_tls(files: &NodeFiles, server_name: &str) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+    let read = |path: &Path, what: &'static str| {
+        std::fs::read(path).map_err(|e| TlsError::Pem { what, path: path.to_owned(), reason: e.to_string() })
+    };
+    let ca = read(&files.ca_cert, "certificate")?;
+    let cert = read(&files.cert, "certificate")?;
+    let key = read(&files.key, "private key")?;
+    Ok(tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .identity(tonic::transport::Identity::from_pem(cert, key))
+        .domain_name(server_name.to_owned()))
+}
+
+/// The subject and issuer of a certificate, for messages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    /// Subject common name.
+    pub subject_cn: Option<String>,
+    /// Subject organizational unit (the Cohort role).
+    pub subject_ou: Option<String>,
+    /// Issuer, as an RFC 4514 string.
+    pub issuer: String,
+    /// End of validity, RFC 2822 style.
+    pub not_after: String,
+    /// Whether the certificate is outside its validity period now.
+    pub expired: bool,
+}
+
+impl fmt::Display for CertSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CN={} issued by \"{}\"", self.subject_cn.as_deref().unwrap_or("?"), self.issuer)
+    }
+}
+
+/// Parses the fields of a DER certificate used in messages. Returns `None` for unparsable input.
+pub fn summarize(der: &[u8]) -> Option<CertSummary> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let first = |it: &mut dyn Iterator<Item = &x509_parser::x509::AttributeTypeAndValue<'_>>| {
+        it.next().and_then(|a| a.as_str().ok()).map(str::to_owned)
+    };
+    Some(CertSummary {
+        subject_cn: first(&mut cert.subject().iter_common_name()),
+        subject_ou: first(&mut cert.subject().iter_organizational_unit()),
+        issuer: cert.issuer().to_string(),
+        not_after: cert.validity().not_after.to_string(),
+        expired: !cert.validity().is_valid(),
+    })
+}
+
+/// Reads the summary of the first certificate in a PEM file.
+pub fn summarize_pem_file(path: &Path) -> Option<CertSummary> {
+    load_certs(path).ok()?.first().and_then(|c| summarize(c))
+}
+
+/// Takes a node's identity from its verified certificate chain: the common name and the role.
+///
+/// # Errors
+/// [`TlsError::NoCommonName`] when the leaf certificate has no CN.
+pub fn peer_identity(chain: &[CertificateDer<'_>]) -> Result<(NodeName, Option<Role>), TlsError> {
+    let leaf = chain.first().ok_or(TlsError::NoCommonName)?;
+    let summary = summarize(leaf).ok_or(TlsError::NoCommonName)?;
+    let name = summary.subject_cn.ok_or(TlsError::NoCommonName)?;
+    let role = match summary.subject_ou.as_deref() {
+        Some("coordinator") => Some(Role::Coordinator),
+        Some("client") => Some(Role::Client),
+        _ => None,
+    };
+    Ok((NodeName(name), role))
+}
+
+/// Wraps webpki's client verifier and logs every refusal with the certificate's subject, issuer and reason.
+#[derive(Debug)]
+pub struct LoggingClientVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+}
+
+impl ClientCertVerifier for LoggingClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner.verify_client_cert(end_entity, intermediates, now).inspect_err(|err| {
+            let who = summarize(end_entity).map_or_else(|| "an unparsable certificate".to_owned(), |s| s.to_string());
+            tracing::warn!(certificate = %who, "refused client certificate: {}", describe_cert_error(err));
+        })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Explains a rustls certificate error in plain words.
+pub fn describe_cert_error(err: &rustls::Error) -> String {
+    match err {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "it is not signed by the federation CA".into()
+        }
+        rustls::Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
+            "it has expired".into()
+        }
+        rustls::Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
+            "it is not valid yet".into()
+        }
+        rustls::Error::NoCertificatesPresented => "no client certificate was presented".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Explains a refused server-side handshake (for the coordinator's log).
+pub fn describe_server_handshake_failure(err: &std::io::Error) -> String {
+    match err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
+        Some(e) => describe_cert_error(e),
+        None => err.to_string(),
+    }
+}
+
+/// Finds the TLS alert or certificate error behind a failed client call, walking the error's source chain
+/// (tonic status → transport error → hyper → I/O error → rustls error).
+fn find_rustls_error(err: &(dyn std::error::Error + 'static)) -> Option<rustls::Error> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r.clone());
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if let Some(r) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+                return Some(r.clone());
+            }
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// Turns a failed call to the coordinator into an actionable sentence, if the failure was a TLS refusal.
+///
+/// `own_cert` is this node's certificate file, read to say which issuer or expiry date was refused, and `ca` the
+/// federation CA file this node trusts.
+pub fn diagnose_client_failure(err: &(dyn std::error::Error + 'static), own_cert: &Path, ca: &Path) -> Option<String> {
+    let rustls_err = find_rustls_error(err).or_else(|| alert_from_text(&error_chain_text(err)))?;
+    let own = summarize_pem_file(own_cert);
+    let issuer = own.as_ref().map_or_else(|| "unknown".to_owned(), |s| s.issuer.clone());
+    let msg = match rustls_err {
+        rustls::Error::AlertReceived(AlertDescription::UnknownCA | AlertDescription::BadCertificate) => format!(
+            "the coordinator rejected this node's certificate: issuer \"{issuer}\" is not the federation CA. \
+             Ask the federation operator for a certificate issued by the federation CA ({})",
+            own_cert.display()
+        ),
+        rustls::Error::AlertReceived(AlertDescription::CertificateExpired) => format!(
+            "the coordinator rejected this node's certificate: it expired on {}. Ask the federation operator for a \
+             new certificate ({})",
+            own.map_or_else(|| "an unknown date".to_owned(), |s| s.not_after),
+            own_cert.display()
+        ),
+        rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => {
+            "the coordinator requires a client certificate and none was presented: set [tls] cert and key in the \
+             client config"
+                .to_owned()
+        }
+        rustls::Error::AlertReceived(alert) => format!("the coordinator refused the TLS handshake: {alert:?}"),
+        rustls::Error::InvalidCertificate(e) => format!(
+            "the coordinator's certificate was refused by this node ({e:?}): it is not signed by the federation CA \
+             in {} or does not match the configured server name",
+            ca.display()
+        ),
+        other => format!("TLS failure talking to the coordinator: {other}"),
+    };
+    Some(msg)
+}
+
+/// An error and all its sources, joined by ": ".
+pub fn error_chain_text(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        current = e.source();
+    }
+    text
+}
+
+fn alert_from_text(text: &str) -> Option<rustls::Error> {
+    let alerts = [
+        ("UnknownCA", AlertDescription::UnknownCA),
+        ("BadCertificate", AlertDescription::BadCertificate),
+        ("CertificateExpired", AlertDescription::CertificateExpired),
+        ("CertificateRequired", AlertDescription::CertificateRequired),
+    ];
+    alerts
+        .into_iter()
+        .find(|(name, _)| text.contains(&format!("received fatal alert: {name}")))
+        .map(|(_, alert)| rustls::Error::AlertReceived(alert))
+}
+
+/// Builds a rustls client configuration equivalent to [`client_tls`]: trust only the federation CA and present
+/// this node's certificate.
+///
+/// # Errors
+/// [`TlsError`] when a file cannot be read or rustls rejects the material.
+pub fn client_config(files: &NodeFiles) -> Result<rustls::ClientConfig, TlsError> {
+    let roots = federation_roots(files)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(load_certs(&files.cert)?, load_key(&files.key)?)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// The outcome of a [`preflight`] handshake.
+#[derive(Debug)]
+pub enum Preflight {
+    /// The coordinator accepted this node's certificate.
+    Accepted,
+    /// Nothing listens at the address yet (worth retrying).
+    Unreachable(std::io::Error),
+    /// The handshake was refused; the error carries the TLS alert or certificate error.
+    Refused(std::io::Error),
+}
+
+/// Performs one mutual-TLS handshake with the coordinator and waits for its first bytes, so that a refusal of
+/// this node's certificate (which TLS 1.3 reports only after the client's side of the handshake is done) is seen
+/// with its alert instead of as a dropped connection later.
+///
+/// # Errors
+/// [`TlsError`] when the TLS material cannot be loaded or `server_name` is invalid.
+pub async fn preflight(addr: &str, server_name: &str, files: &NodeFiles) -> Result<Preflight, TlsError> {
+    use tokio::io::AsyncReadExt;
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client_config(files)?));
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_owned())
+        .map_err(|e| TlsError::Config(format!("invalid server name {server_name:?}: {e}")))?;
+    let tcp = match tokio::net::TcpStream::connect(addr).await {
+        Ok(tcp) => tcp,
+        Err(e) => return Ok(Preflight::Unreachable(e)),
+    };
+    let mut tls = match connector.connect(name, tcp).await {
+        Ok(tls) => tls,
+        Err(e) => return Ok(Preflight::Refused(e)),
+    };
+    let mut byte = [0u8; 1];
+    match tokio::time::timeout(std::time::Duration::from_secs(10), tls.read(&mut byte)).await {
+        Ok(Ok(n)) if n > 0 => Ok(Preflight::Accepted),
+        Ok(Ok(_)) => Ok(Preflight::Refused(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the coordinator closed the connection"))),
+        Ok(Err(e)) => Ok(Preflight::Refused(e)),
+        // A silent server still completed the handshake.
+        Err(_) => Ok(Preflight::Accepted),
+    }
+}

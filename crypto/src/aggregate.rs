@@ -1,0 +1,218 @@
+//! Streaming, coefficient-wise summation of client bodies (coordinator side).
+//!
+//! Memory is O(model): one running sum of `len` residues plus a bitmap of received chunks per
+//! client. Chunks may arrive in any order; every chunk is checked for index, length, range and
+//! duplication before it touches the sum (hostile-input conformance, as tfhe's
+//! `ParameterSetConformant`).
+
+use crate::ids::ParticipantId;
+use crate::params::SecAggContext;
+use crate::ring::add_mod;
+use std::collections::BTreeMap;
+use thiserror::Error;
+
+/// Errors of aggregation. Each names the client whose input was rejected.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AggregateError {
+    /// The chunk index is beyond the vector.
+    #[error("{client}: chunk {chunk} out of range (have {chunks} chunks)")]
+    ChunkOutOfRange {
+        /// Sender.
+        client: ParticipantId,
+        /// Offending index.
+        chunk: usize,
+        /// Number of chunks.
+        chunks: usize,
+    },
+    /// A chunk of the wrong length.
+    #[error("{client}: chunk {chunk} has {got} coefficients, expected {expected}")]
+    WrongLength {
+        /// Sender.
+        client: ParticipantId,
+        /// Chunk index.
+        chunk: usize,
+        /// Expected length.
+        expected: usize,
+        /// Received length.
+        got: usize,
+    },
+    /// A coefficient is not reduced mod q.
+    #[error("{client}: chunk {chunk} has a coefficient >= q")]
+    OutOfRange {
+        /// Sender.
+        client: ParticipantId,
+        /// Chunk index.
+        chunk: usize,
+    },
+    /// The same chunk was sent twice.
+    #[error("{client}: duplicate chunk {chunk}")]
+    DuplicateChunk {
+        /// Sender.
+        client: ParticipantId,
+        /// Chunk index.
+        chunk: usize,
+    },
+    /// More clients than the headroom allows.
+    #[error("more than {max} clients")]
+    TooManyClients {
+        /// max_clients.
+        max: u32,
+    },
+    /// A client started but did not finish its upload; its partial chunks are already in the
+    /// sum, so the aggregate cannot be decrypted for any participant set.
+    #[error("{0} did not complete its upload")]
+    Incomplete(ParticipantId),
+    /// No client uploaded.
+    #[error("no complete upload")]
+    Empty,
+}
+
+/// The sum of the bodies of a set of clients: `Σ_{i∈S} b_i mod q`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AggregateBody {
+    participants: Vec<ParticipantId>,
+    sum: Vec<u64>,
+}
+
+impl AggregateBody {
+    /// The clients whose bodies are summed (sorted, distinct): the set `S`.
+    pub fn participants(&self) -> &[ParticipantId] {
+        &self.participants
+    }
+    /// The summed bodies.
+    pub fn sum(&self) -> &[u64] {
+        &self.sum
+    }
+}
+
+/// Streaming aggregator for one round.
+#[derive(Debug)]
+pub struct Aggregator {
+    ctx: SecAggContext,
+    len: usize,
+    chunks: usize,
+    sum: Vec<u64>,
+    received: BTreeMap<ParticipantId, (Vec<u64>, usize)>,
+}
+
+impl Aggregator {
+    /// An empty aggregate for vectors of `len` coordinates (model length + 1 weight coordinate).
+    pub fn new(ctx: &SecAggContext, len: usize) -> Self {
+        Self { ctx: ctx.clone(), len, chunks: ctx.num_chunks(len), sum: vec![0; len], received: BTreeMap::new() }
+    }
+
+    /// Number of chunks each client must send.
+    pub fn num_chunks(&self) -> usize {
+        self.chunks
+    }
+
+    /// Adds chunk `chunk` of `client`'s bodies (`ctx.chunk_range(chunk, len)` coordinates).
+    ///
+    /// # Errors
+    /// [`AggregateError::ChunkOutOfRange`], [`AggregateError::WrongLength`],
+    /// [`AggregateError::OutOfRange`], [`AggregateError::DuplicateChunk`],
+    /// [`AggregateError::TooManyClients`]. On error the sum is unchanged.
+    pub fn add_chunk(&mut self, client: ParticipantId, chunk: usize, body: &[u64]) -> Result<(), AggregateError> {
+        if chunk >= self.chunks {
+            return Err(AggregateError::ChunkOutOfRange { client, chunk, chunks: self.chunks });
+        }
+        let range = self.ctx.chunk_range(chunk, self.len);
+        if body.len() != range.len() {
+            return Err(AggregateError::WrongLength { client, chunk, expected: range.len(), got: body.len() });
+        }
+        let q = self.ctx.modulus();
+        if body.iter().fold(0u64, |m, &x| m.max(x)) >= q {
+            return Err(AggregateError::OutOfRange { client, chunk });
+        }
+        let (word, bit) = (chunk / 64, 1u64 << (chunk % 64));
+        if !self.received.contains_key(&client) && self.received.len() >= self.ctx.params().max_clients as usize {
+            return Err(AggregateError::TooManyClients { max: self.ctx.params().max_clients });
+        }
+        let words = self.chunks.div_ceil(64);
+        let entry = self.received.entry(client).or_insert_with(|| (vec![0; words], 0));
+        if entry.0[word] & bit != 0 {
+            return Err(AggregateError::DuplicateChunk { client, chunk });
+        }
+        entry.0[word] |= bit;
+        entry.1 += 1;
+        for (s, &b) in self.sum[range].iter_mut().zip(body) {
+            *s = add_mod(*s, b, q);
+        }
+        Ok(())
+    }
+
+    /// Adds a client's complete body vector (all chunks).
+    ///
+    /// # Errors
+    /// As [`Aggregator::add_chunk`]; [`AggregateError::WrongLength`] (chunk 0) if `bodies` does
+    /// not have `len` coordinates, checked before anything is added.
+    pub fn add_client(&mut self, client: ParticipantId, bodies: &[u64]) -> Result<(), AggregateError> {
+        if bodies.len() != self.len {
+            return Err(AggregateError::WrongLength { client, chunk: 0, expected: self.len, got: bodies.len() });
+        }
+        for j in 0..self.chunks {
+            self.add_chunk(client, j, &bodies[self.ctx.chunk_range(j, self.len)])?;
+        }
+        Ok(())
+    }
+
+    /// Clients that have sent every chunk.
+    pub fn complete_clients(&self) -> Vec<ParticipantId> {
+        self.received.iter().filter(|(_, (_, n))| *n == self.chunks).map(|(id, _)| *id).collect()
+    }
+
+    /// Closes the aggregate.
+    ///
+    /// # Errors
+    /// [`AggregateError::Incomplete`] if a client sent only part of its chunks (the caller should
+    /// buffer or withhold a client's chunks until its upload is complete if it wants to survive
+    /// mid-upload dropouts); [`AggregateError::Empty`] if nobody uploaded.
+    pub fn finish(self) -> Result<AggregateBody, AggregateError> {
+        if let Some((id, _)) = self.received.iter().find(|(_, (_, n))| *n != self.chunks) {
+            return Err(AggregateError::Incomplete(*id));
+        }
+        if self.received.is_empty() {
+            return Err(AggregateError::Empty);
+        }
+        Ok(AggregateBody { participants: self.received.into_keys().collect(), sum: self.sum })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::params::SecAggParams;
+
+    fn id(i: u32) -> ParticipantId {
+        ParticipantId::new(i).unwrap()
+    }
+
+    #[test]
+    fn sums_in_any_order_and_rejects_bad_chunks() {
+        let ctx = SecAggParams::toy_insecure(16).build().unwrap();
+        let q = ctx.modulus();
+        let len = 40; // chunks of 16, 16, 8
+        let mut agg = Aggregator::new(&ctx, len);
+        let a: Vec<u64> = (0..len as u64).map(|i| q - 1 - i).collect();
+        let b: Vec<u64> = (0..len as u64).map(|i| 2 * i + 1).collect();
+        agg.add_client(id(1), &a).unwrap();
+        for j in [2, 0, 1] {
+            agg.add_chunk(id(2), j, &b[ctx.chunk_range(j, len)]).unwrap();
+        }
+        assert_eq!(agg.add_chunk(id(2), 1, &b[16..32]), Err(AggregateError::DuplicateChunk { client: id(2), chunk: 1 }));
+        assert_eq!(agg.add_chunk(id(3), 3, &b[..8]), Err(AggregateError::ChunkOutOfRange { client: id(3), chunk: 3, chunks: 3 }));
+        assert_eq!(agg.add_chunk(id(3), 2, &b[..16]), Err(AggregateError::WrongLength { client: id(3), chunk: 2, expected: 8, got: 16 }));
+        assert_eq!(agg.add_chunk(id(3), 0, &[q; 16]), Err(AggregateError::OutOfRange { client: id(3), chunk: 0 }));
+        assert!(agg.add_client(id(3), &b[..39]).is_err());
+        let out = agg.finish().unwrap();
+        assert_eq!(out.participants(), &[id(1), id(2)]);
+        let expect: Vec<u64> = (0..len as u64).map(|i| i).collect(); // (q−1−i) + (2i+1) = q + i
+        assert_eq!(out.sum(), expect.as_slice());
+
+        let mut agg = Aggregator::new(&ctx, len);
+        agg.add_chunk(id(4), 0, &b[..16]).unwrap();
+        assert_eq!(agg.finish().unwrap_err(), AggregateError::Incomplete(id(4)));
+        assert_eq!(Aggregator::new(&ctx, len).finish().unwrap_err(), AggregateError::Empty);
+    }
+}

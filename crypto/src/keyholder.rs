@@ -1,0 +1,408 @@
+//! Threshold partial decryption (key-holder side) and combination (coordinator side).
+//!
+//! Following the collective decryption of Mouchet et al. (PoPETs 2021) with Shamir-shared keys
+//! (threshold variant, as in their §5 / Bell et al.'s SecAgg+ dropout model): for the announced
+//! participant set `S` and responder set `T` (`|T| ≥ t`), holder `k ∈ T` returns
+//! `d_{k,j} = λ_k · a_{r,j} · Σ_{i∈S} share_i(k) + u_{k,j}` where `λ_k` is its Lagrange
+//! coefficient at 0 over `T` and `u` is uniform smudging noise on `[−2^b, 2^b)`. Then
+//! `Σ_{k∈T} d_k = a·Σ_{i∈S} s_i + Σ u`, and `Σ_{i∈S} b_i − Σ_k d_k = Δ·Σ m_i + Σ e_i − Σ u`,
+//! which rounds to `Σ m_i` exactly under the parameter budget.
+//!
+//! The smudging does two jobs: it turns each partial into an RLWE sample with secret
+//! `λ_k·Σ share_i(k)`, so the share sum itself is never revealed, and it floods the
+//! aggregated encryption error `Σ e_i` (|Σe| ≤ n_max·η ≈ 2^12.4 by default against
+//! 2^20-wide smudging per holder), so the decryptor learns `Σ m_i` and only a heavily noised
+//! view of `Σ e_i` (noise flooding, Asharov et al., EUROCRYPT 2012). The width is bounded by
+//! the 62-bit modulus: messages need the rest of the headroom (see [`crate::params`]).
+//!
+//! Refusals: a holder answers at most **one** request per round (a second one, even identical,
+//! is refused), refuses participant sets smaller than `min_participants`, senders it holds no
+//! share for, responder sets smaller than `t` or not containing itself, and the wrong round.
+
+use crate::aggregate::AggregateBody;
+use crate::ids::{ParticipantId, RoundId};
+use crate::mask::MaskSeed;
+use crate::params::SecAggContext;
+use crate::ring::{add_mod, from_signed, mul_mod, mul_ntt_into_coefficients, sub_mod, to_centered};
+use crate::shamir::{KeyShare, ShamirError, lagrange_at_zero};
+use rand::{CryptoRng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+/// Errors of partial decryption and combination.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DecryptError {
+    /// The request or partial is for another round.
+    #[error("wrong round: expected {expected}, got {got}")]
+    WrongRound {
+        /// This holder's / request's round.
+        expected: RoundId,
+        /// The round received.
+        got: RoundId,
+    },
+    /// This holder already answered a decryption request this round.
+    #[error("already answered a decryption request in this round")]
+    AlreadyAnswered,
+    /// The participant set is smaller than `min_participants`.
+    #[error("participant set of {got} is below the minimum of {min}")]
+    TooFewParticipants {
+        /// Size of S.
+        got: usize,
+        /// min_participants.
+        min: usize,
+    },
+    /// The participant or responder set is larger than the parameters' `max_clients`.
+    #[error("set of {got} exceeds max_clients {max}")]
+    TooManyParticipants {
+        /// Size of the set.
+        got: usize,
+        /// max_clients.
+        max: u32,
+    },
+    /// The holder has no share from this sender.
+    #[error("no key share held from {0}")]
+    MissingShare(ParticipantId),
+    /// A share from this sender was already received.
+    #[error("a share from {0} was already received")]
+    DuplicateShare(ParticipantId),
+    /// A share of the wrong length.
+    #[error("share has {got} coefficients, expected {expected}")]
+    BadShareLength {
+        /// N.
+        expected: usize,
+        /// Received.
+        got: usize,
+    },
+    /// A set lists the same participant twice.
+    #[error("{0} listed twice")]
+    Duplicate(ParticipantId),
+    /// This holder is not in the responder set.
+    #[error("{0} is not in the responder set")]
+    NotAResponder(ParticipantId),
+    /// Fewer responders or partials than the threshold.
+    #[error("{got} partial decryptions, threshold is {threshold}")]
+    NotEnoughPartials {
+        /// Responders or partials available.
+        got: usize,
+        /// Threshold t.
+        threshold: usize,
+    },
+    /// A partial from outside the responder set, or a responder without a partial.
+    #[error("partials do not match the responder set (offending {0})")]
+    ResponderMismatch(ParticipantId),
+    /// The aggregate was not summed over the requested participant set.
+    #[error("aggregate participants differ from the requested set")]
+    ParticipantSetMismatch,
+    /// Vector lengths disagree.
+    #[error("length {got}, expected {expected}")]
+    LengthMismatch {
+        /// Expected.
+        expected: usize,
+        /// Received.
+        got: usize,
+    },
+    /// A partial coefficient is not reduced mod q.
+    #[error("partial from {0} has a coefficient >= q")]
+    OutOfRange(ParticipantId),
+    /// The combined value is not of the form Δ·M + small noise: wrong or missing partials.
+    #[error("decryption produced garbage at coordinate {0} (wrong or insufficient partials)")]
+    Garbled(usize),
+    /// Invalid threshold configuration.
+    #[error("threshold {threshold} / min_participants {min_participants} invalid")]
+    BadPolicy {
+        /// t.
+        threshold: usize,
+        /// min_participants.
+        min_participants: usize,
+    },
+    /// Lagrange interpolation failed.
+    #[error(transparent)]
+    Shamir(#[from] ShamirError),
+}
+
+/// A decryption request broadcast by the coordinator for one round.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecryptionRequest {
+    /// The round.
+    pub round: RoundId,
+    /// The participant set `S` whose bodies were summed.
+    pub participants: Vec<ParticipantId>,
+    /// The responder set `T` (all of them must answer; `|T| ≥ t`).
+    pub responders: Vec<ParticipantId>,
+    /// Vector length (model coordinates + 1 weight coordinate).
+    pub len: usize,
+}
+
+/// One holder's answer: `λ_k · a · Σ_{i∈S} share_i(k) + smudging`, one residue per coordinate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialDecryption {
+    /// The round.
+    pub round: RoundId,
+    /// The responding holder.
+    pub responder: ParticipantId,
+    /// The values, length `len`.
+    pub values: Vec<u64>,
+}
+
+fn distinct(set: &[ParticipantId]) -> Result<BTreeSet<ParticipantId>, DecryptError> {
+    let mut out = BTreeSet::new();
+    for &p in set {
+        if !out.insert(p) {
+            return Err(DecryptError::Duplicate(p));
+        }
+    }
+    Ok(out)
+}
+
+/// A key holder's state for one round: the Shamir shares it received and whether it has
+/// answered a decryption request. Shares are zeroized on drop.
+#[derive(Debug)]
+pub struct KeyHolder {
+    ctx: SecAggContext,
+    round: RoundId,
+    seed: MaskSeed,
+    me: ParticipantId,
+    threshold: usize,
+    min_participants: usize,
+    len: usize,
+    shares: BTreeMap<ParticipantId, KeyShare>,
+    answered: bool,
+}
+
+impl KeyHolder {
+    /// A fresh holder `me` for `round` with the round's mask `seed`, decryption threshold `t`,
+    /// minimum participant set size, and the expected vector length `len`.
+    ///
+    /// # Errors
+    /// [`DecryptError::BadPolicy`] if `t = 0` or `min_participants = 0`.
+    pub fn new(
+        ctx: &SecAggContext,
+        round: RoundId,
+        seed: MaskSeed,
+        me: ParticipantId,
+        threshold: usize,
+        min_participants: usize,
+        len: usize,
+    ) -> Result<Self, DecryptError> {
+        if threshold == 0 || min_participants == 0 {
+            return Err(DecryptError::BadPolicy { threshold, min_participants });
+        }
+        Ok(Self {
+            ctx: ctx.clone(),
+            round,
+            seed,
+            me,
+            threshold,
+            min_participants,
+            len,
+            shares: BTreeMap::new(),
+            answered: false,
+        })
+    }
+
+    /// This holder's id.
+    pub fn id(&self) -> ParticipantId {
+        self.me
+    }
+
+    /// Whether a decryption request has been answered this round.
+    pub fn has_answered(&self) -> bool {
+        self.answered
+    }
+
+    /// Senders whose shares are held.
+    pub fn senders(&self) -> Vec<ParticipantId> {
+        self.shares.keys().copied().collect()
+    }
+
+    /// Stores `sender`'s share of its round key (including this holder's own share).
+    ///
+    /// # Errors
+    /// [`DecryptError::DuplicateShare`], [`DecryptError::BadShareLength`].
+    pub fn receive_share(&mut self, sender: ParticipantId, share: KeyShare) -> Result<(), DecryptError> {
+        let n = self.ctx.polynomial_size();
+        if share.values().len() != n {
+            return Err(DecryptError::BadShareLength { expected: n, got: share.values().len() });
+        }
+        if self.shares.contains_key(&sender) {
+            return Err(DecryptError::DuplicateShare(sender));
+        }
+        self.shares.insert(sender, share);
+        Ok(())
+    }
+
+    /// Answers `request` with smudging from an OS-seeded ChaCha20 CSPRNG.
+    ///
+    /// # Errors
+    /// As [`KeyHolder::partial_decrypt_with`].
+    pub fn partial_decrypt(&mut self, request: &DecryptionRequest) -> Result<PartialDecryption, DecryptError> {
+        self.partial_decrypt_with(request, &mut ChaCha20Rng::from_os_rng())
+    }
+
+    /// Answers `request`, at most once per round. All checks happen before the holder is marked
+    /// as having answered; a refused request does not consume the round's answer.
+    ///
+    /// # Errors
+    /// [`DecryptError::WrongRound`], [`DecryptError::AlreadyAnswered`],
+    /// [`DecryptError::LengthMismatch`], [`DecryptError::Duplicate`],
+    /// [`DecryptError::TooFewParticipants`], [`DecryptError::TooManyParticipants`],
+    /// [`DecryptError::MissingShare`], [`DecryptError::NotAResponder`],
+    /// [`DecryptError::NotEnoughPartials`] (responder set below t).
+    pub fn partial_decrypt_with<R: CryptoRng + ?Sized>(
+        &mut self,
+        request: &DecryptionRequest,
+        rng: &mut R,
+    ) -> Result<PartialDecryption, DecryptError> {
+        if request.round != self.round {
+            return Err(DecryptError::WrongRound { expected: self.round, got: request.round });
+        }
+        if self.answered {
+            return Err(DecryptError::AlreadyAnswered);
+        }
+        if request.len != self.len {
+            return Err(DecryptError::LengthMismatch { expected: self.len, got: request.len });
+        }
+        let max = self.ctx.params().max_clients;
+        let participants = distinct(&request.participants)?;
+        if participants.len() < self.min_participants {
+            return Err(DecryptError::TooFewParticipants { got: participants.len(), min: self.min_participants });
+        }
+        let responders = distinct(&request.responders)?;
+        for set in [&participants, &responders] {
+            if set.len() > max as usize {
+                return Err(DecryptError::TooManyParticipants { got: set.len(), max });
+            }
+        }
+        if let Some(&missing) = participants.iter().find(|p| !self.shares.contains_key(p)) {
+            return Err(DecryptError::MissingShare(missing));
+        }
+        if !responders.contains(&self.me) {
+            return Err(DecryptError::NotAResponder(self.me));
+        }
+        if responders.len() < self.threshold {
+            return Err(DecryptError::NotEnoughPartials { got: responders.len(), threshold: self.threshold });
+        }
+        let q = self.ctx.modulus();
+        let lambda = lagrange_at_zero(q, &request.responders, self.me)?;
+        self.answered = true;
+
+        let n = self.ctx.polynomial_size();
+        // F = λ_k · Σ_{i∈S} share_i(k), then its NTT.
+        let mut f = Zeroizing::new(vec![0u64; n]);
+        for p in &participants {
+            if let Some(share) = self.shares.get(p) {
+                for (acc, &v) in f.iter_mut().zip(share.values()) {
+                    *acc = add_mod(*acc, v, q);
+                }
+            }
+        }
+        for v in f.iter_mut() {
+            *v = mul_mod(*v, lambda, q);
+        }
+        self.ctx.plan().fwd(&mut f);
+
+        let b = self.ctx.params().smudging_bits;
+        let half = 1i64 << b;
+        let mask = (1u64 << (b + 1)) - 1;
+        let expander = self.seed.expander(self.round);
+        let mut buf = Zeroizing::new(vec![0u64; n]);
+        let mut values = vec![0u64; self.len];
+        for j in 0..self.ctx.num_chunks(self.len) {
+            expander.expand_ntt(&self.ctx, j, &mut buf);
+            mul_ntt_into_coefficients(self.ctx.plan(), &mut buf, &f);
+            let range = self.ctx.chunk_range(j, self.len);
+            for (o, &v) in values[range].iter_mut().zip(buf.iter()) {
+                let u = (rng.next_u64() & mask) as i64 - half; // uniform on [−2^b, 2^b)
+                *o = add_mod(v, from_signed(u, q), q);
+            }
+        }
+        Ok(PartialDecryption { round: self.round, responder: self.me, values })
+    }
+}
+
+/// Combines the aggregate with the partials of every responder of `request` and decodes the
+/// integer message sums `Σ_{i∈S} m_i` (exact).
+///
+/// # Errors
+/// [`DecryptError::NotEnoughPartials`] if fewer than `threshold` responders/partials;
+/// [`DecryptError::WrongRound`], [`DecryptError::ResponderMismatch`],
+/// [`DecryptError::ParticipantSetMismatch`], [`DecryptError::LengthMismatch`],
+/// [`DecryptError::OutOfRange`], [`DecryptError::Duplicate`]; [`DecryptError::Garbled`] if the
+/// result is not within the noise of a valid message (wrong partials).
+pub fn combine(
+    ctx: &SecAggContext,
+    request: &DecryptionRequest,
+    threshold: usize,
+    aggregate: &AggregateBody,
+    partials: &[PartialDecryption],
+) -> Result<Vec<i64>, DecryptError> {
+    let responders = distinct(&request.responders)?;
+    if responders.len() < threshold || partials.len() < threshold {
+        return Err(DecryptError::NotEnoughPartials { got: responders.len().min(partials.len()), threshold });
+    }
+    let participants = distinct(&request.participants)?;
+    if !participants.iter().eq(aggregate.participants().iter()) {
+        return Err(DecryptError::ParticipantSetMismatch);
+    }
+    if aggregate.sum().len() != request.len {
+        return Err(DecryptError::LengthMismatch { expected: request.len, got: aggregate.sum().len() });
+    }
+    let mut seen = BTreeSet::new();
+    for p in partials {
+        if p.round != request.round {
+            return Err(DecryptError::WrongRound { expected: request.round, got: p.round });
+        }
+        if !responders.contains(&p.responder) {
+            return Err(DecryptError::ResponderMismatch(p.responder));
+        }
+        if !seen.insert(p.responder) {
+            return Err(DecryptError::Duplicate(p.responder));
+        }
+        if p.values.len() != request.len {
+            return Err(DecryptError::LengthMismatch { expected: request.len, got: p.values.len() });
+        }
+    }
+    if let Some(&missing) = responders.iter().find(|r| !seen.contains(r)) {
+        return Err(DecryptError::ResponderMismatch(missing));
+    }
+    combine_unchecked(ctx, aggregate.sum(), partials)
+}
+
+/// `decode(aggregate − Σ partials)` without set checks (tests use it to show that partials
+/// for the wrong responder set yield garbage).
+pub(crate) fn combine_unchecked(
+    ctx: &SecAggContext,
+    aggregate: &[u64],
+    partials: &[PartialDecryption],
+) -> Result<Vec<i64>, DecryptError> {
+    let q = ctx.modulus();
+    let mut acc = aggregate.to_vec();
+    for p in partials {
+        if p.values.iter().fold(0u64, |m, &x| m.max(x)) >= q {
+            return Err(DecryptError::OutOfRange(p.responder));
+        }
+        for (a, &v) in acc.iter_mut().zip(&p.values) {
+            *a = sub_mod(*a, v, q);
+        }
+    }
+    let d = ctx.derived();
+    let delta_bits = d.delta_bits;
+    let half = 1i64 << (delta_bits - 1);
+    let (noise, msg) = (d.noise_bound as i64, d.message_bound as i64);
+    acc.iter()
+        .enumerate()
+        .map(|(c, &v)| {
+            let v = to_centered(v, q);
+            let m = (v + half) >> delta_bits; // round to nearest multiple of Δ
+            let e = v - (m << delta_bits);
+            if e.abs() > noise || m.abs() > msg {
+                return Err(DecryptError::Garbled(c));
+            }
+            Ok(m)
+        })
+        .collect()
+}

@@ -1,0 +1,496 @@
+//! Small differentially private releases a client makes besides its model: an example count, a label
+//! histogram and per-column feature statistics, all through OpenDP 0.16 measurements.
+//!
+//! Every release is **pure ε-DP** (δ = 0) under the add/remove-one-record relation (OpenDP's
+//! `SymmetricDistance` with `d_in = 1`), the same unit of privacy as DP-SGD. Each returns a [`Release`]: the
+//! value and the ε it spent, exactly the ε the caller configured, for the caller's ledger. Internally every
+//! OpenDP measurement is built so that its own privacy map at `d_in = 1` is ≤ the configured share of ε
+//! (Laplace-family noise; OpenDP's discretized samplers resist floating-point attacks, Mironov 2012), and the
+//! shares compose sequentially (Dwork and Roth 2014, Theorem 3.16).
+//!
+//! # Mechanisms
+//! - [`noisy_count`]: discrete Laplace (`make_laplace` on `i64`) of a count, whose sensitivity is 1.
+//! - [`label_histogram`]: `make_count_by_categories` (L1 sensitivity 1: one record moves one bin by one) then
+//!   vector discrete Laplace.
+//! - [`feature_statistics`]: per column, the budget is split in four equal shares:
+//!   1. counts of present and missing values: a 2-bin histogram of "is missing" (L1 sensitivity 1), giving the
+//!      missing rate `missing / (present + missing)` as post-processing;
+//!   2. the sum of the present values after clamping to the declared bounds (`make_drop_null >> make_clamp >>
+//!      make_sum >> make_laplace`), giving the mean `sum / present` as post-processing;
+//!   3. and 4. the "min" and "max" as private quantiles at `tail` and `1 − tail`
+//!      (`make_private_quantile`: exponential mechanism over a grid of candidates spanning the declared bounds;
+//!      Smith 2011, McKenna and Sheldon 2020).
+//!
+//!   Why quantiles and not the exact extremes: the true minimum of a column can move arbitrarily when one record
+//!   is added, so no amount of noise added to it is DP without clamping, and after clamping a noisy extreme is
+//!   dominated by the bound itself (sensitivity = the whole range). An extreme quantile is robust: one record
+//!   changes each candidate's score by at most one, so the exponential mechanism releases it with pure ε-DP, and
+//!   the result is a value below which (or above which) about `tail` of the records lie. Exactly `tail = 0`
+//!   would not work either: every candidate at or below the minimum scores the same, so the release would be
+//!   uniform between the lower bound and the minimum.
+//!
+//! Missing values are `None`; a `Some(NaN)` is treated as missing too. Non-missing values outside the declared
+//! bounds are clamped to them (the bounds must be declared independently of the data to keep the guarantee).
+
+use opendp::core::{Domain, Measurement, Metric, MetricSpace};
+use opendp::domains::{AtomDomain, VectorDomain};
+use opendp::error::Fallible;
+use opendp::measurements::{make_laplace, make_private_quantile};
+use opendp::measures::MaxDivergence;
+use opendp::metrics::{AbsoluteDistance, L1Distance, SymmetricDistance};
+use opendp::transformations::{make_clamp, make_count_by_categories, make_drop_null, make_sum};
+
+use crate::accountant::Epsilon;
+
+/// A bad parameter for a release, or a failure inside OpenDP.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReleaseError {
+    /// ε not finite and > 0.
+    #[error("ε = {0} must be finite and > 0 for a release")]
+    Epsilon(f64),
+    /// Declared bounds not finite or not increasing.
+    #[error("bounds [{lower}, {upper}] must be finite with lower < upper")]
+    Bounds {
+        /// Lower bound given.
+        lower: f64,
+        /// Upper bound given.
+        upper: f64,
+    },
+    /// A quantile tail outside (0, 0.5).
+    #[error("tail = {0} must be in (0, 0.5)")]
+    Tail(f64),
+    /// Fewer than two quantile candidates.
+    #[error("{0} quantile candidates; at least 2 are needed")]
+    Candidates(usize),
+    /// A histogram with no classes.
+    #[error("a label histogram needs at least one class")]
+    NoClasses,
+    /// A label not below the class count.
+    #[error("label {label} is out of range for {classes} classes")]
+    LabelOutOfRange {
+        /// The label.
+        label: usize,
+        /// The class count.
+        classes: usize,
+    },
+    /// A different number of columns and declared bounds.
+    #[error("{columns} columns but {bounds} declared bounds")]
+    ColumnMismatch {
+        /// Columns given.
+        columns: usize,
+        /// Bounds given.
+        bounds: usize,
+    },
+    /// A count too large for the noise arithmetic.
+    #[error("count {0} is too large")]
+    TooLarge(usize),
+    /// OpenDP refused a construction or failed to sample.
+    #[error("OpenDP: {0}")]
+    OpenDp(String),
+    /// No noise scale was found whose OpenDP privacy map fits the configured ε (should not happen).
+    #[error("could not fit the noise scale to ε = {0}")]
+    Calibration(f64),
+}
+
+impl From<opendp::error::Error> for ReleaseError {
+    fn from(e: opendp::error::Error) -> Self {
+        match e.message {
+            Some(m) => Self::OpenDp(format!("{}: {m}", e.variant)),
+            None => Self::OpenDp(e.variant.to_string()),
+        }
+    }
+}
+
+/// A DP release: the released value and the ε it spent (δ = 0, add/remove relation).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Release<T> {
+    /// The released value.
+    pub value: T,
+    /// The ε spent: exactly the ε configured by the caller (the mechanisms' own maps are at most this).
+    pub epsilon: Epsilon,
+    /// Stable name of the mechanism, for the ledger.
+    pub mechanism: &'static str,
+}
+
+/// Declared clamping bounds of one feature column, fixed independently of the data.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColumnBounds {
+    lower: f64,
+    upper: f64,
+}
+
+impl ColumnBounds {
+    /// Bounds `[lower, upper]`.
+    ///
+    /// # Errors
+    /// [`ReleaseError::Bounds`] unless both are finite and `lower < upper`.
+    pub fn new(lower: f64, upper: f64) -> Result<Self, ReleaseError> {
+        if lower.is_finite() && upper.is_finite() && lower < upper {
+            Ok(Self { lower, upper })
+        } else {
+            Err(ReleaseError::Bounds { lower, upper })
+        }
+    }
+
+    /// Lower bound.
+    #[must_use]
+    pub fn lower(&self) -> f64 {
+        self.lower
+    }
+
+    /// Upper bound.
+    #[must_use]
+    pub fn upper(&self) -> f64 {
+        self.upper
+    }
+}
+
+/// Options of [`feature_statistics`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatsOptions {
+    /// Fraction of records below the released "min" (and above the released "max"); in (0, 0.5).
+    /// Default 0.01.
+    pub tail: f64,
+    /// Number of evenly spaced quantile candidates spanning each column's bounds (the resolution of min and
+    /// max). Default 1001.
+    pub candidates: usize,
+}
+
+impl Default for StatsOptions {
+    fn default() -> Self {
+        Self { tail: 0.01, candidates: 1001 }
+    }
+}
+
+/// DP statistics of one feature column.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColumnStats {
+    /// Mean of the present values after clamping; `None` if the noisy count of present values is below 1.
+    pub mean: Option<f64>,
+    /// The `tail`-quantile of the present values (a robust minimum), one of the candidates.
+    pub min: f64,
+    /// The `(1 − tail)`-quantile of the present values (a robust maximum), one of the candidates.
+    pub max: f64,
+    /// Fraction of missing values; `None` if the noisy total is below 1.
+    pub missing_rate: Option<f64>,
+    /// Noisy number of present values (clamped at 0).
+    pub present: f64,
+    /// Noisy number of missing values (clamped at 0).
+    pub missing: f64,
+}
+
+fn check_epsilon(epsilon: Epsilon) -> Result<f64, ReleaseError> {
+    let e = epsilon.get();
+    if e > 0.0 && e.is_finite() { Ok(e) } else { Err(ReleaseError::Epsilon(e)) }
+}
+
+/// Builds the measurement with the smallest noise scale (to ~1e-9 relative) whose OpenDP privacy map at
+/// `d_in` is ≤ `epsilon`. ε of these measurements is inversely proportional to the scale, up to the
+/// rounding OpenDP adds conservatively, so a probe at scale 1 gives the scale and a few retries absorb rounding.
+fn fit_scale<DI, MI, TO>(
+    epsilon: f64,
+    d_in: &MI::Distance,
+    build: impl Fn(f64) -> Fallible<Measurement<DI, MI, MaxDivergence, TO>>,
+) -> Result<Measurement<DI, MI, MaxDivergence, TO>, ReleaseError>
+where
+    DI: Domain,
+    MI: Metric,
+    (DI, MI): MetricSpace,
+{
+    let probe = build(1.0)?.map(d_in)?;
+    if !(probe > 0.0 && probe.is_finite()) {
+        return Err(ReleaseError::Calibration(epsilon));
+    }
+    let mut scale = probe / epsilon;
+    for _ in 0..16 {
+        let m = build(scale)?;
+        let spent = m.map(d_in)?;
+        if spent <= epsilon {
+            return Ok(m);
+        }
+        scale *= (spent / epsilon) * (1.0 + 1e-9);
+    }
+    Err(ReleaseError::Calibration(epsilon))
+}
+
+/// A DP count of records: `n` plus discrete Laplace noise of scale 1/ε (the count's sensitivity is 1).
+///
+/// # Errors
+/// [`ReleaseError::Epsilon`] for ε not finite and > 0; [`ReleaseError::TooLarge`] above `i64::MAX`;
+/// [`ReleaseError::OpenDp`] if sampling fails.
+///
+/// # Example
+/// ```
+/// use cohort_dp::{accountant::Epsilon, releases::noisy_count};
+/// let r = noisy_count(10_000, Epsilon::new(1.0).unwrap()).unwrap();
+/// assert_eq!(r.epsilon.get(), 1.0);
+/// assert!((r.value - 10_000).abs() < 100); // fails with probability ~e^-100
+/// ```
+pub fn noisy_count(n: usize, epsilon: Epsilon) -> Result<Release<i64>, ReleaseError> {
+    let e = check_epsilon(epsilon)?;
+    let count = i64::try_from(n).map_err(|_| ReleaseError::TooLarge(n))?;
+    // d_in = 1 on the count: adding or removing one record changes it by one.
+    let m = fit_scale(e, &1i64, |scale| {
+        make_laplace::<_, _, MaxDivergence>(AtomDomain::<i64>::new_non_nan(), AbsoluteDistance::<i64>::default(), scale, None)
+    })?;
+    Ok(Release { value: m.invoke(&count)?, epsilon, mechanism: "count/discrete-laplace" })
+}
+
+/// A DP histogram of `labels` over classes `0..classes`: per-class counts plus independent discrete Laplace
+/// noise of scale 1/ε. Counts may come out negative; clamping them is free post-processing for the caller.
+///
+/// # Errors
+/// [`ReleaseError::Epsilon`], [`ReleaseError::NoClasses`], [`ReleaseError::LabelOutOfRange`] (checked before
+/// anything is released), [`ReleaseError::OpenDp`].
+///
+/// # Example
+/// ```
+/// use cohort_dp::{accountant::Epsilon, releases::label_histogram};
+/// let labels: Vec<usize> = (0..3000).map(|i| i % 3).collect();
+/// let r = label_histogram(&labels, 3, Epsilon::new(2.0).unwrap()).unwrap();
+/// assert_eq!(r.value.len(), 3);
+/// assert!(r.value.iter().all(|c| (c - 1000).abs() < 100));
+/// ```
+pub fn label_histogram(labels: &[usize], classes: usize, epsilon: Epsilon) -> Result<Release<Vec<i64>>, ReleaseError> {
+    let e = check_epsilon(epsilon)?;
+    if classes == 0 {
+        return Err(ReleaseError::NoClasses);
+    }
+    if let Some(&label) = labels.iter().find(|&&l| l >= classes) {
+        return Err(ReleaseError::LabelOutOfRange { label, classes });
+    }
+    let m = fit_scale(e, &1u32, |scale| {
+        let t = make_count_by_categories::<L1Distance<i64>, usize, i64>(
+            VectorDomain::new(AtomDomain::default()),
+            SymmetricDistance,
+            (0..classes).collect(),
+            false,
+        )?;
+        t >> make_laplace::<_, _, MaxDivergence>(VectorDomain::new(AtomDomain::new_non_nan()), L1Distance::default(), scale, None)?
+    })?;
+    let mut counts = m.invoke(&labels.to_vec())?;
+    counts.truncate(classes);
+    Ok(Release { value: counts, epsilon, mechanism: "histogram/discrete-laplace" })
+}
+
+/// DP statistics (mean, robust min and max, missing rate) of each column, under one total budget `epsilon`
+/// split evenly over the columns and, within a column, over four measurements (see the [module docs](self)).
+/// A record contributes one value (or a missing value) to each column; columns may differ in length.
+///
+/// # Errors
+/// [`ReleaseError::Epsilon`], [`ReleaseError::ColumnMismatch`], [`ReleaseError::Tail`],
+/// [`ReleaseError::Candidates`] (all checked before anything is released), [`ReleaseError::OpenDp`].
+///
+/// # Example
+/// ```
+/// use cohort_dp::{accountant::Epsilon, releases::*};
+/// let ages: Vec<Option<f64>> = (0..5000).map(|i| if i % 10 == 0 { None } else { Some(f64::from(i % 80)) }).collect();
+/// let bounds = [ColumnBounds::new(0.0, 100.0).unwrap()];
+/// let r = feature_statistics(&[ages], &bounds, Epsilon::new(4.0).unwrap(), StatsOptions::default()).unwrap();
+/// assert_eq!(r.epsilon.get(), 4.0);
+/// let s = r.value[0];
+/// assert!((s.mean.unwrap() - 39.5).abs() < 2.0);
+/// assert!((s.missing_rate.unwrap() - 0.1).abs() < 0.02);
+/// ```
+pub fn feature_statistics(
+    columns: &[Vec<Option<f64>>],
+    bounds: &[ColumnBounds],
+    epsilon: Epsilon,
+    options: StatsOptions,
+) -> Result<Release<Vec<ColumnStats>>, ReleaseError> {
+    let e = check_epsilon(epsilon)?;
+    if columns.len() != bounds.len() {
+        return Err(ReleaseError::ColumnMismatch { columns: columns.len(), bounds: bounds.len() });
+    }
+    if !(options.tail > 0.0 && options.tail < 0.5) {
+        return Err(ReleaseError::Tail(options.tail));
+    }
+    if options.candidates < 2 {
+        return Err(ReleaseError::Candidates(options.candidates));
+    }
+    if columns.is_empty() {
+        return Ok(Release { value: Vec::new(), epsilon, mechanism: FEATURE_STATS });
+    }
+    // Four shares per column; round the share down until the shares sum to at most ε.
+    let parts = 4.0 * columns.len() as f64;
+    let mut share = e / parts;
+    while share * parts > e {
+        share = share.next_down();
+    }
+    if !(share > 0.0) {
+        return Err(ReleaseError::Epsilon(e));
+    }
+    let value = columns
+        .iter()
+        .zip(bounds)
+        .map(|(c, b)| column_statistics(c, *b, share, options))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Release { value, epsilon, mechanism: FEATURE_STATS })
+}
+
+const FEATURE_STATS: &str = "feature-stats/laplace+quantile";
+
+/// Statistics of one column, spending `share` four times.
+fn column_statistics(column: &[Option<f64>], b: ColumnBounds, share: f64, options: StatsOptions) -> Result<ColumnStats, ReleaseError> {
+    // NaN marks missing for OpenDP's `make_drop_null`; `Some(NaN)` is missing as well.
+    let data: Vec<f64> = column.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
+    let is_missing: Vec<bool> = data.iter().map(|v| v.is_nan()).collect();
+
+    // 1. Present / missing counts (row-wise map then a 2-bin histogram: L1 sensitivity 1).
+    let m_counts = fit_scale(share, &1u32, |scale| {
+        let t = make_count_by_categories::<L1Distance<i64>, bool, i64>(
+            VectorDomain::new(AtomDomain::default()),
+            SymmetricDistance,
+            vec![false, true],
+            false,
+        )?;
+        t >> make_laplace::<_, _, MaxDivergence>(VectorDomain::new(AtomDomain::new_non_nan()), L1Distance::default(), scale, None)?
+    })?;
+    let counts = m_counts.invoke(&is_missing)?;
+    let present = counts.first().copied().unwrap_or(0).max(0) as f64;
+    let missing = counts.get(1).copied().unwrap_or(0).max(0) as f64;
+
+    // Present values, clamped to the declared bounds: drop_null and clamp are both 1-stable.
+    let clamped = || -> Fallible<_> {
+        make_drop_null(VectorDomain::new(AtomDomain::<f64>::default()), SymmetricDistance)?
+            >> make_clamp(VectorDomain::new(AtomDomain::new_non_nan()), SymmetricDistance, (b.lower, b.upper))?
+    };
+
+    // 2. Sum of clamped values (sensitivity max(|L|, |U|) plus OpenDP's float-rounding allowance).
+    let m_sum = fit_scale(share, &1u32, |scale| {
+        let t = clamped()?;
+        let t = (t.clone() >> make_sum(t.output_domain.clone(), SymmetricDistance)?)?;
+        let noise = make_laplace::<_, _, MaxDivergence>(t.output_domain.clone(), t.output_metric.clone(), scale, None)?;
+        t >> noise
+    })?;
+    let sum = m_sum.invoke(&data)?;
+    let mean = (present >= 1.0).then(|| (sum / present).clamp(b.lower, b.upper));
+
+    // 3. and 4. Robust extremes: private quantiles over an evenly spaced candidate grid within the bounds.
+    let n = options.candidates;
+    let step = (b.upper - b.lower) / (n - 1) as f64;
+    let mut candidates: Vec<f64> = (0..n).map(|i| b.lower + step * i as f64).collect();
+    if let Some(last) = candidates.last_mut() {
+        *last = b.upper;
+    }
+    candidates.dedup();
+    let quantile = |alpha: f64| -> Result<f64, ReleaseError> {
+        let m = fit_scale(share, &1u32, |scale| {
+            let t = clamped()?;
+            let q = make_private_quantile(t.output_domain.clone(), SymmetricDistance, MaxDivergence, candidates.clone(), alpha, scale)?;
+            t >> q
+        })?;
+        Ok(m.invoke(&data)?)
+    };
+    let min = quantile(options.tail)?;
+    let max = quantile(1.0 - options.tail)?;
+
+    let total = present + missing;
+    let missing_rate = (total >= 1.0).then(|| (missing / total).clamp(0.0, 1.0));
+    Ok(ColumnStats { mean, min, max, missing_rate, present, missing })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eps(e: f64) -> Epsilon {
+        Epsilon::new(e).unwrap()
+    }
+
+    #[test]
+    fn noisy_count_is_close_and_reports_epsilon() {
+        let r = noisy_count(100_000, eps(10.0)).unwrap();
+        println!("noisy count of 100000 at ε=10: {}", r.value);
+        assert!((r.value - 100_000).abs() <= 5);
+        assert_eq!(r.epsilon.get(), 10.0);
+        assert_eq!(r.mechanism, "count/discrete-laplace");
+        // Noise is really added at small ε: repeated releases are not all equal.
+        let draws: Vec<i64> = (0..20).map(|_| noisy_count(1000, eps(0.5)).unwrap().value).collect();
+        assert!(draws.iter().any(|&d| d != draws[0]));
+    }
+
+    #[test]
+    fn label_histogram_is_close() {
+        let labels: Vec<usize> = (0..10_000).map(|i| if i % 10 == 0 { 2 } else { i % 2 }).collect();
+        let truth = [4000i64, 5000, 1000, 0]; // multiples of 10 → 2; other evens → 0; odds → 1
+        let r = label_histogram(&labels, 4, eps(10.0)).unwrap();
+        println!("label histogram at ε=10: {:?} (truth {truth:?})", r.value);
+        assert_eq!(r.value.len(), 4);
+        for (got, want) in r.value.iter().zip(truth) {
+            assert!((got - want).abs() <= 5, "{got} vs {want}");
+        }
+        assert_eq!(r.epsilon.get(), 10.0);
+    }
+
+    #[test]
+    fn feature_statistics_are_close() {
+        // Column 0: values 0..10 uniform, 20% missing. Column 1: constant 3.0 plus values out of bounds.
+        let c0: Vec<Option<f64>> = (0..20_000).map(|i| if i % 5 == 0 { None } else { Some(f64::from(i % 1000) / 100.0) }).collect();
+        let c1: Vec<Option<f64>> = (0..20_000).map(|i| if i % 2 == 0 { Some(3.0) } else { Some(1e9) }).collect();
+        let bounds = [ColumnBounds::new(0.0, 10.0).unwrap(), ColumnBounds::new(-5.0, 5.0).unwrap()];
+        let r = feature_statistics(&[c0, c1], &bounds, eps(16.0), StatsOptions::default()).unwrap();
+        println!("feature stats at ε=16: {:?}", r.value);
+        assert_eq!(r.epsilon.get(), 16.0);
+        let (s0, s1) = (r.value[0], r.value[1]);
+        assert!((s0.mean.unwrap() - 4.995).abs() < 0.01, "{s0:?}");
+        assert!((s0.missing_rate.unwrap() - 0.2).abs() < 0.002, "{s0:?}");
+        assert!((s0.present - 16_000.0).abs() < 10.0 && (s0.missing - 4000.0).abs() < 10.0);
+        // 1% and 99% quantiles of a uniform [0, 10) column.
+        assert!((s0.min - 0.1).abs() < 0.1 && (s0.max - 9.9).abs() < 0.1, "{s0:?}");
+        // Out-of-bounds values are clamped to 5: mean of half 3.0, half 5.0.
+        assert!((s1.mean.unwrap() - 4.0).abs() < 0.01, "{s1:?}");
+        assert_eq!(s1.missing_rate.unwrap(), 0.0_f64.max(s1.missing_rate.unwrap()));
+        assert!(s1.missing_rate.unwrap() < 0.001);
+        assert!((s1.min - 3.0).abs() < 0.05 && (s1.max - 5.0).abs() < 0.05, "{s1:?}");
+    }
+
+    #[test]
+    fn all_missing_column_has_no_mean() {
+        let c = vec![None; 1000];
+        let r = feature_statistics(&[c], &[ColumnBounds::new(0.0, 1.0).unwrap()], eps(40.0), StatsOptions::default()).unwrap();
+        let s = r.value[0];
+        assert!(s.mean.is_none() && s.present < 1.0, "{s:?}");
+        assert!((s.missing_rate.unwrap() - 1.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn bad_parameters_are_typed_errors() {
+        assert!(matches!(noisy_count(10, Epsilon::ZERO), Err(ReleaseError::Epsilon(_))));
+        assert!(matches!(noisy_count(10, Epsilon::INFINITY), Err(ReleaseError::Epsilon(_))));
+        assert!(matches!(label_histogram(&[0, 1], 0, eps(1.0)), Err(ReleaseError::NoClasses)));
+        assert!(matches!(label_histogram(&[0, 5], 3, eps(1.0)), Err(ReleaseError::LabelOutOfRange { label: 5, classes: 3 })));
+        assert!(matches!(ColumnBounds::new(1.0, 1.0), Err(ReleaseError::Bounds { .. })));
+        assert!(matches!(ColumnBounds::new(f64::NAN, 1.0), Err(ReleaseError::Bounds { .. })));
+        assert!(matches!(ColumnBounds::new(0.0, f64::INFINITY), Err(ReleaseError::Bounds { .. })));
+        let b = ColumnBounds::new(0.0, 1.0).unwrap();
+        let col = vec![vec![Some(0.5)]];
+        assert!(matches!(feature_statistics(&col, &[], eps(1.0), StatsOptions::default()), Err(ReleaseError::ColumnMismatch { .. })));
+        for tail in [0.0, 0.5, f64::NAN] {
+            let o = StatsOptions { tail, ..StatsOptions::default() };
+            assert!(matches!(feature_statistics(&col, &[b], eps(1.0), o), Err(ReleaseError::Tail(_))));
+        }
+        let o = StatsOptions { candidates: 1, ..StatsOptions::default() };
+        assert!(matches!(feature_statistics(&col, &[b], eps(1.0), o), Err(ReleaseError::Candidates(1))));
+        assert!(feature_statistics(&[], &[], eps(1.0), StatsOptions::default()).unwrap().value.is_empty());
+    }
+
+    #[test]
+    fn opendp_maps_fit_within_configured_epsilon() {
+        // The measurement fitted for a share never exceeds it, per OpenDP's own privacy map.
+        for e in [0.1, 1.0, 3.7] {
+            let m = fit_scale(e, &1u32, |scale| {
+                let t = make_drop_null(VectorDomain::new(AtomDomain::<f64>::default()), SymmetricDistance)?
+                    >> make_clamp(VectorDomain::new(AtomDomain::new_non_nan()), SymmetricDistance, (-3.0, 7.0))?;
+                let t = t?;
+                let t = (t.clone() >> make_sum(t.output_domain.clone(), SymmetricDistance)?)?;
+                let noise = make_laplace::<_, _, MaxDivergence>(t.output_domain.clone(), t.output_metric.clone(), scale, None)?;
+                t >> noise
+            })
+            .unwrap();
+            let spent = m.map(&1).unwrap();
+            assert!(spent <= e && spent > e * (1.0 - 1e-6), "{spent} vs {e}");
+        }
+    }
+}

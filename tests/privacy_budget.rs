@@ -1,0 +1,93 @@
+//! End-to-end: a hospital whose privacy budget runs out declines the next round itself, the federation goes on
+//! with the others, the decline is in the hospital's ledger and in the coordinator's copy, and the budget still
+//! holds after the node restarts.
+
+mod support;
+
+use cohort_client::node::{LocalWork, Participation};
+use cohort_client::privacy::{cumulative_epsilon, DpSchedule, PrivateWork};
+use cohort_core::config::PrivacySection;
+use cohort_core::ledger::{Ledger, Mechanism};
+use cohort_core::Round;
+use cohort_dp::accountant::{epsilon, SampledGaussian};
+use support::Fixture;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_over_budget_declines_and_the_round_completes_with_the_others() {
+    let names = ["hospital-a", "hospital-b", "hospital-c"];
+    let rounds = 4;
+    let mut fx = Fixture::new(&names, rounds);
+    fx.coordinator.training.min_clients = 2;
+    let plan = cohort_coordinator::server::plan_of(&fx.coordinator).unwrap();
+    let coordinator = cohort_coordinator::Coordinator::bind(&fx.coordinator).await.unwrap();
+    let addr = coordinator.local_addr().unwrap();
+
+    // Every hospital runs DP-SGD with a fixed σ. Hospital C's budget covers its two releases and one round of
+    // DP-SGD, but not two: it must train round 1 and decline rounds 2 to 4.
+    let fixed = PrivacySection { noise_multiplier: Some(1.0), ..PrivacySection::default() };
+    let mut configs = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        configs.push(fx.client(name, &fx.issue(name), i, names.len(), addr));
+    }
+    let c_rows = cohort_client::data::prepare(&configs[2].data.path, &plan.schema, 0.2, configs[2].data.split_seed).unwrap().train.rows();
+    let schedule = DpSchedule::plan(&fixed, &plan, c_rows).unwrap();
+    let round = SampledGaussian { q: schedule.sample_rate, sigma: schedule.noise_multiplier, steps: schedule.steps_per_round };
+    let releases = 2.0 * fixed.release_epsilon;
+    let one = epsilon(&[round], fixed.delta).unwrap() + releases;
+    let two = epsilon(&[round, round], fixed.delta).unwrap() + releases;
+    let c_budget = (one + two) / 2.0;
+    for (i, config) in configs.iter_mut().enumerate() {
+        config.privacy = PrivacySection { epsilon_budget: if i == 2 { c_budget } else { 100.0 }, ..fixed.clone() };
+    }
+
+    let mut clients = Vec::new();
+    for config in configs.clone() {
+        clients.push(tokio::spawn(async move {
+            let mut work = PrivateWork::new(&config.name, config.data_dir.clone(), config.privacy.clone());
+            cohort_client::node::run(&config, &mut work).await
+        }));
+    }
+    let report = coordinator.run(std::future::pending()).await.unwrap();
+    let mut nodes = Vec::new();
+    for c in clients {
+        nodes.push(c.await.unwrap().unwrap());
+    }
+
+    // The federation completed every round; from round 2 on without hospital C.
+    assert_eq!(report.history.len() as u64, rounds);
+    assert_eq!(report.history[0].contributors.len(), 3);
+    for summary in &report.history[1..] {
+        assert_eq!(summary.contributors.len(), 2, "round {}", summary.round);
+        assert!(summary.contributors.iter().all(|n| n.0 != "hospital-c"));
+        let (who, why) = summary.declined.first().expect("a recorded decline");
+        assert_eq!(who.0, "hospital-c");
+        assert!(why.contains("budget"), "{why}");
+    }
+    assert_eq!(nodes[2].rounds_trained, vec![Round(1)]);
+    assert_eq!(nodes[2].rounds_declined.len(), 3);
+    assert_eq!(nodes[0].rounds_trained.len() as u64, rounds);
+
+    // Hospital C's own ledger: two releases, one DP-SGD round, three declines; ε within the budget.
+    let ledger = Ledger::open(&configs[2].data_dir).unwrap();
+    let kinds: Vec<Mechanism> = ledger.records().iter().map(|r| r.body.mechanism).collect();
+    assert_eq!(
+        kinds,
+        [Mechanism::OpenDpCount, Mechanism::OpenDpHistogram, Mechanism::DpSgd, Mechanism::Decline, Mechanism::Decline, Mechanism::Decline]
+    );
+    let spent = cumulative_epsilon(ledger.records(), None, fixed.delta).unwrap();
+    assert!((spent - one).abs() < 1e-9 && spent <= c_budget, "spent {spent}, budget {c_budget}");
+    assert!(ledger.records().iter().all(|r| r.body.cumulative_epsilon <= c_budget));
+
+    // The coordinator's copy of C's ledger carries the declines too, and verifies.
+    let copy_path = fx.coordinator.data_dir.join(cohort_coordinator::recorder::LEDGER_COPIES_DIR).join("hospital-c.jsonl");
+    let copy = cohort_core::ledger::read_jsonl(std::io::BufReader::new(std::fs::File::open(&copy_path).unwrap())).unwrap();
+    assert_eq!(copy.iter().filter(|r| r.body.mechanism == Mechanism::Decline).count(), 3);
+    assert!(cohort_coordinator::audit::verify_records(&copy).is_ok());
+
+    // The budget survives a restart: a fresh worker on the same data directory declines at once.
+    let local = cohort_client::data::prepare(&configs[2].data.path, &plan.schema, 0.2, configs[2].data.split_seed).unwrap();
+    let mut restarted = PrivateWork::new("hospital-c", configs[2].data_dir.clone(), configs[2].privacy.clone());
+    restarted.prepare(&plan, &local).unwrap();
+    let settings = serde_json::from_str(r#"{"local_epochs":1,"learning_rate":0.1,"batch_size":16}"#).unwrap();
+    assert!(matches!(restarted.participate(Round(5), &settings).unwrap(), Participation::Decline { .. }));
+}
