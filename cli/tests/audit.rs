@@ -182,7 +182,10 @@ fn the_report_states_budgets_versions_and_the_verdict_in_every_format() {
     assert!(out.status.success(), "{}", text(&out));
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("<svg") && html.contains("hospital-c") && html.contains("PASSED"));
-    assert!(!html.contains("<script") && !html.contains("http://") && !html.contains("https://"), "the report must open offline");
+    // No scripts and nothing fetched: the file opens anywhere offline (the SVG namespace URI is only a name).
+    for fetch in ["<script", "<link", "src=", "href=", "url("] {
+        assert!(!html.contains(fetch), "the report must open offline, found {fetch:?}");
+    }
 }
 
 /// Renders the HTML report in headless Chromium and checks the screenshot is a real rendering (not blank).
