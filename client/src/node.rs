@@ -27,6 +27,10 @@ pub enum ClientError {
     /// The coordinator refused this node (for example: not in the roster).
     #[error("the coordinator refused this node: {0}")]
     Refused(String),
+    /// The coordinator does not know this node as joined (it restarted since the node joined); the node joins
+    /// again.
+    #[error("the coordinator no longer knows this node as joined: {0}")]
+    NotJoined(String),
     /// The coordinator cannot be reached.
     #[error("cannot reach the coordinator at {url}: {message}")]
     Unreachable {
@@ -228,9 +232,8 @@ impl Session {
             return ClientError::TlsRefused(msg);
         }
         match status.code() {
-            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated => {
-                ClientError::Refused(status.message().to_owned())
-            }
+            tonic::Code::PermissionDenied => ClientError::Refused(status.message().to_owned()),
+            tonic::Code::Unauthenticated => ClientError::NotJoined(status.message().to_owned()),
             tonic::Code::Unavailable => ClientError::Unreachable {
                 url: self.config.coordinator.url.clone(),
                 message: error_chain_text(&status),
@@ -448,7 +451,7 @@ async fn train_secure(
 const RECONNECT_PATIENCE: Duration = Duration::from_secs(120);
 
 fn is_transient(err: &ClientError) -> bool {
-    matches!(err, ClientError::Unreachable { .. })
+    matches!(err, ClientError::Unreachable { .. } | ClientError::NotJoined(_))
         || matches!(err, ClientError::Protocol(m) if m.starts_with("Unavailable") || m.starts_with("Cancelled") || m.starts_with("Unknown"))
 }
 

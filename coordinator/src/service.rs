@@ -209,8 +209,8 @@ impl FederationService {
     fn identify<T>(&self, request: &Request<T>) -> Result<NodeName, Status> {
         let certs = request
             .peer_certs()
-            .ok_or_else(|| Status::unauthenticated("no client certificate: connect with mutual TLS"))?;
-        let (name, _role) = peer_identity(&certs).map_err(|e| Status::unauthenticated(e.to_string()))?;
+            .ok_or_else(|| Status::permission_denied("no client certificate: connect with mutual TLS"))?;
+        let (name, _role) = peer_identity(&certs).map_err(|e| Status::permission_denied(e.to_string()))?;
         Ok(name)
     }
 

@@ -376,25 +376,4 @@ mod tests {
         partials[1].round = RoundId(4);
         assert!(matches!(combine(&f.ctx, &request, 2, &f.agg, &partials), Err(DecryptError::WrongRound { .. })));
     }
-
-    /// Throughput at the target size; run with `cargo test --release -p cohort-crypto -- --ignored --nocapture`.
-    #[test]
-    #[ignore]
-    fn measure_one_million_params_ten_clients() {
-        let ctx = SecAggParams::default().build().unwrap();
-        let mut rng = ChaCha20Rng::seed_from_u64(1);
-        let p = 1_000_000;
-        let updates: Vec<Vec<f32>> = (0..10).map(|_| (0..p).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
-        let refs: Vec<&[f32]> = updates.iter().map(|u| u.as_slice()).collect();
-        let out = run_secure_round(&ctx, &refs, &[1.0; 10], &SimConfig::majority(10), &mut rng).unwrap();
-        let t = out.timings;
-        println!(
-            "encrypt {:.1} Mparams/s/core, aggregate {:.1} Mparams/s, decrypt {:?}, setup {:?}, bytes/param {:.3}",
-            (10 * p) as f64 / t.encrypt.as_secs_f64() / 1e6,
-            (10 * p) as f64 / t.aggregate.as_secs_f64() / 1e6,
-            t.decrypt,
-            t.setup,
-            out.upload_bytes_per_client as f64 / p as f64
-        );
-    }
 }
