@@ -137,6 +137,11 @@ pub trait LocalWork: Send {
         String::new()
     }
 
+    /// Called when a new session with the coordinator starts: the next [`LocalWork::take_ledger_lines`] must
+    /// return the whole ledger, because records sent to a coordinator that then died may never have been
+    /// stored. The coordinator skips the records it already has.
+    fn resend_ledger(&mut self) {}
+
     /// The node's public keys (Ed25519 signing, X25519 encryption) to announce at join.
     fn public_keys(&self) -> (Vec<u8>, Vec<u8>) {
         (Vec::new(), Vec::new())
@@ -536,6 +541,7 @@ async fn run_session(
         })
         .await?;
     tracing::info!(node = %config.name, rows = local.train.rows(), holdout = local.holdout.rows(), "joined federation {}", plan.federation_id);
+    work.resend_ledger();
 
     let fed = plan.federation_id.clone();
     let mut last = wire::round_ref(&fed, Round(0), ModelVersion(0));

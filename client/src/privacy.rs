@@ -198,8 +198,7 @@ impl LocalWork for PrivateWork {
         let ledger = Ledger::open(&self.data_dir).map_err(|e| ClientError::Local(format!("privacy ledger in {}: {e}", self.data_dir.display())))?;
         let schedule = DpSchedule::plan(&self.privacy, plan, data.train.rows())?;
         tracing::info!(node = %self.name, q = schedule.sample_rate, sigma = schedule.noise_multiplier, steps = schedule.steps_per_round, "DP-SGD schedule");
-        let reported = ledger.records().len();
-        self.state = Some(State { spec: plan.model.clone(), data: data.clone(), schedule, ledger, reported });
+        self.state = Some(State { spec: plan.model.clone(), data: data.clone(), schedule, ledger, reported: 0 });
         Ok(())
     }
 
@@ -274,6 +273,12 @@ impl LocalWork for PrivateWork {
         // Clamping the noisy count to at least 1 is post-processing.
         let examples = count.first().map_or(1.0, |c| (*c).max(1) as f64);
         Ok(JoinReleases { examples, label_histogram })
+    }
+
+    fn resend_ledger(&mut self) {
+        if let Some(s) = self.state.as_mut() {
+            s.reported = 0;
+        }
     }
 
     fn public_keys(&self) -> (Vec<u8>, Vec<u8>) {

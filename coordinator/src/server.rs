@@ -60,8 +60,6 @@ pub struct RunReport {
     pub global: Vec<f32>,
     /// Its version.
     pub version: ModelVersion,
-    /// Ledger records the nodes sent, per node, as JSON lines.
-    pub ledger_copies: std::collections::BTreeMap<NodeName, Vec<String>>,
     /// Versions registered by this run, with their gate decisions.
     pub recorded: Vec<crate::recorder::Recorded>,
     /// The round this run resumed after (0 for a fresh federation).
@@ -262,7 +260,7 @@ impl Coordinator {
         result?;
         let (history, global, version) =
             shared.with_machine(|m| (m.history().to_vec(), m.global().to_vec(), m.version()));
-        Ok(RunReport { history, global, version, ledger_copies: shared.ledger_copies(), recorded: shared.recorded(), resumed_after })
+        Ok(RunReport { history, global, version, recorded: shared.recorded(), resumed_after })
     }
 }
 

@@ -43,7 +43,6 @@ pub struct Shared {
     machine: Mutex<RoundMachine>,
     plan: FederationPlan,
     nodes: Mutex<BTreeMap<NodeName, NodeInfo>>,
-    ledger_copies: Mutex<BTreeMap<NodeName, Vec<String>>>,
     changed: watch::Sender<u64>,
     events: broadcast::Sender<Event>,
     recorder: Mutex<Option<Recorder>>,
@@ -65,7 +64,6 @@ impl Shared {
             machine: Mutex::new(machine),
             plan,
             nodes: Mutex::new(BTreeMap::new()),
-            ledger_copies: Mutex::new(BTreeMap::new()),
             changed,
             events,
             recorder: Mutex::new(None),
@@ -101,11 +99,6 @@ impl Shared {
     /// Information on joined nodes.
     pub fn nodes(&self) -> BTreeMap<NodeName, NodeInfo> {
         lock(&self.nodes).clone()
-    }
-
-    /// Ledger records the nodes sent, as JSON lines, per node.
-    pub fn ledger_copies(&self) -> BTreeMap<NodeName, Vec<String>> {
-        lock(&self.ledger_copies).clone()
     }
 
     /// Runs `f` on the machine, then publishes the events it produced.
@@ -154,7 +147,6 @@ impl Shared {
 
     /// Stores ledger records a node sent in the coordinator's durable copy.
     fn store_ledger(&self, node: &NodeName, lines: &str) -> Result<(), Status> {
-        lock(&self.ledger_copies).entry(node.clone()).or_default().extend(lines.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned));
         let signer = lock(&self.nodes).get(node).map(|i| i.signing_public_key.clone()).unwrap_or_default();
         let recorder = lock(&self.recorder);
         if let Some(recorder) = recorder.as_ref() {
