@@ -218,3 +218,53 @@ fn the_html_report_renders_in_headless_chromium() {
     // A blank page compresses to a few kilobytes; text, tables and charts do not.
     assert!(png.len() > 20_000, "the screenshot looks blank ({} bytes)", png.len());
 }
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A human override: promoting a version by hand and rolling back are recorded with who did it and why, and
+/// rollback restores the previous production version.
+#[test]
+fn promote_and_rollback_by_hand_are_recorded_with_who_and_why() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("copy");
+    copy_dir(demo_dir(), &dir);
+    let list = || -> Vec<Value> {
+        let out = cohort().args(["models", "list", "--json", "--data-dir"]).arg(&dir).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let production = |versions: &[Value]| -> Vec<u64> {
+        versions.iter().filter(|v| v["stage"] == "production").map(|v| v["version"].as_u64().unwrap()).collect()
+    };
+    let before = production(&list());
+    assert_eq!(before.len(), 1, "exactly one production version after the demo");
+    let chosen = if before[0] == 1 { 2 } else { 1 };
+
+    let out = cohort()
+        .args(["models", "promote", "--version", &chosen.to_string(), "--actor", "dr-audit", "--reason", "validated offline", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(production(&list()), vec![chosen]);
+
+    let out = cohort().args(["models", "rollback", "--actor", "dr-audit", "--reason", "undo the test", "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(production(&list()), before, "rollback restores the previous production version");
+
+    let out = cohort().args(["models", "show", "--json", "--version", &chosen.to_string(), "--data-dir"]).arg(&dir).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("dr-audit") && shown.contains("validated offline") && shown.contains("undo the test"), "{shown}");
+}
