@@ -288,3 +288,50 @@ impl LocalWork for PrivateWork {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cohort_core::config::{Schema, SecureAggregationSection, StrategyConfig, TrainingSection};
+
+    fn plan() -> FederationPlan {
+        let schema = Schema { features: vec!["x".into(), "z".into()], label: "y".into(), task: TaskKind::Binary, classes: None };
+        FederationPlan {
+            federation_id: "f".into(),
+            model_name: "m".into(),
+            model: ModelSpec::new(2, &[], 2, TaskKind::Binary).unwrap(),
+            schema,
+            training: TrainingSection { rounds: 2, local_epochs: 1, learning_rate: 0.1, batch_size: 8, min_clients: 1, round_deadline_secs: 10, clients_per_round: None },
+            strategy: StrategyConfig::Fedavg,
+            secure_aggregation: SecureAggregationSection::default(),
+        }
+    }
+
+    fn data(dir: &std::path::Path, plan: &FederationPlan) -> LocalData {
+        let csv = dir.join("d.csv");
+        let rows: Vec<String> = (0..60).map(|i| format!("{},{},{}", i % 7, (i * 3) % 5, i % 2)).collect();
+        std::fs::write(&csv, format!("x,z,y\n{}\n", rows.join("\n"))).unwrap();
+        crate::data::prepare(&csv, &plan.schema, 0.2, 0).unwrap()
+    }
+
+    #[test]
+    fn releases_are_recorded_once_and_the_ledger_is_resent_on_a_new_session() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan();
+        let local = data(dir.path(), &plan);
+        let privacy = PrivacySection::default();
+        let mut work = PrivateWork::new("h", dir.path().join("state"), privacy.clone());
+        work.prepare(&plan, &local).unwrap();
+        let first = work.join_releases(&local).unwrap();
+        assert_eq!(first.label_histogram.len(), 2);
+        // A rejoin reports the same figures without spending again.
+        assert_eq!(work.join_releases(&local).unwrap(), first);
+        assert_eq!(work.take_ledger_lines().lines().count(), 2);
+        assert_eq!(work.take_ledger_lines(), "");
+        let spent = work.spent().unwrap();
+        assert!((spent - 2.0 * privacy.release_epsilon).abs() < 1e-12, "{spent}");
+        // A new session resends everything (the coordinator skips what it has).
+        work.resend_ledger();
+        assert_eq!(work.take_ledger_lines().lines().count(), 2);
+    }
+}
