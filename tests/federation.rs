@@ -63,6 +63,7 @@ async fn an_mlp_regression_federation_with_fedprox_learns_the_diabetes_target() 
         label: "progression".into(),
         task: TaskKind::Regression,
         classes: None,
+        bounds: None,
     };
     fx.coordinator.model.hidden = vec![16];
     fx.coordinator.training.learning_rate = 0.02;

@@ -90,7 +90,7 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
         data_dir: dir.join("cd"),
         tls: tls(&files),
         roster: vec!["a".into(), "b".into()],
-        schema: Schema { features: vec!["x".into()], label: "y".into(), task: TaskKind::Binary, classes: None },
+        schema: Schema { features: vec!["x".into()], label: "y".into(), task: TaskKind::Binary, classes: None, bounds: None },
         model: ModelSection::default(),
         training: TrainingSection { rounds: ROUNDS, min_clients: 2, ..TrainingSection::default() },
         strategy: StrategyConfig::Fedavg,

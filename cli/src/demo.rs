@@ -57,7 +57,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         tls: tls_section(&coord_files),
         roster: HOSPITALS.iter().map(|(n, _)| (*n).to_owned()).collect(),
-        schema: Schema { features, label: "malignant".into(), task: TaskKind::Binary, classes: None },
+        schema: Schema { features, label: "malignant".into(), task: TaskKind::Binary, classes: None, bounds: Some(declared_bounds(BREAST_CANCER)?) },
         model: ModelSection { name: "breast-cancer".into(), hidden: Vec::new() },
         training: TrainingSection {
             rounds: args.rounds,
@@ -181,6 +181,24 @@ fn tls_section(files: &NodeFiles) -> TlsSection {
 fn write_toml<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     let text = toml::to_string_pretty(value).context("serializing a config")?;
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// The federation's declared range of every feature: the range of the published data set widened by 10% on
+/// each side (a real federation takes these from its data dictionary).
+fn declared_bounds(csv: &str) -> anyhow::Result<Vec<[f64; 2]>> {
+    let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
+    let header: Vec<&str> = lines.next().context("empty data set")?.split(',').collect();
+    let features: Vec<usize> = (0..header.len()).filter(|&i| header[i] != "malignant").collect();
+    let mut ranges = vec![[f64::INFINITY, f64::NEG_INFINITY]; features.len()];
+    for line in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        for (range, &column) in ranges.iter_mut().zip(&features) {
+            let value: f64 = cells.get(column).context("short row")?.trim().parse().context("a non-numeric value")?;
+            range[0] = range[0].min(value);
+            range[1] = range[1].max(value);
+        }
+    }
+    Ok(ranges.into_iter().map(|[lo, hi]| [lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo)]).collect())
 }
 
 /// Shuffles the rows with a fixed seed (the demo split of a public data set, not a privacy mechanism) and

@@ -103,7 +103,7 @@ fn every_kind_of_tampering_is_caught_and_named() {
     let (_, lines) = export(scratch.path(), "ledger.jsonl");
     let record = |i: usize| serde_json::from_str::<serde_json::Map<String, Value>>(&lines[i]).unwrap();
 
-    // Editing any one field of a record (here the 4th, a DP-SGD round of the first hospital).
+    // Editing any one field of a record (here the 4th, the first DP-SGD round of the first hospital).
     let target = 3;
     for key in record(target).keys() {
         let mut edited = record(target);

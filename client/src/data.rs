@@ -217,7 +217,7 @@ mod tests {
     use super::*;
 
     fn schema() -> Schema {
-        Schema { features: vec!["a".into(), "b".into()], label: "y".into(), task: TaskKind::Binary, classes: None }
+        Schema { features: vec!["a".into(), "b".into()], label: "y".into(), task: TaskKind::Binary, classes: None, bounds: None }
     }
 
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {

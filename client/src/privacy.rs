@@ -81,6 +81,7 @@ pub fn cumulative_epsilon(records: &[LedgerRecord], extra: Option<PrivacyEvent>,
 
 struct State {
     spec: ModelSpec,
+    schema: cohort_core::config::Schema,
     data: LocalData,
     schedule: DpSchedule,
     ledger: Ledger,
@@ -158,23 +159,22 @@ impl PrivateWork {
 
     /// The value of an earlier release of `mechanism` on this data set, kept in its record's note, so that a
     /// node that rejoins (after a restart or a reconnect) reports the same figures without spending again.
-    fn earlier_release(&self, mechanism: Mechanism) -> Option<Vec<i64>> {
+    fn earlier_release<T: serde::de::DeserializeOwned>(&self, mechanism: Mechanism) -> Option<T> {
         let s = self.state.as_ref()?;
         let r = s.ledger.records().iter().rev().find(|r| r.body.mechanism == mechanism && r.body.dataset_fingerprint == s.data.fingerprint)?;
         serde_json::from_str(r.body.note.strip_prefix(RELEASED_PREFIX)?).ok()
     }
 
     /// Releases (or recalls) one OpenDP figure and records it.
-    fn release(
+    fn release<T: serde::Serialize + serde::de::DeserializeOwned>(
         &mut self,
         mechanism: Mechanism,
-        make: impl FnOnce(Epsilon) -> Result<releases::Release<Vec<i64>>, releases::ReleaseError>,
-    ) -> Result<Vec<i64>, ClientError> {
+        epsilon: Epsilon,
+        make: impl FnOnce(Epsilon) -> Result<releases::Release<T>, releases::ReleaseError>,
+    ) -> Result<T, ClientError> {
         if let Some(value) = self.earlier_release(mechanism) {
             return Ok(value);
         }
-        let epsilon = Epsilon::new(self.privacy.release_epsilon)
-            .map_err(|e| ClientError::Local(format!("privacy.release_epsilon: {e}")))?;
         let released = make(epsilon).map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
         let value_json = serde_json::to_string(&released.value).map_err(|e| ClientError::Local(e.to_string()))?;
         let draft = RecordBody {
@@ -188,6 +188,43 @@ impl PrivateWork {
         self.record(draft)?;
         Ok(released.value)
     }
+
+    /// Releases DP feature statistics (mean, robust min and max, missing rate) of the raw training columns
+    /// against the federation's declared bounds with budget `epsilon`, records them, and returns a warning for
+    /// every column whose robust minimum or maximum sits at a declared bound: about 1% or more of its values are
+    /// at or beyond it, which usually means other units or a different coding than the federation's.
+    fn check_features(&mut self, data: &LocalData, bounds: &[[f64; 2]], epsilon: f64) -> Result<Vec<String>, ClientError> {
+        let declared = bounds
+            .iter()
+            .map(|[lo, hi]| releases::ColumnBounds::new(*lo, *hi))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ClientError::Local(format!("schema bounds: {e}")))?;
+        let epsilon = Epsilon::new(epsilon).map_err(|e| ClientError::Local(format!("privacy.feature_stats_epsilon: {e}")))?;
+        let (train, std) = (&data.train, &data.standardizer);
+        let columns: Vec<Vec<Option<f64>>> = (0..train.dims)
+            .map(|c| {
+                let (mean, scale) = (f64::from(std.mean[c]), f64::from(std.std[c]));
+                train.features.chunks_exact(train.dims).map(|row| Some(f64::from(row[c]) * scale + mean)).collect()
+            })
+            .collect();
+        let stats: Vec<releases::ColumnStats> = self.release(Mechanism::OpenDpFeatureStats, epsilon, |eps| {
+            releases::feature_statistics(&columns, &declared, eps, releases::StatsOptions::default())
+        })?;
+        let names = &self.state()?.schema.features;
+        Ok(names
+            .iter()
+            .zip(&stats)
+            .zip(bounds)
+            .filter(|((_, s), [lo, hi])| s.min <= *lo || s.max >= *hi)
+            .map(|((name, s), [lo, hi])| {
+                format!(
+                    "column {name:?}: about 1% or more of its values lie at or beyond the federation's declared range \
+                     [{lo}, {hi}] (DP robust min {:.4}, max {:.4}); check its units and coding",
+                    s.min, s.max
+                )
+            })
+            .collect())
+    }
 }
 
 /// Prefix of the note of an OpenDP release record; the released value follows as JSON.
@@ -198,7 +235,7 @@ impl LocalWork for PrivateWork {
         let ledger = Ledger::open(&self.data_dir).map_err(|e| ClientError::Local(format!("privacy ledger in {}: {e}", self.data_dir.display())))?;
         let schedule = DpSchedule::plan(&self.privacy, plan, data.train.rows())?;
         tracing::info!(node = %self.name, q = schedule.sample_rate, sigma = schedule.noise_multiplier, steps = schedule.steps_per_round, "DP-SGD schedule");
-        self.state = Some(State { spec: plan.model.clone(), data: data.clone(), schedule, ledger, reported: 0 });
+        self.state = Some(State { spec: plan.model.clone(), schema: plan.schema.clone(), data: data.clone(), schedule, ledger, reported: 0 });
         Ok(())
     }
 
@@ -259,7 +296,9 @@ impl LocalWork for PrivateWork {
 
     fn join_releases(&mut self, data: &LocalData) -> Result<JoinReleases, ClientError> {
         let rows = data.train.rows();
-        let count = self.release(Mechanism::OpenDpCount, |eps| {
+        let epsilon = Epsilon::new(self.privacy.release_epsilon)
+            .map_err(|e| ClientError::Local(format!("privacy.release_epsilon: {e}")))?;
+        let count = self.release(Mechanism::OpenDpCount, epsilon, |eps| {
             releases::noisy_count(rows, eps).map(|r| releases::Release { value: vec![r.value], epsilon: r.epsilon, mechanism: r.mechanism })
         })?;
         let spec = &self.state()?.spec;
@@ -267,9 +306,14 @@ impl LocalWork for PrivateWork {
             TaskKind::Regression => Vec::new(),
             TaskKind::Binary | TaskKind::Multiclass => {
                 let (labels, classes) = (data.train.class_ids(), spec.outputs());
-                self.release(Mechanism::OpenDpHistogram, |eps| releases::label_histogram(&labels, classes, eps))?
+                self.release(Mechanism::OpenDpHistogram, epsilon, |eps| releases::label_histogram(&labels, classes, eps))?
             }
         };
+        if let (Some(bounds), Some(epsilon)) = (self.state()?.schema.bounds.clone(), self.privacy.feature_stats_epsilon) {
+            for warning in self.check_features(data, &bounds, epsilon)? {
+                tracing::warn!(node = %self.name, "{warning}");
+            }
+        }
         // Clamping the noisy count to at least 1 is post-processing.
         let examples = count.first().map_or(1.0, |c| (*c).max(1) as f64);
         Ok(JoinReleases { examples, label_histogram })
@@ -295,7 +339,7 @@ mod tests {
     use cohort_core::config::{Schema, SecureAggregationSection, StrategyConfig, TrainingSection};
 
     fn plan() -> FederationPlan {
-        let schema = Schema { features: vec!["x".into(), "z".into()], label: "y".into(), task: TaskKind::Binary, classes: None };
+        let schema = Schema { features: vec!["x".into(), "z".into()], label: "y".into(), task: TaskKind::Binary, classes: None, bounds: None };
         FederationPlan {
             federation_id: "f".into(),
             model_name: "m".into(),
@@ -333,5 +377,25 @@ mod tests {
         // A new session resends everything (the coordinator skips what it has).
         work.resend_ledger();
         assert_eq!(work.take_ledger_lines().lines().count(), 2);
+    }
+
+    #[test]
+    fn feature_statistics_flag_a_column_outside_the_declared_range() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plan = plan();
+        // x takes values 0..6, well inside its range; z takes 0..4, far beyond its declared [-1, 1].
+        plan.schema.bounds = Some(vec![[-50.0, 50.0], [-1.0, 1.0]]);
+        let local = data(dir.path(), &plan);
+        let privacy = PrivacySection { feature_stats_epsilon: Some(200.0), epsilon_budget: 1000.0, ..PrivacySection::default() };
+        let mut work = PrivateWork::new("h", dir.path().join("state"), privacy);
+        work.prepare(&plan, &local).unwrap();
+        let warnings = work.check_features(&local, &[[-50.0, 50.0], [-1.0, 1.0]], 200.0).unwrap();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("\"z\""), "{warnings:?}");
+        // The release is one ledger record with its ε, and the join reports it only once.
+        work.join_releases(&local).unwrap();
+        let kinds: Vec<Mechanism> = work.take_ledger_lines().lines().map(|l| serde_json::from_str::<LedgerRecord>(l).unwrap().body.mechanism).collect();
+        assert_eq!(kinds, [Mechanism::OpenDpFeatureStats, Mechanism::OpenDpCount, Mechanism::OpenDpHistogram]);
+        assert!((work.spent().unwrap() - (200.0 + 0.1)).abs() < 1e-9);
     }
 }

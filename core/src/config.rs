@@ -59,7 +59,7 @@ impl TlsSection {
 }
 
 /// The federation's data schema: which columns are features, which is the label, and the task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Schema {
     /// Feature column names, in model input order.
@@ -71,6 +71,12 @@ pub struct Schema {
     /// Number of classes (2 for binary; required for multiclass; ignored for regression).
     #[serde(default)]
     pub classes: Option<usize>,
+    /// The plausible range `[lower, upper]` of each feature, in feature order, declared by the federation
+    /// independently of any node's data. When given, a node running DP releases DP feature statistics against
+    /// these bounds before it trains (recorded in its ledger) and warns about columns whose values pile up at a
+    /// bound, the usual sign of a unit mismatch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<Vec<[f64; 2]>>,
 }
 
 impl Schema {
@@ -96,6 +102,21 @@ impl Schema {
         }
         if self.task == TaskKind::Multiclass && self.classes.is_none_or(|c| c < 2) {
             return Err(ConfigError::Invalid("schema.classes must be at least 2 for a multiclass task".into()));
+        }
+        if let Some(bounds) = &self.bounds {
+            if bounds.len() != self.features.len() {
+                return Err(ConfigError::Invalid(format!(
+                    "schema.bounds has {} ranges for {} features",
+                    bounds.len(),
+                    self.features.len()
+                )));
+            }
+            if let Some((i, [lo, hi])) = bounds.iter().enumerate().find(|(_, [lo, hi])| !(lo.is_finite() && hi.is_finite() && lo < hi)) {
+                return Err(ConfigError::Invalid(format!(
+                    "schema.bounds for {:?} is [{lo}, {hi}]: it must be finite with lower < upper",
+                    self.features[i]
+                )));
+            }
         }
         Ok(())
     }
@@ -428,6 +449,11 @@ pub struct PrivacySection {
     /// ε of each small OpenDP release (example count, label histogram).
     #[serde(default = "default_release_epsilon")]
     pub release_epsilon: f64,
+    /// ε of the DP feature statistics checked against the schema's declared `bounds` before training (off when
+    /// absent). The statistics are split over four releases per column, so they need a few units of ε and a few
+    /// thousand rows to say anything; a smaller ε buys only noise.
+    #[serde(default)]
+    pub feature_stats_epsilon: Option<f64>,
 }
 
 fn default_true() -> bool {
@@ -457,6 +483,7 @@ impl Default for PrivacySection {
             target_epsilon: None,
             sample_rate: None,
             release_epsilon: default_release_epsilon(),
+            feature_stats_epsilon: None,
         }
     }
 }

@@ -164,7 +164,7 @@ impl Default for StatsOptions {
 }
 
 /// DP statistics of one feature column.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ColumnStats {
     /// Mean of the present values after clamping; `None` if the noisy count of present values is below 1.
     pub mean: Option<f64>,
