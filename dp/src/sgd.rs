@@ -76,6 +76,9 @@ pub enum SgdError {
     /// The parameters stopped being finite.
     #[error("training diverged at step {0} (non-finite parameters); lower the learning rate")]
     Diverged(u64),
+    /// The thread drawing the noise stopped before the training did (a bug; no step is taken without noise).
+    #[error("the noise generator stopped before the training did")]
+    NoiseStopped,
 }
 
 /// A network to train: layer sizes and the per-example loss, checked to fit each other.
@@ -317,30 +320,41 @@ pub fn dp_step(
     // clipped gradient: the step then costs about max(gradient, noise) rather than their sum. The draws are
     // the same, in the same order, as on one thread.
     let mut noise_values = vec![0.0f32; params.len()];
-    let std = config.noise_multiplier.get() * f64::from(config.clip_norm.get());
+    let std = noise_std(config);
     let current: &[f32] = params;
     let (gradient, stats) = std::thread::scope(|scope| {
         let drawing = scope.spawn(|| noise.fill(&mut noise_values, std));
-        let result = if batch.rows() == 0 {
-            Ok((vec![0.0f32; current.len()], StepStats { loss_sum: 0.0, rows: 0, clipped: 0 }))
-        } else {
-            net.model(current).map_err(SgdError::from).and_then(|model| {
-                let sum = ghost_clipped_sum(&model, net.loss, batch, config.clip_norm)?;
-                Ok((sum.gradient, StepStats { loss_sum: sum.loss_sum, rows: batch.rows(), clipped: sum.clipped }))
-            })
-        };
+        let result = clipped_gradient(net, current, batch, config.clip_norm);
         // A panic while drawing noise is a bug; resume it on this thread rather than train without noise.
         if let Err(panic) = drawing.join() {
             std::panic::resume_unwind(panic);
         }
         result
     })?;
-    let mut noisy = gradient;
-    for (g, z) in noisy.iter_mut().zip(&noise_values) {
+    apply_noisy_update(params, gradient, &noise_values, expected, config.learning_rate, proximal);
+    Ok(stats)
+}
+
+/// σ·C, the standard deviation of the noise on each coordinate.
+fn noise_std(config: &DpSgdConfig) -> f64 {
+    config.noise_multiplier.get() * f64::from(config.clip_norm.get())
+}
+
+/// The ghost-clipped gradient sum of `batch` at `params` (zero for an empty batch) and what the step saw.
+fn clipped_gradient(net: Network<'_>, params: &[f32], batch: Batch<'_>, clip: ClipNorm) -> Result<(Vec<f32>, StepStats), SgdError> {
+    if batch.rows() == 0 {
+        return Ok((vec![0.0f32; params.len()], StepStats { loss_sum: 0.0, rows: 0, clipped: 0 }));
+    }
+    let sum = ghost_clipped_sum(&net.model(params)?, net.loss, batch, clip)?;
+    Ok((sum.gradient, StepStats { loss_sum: sum.loss_sum, rows: batch.rows(), clipped: sum.clipped }))
+}
+
+/// `params ← params − η·((gradient + noise)/expected + proximal term)`.
+fn apply_noisy_update(params: &mut [f32], mut gradient: Vec<f32>, noise: &[f32], expected: f64, lr: f64, proximal: Option<(f64, &[f32])>) {
+    for (g, z) in gradient.iter_mut().zip(noise) {
         *g += z;
     }
-    update(params, &noisy, 1.0 / expected, config.learning_rate, proximal);
-    Ok(stats)
+    update(params, &gradient, 1.0 / expected, lr, proximal);
 }
 
 /// One ordinary SGD step on `batch`: mean gradient from burn's backward pass plus the proximal gradient,
@@ -386,19 +400,47 @@ pub fn train_dp(
         return Err(SgdError::NoRecords);
     }
     let dims = net.inputs();
+    let expected = config.sample_rate.expected_batch_size(n);
+    let std = noise_std(config);
     let mut current = params.to_vec();
     let (mut rows, mut x, mut y) = (Vec::new(), Vec::new(), Vec::new());
     let (mut loss_total, mut examples) = (0.0f64, 0u64);
-    for step in 0..steps {
-        rng.sampler.sample_into(n, config.sample_rate, &mut rows);
-        data.gather(dims, &rows, &mut x, &mut y);
-        let stats = dp_step(net, &mut current, Batch::new(&x, &y), config, n, proximal, &mut rng.noise)?;
-        loss_total += stats.loss_sum;
-        examples += stats.rows as u64;
-        if diverged(&current) {
-            return Err(SgdError::Diverged(step));
+    let DpRandomness { noise, sampler } = rng;
+    // The noise is data-independent, so a second thread draws each step's noise one step ahead, into one of
+    // two recycled buffers, while this thread samples, clips and updates. The draws are the same, in the same
+    // order, as on one thread; the worker stops after `steps` buffers or as soon as this loop ends.
+    std::thread::scope(|scope| {
+        let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel::<Vec<f32>>(1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<f32>>();
+        let len = current.len();
+        scope.spawn(move || {
+            for _ in 0..steps {
+                let mut buffer = empty_rx.recv().unwrap_or_else(|_| vec![0.0; len]);
+                noise.fill(&mut buffer, std);
+                if filled_tx.send(buffer).is_err() {
+                    return;
+                }
+            }
+        });
+        for _ in 0..2 {
+            // The worker holds the receiver until it has drawn every step's noise.
+            let _ = empty_tx.send(vec![0.0; len]);
         }
-    }
+        for step in 0..steps {
+            sampler.sample_into(n, config.sample_rate, &mut rows);
+            data.gather(dims, &rows, &mut x, &mut y);
+            let (gradient, stats) = clipped_gradient(net, &current, Batch::new(&x, &y), config.clip_norm)?;
+            let noise_values = filled_rx.recv().map_err(|_| SgdError::NoiseStopped)?;
+            apply_noisy_update(&mut current, gradient, &noise_values, expected, config.learning_rate, proximal);
+            let _ = empty_tx.send(noise_values);
+            loss_total += stats.loss_sum;
+            examples += stats.rows as u64;
+            if diverged(&current) {
+                return Err(SgdError::Diverged(step));
+            }
+        }
+        Ok(())
+    })?;
     let dp = DpAccounting {
         sample_rate: config.sample_rate.get(),
         noise_multiplier: config.noise_multiplier.get(),
