@@ -64,7 +64,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             local_epochs: 1,
             // Chosen for DP-SGD (larger batches and steps carry the gradient over the noise); plain SGD
             // reaches the same accuracy with them.
-            learning_rate: 0.5,
+            learning_rate: 1.0,
             batch_size: 32,
             min_clients: 2,
             round_deadline_secs: 120,

@@ -268,3 +268,37 @@ fn promote_and_rollback_by_hand_are_recorded_with_who_and_why() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("dr-audit") && shown.contains("validated offline") && shown.contains("undo the test"), "{shown}");
 }
+
+/// Serving from the exported file alone: its preprocessing and weights, applied to the raw published rows,
+/// reproduce the federation's accuracy (no training/serving skew).
+#[test]
+fn an_exported_model_carries_the_preprocessing_serving_needs() {
+    let scratch = tempfile::tempdir().unwrap();
+    let path = scratch.path().join("model.json");
+    let out = cohort().args(["models", "export", "--data-dir"]).arg(demo_dir()).arg("--out").arg(&path).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(doc["preprocessing"]["kind"], "declared-range");
+    let floats = |v: &Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
+    let (center, scale, weights) = (floats(&doc["preprocessing"]["center"]), floats(&doc["preprocessing"]["scale"]), floats(&doc["weights"]["values"]));
+    let sizes: Vec<usize> = doc["model_spec"]["layers"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let features: Vec<String> = doc["schema"]["features"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let label = doc["schema"]["label"].as_str().unwrap();
+
+    let csv = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/breast_cancer.csv")).unwrap();
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let index = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (columns, label_column) = (features.iter().map(|f| index(f)).collect::<Vec<_>>(), index(label));
+    let (mut x, mut y) = (Vec::new(), Vec::new());
+    for line in lines {
+        let cells: Vec<f32> = line.split(',').map(|c| c.parse().unwrap()).collect();
+        x.extend(columns.iter().enumerate().map(|(i, &c)| (cells[c] - center[i]) / scale[i]));
+        y.push(cells[label_column] as usize);
+    }
+    let net = cohort_dp::sgd::Network::new(&sizes, cohort_dp::dense::Loss::CrossEntropy { classes: 2 }).unwrap();
+    let probabilities = cohort_dp::sgd::predict(net, &weights, &x).unwrap();
+    let correct = probabilities.chunks(2).zip(&y).filter(|(p, t)| usize::from(p[1] > p[0]) == **t).count();
+    let accuracy = correct as f64 / y.len() as f64;
+    assert!(accuracy >= 0.9, "served accuracy {accuracy} on the published rows");
+}

@@ -1,5 +1,5 @@
-//! Loading a node's local CSV against the federation schema, the train/held-out split, and local
-//! standardization.
+//! Loading a node's local CSV against the federation schema, the train/held-out split, and feature scaling
+//! (the federation's declared scaling when the schema declares bounds, else local standardization).
 //!
 //! Every problem is reported with the column and the 1-based line of the file where it was found, before any
 //! training starts.
@@ -82,7 +82,9 @@ impl Dataset {
     }
 }
 
-/// Per-feature mean and standard deviation.
+/// Per-feature centering and scaling: `(x - mean) / std`. Either the federation's declared scaling
+/// ([`Schema::declared_scaling`], identical at every node and at serving) or, without declared bounds, this
+/// node's own means and standard deviations.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Standardizer {
     /// Means.
@@ -206,7 +208,10 @@ pub fn prepare(path: &Path, schema: &Schema, holdout_fraction: f64, split_seed: 
     if train.rows() == 0 {
         return Err(DataError::Empty { path: path.to_owned() });
     }
-    let standardizer = Standardizer::fit(&train);
+    let standardizer = match schema.declared_scaling() {
+        Some((mean, std)) => Standardizer { mean, std },
+        None => Standardizer::fit(&train),
+    };
     standardizer.apply(&mut train);
     standardizer.apply(&mut holdout);
     Ok(LocalData { fingerprint: fingerprint(schema, all.rows()), train, holdout, standardizer })

@@ -38,7 +38,19 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder over an open registry.
     pub fn new(registry: Registry, plan: FederationPlan, gate: GateConfig, config_hash: String) -> Self {
-        Self { registry, plan, gate, config_hash, preprocessing: serde_json::json!({ "standardize": "per-node local statistics" }) }
+        let preprocessing = match plan.schema.declared_scaling() {
+            Some((center, scale)) => serde_json::json!({
+                "kind": "declared-range",
+                "formula": "(x - center) / scale, per feature in schema order",
+                "center": center,
+                "scale": scale,
+            }),
+            None => serde_json::json!({
+                "kind": "per-node-standardization",
+                "note": "each node standardized with its own statistics; declare schema.bounds for one federation-wide scaling that serving can reproduce",
+            }),
+        };
+        Self { registry, plan, gate, config_hash, preprocessing }
     }
 
     /// The registry.

@@ -89,6 +89,17 @@ impl Schema {
         }
     }
 
+    /// The federation-wide feature scaling implied by the declared `bounds`: `(center, scale)` per feature,
+    /// mapping each declared range onto [-1, 1] by `(x - center) / scale`. Every node and every server applies
+    /// exactly this, so there is no training/serving skew. `None` without bounds (nodes then standardize with
+    /// their own statistics).
+    pub fn declared_scaling(&self) -> Option<(Vec<f32>, Vec<f32>)> {
+        let bounds = self.bounds.as_ref()?;
+        let center = bounds.iter().map(|[lo, hi]| ((lo + hi) / 2.0) as f32).collect();
+        let scale = bounds.iter().map(|[lo, hi]| ((hi - lo) / 2.0) as f32).collect();
+        Some((center, scale))
+    }
+
     /// Checks the schema is usable.
     ///
     /// # Errors
