@@ -3,7 +3,7 @@
 //!
 //! - `dp_sgd/{shape}`: `train_dp` for 100 steps: Poisson sampling at q = 0.01 of n = 100·B records (expected
 //!   batch B), ghost-clipped per-example gradient sum (one backward pass), Gaussian noise from the secure
-//!   sampler (drawn one step ahead on a second thread), normalization by the expected batch size, update.
+//!   sampler, normalization by the expected batch size, update.
 //! - `sgd/{shape}`: `train_sgd` for one epoch over the same n records in shuffled batches of B: 100 steps of
 //!   burn's backward pass and the mean gradient.
 //!

@@ -76,8 +76,9 @@ pub enum SgdError {
     /// The parameters stopped being finite.
     #[error("training diverged at step {0} (non-finite parameters); lower the learning rate")]
     Diverged(u64),
-    /// The thread drawing the noise stopped before the training did (a bug; no step is taken without noise).
-    #[error("the noise generator stopped before the training did")]
+    /// The thread preparing batches and noise stopped before the training did (a bug; no step is taken
+    /// without noise).
+    #[error("the batch and noise generator stopped before the training did")]
     NoiseStopped,
 }
 
@@ -335,6 +336,21 @@ pub fn dp_step(
     Ok(stats)
 }
 
+/// What one DP-SGD step needs that does not depend on the model: its Poisson batch (indices and gathered rows)
+/// and its noise.
+struct StepInput {
+    rows: Vec<usize>,
+    features: Vec<f32>,
+    targets: Vec<f32>,
+    noise: Vec<f32>,
+}
+
+impl StepInput {
+    fn new(parameters: usize) -> Self {
+        Self { rows: Vec::new(), features: Vec::new(), targets: Vec::new(), noise: vec![0.0; parameters] }
+    }
+}
+
 /// σ·C, the standard deviation of the noise on each coordinate.
 fn noise_std(config: &DpSgdConfig) -> f64 {
     config.noise_multiplier.get() * f64::from(config.clip_norm.get())
@@ -403,36 +419,37 @@ pub fn train_dp(
     let expected = config.sample_rate.expected_batch_size(n);
     let std = noise_std(config);
     let mut current = params.to_vec();
-    let (mut rows, mut x, mut y) = (Vec::new(), Vec::new(), Vec::new());
     let (mut loss_total, mut examples) = (0.0f64, 0u64);
     let DpRandomness { noise, sampler } = rng;
-    // The noise is data-independent, so a second thread draws each step's noise one step ahead, into one of
-    // two recycled buffers, while this thread samples, clips and updates. The draws are the same, in the same
-    // order, as on one thread; the worker stops after `steps` buffers or as soon as this loop ends.
+    // Everything a step needs that does not depend on the model (its Poisson batch, gathered, and its noise) is
+    // prepared one step ahead by a second thread, into one of two recycled buffers, while this thread clips and
+    // updates. Each generator makes the same draws, in the same order, as on one thread; the worker stops after
+    // `steps` inputs or as soon as this loop ends.
     std::thread::scope(|scope| {
-        let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel::<Vec<f32>>(1);
-        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<f32>>();
+        let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel::<StepInput>(1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<StepInput>();
         let len = current.len();
         scope.spawn(move || {
             for _ in 0..steps {
-                let mut buffer = empty_rx.recv().unwrap_or_else(|_| vec![0.0; len]);
-                noise.fill(&mut buffer, std);
-                if filled_tx.send(buffer).is_err() {
+                let mut input = empty_rx.recv().unwrap_or_else(|_| StepInput::new(len));
+                sampler.sample_into(n, config.sample_rate, &mut input.rows);
+                data.gather(dims, &input.rows, &mut input.features, &mut input.targets);
+                noise.fill(&mut input.noise, std);
+                if filled_tx.send(input).is_err() {
                     return;
                 }
             }
         });
         for _ in 0..2 {
-            // The worker holds the receiver until it has drawn every step's noise.
-            let _ = empty_tx.send(vec![0.0; len]);
+            // The worker holds the receiver until it has prepared every step.
+            let _ = empty_tx.send(StepInput::new(len));
         }
         for step in 0..steps {
-            sampler.sample_into(n, config.sample_rate, &mut rows);
-            data.gather(dims, &rows, &mut x, &mut y);
-            let (gradient, stats) = clipped_gradient(net, &current, Batch::new(&x, &y), config.clip_norm)?;
-            let noise_values = filled_rx.recv().map_err(|_| SgdError::NoiseStopped)?;
-            apply_noisy_update(&mut current, gradient, &noise_values, expected, config.learning_rate, proximal);
-            let _ = empty_tx.send(noise_values);
+            let input = filled_rx.recv().map_err(|_| SgdError::NoiseStopped)?;
+            let batch = Batch::new(&input.features, &input.targets);
+            let (gradient, stats) = clipped_gradient(net, &current, batch, config.clip_norm)?;
+            apply_noisy_update(&mut current, gradient, &input.noise, expected, config.learning_rate, proximal);
+            let _ = empty_tx.send(input);
             loss_total += stats.loss_sum;
             examples += stats.rows as u64;
             if diverged(&current) {
