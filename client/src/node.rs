@@ -421,7 +421,7 @@ async fn train_secure(
         }
         other => other?,
     }
-    let outcome = work.train(round, model, settings)?;
+    let outcome = compute(|| work.train(round, model, settings))?;
     let delta: Vec<f32> = outcome.params.iter().zip(model).map(|(w, g)| w - g).collect();
     let (holders, envelopes) = match session.fetch_shares(rref.clone()).await {
         Err(e) if round_moved_on(&e) => {
@@ -454,6 +454,16 @@ async fn train_secure(
 
 /// How long a node keeps trying to reach a coordinator that went away (for example, restarted) before giving up.
 const RECONNECT_PATIENCE: Duration = Duration::from_secs(120);
+
+/// Runs CPU-heavy local work (training, evaluation). On a multi-threaded runtime it tells tokio that this
+/// thread blocks, so the runtime moves its other tasks (other nodes, a coordinator in the same process)
+/// elsewhere; on a current-thread runtime it simply runs.
+fn compute<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
 
 fn is_transient(err: &ClientError) -> bool {
     matches!(err, ClientError::Unreachable { .. } | ClientError::NotJoined(_))
@@ -587,7 +597,7 @@ async fn run_session(
                         }
                     }
                     Participation::Train => {
-                        let outcome = work.train(round, &model, &settings)?;
+                        let outcome = compute(|| work.train(round, &model, &settings))?;
                         let delta: Vec<f32> = outcome.params.iter().zip(&model).map(|(w, g)| w - g).collect();
                         session
                             .upload(
@@ -610,7 +620,7 @@ async fn run_session(
             proto::TaskKind::Evaluate => {
                 // The round's key material is no longer needed; drop (and zeroize) it.
                 secure_round = None;
-                let metrics = work.evaluate(&model)?;
+                let metrics = compute(|| work.evaluate(&model))?;
                 let metrics_json = serde_json::to_string(&metrics).map_err(|e| ClientError::Local(e.to_string()))?;
                 session
                     .report(proto::EvaluationReport {
