@@ -89,3 +89,47 @@ async fn an_mlp_regression_federation_with_fedprox_learns_the_diabetes_target() 
     assert!(r2 > 0.2, "final R² {r2}");
     assert!(last.get("mse").unwrap() < first.get("mse").unwrap());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_evaluates_every_version_on_its_own_test_set() {
+    let names = ["hospital-a", "hospital-b", "hospital-c"];
+    let mut fx = Fixture::new(&names, 3);
+    // The hospitals hold rows i % 4 = 0, 1, 2; the coordinator's test set is rows i % 4 = 3.
+    let test_rows: Vec<&str> = fx.rows.iter().enumerate().filter(|(i, _)| i % 4 == 3).map(|(_, r)| r.as_str()).collect();
+    let test_path = fx.dir.path().join("central-test.csv");
+    std::fs::write(&test_path, format!("{}\n{}\n", fx.header.join(","), test_rows.join("\n"))).unwrap();
+    fx.coordinator.central_test_set = Some(test_path);
+    let coordinator = cohort_coordinator::Coordinator::bind(&fx.coordinator).await.unwrap();
+    let addr = coordinator.local_addr().unwrap();
+    let mut clients = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let config = fx.client(name, &fx.issue(name), i, 4, addr);
+        clients.push(tokio::spawn(async move { cohort_client::node::run(&config, &mut TrainingWork::new()).await }));
+    }
+    let report = coordinator.run(std::future::pending()).await.unwrap();
+    for c in clients {
+        c.await.unwrap().unwrap();
+    }
+    let registry = cohort_coordinator::registry::Registry::open(&fx.coordinator.data_dir).unwrap();
+    let versions = registry.list(None).unwrap();
+    assert_eq!(versions.len(), 3);
+    for v in &versions {
+        let central = v.central.as_ref().expect("central metrics on every version");
+        // Central metrics are kept apart from the hospitals' slices and their weighted aggregate.
+        assert_eq!(central.examples, test_rows.len() as u64);
+        assert_eq!(v.slices.len(), 3);
+    }
+    let last = versions.last().unwrap().central.clone().unwrap();
+    assert!(last.get("accuracy").unwrap() >= 0.9, "central accuracy {:?}", last.get("accuracy"));
+    assert_eq!(report.history.len(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_central_test_set_that_does_not_fit_the_schema_is_a_clear_error() {
+    let mut fx = Fixture::new(&["hospital-a"], 1);
+    let path = fx.dir.path().join("bad-test.csv");
+    std::fs::write(&path, "mean_radius,malignant\n1.0,0\n").unwrap();
+    fx.coordinator.central_test_set = Some(path);
+    let err = cohort_coordinator::Coordinator::bind(&fx.coordinator).await.unwrap_err().to_string();
+    assert!(err.contains("central test set") && err.contains("mean_texture"), "{err}");
+}

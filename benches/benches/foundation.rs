@@ -95,7 +95,8 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
         training: TrainingSection { rounds: ROUNDS, min_clients: 2, ..TrainingSection::default() },
         strategy: StrategyConfig::Fedavg,
         secure_aggregation: SecureAggregationSection::default(),
-            gate: None,
+        gate: None,
+        central_test_set: None,
     };
     runtime.block_on(async {
         let coordinator = cohort_coordinator::Coordinator::bind(&config).await.unwrap();

@@ -73,6 +73,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         strategy: StrategyConfig::Fedavg,
         secure_aggregation: SecureAggregationSection { mode: secure_mode, ..SecureAggregationSection::default() },
         gate: None,
+        central_test_set: None,
     };
     coordinator_config.validate()?;
     let coordinator = cohort_coordinator::Coordinator::bind(&coordinator_config).await?;

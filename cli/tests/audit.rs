@@ -275,7 +275,8 @@ fn promote_and_rollback_by_hand_are_recorded_with_who_and_why() {
 fn an_exported_model_carries_the_preprocessing_serving_needs() {
     let scratch = tempfile::tempdir().unwrap();
     let path = scratch.path().join("model.json");
-    let out = cohort().args(["models", "export", "--data-dir"]).arg(demo_dir()).arg("--out").arg(&path).output().unwrap();
+    // The last version (the production one may be an earlier, weaker round).
+    let out = cohort().args(["models", "export", "--version", "3", "--data-dir"]).arg(demo_dir()).arg("--out").arg(&path).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(doc["preprocessing"]["kind"], "declared-range");
@@ -297,8 +298,16 @@ fn an_exported_model_carries_the_preprocessing_serving_needs() {
         y.push(cells[label_column] as usize);
     }
     let net = cohort_dp::sgd::Network::new(&sizes, cohort_dp::dense::Loss::CrossEntropy { classes: 2 }).unwrap();
-    let probabilities = cohort_dp::sgd::predict(net, &weights, &x).unwrap();
-    let correct = probabilities.chunks(2).zip(&y).filter(|(p, t)| usize::from(p[1] > p[0]) == **t).count();
-    let accuracy = correct as f64 / y.len() as f64;
-    assert!(accuracy >= 0.9, "served accuracy {accuracy} on the published rows");
+    let accuracy = |features: &[f32]| {
+        let probabilities = cohort_dp::sgd::predict(net, &weights, features).unwrap();
+        let correct = probabilities.chunks(2).zip(&y).filter(|(p, t)| usize::from(p[1] > p[0]) == **t).count();
+        correct as f64 / y.len() as f64
+    };
+    let served = accuracy(&x);
+    // Three DP rounds score 0.86–0.94 on the published rows here; the majority class alone scores 0.63.
+    assert!(served >= 0.75, "served accuracy {served} on the published rows");
+    // The control: the same weights on unscaled features, i.e. serving without the exported preprocessing.
+    let raw: Vec<f32> = x.chunks(features.len()).flat_map(|row| row.iter().enumerate().map(|(i, v)| v * scale[i] + center[i])).collect();
+    let skewed = accuracy(&raw);
+    assert!(skewed < served - 0.1, "without the exported preprocessing: {skewed} vs {served}");
 }

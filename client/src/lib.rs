@@ -1,9 +1,10 @@
-//! The Cohort client node: local data ([`data`]), local training and evaluation ([`trainer`]), the privacy budget
-//! it enforces itself ([`budget`]), and the loop that talks to the coordinator ([`node`]).
+//! The Cohort client node: local data ([`data`], shared with the coordinator's central evaluation), local
+//! training and evaluation ([`trainer`]), DP-SGD with the privacy budget it enforces itself ([`privacy`]), the
+//! client side of secure aggregation ([`secure`]), and the loop that talks to the coordinator ([`node`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod data;
+pub use cohort_core::data;
 pub mod node;
 pub mod privacy;
 pub mod secure;

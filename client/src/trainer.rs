@@ -97,10 +97,7 @@ pub fn predict(spec: &ModelSpec, params: &[f32], data: &Dataset) -> Result<Vec<f
 /// [`TrainError`] for mismatched shapes or empty data.
 pub fn evaluate(spec: &ModelSpec, params: &[f32], data: &Dataset) -> Result<EvalMetrics, TrainError> {
     let out = predict(spec, params, data)?;
-    Ok(match spec.task {
-        TaskKind::Regression => metrics::regression(&out, &data.targets)?,
-        _ => metrics::classification(&out, spec.outputs(), &data.class_ids())?,
-    })
+    Ok(metrics::for_task(spec.task, &out, spec.outputs(), &data.targets)?)
 }
 
 #[cfg(test)]

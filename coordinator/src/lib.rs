@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod central;
 pub mod gate;
 pub mod recorder;
 pub mod registry;

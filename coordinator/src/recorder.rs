@@ -1,6 +1,7 @@
 //! Records every completed round in the registry: a new `candidate` version with its lineage, checkpointed in
 //! the same transaction, then put through the validation gate.
 
+use crate::central::CentralEval;
 use crate::gate::{GateConfig, GateDecision};
 use crate::registry::{NewVersion, PrivacySpend, Registry, RegistryError, Version, VersionRecord};
 use crate::round::RoundSummary;
@@ -33,6 +34,7 @@ pub struct Recorder {
     gate: GateConfig,
     config_hash: String,
     preprocessing: serde_json::Value,
+    central: Option<CentralEval>,
 }
 
 impl Recorder {
@@ -50,7 +52,14 @@ impl Recorder {
                 "note": "each node standardized with its own statistics; declare schema.bounds for one federation-wide scaling that serving can reproduce",
             }),
         };
-        Self { registry, plan, gate, config_hash, preprocessing }
+        Self { registry, plan, gate, config_hash, preprocessing, central: None }
+    }
+
+    /// Also evaluates every new version on the coordinator's own test set.
+    #[must_use]
+    pub fn with_central(mut self, central: CentralEval) -> Self {
+        self.central = Some(central);
+        self
     }
 
     /// The registry.
@@ -158,6 +167,9 @@ impl Recorder {
                 .collect(),
             metrics: summary.metrics.clone(),
             slices: summary.slices.iter().map(|(n, m)| (n.0.clone(), m.clone())).collect(),
+            central: self.central.as_ref().and_then(|c| {
+                c.evaluate(global).map_err(|e| tracing::warn!(round = summary.round.0, "{e}")).ok()
+            }),
             privacy: privacy.clone(),
             // The configured mode plus, for secure rounds, the parameters (N, q, noise, f, R) and who answered.
             secure_aggregation: {

@@ -240,6 +240,8 @@ pub struct NewVersion {
     pub metrics: Option<EvalMetrics>,
     /// Per-client evaluation metrics.
     pub slices: BTreeMap<String, EvalMetrics>,
+    /// Metrics of the coordinator's central evaluation (None when it has no test set).
+    pub central: Option<EvalMetrics>,
     /// Each client's cumulative privacy spend.
     pub privacy: BTreeMap<String, PrivacySpend>,
     /// Secure-aggregation parameters (JSON; `null` when off).
@@ -262,6 +264,8 @@ struct Details {
     data_fingerprints: BTreeMap<String, String>,
     metrics: Option<EvalMetrics>,
     slices: BTreeMap<String, EvalMetrics>,
+    #[serde(default)]
+    central: Option<EvalMetrics>,
     privacy: BTreeMap<String, PrivacySpend>,
     secure_aggregation: Value,
     preprocessing: Value,
@@ -293,6 +297,9 @@ pub struct VersionRecord {
     pub metrics: Option<EvalMetrics>,
     /// Per-client evaluation metrics.
     pub slices: BTreeMap<String, EvalMetrics>,
+    /// Metrics of the coordinator's central evaluation, if it has a test set.
+    #[serde(default)]
+    pub central: Option<EvalMetrics>,
     /// When it was registered (RFC 3339, UTC).
     pub created_at: String,
     /// When it was registered (milliseconds since the Unix epoch).
@@ -493,6 +500,9 @@ pub struct ExportMetadata {
     pub metrics: Option<EvalMetrics>,
     /// Per-client metrics.
     pub slices: BTreeMap<String, EvalMetrics>,
+    /// Central evaluation metrics.
+    #[serde(default)]
+    pub central: Option<EvalMetrics>,
     /// Privacy spend per client.
     pub privacy: BTreeMap<String, PrivacySpend>,
     /// Secure-aggregation parameters.
@@ -788,6 +798,7 @@ impl RawVersion {
             clients: d.clients,
             metrics: d.metrics,
             slices: d.slices,
+            central: d.central,
             created_at: rfc3339_utc(self.created_unix_ms),
             created_unix_ms: self.created_unix_ms,
             strategy: d.strategy,
@@ -1264,6 +1275,7 @@ impl Registry {
                 data_fingerprints: r.data_fingerprints.clone(),
                 metrics: r.metrics.clone(),
                 slices: r.slices.clone(),
+                central: r.central.clone(),
                 privacy: r.privacy.clone(),
                 secure_aggregation: r.secure_aggregation.clone(),
                 stage_events: self.stage_events(name, Some(version))?,
@@ -1356,6 +1368,7 @@ fn insert_version(tx: &Transaction<'_>, new: &NewVersion, sha: &str, size: usize
         data_fingerprints: new.data_fingerprints.clone(),
         metrics: new.metrics.clone(),
         slices: new.slices.clone(),
+        central: new.central.clone(),
         privacy: new.privacy.clone(),
         secure_aggregation: new.secure_aggregation.clone(),
         preprocessing: new.preprocessing.clone(),
@@ -1629,6 +1642,7 @@ mod tests {
             metrics: Some(metrics(acc, 200)),
             slices: [("hospital-a".into(), metrics(acc + 0.01, 100)), ("hospital-b".into(), metrics(acc - 0.01, 100))]
                 .into(),
+            central: Some(metrics(acc - 0.02, 50)),
             privacy: [
                 ("hospital-a".into(), PrivacySpend { epsilon: 0.5 * round as f64, delta: 1e-5 }),
                 ("hospital-b".into(), PrivacySpend { epsilon: 0.4 * round as f64, delta: 1e-5 }),

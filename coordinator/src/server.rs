@@ -49,6 +49,9 @@ pub enum CoordinatorError {
     /// The registry failed.
     #[error("registry: {0}")]
     Registry(String),
+    /// The central test set cannot be used.
+    #[error(transparent)]
+    Central(#[from] crate::central::CentralError),
 }
 
 /// The result of a finished federation.
@@ -188,7 +191,13 @@ impl Coordinator {
         }
         let config_hash = hex::encode(Sha256::digest(serde_json::to_vec(config).unwrap_or_default()));
         let shared = Shared::new(machine, plan.clone());
-        shared.set_recorder(Recorder::new(registry, plan, gate, config_hash));
+        let mut recorder = Recorder::new(registry, plan.clone(), gate, config_hash);
+        if let Some(path) = &config.central_test_set {
+            let central = crate::central::CentralEval::load(path, &config.schema, plan.model.clone())?;
+            tracing::info!(rows = central.rows(), path = %path.display(), "central evaluation on the coordinator's test set");
+            recorder = recorder.with_central(central);
+        }
+        shared.set_recorder(recorder);
         Ok(Self { listener, acceptor: TlsAcceptor::from(Arc::new(tls)), shared, resumed_after: completed })
     }
 

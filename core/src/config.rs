@@ -336,6 +336,11 @@ pub struct CoordinatorConfig {
     /// `max_regression`, `min_slice`.
     #[serde(default)]
     pub gate: Option<toml::Table>,
+    /// Optional central evaluation: a CSV with the federation schema, held by the coordinator. Every new
+    /// version is also evaluated on it, and the result is recorded beside the federated metrics. Scaled with
+    /// the schema's declared bounds (or, without them, with the test set's own statistics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub central_test_set: Option<PathBuf>,
 }
 
 fn default_listen() -> String {
@@ -352,6 +357,7 @@ impl CoordinatorConfig {
         let base = path.parent().unwrap_or(Path::new("."));
         config.tls.resolve(base);
         config.data_dir = resolve(base, &config.data_dir);
+        config.central_test_set = config.central_test_set.map(|p| resolve(base, &p));
         config.validate()?;
         Ok(config)
     }

@@ -1,11 +1,12 @@
 //! Shared types of Cohort: identifiers, configuration, the gRPC API, PKI and TLS setup, model specifications,
-//! evaluation metrics and the hash-chained privacy ledger.
+//! local data sets read against the federation schema, evaluation metrics and the hash-chained privacy ledger.
 //!
 //! The coordinator and the client share only this crate.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod config;
+pub mod data;
 pub mod ids;
 pub mod ledger;
 pub mod metrics;

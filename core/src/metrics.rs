@@ -471,6 +471,22 @@ pub fn regression(predicted: &[f32], actual: &[f32]) -> Result<EvalMetrics, Metr
     Ok(EvalMetrics { examples: n as u64, values })
 }
 
+/// The metrics of a task from a model's outputs on a data set: [`classification`] for binary and multiclass
+/// tasks (`outputs` are `rows × classes` probabilities, `targets` class ids), [`regression`] otherwise. Both
+/// the nodes and the coordinator's central evaluation use this.
+///
+/// # Errors
+/// [`MetricsError`] for empty or mismatched inputs.
+pub fn for_task(task: TaskKind, outputs: &[f32], classes: usize, targets: &[f32]) -> Result<EvalMetrics, MetricsError> {
+    match task {
+        TaskKind::Regression => regression(outputs, targets),
+        TaskKind::Binary | TaskKind::Multiclass => {
+            let labels: Vec<usize> = targets.iter().map(|t| *t as usize).collect();
+            classification(outputs, classes, &labels)
+        }
+    }
+}
+
 /// Example-weighted mean of per-node metrics: each metric is `Σ examples_i · value_i / Σ examples_i` over the
 /// nodes that report it with a finite value (a metric missing at some node, e.g. an undefined AUC, is averaged
 /// over the others). The result's `examples` is the total over all nodes. Slices are not kept here; see

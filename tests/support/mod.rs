@@ -56,6 +56,7 @@ impl Fixture {
             strategy: StrategyConfig::Fedavg,
             secure_aggregation: SecureAggregationSection::default(),
             gate: None,
+            central_test_set: None,
         };
         Self { dir, coordinator, header, rows }
     }

@@ -4,8 +4,8 @@
 //! Every problem is reported with the column and the 1-based line of the file where it was found, before any
 //! training starts.
 
-use cohort_core::config::Schema;
-use cohort_core::model::TaskKind;
+use crate::config::Schema;
+use crate::model::TaskKind;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use sha2::{Digest, Sha256};
