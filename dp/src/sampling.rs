@@ -6,7 +6,7 @@
 //! match it (Chua et al., ICML 2024, "How Private are DP-SGD Implementations?").
 //!
 //! Each inclusion is one Bernoulli(q) trial from `rand::distr::Bernoulli`, which compares a uniform 64-bit
-//! integer with ⌊q·2⁶⁴⌋: exact to 2⁻⁶⁴ and free of floating-point artefacts. The bits come from a ChaCha20
+//! integer with ⌊q·2⁶⁴⌋: exact to 2⁻⁶⁴ and free of floating-point artefacts. The bits come from a ChaCha12
 //! CSPRNG seeded by the operating system.
 //!
 //! # Example
@@ -19,7 +19,7 @@
 
 use rand::distr::{Bernoulli, Distribution};
 use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+use rand_chacha::ChaCha12Rng;
 
 /// A sampling parameter outside its domain.
 #[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
@@ -68,24 +68,24 @@ pub fn poisson_sample_into<R: Rng + ?Sized>(n: usize, q: SampleRate, rng: &mut R
     out.extend((0..n).filter(|_| q.trial.sample(rng)));
 }
 
-/// A Poisson batch sampler over a ChaCha20 CSPRNG.
+/// A Poisson batch sampler over a ChaCha12 CSPRNG (the algorithm of `rand`'s `StdRng`).
 #[derive(Debug, Clone)]
 pub struct PoissonSampler {
-    rng: ChaCha20Rng,
+    rng: ChaCha12Rng,
     insecure: bool,
 }
 
 impl PoissonSampler {
     /// A sampler seeded by the operating system. Use this for real training.
     pub fn from_os() -> Self {
-        Self { rng: ChaCha20Rng::from_os_rng(), insecure: false }
+        Self { rng: ChaCha12Rng::from_os_rng(), insecure: false }
     }
 
     /// INSECURE: a deterministic sampler for reproducible simulation and tests only; the batches are
-    /// predictable, so privacy amplification by sampling does not hold. Uses ChaCha20 stream 1 of the seed,
+    /// predictable, so privacy amplification by sampling does not hold. Uses ChaCha12 stream 1 of the seed,
     /// so it never repeats the stream of [`crate::noise::GaussianNoise::from_insecure_seed`] with the same seed.
     pub fn from_insecure_seed(seed: u64) -> Self {
-        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let mut rng = ChaCha12Rng::seed_from_u64(seed);
         rng.set_stream(1);
         Self { rng, insecure: true }
     }
