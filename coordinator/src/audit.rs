@@ -343,14 +343,14 @@ pub fn verify_jsonl(reader: impl BufRead, trusted: Option<&[String]>) -> (Vec<Le
             (records, verdict)
         }
         Err(e) => {
-            let line = match &e {
-                LedgerError::Malformed { line, .. } => *line,
-                _ => 0,
+            let (line, reason) = match &e {
+                LedgerError::Malformed { line, message } => (*line, format!("not a ledger record: {message}")),
+                other => (0, other.to_string()),
             };
             let verdict = AuditVerdict {
                 records: 0,
                 nodes: Vec::new(),
-                failure: Some(AuditFailure { line, node: String::new(), seq: 0, kind: FailureKind::Malformed, reason: e.to_string() }),
+                failure: Some(AuditFailure { line, node: String::new(), seq: 0, kind: FailureKind::Malformed, reason }),
                 warnings: Vec::new(),
                 accountant: format!("{ACCOUNTANT_NAME} {ACCOUNTANT_VERSION}"),
             };
