@@ -360,13 +360,15 @@ pub(crate) enum AuditCommand {
     /// Check the hash chains and signatures, then recompute every cumulative ε with the accountant. Exits
     /// non-zero and names the first bad record on any mismatch.
     ///
-    /// Example: cohort audit verify ledger.jsonl
+    /// Example: cohort audit verify ledger.jsonl --data-dir /var/lib/cohort
     Verify {
         /// An exported ledger (JSON Lines).
         #[arg(required_unless_present = "data_dir")]
         file: Option<PathBuf>,
-        /// Verify the ledger of this data directory instead of a file.
-        #[arg(long, conflicts_with = "file")]
+        /// Verify the ledger of this data directory (without FILE), and check every chain's end against its
+        /// model registry, which records each client's spend per version (records removed from the end of a
+        /// chain are invisible to the chain alone). With FILE, only the registry check uses it.
+        #[arg(long)]
         data_dir: Option<PathBuf>,
         /// Print the verdict as one JSON object.
         #[arg(long)]

@@ -106,17 +106,23 @@ pub(crate) fn run(command: AuditCommand) -> anyhow::Result<()> {
             eprintln!("exported {n} records ({}) to {}", dir.kind, out.display());
         }
         AuditCommand::Verify { file, data_dir, json } => {
-            let (verdict, source) = match (file, data_dir) {
-                (Some(path), None) => {
+            let (records, mut verdict, source) = match (file, &data_dir) {
+                (Some(path), _) => {
                     let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-                    (audit::verify_jsonl(std::io::BufReader::new(f), None).1, path.display().to_string())
+                    let (records, verdict) = audit::verify_jsonl(std::io::BufReader::new(f), None);
+                    (records, verdict, path.display().to_string())
                 }
                 (None, Some(dir)) => {
-                    let ledger = read_dir_ledger(&dir)?;
-                    (audit::verify_records_with(&ledger.records, ledger.trusted.as_deref()), format!("{} ({})", dir.display(), ledger.kind))
+                    let ledger = read_dir_ledger(dir)?;
+                    let verdict = audit::verify_records_with(&ledger.records, ledger.trusted.as_deref());
+                    (ledger.records, verdict, format!("{} ({})", dir.display(), ledger.kind))
                 }
-                _ => bail!("give either a ledger file (JSON Lines) or --data-dir, not both"),
+                (None, None) => bail!("give a ledger file (JSON Lines), --data-dir, or both"),
             };
+            // The registry (if the data directory has one) anchors every chain's end.
+            if let Some(dir) = &data_dir {
+                audit::check_against_registry(&mut verdict, &records, &version_privacy(dir)?);
+            }
             print_verdict(&verdict, &source, json);
             if let Some(f) = verdict.failure {
                 bail!("the ledger does not verify: {f}");
@@ -124,8 +130,9 @@ pub(crate) fn run(command: AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::Report { data_dir, format, out } => {
             let ledger = read_dir_ledger(&data_dir)?;
-            let verdict = audit::verify_records_with(&ledger.records, ledger.trusted.as_deref());
+            let mut verdict = audit::verify_records_with(&ledger.records, ledger.trusted.as_deref());
             let versions = version_privacy(&data_dir)?;
+            audit::check_against_registry(&mut verdict, &ledger.records, &versions);
             let format = match format {
                 ReportFormatArg::Html => ReportFormat::Html,
                 ReportFormatArg::Md => ReportFormat::Markdown,

@@ -135,6 +135,23 @@ fn every_kind_of_tampering_is_caught_and_named() {
     deleted.remove(1);
     assert_refused(scratch.path(), "deleting line 2", &deleted, 2);
 
+    // Deleting the last line: the chains alone still link, so the registry of the data directory, which
+    // recorded every client's spend per version, anchors their ends.
+    let mut cut = lines.clone();
+    let last_node = serde_json::from_str::<Value>(cut.pop().as_deref().unwrap()).unwrap()["node"].as_str().unwrap().to_owned();
+    let path = scratch.path().join("cut.jsonl");
+    std::fs::write(&path, cut.join("\n") + "\n").unwrap();
+    let out = cohort().args(["audit", "verify"]).arg(&path).arg("--data-dir").arg(demo_dir()).output().unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "a chain cut short verified:\n{said}");
+    assert!(said.contains(&format!("node {last_node}")) && said.contains("missing from the end"), "{said}");
+    assert!(said.contains(&format!("line {}", lines.len())), "the failure names where the record is missing:\n{said}");
+    // The untouched export verifies against the same registry.
+    let whole = scratch.path().join("whole.jsonl");
+    std::fs::write(&whole, lines.join("\n") + "\n").unwrap();
+    let out = cohort().args(["audit", "verify"]).arg(&whole).arg("--data-dir").arg(demo_dir()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+
     // Swapping two lines of one node.
     let mut swapped = lines.clone();
     swapped.swap(1, 2);

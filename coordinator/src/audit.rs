@@ -182,6 +182,9 @@ pub enum FailureKind {
     Epsilon,
     /// A record's parameters cannot be accounted (rejected by the accountant, unknown accountant, wrong relation).
     Parameters,
+    /// A node's chain ends before the spend the model registry recorded for it: records were removed from its
+    /// end (which the chain alone cannot show).
+    Truncated,
 }
 
 /// The first bad record.
@@ -331,6 +334,49 @@ pub fn verify_records_with(records: &[LedgerRecord], trusted: Option<&[String]>)
         failure,
         warnings,
         accountant: format!("{ACCOUNTANT_NAME} {ACCOUNTANT_VERSION}"),
+    }
+}
+
+/// Checks every node's chain against an anchor the ledger does not carry: the privacy spend the model registry
+/// recorded for the node with each version. A chain whose last cumulative ε is below that spend was cut short
+/// (hash chains cannot show records removed from their end). Records the first such node as the verdict's
+/// failure, naming the seq that is missing, unless the verdict already failed.
+pub fn check_against_registry(verdict: &mut AuditVerdict, records: &[LedgerRecord], versions: &[VersionPrivacy]) {
+    if verdict.failure.is_some() {
+        return;
+    }
+    // Per node, the largest spend any version recorded, with that version.
+    let mut anchors: BTreeMap<&str, (f64, u64)> = BTreeMap::new();
+    for v in versions {
+        for (node, eps) in &v.clients {
+            let entry = anchors.entry(node.as_str()).or_insert((*eps, v.version));
+            if *eps > entry.0 {
+                *entry = (*eps, v.version);
+            }
+        }
+    }
+    for (node, (anchored, version)) in anchors {
+        let last = records.iter().enumerate().filter(|(_, r)| r.body.node == node).max_by_key(|(_, r)| r.body.seq);
+        let (line, seq, recorded) = match last {
+            Some((i, r)) => (i + 2, r.body.seq + 1, r.body.cumulative_epsilon),
+            None => (records.len() + 1, 0, 0.0),
+        };
+        if recorded + RELATIVE_TOLERANCE * anchored.max(1.0) < anchored {
+            verdict.failure = Some(AuditFailure {
+                line,
+                node: node.to_owned(),
+                seq,
+                kind: FailureKind::Truncated,
+                reason: format!(
+                    "records are missing from the end of this node's chain (from seq {seq}): it ends at cumulative \
+                     ε {recorded}, but model version {version} recorded ε {anchored} for it"
+                ),
+            });
+            if let Some(n) = verdict.nodes.iter_mut().find(|n| n.node == node) {
+                n.verified = false;
+            }
+            return;
+        }
     }
 }
 
