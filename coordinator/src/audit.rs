@@ -793,6 +793,41 @@ mod tests {
         ledger.records().to_vec()
     }
 
+    #[test]
+    fn a_chain_cut_short_is_caught_by_the_registry_anchor() {
+        let (_dir, records) = two_nodes();
+        let last_eps = |node: &str, rs: &[LedgerRecord]| rs.iter().rev().find(|r| r.body.node == node).unwrap().body.cumulative_epsilon;
+        let anchors = |rs: &[LedgerRecord]| {
+            vec![VersionPrivacy {
+                name: "m".into(),
+                version: 2,
+                round: 2,
+                clients: vec![("hospital-a".into(), last_eps("hospital-a", rs)), ("hospital-<b>".into(), last_eps("hospital-<b>", rs))],
+            }]
+        };
+        let versions = anchors(&records);
+        let mut verdict = verify_records(&records);
+        check_against_registry(&mut verdict, &records, &versions);
+        assert!(verdict.is_ok(), "{:?}", verdict.failure);
+
+        // Remove hospital-<b>'s last record (a DP-SGD round): the chain still links, the anchor does not.
+        let cut_at = records.iter().rposition(|r| r.body.node == "hospital-<b>").unwrap();
+        let mut cut = records.clone();
+        let removed = cut.remove(cut_at);
+        let mut verdict = verify_records(&cut);
+        assert!(verdict.is_ok(), "the chain alone cannot see a cut end");
+        check_against_registry(&mut verdict, &cut, &versions);
+        let failure = verdict.failure.expect("the cut is caught");
+        assert_eq!((failure.kind, failure.node.as_str(), failure.seq), (FailureKind::Truncated, "hospital-<b>", removed.body.seq));
+        assert!(!verdict.nodes.iter().find(|n| n.node == "hospital-<b>").unwrap().verified);
+
+        // A node the registry knows but the ledger lacks entirely.
+        let only_a: Vec<LedgerRecord> = records.iter().filter(|r| r.body.node == "hospital-a").cloned().collect();
+        let mut verdict = verify_records(&only_a);
+        check_against_registry(&mut verdict, &only_a, &versions);
+        assert_eq!(verdict.failure.unwrap().node, "hospital-<b>");
+    }
+
     fn two_nodes() -> (tempfile::TempDir, Vec<LedgerRecord>) {
         let dir = tempfile::tempdir().unwrap();
         let a = node_ledger(dir.path(), "hospital-a", &[Mechanism::OpenDpCount, Mechanism::DpSgd, Mechanism::DpSgd, Mechanism::Decline]);
