@@ -27,10 +27,15 @@ fn demo_dir() -> &'static Path {
     .path()
 }
 
+/// Runs `cohort ARGS --data-dir DEMO --out OUT` and asserts it succeeded.
+fn write_from_demo(args: &[&str], out: &Path) {
+    let output = cohort().args(args).arg("--data-dir").arg(demo_dir()).arg("--out").arg(out).output().unwrap();
+    assert!(output.status.success(), "{}", text(&output));
+}
+
 fn export(dir: &Path, name: &str) -> (PathBuf, Vec<String>) {
     let out_path = dir.join(name);
-    let out = cohort().args(["audit", "export", "--data-dir"]).arg(demo_dir()).arg("--out").arg(&out_path).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    write_from_demo(&["audit", "export"], &out_path);
     let lines = std::fs::read_to_string(&out_path).unwrap().lines().map(str::to_owned).collect();
     (out_path, lines)
 }
@@ -172,8 +177,7 @@ fn every_kind_of_tampering_is_caught_and_named() {
 fn the_report_states_budgets_versions_and_the_verdict_in_every_format() {
     let scratch = tempfile::tempdir().unwrap();
     let json_path = scratch.path().join("report.json");
-    let out = cohort().args(["audit", "report", "--format", "json", "--data-dir"]).arg(demo_dir()).arg("--out").arg(&json_path).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    write_from_demo(&["audit", "report", "--format", "json"], &json_path);
     let report: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert!(report["verification"]["failure"].is_null());
     let clients = report["clients"].as_array().unwrap();
@@ -195,8 +199,7 @@ fn the_report_states_budgets_versions_and_the_verdict_in_every_format() {
     assert!(md.contains("hospital-b") && md.contains("PASSED"), "{md}");
 
     let html_path = scratch.path().join("report.html");
-    let out = cohort().args(["audit", "report", "--format", "html", "--data-dir"]).arg(demo_dir()).arg("--out").arg(&html_path).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    write_from_demo(&["audit", "report", "--format", "html"], &html_path);
     let html = std::fs::read_to_string(&html_path).unwrap();
     assert!(html.contains("<svg") && html.contains("hospital-c") && html.contains("PASSED"));
     // No scripts and nothing fetched: the file opens anywhere offline (the SVG namespace URI is only a name).
@@ -219,8 +222,7 @@ fn the_html_report_renders_in_headless_chromium() {
     };
     let scratch = tempfile::tempdir().unwrap();
     let html_path = scratch.path().join("report.html");
-    let out = cohort().args(["audit", "report", "--format", "html", "--data-dir"]).arg(demo_dir()).arg("--out").arg(&html_path).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    write_from_demo(&["audit", "report", "--format", "html"], &html_path);
     let shot = scratch.path().join("report.png");
     let out = Command::new(&chromium)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,1600"])
@@ -293,8 +295,7 @@ fn an_exported_model_carries_the_preprocessing_serving_needs() {
     let scratch = tempfile::tempdir().unwrap();
     let path = scratch.path().join("model.json");
     // The last version (the production one may be an earlier, weaker round).
-    let out = cohort().args(["models", "export", "--version", "3", "--data-dir"]).arg(demo_dir()).arg("--out").arg(&path).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
+    write_from_demo(&["models", "export", "--version", "3"], &path);
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(doc["preprocessing"]["kind"], "declared-range");
     let floats = |v: &Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };

@@ -106,19 +106,20 @@ fn a_killed_coordinator_resumes_from_the_last_completed_round() {
 
     // The coordinator's copy of each node's ledger holds exactly the node's own records: records sent to the
     // killed coordinator are resent, none twice. And the whole copy verifies.
-    let hashes = |args: &[&str], data_dir: &Path| -> Vec<String> {
+    // The hashes of a data directory's exported ledger, of one node's records or of all.
+    let hashes = |node: Option<&str>, data_dir: &Path| -> Vec<String> {
         let out_file = d.join("export.jsonl");
         ok(cohort().args(["audit", "export", "--data-dir"]).arg(data_dir).arg("--out").arg(&out_file));
         let text = std::fs::read_to_string(&out_file).unwrap();
         text.lines()
             .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-            .filter(|r| args.is_empty() || r["node"] == args[0])
+            .filter(|r| node.is_none_or(|n| r["node"] == n))
             .map(|r| r["hash"].as_str().unwrap().to_owned())
             .collect()
     };
     for name in ["a", "b"] {
-        let own = hashes(&[], &d.join(format!("{name}-data")));
-        let copy = hashes(&[name], &registry);
+        let own = hashes(None, &d.join(format!("{name}-data")));
+        let copy = hashes(Some(name), &registry);
         assert!(own.len() >= 2 + rounds as usize, "node {name} has {} records", own.len());
         assert_eq!(copy, own, "the coordinator's copy of {name}'s ledger differs from the node's own");
     }

@@ -42,11 +42,7 @@ impl CentralEval {
     /// [`CentralError::Data`] naming the first problem in the file.
     pub fn load(path: &Path, schema: &Schema, spec: ModelSpec) -> Result<Self, CentralError> {
         let mut data = data::load_csv(path, schema)?;
-        let scaling = match schema.declared_scaling() {
-            Some((mean, std)) => Standardizer { mean, std },
-            None => Standardizer::fit(&data),
-        };
-        scaling.apply(&mut data);
+        Standardizer::for_schema(schema, &data).apply(&mut data);
         Ok(Self { spec, data })
     }
 

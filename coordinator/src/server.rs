@@ -152,9 +152,19 @@ impl Coordinator {
             None => GateConfig::default(),
         };
         gate.validate().map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
+        // Everything that can be checked without touching the data directory comes first, so a start that fails
+        // on a missing certificate or a bad test set leaves no state behind.
+        let tls = server_config(&config.tls.files())?;
+        let central = match &config.central_test_set {
+            Some(path) => {
+                let central = crate::central::CentralEval::load(path, &config.schema, plan.model.clone())?;
+                tracing::info!(rows = central.rows(), path = %path.display(), "central evaluation on the coordinator's test set");
+                Some(central)
+            }
+            None => None,
+        };
         let registry = Registry::open(&config.data_dir).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
         let checkpoint = registry.load_checkpoint(&config.federation_id).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
-        let tls = server_config(&config.tls.files())?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| CoordinatorError::Bind { addr: config.listen.clone(), source })?;
@@ -192,9 +202,7 @@ impl Coordinator {
         let config_hash = hex::encode(Sha256::digest(serde_json::to_vec(config).unwrap_or_default()));
         let shared = Shared::new(machine, plan.clone());
         let mut recorder = Recorder::new(registry, plan.clone(), gate, config_hash);
-        if let Some(path) = &config.central_test_set {
-            let central = crate::central::CentralEval::load(path, &config.schema, plan.model.clone())?;
-            tracing::info!(rows = central.rows(), path = %path.display(), "central evaluation on the coordinator's test set");
+        if let Some(central) = central {
             recorder = recorder.with_central(central);
         }
         shared.set_recorder(recorder);

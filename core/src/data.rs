@@ -114,6 +114,15 @@ impl Standardizer {
         Self { mean: mean.into_iter().map(|m| m as f32).collect(), std }
     }
 
+    /// The scaling a data set gets under `schema`: the federation's declared scaling when the schema declares
+    /// bounds (identical everywhere), else the statistics of `data` itself.
+    pub fn for_schema(schema: &Schema, data: &Dataset) -> Self {
+        match schema.declared_scaling() {
+            Some((mean, std)) => Self { mean, std },
+            None => Self::fit(data),
+        }
+    }
+
     /// Standardizes `data` in place.
     pub fn apply(&self, data: &mut Dataset) {
         let d = data.dims;
@@ -208,10 +217,7 @@ pub fn prepare(path: &Path, schema: &Schema, holdout_fraction: f64, split_seed: 
     if train.rows() == 0 {
         return Err(DataError::Empty { path: path.to_owned() });
     }
-    let standardizer = match schema.declared_scaling() {
-        Some((mean, std)) => Standardizer { mean, std },
-        None => Standardizer::fit(&train),
-    };
+    let standardizer = Standardizer::for_schema(schema, &train);
     standardizer.apply(&mut train);
     standardizer.apply(&mut holdout);
     Ok(LocalData { fingerprint: fingerprint(schema, all.rows()), train, holdout, standardizer })

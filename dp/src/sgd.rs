@@ -176,8 +176,8 @@ pub struct SgdConfig {
     pub learning_rate: f64,
 }
 
-/// The randomness of DP-SGD: Gaussian noise (ChaCha12) and Poisson sampling (ChaCha20), each from its own
-/// OS-seeded CSPRNG.
+/// The randomness of DP-SGD: Gaussian noise and Poisson sampling, each from its own OS-seeded ChaCha12
+/// CSPRNG.
 #[derive(Debug, Clone)]
 pub struct DpRandomness {
     /// Noise source.
