@@ -99,7 +99,13 @@ pub struct Aggregator {
 impl Aggregator {
     /// An empty aggregate for vectors of `len` coordinates (model length + 1 weight coordinate).
     pub fn new(ctx: &SecAggContext, len: usize) -> Self {
-        Self { ctx: ctx.clone(), len, chunks: ctx.num_chunks(len), sum: vec![0; len], received: BTreeMap::new() }
+        Self {
+            ctx: ctx.clone(),
+            len,
+            chunks: ctx.num_chunks(len),
+            sum: vec![0; len],
+            received: BTreeMap::new(),
+        }
     }
 
     /// Number of chunks each client must send.
@@ -113,24 +119,45 @@ impl Aggregator {
     /// [`AggregateError::ChunkOutOfRange`], [`AggregateError::WrongLength`],
     /// [`AggregateError::OutOfRange`], [`AggregateError::DuplicateChunk`],
     /// [`AggregateError::TooManyClients`]. On error the sum is unchanged.
-    pub fn add_chunk(&mut self, client: ParticipantId, chunk: usize, body: &[u64]) -> Result<(), AggregateError> {
+    pub fn add_chunk(
+        &mut self,
+        client: ParticipantId,
+        chunk: usize,
+        body: &[u64],
+    ) -> Result<(), AggregateError> {
         if chunk >= self.chunks {
-            return Err(AggregateError::ChunkOutOfRange { client, chunk, chunks: self.chunks });
+            return Err(AggregateError::ChunkOutOfRange {
+                client,
+                chunk,
+                chunks: self.chunks,
+            });
         }
         let range = self.ctx.chunk_range(chunk, self.len);
         if body.len() != range.len() {
-            return Err(AggregateError::WrongLength { client, chunk, expected: range.len(), got: body.len() });
+            return Err(AggregateError::WrongLength {
+                client,
+                chunk,
+                expected: range.len(),
+                got: body.len(),
+            });
         }
         let q = self.ctx.modulus();
         if body.iter().fold(0u64, |m, &x| m.max(x)) >= q {
             return Err(AggregateError::OutOfRange { client, chunk });
         }
         let (word, bit) = (chunk / 64, 1u64 << (chunk % 64));
-        if !self.received.contains_key(&client) && self.received.len() >= self.ctx.params().max_clients as usize {
-            return Err(AggregateError::TooManyClients { max: self.ctx.params().max_clients });
+        if !self.received.contains_key(&client)
+            && self.received.len() >= self.ctx.params().max_clients as usize
+        {
+            return Err(AggregateError::TooManyClients {
+                max: self.ctx.params().max_clients,
+            });
         }
         let words = self.chunks.div_ceil(64);
-        let entry = self.received.entry(client).or_insert_with(|| (vec![0; words], 0));
+        let entry = self
+            .received
+            .entry(client)
+            .or_insert_with(|| (vec![0; words], 0));
         if entry.0[word] & bit != 0 {
             return Err(AggregateError::DuplicateChunk { client, chunk });
         }
@@ -147,9 +174,18 @@ impl Aggregator {
     /// # Errors
     /// As [`Aggregator::add_chunk`]; [`AggregateError::WrongLength`] (chunk 0) if `bodies` does
     /// not have `len` coordinates, checked before anything is added.
-    pub fn add_client(&mut self, client: ParticipantId, bodies: &[u64]) -> Result<(), AggregateError> {
+    pub fn add_client(
+        &mut self,
+        client: ParticipantId,
+        bodies: &[u64],
+    ) -> Result<(), AggregateError> {
         if bodies.len() != self.len {
-            return Err(AggregateError::WrongLength { client, chunk: 0, expected: self.len, got: bodies.len() });
+            return Err(AggregateError::WrongLength {
+                client,
+                chunk: 0,
+                expected: self.len,
+                got: bodies.len(),
+            });
         }
         for j in 0..self.chunks {
             self.add_chunk(client, j, &bodies[self.ctx.chunk_range(j, self.len)])?;
@@ -159,7 +195,11 @@ impl Aggregator {
 
     /// Clients that have sent every chunk.
     pub fn complete_clients(&self) -> Vec<ParticipantId> {
-        self.received.iter().filter(|(_, (_, n))| *n == self.chunks).map(|(id, _)| *id).collect()
+        self.received
+            .iter()
+            .filter(|(_, (_, n))| *n == self.chunks)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Closes the aggregate.
@@ -175,7 +215,10 @@ impl Aggregator {
         if self.received.is_empty() {
             return Err(AggregateError::Empty);
         }
-        Ok(AggregateBody { participants: self.received.into_keys().collect(), sum: self.sum })
+        Ok(AggregateBody {
+            participants: self.received.into_keys().collect(),
+            sum: self.sum,
+        })
     }
 }
 
@@ -198,12 +241,40 @@ mod tests {
         let b: Vec<u64> = (0..len as u64).map(|i| 2 * i + 1).collect();
         agg.add_client(id(1), &a).unwrap();
         for j in [2, 0, 1] {
-            agg.add_chunk(id(2), j, &b[ctx.chunk_range(j, len)]).unwrap();
+            agg.add_chunk(id(2), j, &b[ctx.chunk_range(j, len)])
+                .unwrap();
         }
-        assert_eq!(agg.add_chunk(id(2), 1, &b[16..32]), Err(AggregateError::DuplicateChunk { client: id(2), chunk: 1 }));
-        assert_eq!(agg.add_chunk(id(3), 3, &b[..8]), Err(AggregateError::ChunkOutOfRange { client: id(3), chunk: 3, chunks: 3 }));
-        assert_eq!(agg.add_chunk(id(3), 2, &b[..16]), Err(AggregateError::WrongLength { client: id(3), chunk: 2, expected: 8, got: 16 }));
-        assert_eq!(agg.add_chunk(id(3), 0, &[q; 16]), Err(AggregateError::OutOfRange { client: id(3), chunk: 0 }));
+        assert_eq!(
+            agg.add_chunk(id(2), 1, &b[16..32]),
+            Err(AggregateError::DuplicateChunk {
+                client: id(2),
+                chunk: 1
+            })
+        );
+        assert_eq!(
+            agg.add_chunk(id(3), 3, &b[..8]),
+            Err(AggregateError::ChunkOutOfRange {
+                client: id(3),
+                chunk: 3,
+                chunks: 3
+            })
+        );
+        assert_eq!(
+            agg.add_chunk(id(3), 2, &b[..16]),
+            Err(AggregateError::WrongLength {
+                client: id(3),
+                chunk: 2,
+                expected: 8,
+                got: 16
+            })
+        );
+        assert_eq!(
+            agg.add_chunk(id(3), 0, &[q; 16]),
+            Err(AggregateError::OutOfRange {
+                client: id(3),
+                chunk: 0
+            })
+        );
         assert!(agg.add_client(id(3), &b[..39]).is_err());
         let out = agg.finish().unwrap();
         assert_eq!(out.participants(), &[id(1), id(2)]);
@@ -213,6 +284,9 @@ mod tests {
         let mut agg = Aggregator::new(&ctx, len);
         agg.add_chunk(id(4), 0, &b[..16]).unwrap();
         assert_eq!(agg.finish().unwrap_err(), AggregateError::Incomplete(id(4)));
-        assert_eq!(Aggregator::new(&ctx, len).finish().unwrap_err(), AggregateError::Empty);
+        assert_eq!(
+            Aggregator::new(&ctx, len).finish().unwrap_err(),
+            AggregateError::Empty
+        );
     }
 }

@@ -107,13 +107,22 @@ impl RoundAnnouncement {
     pub fn validate(&self) -> Result<(), AnnouncementError> {
         let n = self.participants.len();
         if self.threshold <= n / 2 || self.threshold > n {
-            return Err(AnnouncementError::BadThreshold { threshold: self.threshold, half: n / 2, n });
+            return Err(AnnouncementError::BadThreshold {
+                threshold: self.threshold,
+                half: n / 2,
+                n,
+            });
         }
         if self.min_participants < 2 {
-            return Err(AnnouncementError::MinParticipantsTooSmall(self.min_participants));
+            return Err(AnnouncementError::MinParticipantsTooSmall(
+                self.min_participants,
+            ));
         }
         if n > self.params.max_clients as usize {
-            return Err(AnnouncementError::TooMany { n, max: self.params.max_clients });
+            return Err(AnnouncementError::TooMany {
+                n,
+                max: self.params.max_clients,
+            });
         }
         if !(self.reference_examples > 0.0 && self.reference_examples.is_finite()) {
             return Err(AnnouncementError::BadReference(self.reference_examples));
@@ -129,7 +138,12 @@ impl RoundAnnouncement {
 
     /// The envelope binding context for a share from `sender` to `recipient` in this round.
     pub fn share_context(&self, sender: ParticipantId, recipient: ParticipantId) -> ShareContext {
-        ShareContext { federation: self.federation.clone(), round: self.round, sender, recipient }
+        ShareContext {
+            federation: self.federation.clone(),
+            round: self.round,
+            sender,
+            recipient,
+        }
     }
 }
 
@@ -211,17 +225,32 @@ mod tests {
     #[test]
     fn policy_is_checked() {
         assert!(announcement(5, 3).validate().is_ok());
-        assert!(matches!(announcement(5, 2).validate(), Err(AnnouncementError::BadThreshold { .. })));
-        assert!(matches!(announcement(4, 5).validate(), Err(AnnouncementError::BadThreshold { .. })));
+        assert!(matches!(
+            announcement(5, 2).validate(),
+            Err(AnnouncementError::BadThreshold { .. })
+        ));
+        assert!(matches!(
+            announcement(4, 5).validate(),
+            Err(AnnouncementError::BadThreshold { .. })
+        ));
         let mut a = announcement(5, 3);
         a.min_participants = 1;
-        assert_eq!(a.validate(), Err(AnnouncementError::MinParticipantsTooSmall(1)));
+        assert_eq!(
+            a.validate(),
+            Err(AnnouncementError::MinParticipantsTooSmall(1))
+        );
         let mut a = announcement(5, 3);
         a.participants[1].name = "n1".into();
         assert!(matches!(a.validate(), Err(AnnouncementError::Duplicate(_))));
         let a = announcement(5, 3);
         assert_eq!(a.weight_for(20), 2.0);
         assert_eq!(a.weight_for(10_000), 16.0);
-        assert!(decode_sealed(a.share_context(a.participants[0].id, a.participants[1].id), &[0; 50]).is_err());
+        assert!(
+            decode_sealed(
+                a.share_context(a.participants[0].id, a.participants[1].id),
+                &[0; 50]
+            )
+            .is_err()
+        );
     }
 }

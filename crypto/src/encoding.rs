@@ -149,7 +149,10 @@ pub fn encode_weighted_update(
     weight: Weight,
 ) -> Result<(), EncodingError> {
     if out.len() != update.len() + 1 {
-        return Err(EncodingError::LengthMismatch { expected: update.len() + 1, got: out.len() });
+        return Err(EncodingError::LengthMismatch {
+            expected: update.len() + 1,
+            got: out.len(),
+        });
     }
     check_finite(update)?;
     let (clip, s) = (ctx.params().clip, scale(ctx));
@@ -241,17 +244,30 @@ mod tests {
         assert_eq!(encode_value(&ctx, f32::MAX, one).unwrap(), 4 << 16);
         assert_eq!(encode_value(&ctx, -f32::MAX, one).unwrap(), -(4 << 16));
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            assert!(matches!(encode_value(&ctx, bad, one), Err(EncodingError::NotFinite { .. })));
+            assert!(matches!(
+                encode_value(&ctx, bad, one),
+                Err(EncodingError::NotFinite { .. })
+            ));
         }
         let mut out = vec![7i64; 4];
-        let err = encode_weighted_update(&mut out, &ctx, &[1.0, f32::INFINITY, 0.0], one).unwrap_err();
-        assert_eq!(err, EncodingError::NotFinite { index: 1, value: f32::INFINITY });
+        let err =
+            encode_weighted_update(&mut out, &ctx, &[1.0, f32::INFINITY, 0.0], one).unwrap_err();
+        assert_eq!(
+            err,
+            EncodingError::NotFinite {
+                index: 1,
+                value: f32::INFINITY
+            }
+        );
         assert_eq!(out, vec![7; 4], "nothing written on error");
         assert!(Weight::new(&ctx, -1.0).is_err());
         assert!(Weight::new(&ctx, f64::NAN).is_err());
         assert!(Weight::new(&ctx, 17.0).is_err());
         assert!(Weight::new(&ctx, 16.0).is_ok());
-        assert_eq!(decode_weighted_mean(&[5, 0]), Err(EncodingError::ZeroWeight));
+        assert_eq!(
+            decode_weighted_mean(&[5, 0]),
+            Err(EncodingError::ZeroWeight)
+        );
     }
 
     /// max_clients clients all at +R (and all at −R) with maximal weight: the plaintext sum
@@ -284,8 +300,15 @@ mod tests {
     #[test]
     fn weighted_mean_round_trip() {
         let ctx = SecAggParams::default().build().unwrap();
-        let a = allocate_and_encode_weighted_update(&ctx, &[1.0, -2.0], Weight::new(&ctx, 3.0).unwrap()).unwrap();
-        let b = allocate_and_encode_weighted_update(&ctx, &[0.0, 2.0], Weight::new(&ctx, 1.0).unwrap()).unwrap();
+        let a = allocate_and_encode_weighted_update(
+            &ctx,
+            &[1.0, -2.0],
+            Weight::new(&ctx, 3.0).unwrap(),
+        )
+        .unwrap();
+        let b =
+            allocate_and_encode_weighted_update(&ctx, &[0.0, 2.0], Weight::new(&ctx, 1.0).unwrap())
+                .unwrap();
         let sum: Vec<i64> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
         assert_eq!(decode_weighted_mean(&sum).unwrap(), vec![0.75, -1.0]);
         assert_eq!(decode_sum(&ctx, &[1 << 16]), vec![1.0]);

@@ -62,7 +62,10 @@ pub fn encrypt_messages<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<(), EncryptError> {
     if out.len() != messages.len() {
-        return Err(EncryptError::LengthMismatch { expected: messages.len(), got: out.len() });
+        return Err(EncryptError::LengthMismatch {
+            expected: messages.len(),
+            got: out.len(),
+        });
     }
     if messages.is_empty() {
         return Err(EncryptError::Empty);
@@ -72,7 +75,9 @@ pub fn encrypt_messages<R: CryptoRng + ?Sized>(
         return Err(EncodingError::MessageTooLarge { value: m, bound }.into());
     }
     let delta_bits = ctx.derived().delta_bits;
-    encrypt_with(out, ctx, round, seed, key, rng, |c| messages[c] << delta_bits);
+    encrypt_with(out, ctx, round, seed, key, rng, |c| {
+        messages[c] << delta_bits
+    });
     Ok(())
 }
 
@@ -102,7 +107,11 @@ fn encrypt_with<R: CryptoRng + ?Sized>(
         for (k, (o, &as_)) in out[range].iter_mut().zip(&buf).enumerate() {
             let e = centered_binomial(rng.next_u64(), eta_mask, eta);
             let v = plain(start + k) + e; // |v| < q/2
-            let v = if v < 0 { (v + q as i64) as u64 } else { v as u64 };
+            let v = if v < 0 {
+                (v + q as i64) as u64
+            } else {
+                v as u64
+            };
             *o = add_mod(as_, v, q);
         }
     }
@@ -141,7 +150,10 @@ pub fn encrypt_update<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<(), EncryptError> {
     if out.len() != update.len() + 1 {
-        return Err(EncryptError::LengthMismatch { expected: update.len() + 1, got: out.len() });
+        return Err(EncryptError::LengthMismatch {
+            expected: update.len() + 1,
+            got: out.len(),
+        });
     }
     check_finite(update)?;
     let p = ctx.params();
@@ -210,17 +222,42 @@ mod tests {
         let mut short = vec![0u64; 3];
         assert_eq!(
             encrypt_messages(&mut short, &ctx, RoundId(9), &seed, &key, &msgs, &mut rng),
-            Err(EncryptError::LengthMismatch { expected: 150, got: 3 })
+            Err(EncryptError::LengthMismatch {
+                expected: 150,
+                got: 3
+            })
         );
         let mut one = vec![0u64; 1];
         assert!(matches!(
-            encrypt_messages(&mut one, &ctx, RoundId(9), &seed, &key, &[i64::MAX], &mut rng),
-            Err(EncryptError::Encoding(EncodingError::MessageTooLarge { .. }))
+            encrypt_messages(
+                &mut one,
+                &ctx,
+                RoundId(9),
+                &seed,
+                &key,
+                &[i64::MAX],
+                &mut rng
+            ),
+            Err(EncryptError::Encoding(
+                EncodingError::MessageTooLarge { .. }
+            ))
         ));
         let mut out = vec![5u64; 3];
         assert!(matches!(
-            encrypt_update(&mut out, &ctx, RoundId(9), &seed, &key, &[1.0, f32::NAN], Weight::one(), &mut rng),
-            Err(EncryptError::Encoding(EncodingError::NotFinite { index: 1, .. }))
+            encrypt_update(
+                &mut out,
+                &ctx,
+                RoundId(9),
+                &seed,
+                &key,
+                &[1.0, f32::NAN],
+                Weight::one(),
+                &mut rng
+            ),
+            Err(EncryptError::Encoding(EncodingError::NotFinite {
+                index: 1,
+                ..
+            }))
         ));
         assert_eq!(out, vec![5; 3]);
     }

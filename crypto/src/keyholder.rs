@@ -189,7 +189,10 @@ impl KeyHolder {
         len: usize,
     ) -> Result<Self, DecryptError> {
         if threshold == 0 || min_participants == 0 {
-            return Err(DecryptError::BadPolicy { threshold, min_participants });
+            return Err(DecryptError::BadPolicy {
+                threshold,
+                min_participants,
+            });
         }
         Ok(Self {
             ctx: ctx.clone(),
@@ -223,10 +226,17 @@ impl KeyHolder {
     ///
     /// # Errors
     /// [`DecryptError::DuplicateShare`], [`DecryptError::BadShareLength`].
-    pub fn receive_share(&mut self, sender: ParticipantId, share: KeyShare) -> Result<(), DecryptError> {
+    pub fn receive_share(
+        &mut self,
+        sender: ParticipantId,
+        share: KeyShare,
+    ) -> Result<(), DecryptError> {
         let n = self.ctx.polynomial_size();
         if share.values().len() != n {
-            return Err(DecryptError::BadShareLength { expected: n, got: share.values().len() });
+            return Err(DecryptError::BadShareLength {
+                expected: n,
+                got: share.values().len(),
+            });
         }
         if self.shares.contains_key(&sender) {
             return Err(DecryptError::DuplicateShare(sender));
@@ -239,7 +249,10 @@ impl KeyHolder {
     ///
     /// # Errors
     /// As [`KeyHolder::partial_decrypt_with`].
-    pub fn partial_decrypt(&mut self, request: &DecryptionRequest) -> Result<PartialDecryption, DecryptError> {
+    pub fn partial_decrypt(
+        &mut self,
+        request: &DecryptionRequest,
+    ) -> Result<PartialDecryption, DecryptError> {
         self.partial_decrypt_with(request, &mut ChaCha20Rng::from_os_rng())
     }
 
@@ -258,23 +271,35 @@ impl KeyHolder {
         rng: &mut R,
     ) -> Result<PartialDecryption, DecryptError> {
         if request.round != self.round {
-            return Err(DecryptError::WrongRound { expected: self.round, got: request.round });
+            return Err(DecryptError::WrongRound {
+                expected: self.round,
+                got: request.round,
+            });
         }
         if self.answered {
             return Err(DecryptError::AlreadyAnswered);
         }
         if request.len != self.len {
-            return Err(DecryptError::LengthMismatch { expected: self.len, got: request.len });
+            return Err(DecryptError::LengthMismatch {
+                expected: self.len,
+                got: request.len,
+            });
         }
         let max = self.ctx.params().max_clients;
         let participants = distinct(&request.participants)?;
         if participants.len() < self.min_participants {
-            return Err(DecryptError::TooFewParticipants { got: participants.len(), min: self.min_participants });
+            return Err(DecryptError::TooFewParticipants {
+                got: participants.len(),
+                min: self.min_participants,
+            });
         }
         let responders = distinct(&request.responders)?;
         for set in [&participants, &responders] {
             if set.len() > max as usize {
-                return Err(DecryptError::TooManyParticipants { got: set.len(), max });
+                return Err(DecryptError::TooManyParticipants {
+                    got: set.len(),
+                    max,
+                });
             }
         }
         if let Some(&missing) = participants.iter().find(|p| !self.shares.contains_key(p)) {
@@ -284,7 +309,10 @@ impl KeyHolder {
             return Err(DecryptError::NotAResponder(self.me));
         }
         if responders.len() < self.threshold {
-            return Err(DecryptError::NotEnoughPartials { got: responders.len(), threshold: self.threshold });
+            return Err(DecryptError::NotEnoughPartials {
+                got: responders.len(),
+                threshold: self.threshold,
+            });
         }
         let q = self.ctx.modulus();
         let lambda = lagrange_at_zero(q, &request.responders, self.me)?;
@@ -320,7 +348,11 @@ impl KeyHolder {
                 *o = add_mod(v, from_signed(u, q), q);
             }
         }
-        Ok(PartialDecryption { round: self.round, responder: self.me, values })
+        Ok(PartialDecryption {
+            round: self.round,
+            responder: self.me,
+            values,
+        })
     }
 }
 
@@ -342,19 +374,28 @@ pub fn combine(
 ) -> Result<Vec<i64>, DecryptError> {
     let responders = distinct(&request.responders)?;
     if responders.len() < threshold || partials.len() < threshold {
-        return Err(DecryptError::NotEnoughPartials { got: responders.len().min(partials.len()), threshold });
+        return Err(DecryptError::NotEnoughPartials {
+            got: responders.len().min(partials.len()),
+            threshold,
+        });
     }
     let participants = distinct(&request.participants)?;
     if !participants.iter().eq(aggregate.participants().iter()) {
         return Err(DecryptError::ParticipantSetMismatch);
     }
     if aggregate.sum().len() != request.len {
-        return Err(DecryptError::LengthMismatch { expected: request.len, got: aggregate.sum().len() });
+        return Err(DecryptError::LengthMismatch {
+            expected: request.len,
+            got: aggregate.sum().len(),
+        });
     }
     let mut seen = BTreeSet::new();
     for p in partials {
         if p.round != request.round {
-            return Err(DecryptError::WrongRound { expected: request.round, got: p.round });
+            return Err(DecryptError::WrongRound {
+                expected: request.round,
+                got: p.round,
+            });
         }
         if !responders.contains(&p.responder) {
             return Err(DecryptError::ResponderMismatch(p.responder));
@@ -363,7 +404,10 @@ pub fn combine(
             return Err(DecryptError::Duplicate(p.responder));
         }
         if p.values.len() != request.len {
-            return Err(DecryptError::LengthMismatch { expected: request.len, got: p.values.len() });
+            return Err(DecryptError::LengthMismatch {
+                expected: request.len,
+                got: p.values.len(),
+            });
         }
     }
     if let Some(&missing) = responders.iter().find(|r| !seen.contains(r)) {

@@ -46,7 +46,9 @@ pub struct RoundSecretKey {
 
 impl std::fmt::Debug for RoundSecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoundSecretKey").field("n", &self.coefficients.len()).finish_non_exhaustive()
+        f.debug_struct("RoundSecretKey")
+            .field("n", &self.coefficients.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,7 +110,9 @@ pub struct NodeIdentity {
 
 impl std::fmt::Debug for NodeIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeIdentity").field("public", &self.public_keys()).finish_non_exhaustive()
+        f.debug_struct("NodeIdentity")
+            .field("public", &self.public_keys())
+            .finish_non_exhaustive()
     }
 }
 
@@ -133,7 +137,10 @@ impl NodeIdentity {
         let mut e = Zeroizing::new([0u8; 32]);
         x.copy_from_slice(&bytes[..32]);
         e.copy_from_slice(&bytes[32..]);
-        Self { encryption: StaticSecret::from(*x), signing: SigningKey::from_bytes(&e) }
+        Self {
+            encryption: StaticSecret::from(*x),
+            signing: SigningKey::from_bytes(&e),
+        }
     }
 
     /// Restores an identity from [`NodeIdentity::to_secret_bytes`] (the owner's local storage).
@@ -149,9 +156,11 @@ impl NodeIdentity {
     /// assert_eq!(id.public_keys(), back.public_keys());
     /// ```
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
-        let arr: &[u8; NODE_SECRET_LEN] = bytes
-            .try_into()
-            .map_err(|_| KeyError::BadSecretLength { expected: NODE_SECRET_LEN, got: bytes.len() })?;
+        let arr: &[u8; NODE_SECRET_LEN] =
+            bytes.try_into().map_err(|_| KeyError::BadSecretLength {
+                expected: NODE_SECRET_LEN,
+                got: bytes.len(),
+            })?;
         Ok(Self::from_secret_array(arr))
     }
 
@@ -230,7 +239,10 @@ mod tests {
         assert!(id.public_keys().verifying_key().is_ok());
         assert_eq!(
             NodeIdentity::from_secret_bytes(&[0; 10]).unwrap_err(),
-            KeyError::BadSecretLength { expected: 64, got: 10 }
+            KeyError::BadSecretLength {
+                expected: 64,
+                got: 10
+            }
         );
         assert!(!format!("{id:?}").contains(&format!("{:?}", &id.to_secret_bytes()[..4])));
     }

@@ -43,7 +43,7 @@ pub use aggregate::{AggregateBody, AggregateError, Aggregator};
 pub use announce::{AnnouncedParticipant, AnnouncementError, RoundAnnouncement};
 pub use encoding::{EncodingError, Weight};
 pub use encrypt::{EncryptError, allocate_and_encrypt_update, encrypt_update};
-pub use envelope::{EnvelopeError, ShareContext, SealedShare, open_share, seal_share};
+pub use envelope::{EnvelopeError, SealedShare, ShareContext, open_share, seal_share};
 pub use ids::{ParticipantId, RoundId};
 pub use keyholder::{DecryptError, DecryptionRequest, KeyHolder, PartialDecryption, combine};
 pub use keys::{KeyError, NodeIdentity, NodePublicKeys, RoundSecretKey};

@@ -28,8 +28,14 @@ pub const DEFAULT_MODULUS: u64 = (1u64 << 62) - (1u64 << 16) + 1;
 
 /// Largest `log2 q` allowed at 128-bit classical security for ternary secrets, by ring degree,
 /// from the HE Security Standard (homomorphicencryption.org, 2018), Table 1.
-const HE_STANDARD_MAX_LOG_Q: [(usize, u32); 6] =
-    [(1024, 27), (2048, 54), (4096, 109), (8192, 218), (16384, 438), (32768, 881)];
+const HE_STANDARD_MAX_LOG_Q: [(usize, u32); 6] = [
+    (1024, 27),
+    (2048, 54),
+    (4096, 109),
+    (8192, 218),
+    (16384, 438),
+    (32768, 881),
+];
 
 /// Errors from parameter validation.
 #[derive(Clone, Debug, Error, PartialEq)]
@@ -47,7 +53,9 @@ pub enum ParamsError {
         n: usize,
     },
     /// The ring is too small or the modulus too large for 128-bit security.
-    #[error("N = {n}, log2 q = {log_q} is below 128-bit security (HE standard allows log2 q <= {max_log_q}); use toy parameters only in tests")]
+    #[error(
+        "N = {n}, log2 q = {log_q} is below 128-bit security (HE standard allows log2 q <= {max_log_q}); use toy parameters only in tests"
+    )]
     Insecure {
         /// The ring degree.
         n: usize,
@@ -63,7 +71,9 @@ pub enum ParamsError {
     #[error("invalid encoding parameter: {0}")]
     BadEncoding(&'static str),
     /// The message and noise do not fit in `q`: sums could wrap or noise could corrupt them.
-    #[error("headroom exceeded: messages need {message_bits} bits above a noise scale of {delta_bits} bits, q has {modulus_bits}")]
+    #[error(
+        "headroom exceeded: messages need {message_bits} bits above a noise scale of {delta_bits} bits, q has {modulus_bits}"
+    )]
     HeadroomExceeded {
         /// Bits of the largest possible aggregate message.
         message_bits: u32,
@@ -120,7 +130,11 @@ impl SecAggParams {
     /// Toy parameters, **not secure**: ring degree `n` (≥ 16, power of two), otherwise the
     /// default encoding. For fast tests of the algebra only.
     pub fn toy_insecure(n: usize) -> Self {
-        Self { polynomial_size: n, insecure_toy: true, ..Self::default() }
+        Self {
+            polynomial_size: n,
+            insecure_toy: true,
+            ..Self::default()
+        }
     }
 
     /// Builder-style setter for the encoding parameters.
@@ -164,7 +178,11 @@ impl SecAggParams {
                 .find(|(deg, _)| *deg == n)
                 .map_or(0, |(_, b)| *b);
             if n < 4096 || log_q > max_log_q {
-                return Err(ParamsError::Insecure { n, log_q, max_log_q });
+                return Err(ParamsError::Insecure {
+                    n,
+                    log_q,
+                    max_log_q,
+                });
             }
             if self.error_eta < 21 {
                 return Err(ParamsError::ErrorTooNarrow(self.error_eta));
@@ -177,10 +195,14 @@ impl SecAggParams {
             return Err(ParamsError::BadEncoding("fraction_bits must be <= 40"));
         }
         if !(self.clip.is_finite() && self.clip > 0.0 && self.clip <= 1e9) {
-            return Err(ParamsError::BadEncoding("clip must be finite, > 0 and <= 1e9"));
+            return Err(ParamsError::BadEncoding(
+                "clip must be finite, > 0 and <= 1e9",
+            ));
         }
         if !(self.max_weight.is_finite() && self.max_weight > 0.0 && self.max_weight <= 1e9) {
-            return Err(ParamsError::BadEncoding("max_weight must be finite, > 0 and <= 1e9"));
+            return Err(ParamsError::BadEncoding(
+                "max_weight must be finite, > 0 and <= 1e9",
+            ));
         }
         if self.max_clients == 0 {
             return Err(ParamsError::BadEncoding("max_clients must be >= 1"));
@@ -210,9 +232,15 @@ impl SecAggParams {
             && message_bound
                 .checked_shl(delta_bits)
                 .and_then(|m| m.checked_add(noise_bound))
-                .is_some_and(|total| total <= half_q && message_bound << delta_bits >> delta_bits == message_bound);
+                .is_some_and(|total| {
+                    total <= half_q && message_bound << delta_bits >> delta_bits == message_bound
+                });
         if !fits {
-            return Err(ParamsError::HeadroomExceeded { message_bits, delta_bits, modulus_bits: log_q });
+            return Err(ParamsError::HeadroomExceeded {
+                message_bits,
+                delta_bits,
+                modulus_bits: log_q,
+            });
         }
         Ok(Derived {
             delta_bits,
@@ -237,10 +265,16 @@ impl SecAggParams {
     /// ```
     pub fn build(&self) -> Result<SecAggContext, ParamsError> {
         let derived = self.validate()?;
-        let plan = Plan::try_new(self.polynomial_size, self.modulus).ok_or(
-            ParamsError::BadModulus { modulus: self.modulus, n: self.polynomial_size },
-        )?;
-        Ok(SecAggContext { params: self.clone(), derived, plan: Arc::new(plan) })
+        let plan =
+            Plan::try_new(self.polynomial_size, self.modulus).ok_or(ParamsError::BadModulus {
+                modulus: self.modulus,
+                n: self.polynomial_size,
+            })?;
+        Ok(SecAggContext {
+            params: self.clone(),
+            derived,
+            plan: Arc::new(plan),
+        })
     }
 }
 
@@ -375,7 +409,8 @@ mod tests {
         let d = ctx.derived();
         assert_eq!(d.delta_bits, 30);
         // Δ·M + E ≤ (q − 1)/2
-        let total = u128::from(d.message_bound) * u128::from(ctx.delta()) + u128::from(d.noise_bound);
+        let total =
+            u128::from(d.message_bound) * u128::from(ctx.delta()) + u128::from(d.noise_bound);
         assert!(total <= u128::from((ctx.modulus() - 1) / 2));
         assert!(2 * d.noise_bound < ctx.delta());
         assert_eq!(ctx.summary().modulus_bits, 62);
@@ -390,16 +425,31 @@ mod tests {
 
     #[test]
     fn rejects_insecure_and_bad() {
-        let p = SecAggParams { polynomial_size: 2048, ..SecAggParams::default() };
+        let p = SecAggParams {
+            polynomial_size: 2048,
+            ..SecAggParams::default()
+        };
         assert!(matches!(p.validate(), Err(ParamsError::Insecure { .. })));
-        let p = SecAggParams { error_eta: 4, ..SecAggParams::default() };
+        let p = SecAggParams {
+            error_eta: 4,
+            ..SecAggParams::default()
+        };
         assert_eq!(p.validate(), Err(ParamsError::ErrorTooNarrow(4)));
-        let p = SecAggParams { polynomial_size: 3000, ..SecAggParams::default() };
+        let p = SecAggParams {
+            polynomial_size: 3000,
+            ..SecAggParams::default()
+        };
         assert_eq!(p.validate(), Err(ParamsError::BadPolynomialSize(3000)));
-        let p = SecAggParams { modulus: (1 << 61) + 1, ..SecAggParams::default() };
+        let p = SecAggParams {
+            modulus: (1 << 61) + 1,
+            ..SecAggParams::default()
+        };
         assert!(p.build().is_err());
         let p = SecAggParams::default().with_max_clients(1 << 20);
-        assert!(matches!(p.validate(), Err(ParamsError::HeadroomExceeded { .. })));
+        assert!(matches!(
+            p.validate(),
+            Err(ParamsError::HeadroomExceeded { .. })
+        ));
         let p = SecAggParams::default().with_encoding(16, f64::NAN, 1.0);
         assert!(matches!(p.validate(), Err(ParamsError::BadEncoding(_))));
         assert!(SecAggParams::toy_insecure(64).build().is_ok());

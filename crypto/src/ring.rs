@@ -64,7 +64,11 @@ pub fn from_signed(x: i64, q: u64) -> u64 {
 /// Centered lift of `x ∈ Z_q` to `(−q/2, q/2]`.
 #[inline(always)]
 pub fn to_centered(x: u64, q: u64) -> i64 {
-    if x > q / 2 { -((q - x) as i64) } else { x as i64 }
+    if x > q / 2 {
+        -((q - x) as i64)
+    } else {
+        x as i64
+    }
 }
 
 /// `lhs += rhs (mod q)` coefficient-wise (tfhe `slice_wrapping_add_assign_custom_mod`).

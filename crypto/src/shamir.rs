@@ -60,7 +60,9 @@ pub struct KeyShare {
 
 impl std::fmt::Debug for KeyShare {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyShare").field("len", &self.values.len()).finish_non_exhaustive()
+        f.debug_struct("KeyShare")
+            .field("len", &self.values.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -97,7 +99,10 @@ impl KeyShare {
     /// [`ShamirError::BadShareLength`], [`ShamirError::OutOfRange`].
     pub fn from_bytes(bytes: &[u8], n: usize, q: u64) -> Result<Self, ShamirError> {
         if bytes.len() != n * 8 {
-            return Err(ShamirError::BadShareLength { expected: n, got: bytes.len() / 8 });
+            return Err(ShamirError::BadShareLength {
+                expected: n,
+                got: bytes.len() / 8,
+            });
         }
         let values = bytes
             .chunks_exact(8)
@@ -150,7 +155,10 @@ pub fn share_secret<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<Vec<(ParticipantId, KeyShare)>, ShamirError> {
     if threshold == 0 || threshold > holders.len() || 2 * threshold <= holders.len() {
-        return Err(ShamirError::BadThreshold { threshold, holders: holders.len() });
+        return Err(ShamirError::BadThreshold {
+            threshold,
+            holders: holders.len(),
+        });
     }
     check_holders(holders, q)?;
     if secret.iter().any(|&v| v >= q) {
@@ -206,7 +214,11 @@ pub fn share_round_key<R: CryptoRng + ?Sized>(
 ///
 /// # Errors
 /// [`ShamirError::NotInSet`] if `k ∉ points`; duplicate or invalid points.
-pub fn lagrange_at_zero(q: u64, points: &[ParticipantId], k: ParticipantId) -> Result<u64, ShamirError> {
+pub fn lagrange_at_zero(
+    q: u64,
+    points: &[ParticipantId],
+    k: ParticipantId,
+) -> Result<u64, ShamirError> {
     check_holders(points, q)?;
     if !points.contains(&k) {
         return Err(ShamirError::NotInSet(k));
@@ -235,7 +247,10 @@ pub fn reconstruct(q: u64, shares: &[(ParticipantId, &KeyShare)]) -> Result<Vec<
     let mut out = vec![0u64; n];
     for (id, share) in shares {
         if share.values.len() != n {
-            return Err(ShamirError::BadShareLength { expected: n, got: share.values.len() });
+            return Err(ShamirError::BadShareLength {
+                expected: n,
+                got: share.values.len(),
+            });
         }
         let lambda = lagrange_at_zero(q, &points, *id)?;
         for (o, &v) in out.iter_mut().zip(&share.values) {
@@ -255,7 +270,9 @@ mod tests {
     const Q: u64 = crate::params::DEFAULT_MODULUS;
 
     fn ids(n: u32) -> Vec<ParticipantId> {
-        (1..=n).map(|i| ParticipantId::new(i * 7 + 3).unwrap()).collect()
+        (1..=n)
+            .map(|i| ParticipantId::new(i * 7 + 3).unwrap())
+            .collect()
     }
 
     proptest! {
@@ -298,17 +315,24 @@ mod tests {
                 pair[((x * 16 / 257) * 16 + y * 16 / 257) as usize] += 1.0;
             }
             let chi = |counts: &[f64], probs: &dyn Fn(usize) -> f64| -> f64 {
-                counts.iter().enumerate().map(|(i, &c)| {
-                    let e = probs(i) * samples as f64;
-                    (c - e) * (c - e) / e
-                }).sum()
+                counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| {
+                        let e = probs(i) * samples as f64;
+                        (c - e) * (c - e) / e
+                    })
+                    .sum()
             };
             let chi_single = chi(&single, &|_| 1.0 / 257.0);
             // Bucket b of x*16/257 holds 16 or 17 residues.
             let bucket = |b: u64| (0..257u64).filter(|x| x * 16 / 257 == b).count() as f64 / 257.0;
             let chi_pair = chi(&pair, &|i| bucket(i as u64 / 16) * bucket(i as u64 % 16));
             // 256 and 255 degrees of freedom: the 1e-4 upper quantile is about 360.
-            assert!(chi_single < 360.0, "secret {secret}: chi2 single {chi_single}");
+            assert!(
+                chi_single < 360.0,
+                "secret {secret}: chi2 single {chi_single}"
+            );
             assert!(chi_pair < 360.0, "secret {secret}: chi2 pair {chi_pair}");
         }
     }
@@ -317,16 +341,43 @@ mod tests {
     fn rejects_bad_input() {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let h = ids(4);
-        assert_eq!(share_secret(Q, &[1], 2, &h, &mut rng).unwrap_err(), ShamirError::BadThreshold { threshold: 2, holders: 4 });
-        assert_eq!(share_secret(Q, &[1], 5, &h, &mut rng).unwrap_err(), ShamirError::BadThreshold { threshold: 5, holders: 4 });
+        assert_eq!(
+            share_secret(Q, &[1], 2, &h, &mut rng).unwrap_err(),
+            ShamirError::BadThreshold {
+                threshold: 2,
+                holders: 4
+            }
+        );
+        assert_eq!(
+            share_secret(Q, &[1], 5, &h, &mut rng).unwrap_err(),
+            ShamirError::BadThreshold {
+                threshold: 5,
+                holders: 4
+            }
+        );
         let dup = vec![h[0], h[1], h[0]];
-        assert_eq!(share_secret(Q, &[1], 2, &dup, &mut rng).unwrap_err(), ShamirError::DuplicateHolder(h[0]));
-        assert_eq!(share_secret(Q, &[Q], 3, &h, &mut rng).unwrap_err(), ShamirError::OutOfRange);
+        assert_eq!(
+            share_secret(Q, &[1], 2, &dup, &mut rng).unwrap_err(),
+            ShamirError::DuplicateHolder(h[0])
+        );
+        assert_eq!(
+            share_secret(Q, &[Q], 3, &h, &mut rng).unwrap_err(),
+            ShamirError::OutOfRange
+        );
         let big = ParticipantId::new(300).unwrap();
-        assert_eq!(lagrange_at_zero(257, &[big], big).unwrap_err(), ShamirError::BadCoordinate(big));
-        assert_eq!(lagrange_at_zero(Q, &h[..2], h[3]).unwrap_err(), ShamirError::NotInSet(h[3]));
+        assert_eq!(
+            lagrange_at_zero(257, &[big], big).unwrap_err(),
+            ShamirError::BadCoordinate(big)
+        );
+        assert_eq!(
+            lagrange_at_zero(Q, &h[..2], h[3]).unwrap_err(),
+            ShamirError::NotInSet(h[3])
+        );
         let share = KeyShare::from_values(vec![1, 2, 3], Q).unwrap();
-        assert_eq!(KeyShare::from_bytes(&share.to_bytes(), 3, Q).unwrap(), share);
+        assert_eq!(
+            KeyShare::from_bytes(&share.to_bytes(), 3, Q).unwrap(),
+            share
+        );
         assert!(KeyShare::from_bytes(&share.to_bytes(), 4, Q).is_err());
         assert!(KeyShare::from_values(vec![Q], Q).is_err());
     }
