@@ -278,7 +278,7 @@ mod tests {
         assert!(agg.add_client(id(3), &b[..39]).is_err());
         let out = agg.finish().unwrap();
         assert_eq!(out.participants(), &[id(1), id(2)]);
-        let expect: Vec<u64> = (0..len as u64).map(|i| i).collect(); // (q−1−i) + (2i+1) = q + i
+        let expect: Vec<u64> = (0..len as u64).collect(); // (q−1−i) + (2i+1) = q + i
         assert_eq!(out.sum(), expect.as_slice());
 
         let mut agg = Aggregator::new(&ctx, len);

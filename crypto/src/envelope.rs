@@ -9,9 +9,11 @@
 //!    the fixed nonce is safe;
 //! 4. `sig = Ed25519(sender, "cohort/secagg/share-sig/v1" ‖ AD ‖ E_pub ‖ ct)` (RFC 8032).
 //!
-//! `AD` binds the federation id, round, sender id and recipient id, so an envelope cannot be
-//! replayed into another federation, round or pair. Share plaintexts are zeroized.
+//! `AD` binds the federation id, round, announcement hash, sender id and recipient id, so an
+//! envelope cannot be replayed into another federation, round, announcement (even one reusing the
+//! round id) or pair. Share plaintexts are zeroized.
 
+use crate::announce::AnnouncementHash;
 use crate::ids::{ParticipantId, RoundId};
 use crate::keys::{KeyError, NodeIdentity, NodePublicKeys};
 use crate::params::SecAggContext;
@@ -47,6 +49,15 @@ pub enum EnvelopeError {
         expected: RoundId,
         /// Received.
         got: RoundId,
+    },
+    /// The envelope is bound to another announcement (a replay from another announcement, even
+    /// one with the same round id).
+    #[error("envelope for announcement {got}, expected {expected}")]
+    WrongAnnouncement {
+        /// The announcement this recipient is in.
+        expected: AnnouncementHash,
+        /// The announcement the envelope names.
+        got: AnnouncementHash,
     },
     /// The envelope is addressed to someone else.
     #[error("envelope addressed to {got}, expected {expected}")]
@@ -88,6 +99,8 @@ pub struct ShareContext {
     pub federation: String,
     /// Round.
     pub round: RoundId,
+    /// Hash of the round's announcement ([`crate::RoundAnnouncement::hash`]).
+    pub announcement: AnnouncementHash,
     /// Sender (owner of the shared round key).
     pub sender: ParticipantId,
     /// Recipient (key holder).
@@ -97,11 +110,12 @@ pub struct ShareContext {
 impl ShareContext {
     fn associated_data(&self) -> Vec<u8> {
         let f = self.federation.as_bytes();
-        let mut ad = Vec::with_capacity(40 + f.len());
-        ad.extend_from_slice(b"cohort/secagg/share/v1");
+        let mut ad = Vec::with_capacity(80 + f.len());
+        ad.extend_from_slice(b"cohort/secagg/share/v2");
         ad.extend_from_slice(&(f.len() as u64).to_le_bytes());
         ad.extend_from_slice(f);
         ad.extend_from_slice(&self.round.0.to_le_bytes());
+        ad.extend_from_slice(&self.announcement.0);
         ad.extend_from_slice(&self.sender.get().to_le_bytes());
         ad.extend_from_slice(&self.recipient.get().to_le_bytes());
         ad
@@ -175,7 +189,7 @@ pub fn seal_share(
 /// use cohort_crypto::*;
 /// let (alice, bob) = (NodeIdentity::generate(), NodeIdentity::generate());
 /// let ctx = ShareContext { federation: "fed".into(), round: RoundId(3),
-///     sender: ParticipantId::new(1).unwrap(), recipient: ParticipantId::new(2).unwrap() };
+///     announcement: AnnouncementHash([7; 32]), sender: ParticipantId::new(1).unwrap(), recipient: ParticipantId::new(2).unwrap() };
 /// let share = KeyShare::from_values(vec![1, 2, 3], 257).unwrap();
 /// let env = seal_share(&alice, &bob.public_keys(), &ctx, &share).unwrap();
 /// let back = open_share(3, 257, &bob, &alice.public_keys(), &ctx, &env).unwrap();
@@ -225,6 +239,7 @@ pub fn seal_share_with<R: CryptoRng + ?Sized>(
 ///
 /// # Errors
 /// [`EnvelopeError::WrongFederation`], [`EnvelopeError::WrongRound`],
+/// [`EnvelopeError::WrongAnnouncement`],
 /// [`EnvelopeError::WrongRecipient`], [`EnvelopeError::WrongSender`] (binding),
 /// [`EnvelopeError::BadSignature`], [`EnvelopeError::Tampered`], [`EnvelopeError::Malformed`],
 /// [`EnvelopeError::Share`] (bad length or unreduced values), [`EnvelopeError::Key`].
@@ -247,6 +262,12 @@ pub fn open_share(
         return Err(EnvelopeError::WrongRound {
             expected: expected.round,
             got: got.round,
+        });
+    }
+    if got.announcement != expected.announcement {
+        return Err(EnvelopeError::WrongAnnouncement {
+            expected: expected.announcement,
+            got: got.announcement,
         });
     }
     if got.recipient != expected.recipient {
@@ -331,6 +352,7 @@ mod tests {
         let ctx = ShareContext {
             federation: "fed-a".into(),
             round: RoundId(7),
+            announcement: AnnouncementHash([5; 32]),
             sender: ParticipantId::new(1).unwrap(),
             recipient: ParticipantId::new(2).unwrap(),
         };
@@ -413,6 +435,22 @@ mod tests {
             open(&env, &other),
             Err(EnvelopeError::WrongSender { .. })
         ));
+        // Another announcement with the same round id: refused by the binding, and a relabelled
+        // context fails the signature (the hash is in the signed associated data).
+        let other = ShareContext {
+            announcement: AnnouncementHash([6; 32]),
+            ..ctx.clone()
+        };
+        assert_eq!(
+            open(&env, &other),
+            Err(EnvelopeError::WrongAnnouncement {
+                expected: AnnouncementHash([6; 32]),
+                got: AnnouncementHash([5; 32])
+            })
+        );
+        let mut relabelled = env.clone();
+        relabelled.context.announcement = AnnouncementHash([6; 32]);
+        assert_eq!(open(&relabelled, &other), Err(EnvelopeError::BadSignature));
         // Validly signed by the sender but encrypted to another key: AEAD rejects it.
         let c = NodeIdentity::generate();
         let misdirected = seal_share(&a, &c.public_keys(), &ctx, &share).unwrap();

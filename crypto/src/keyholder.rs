@@ -15,13 +15,21 @@
 //! view of `Σ e_i` (noise flooding, Asharov et al., EUROCRYPT 2012). The width is bounded by
 //! the 62-bit modulus: messages need the rest of the headroom (see [`crate::params`]).
 //!
-//! Refusals: a holder answers at most **one** request per round (a second one, even identical,
-//! is refused), refuses participant sets smaller than `min_participants`, senders it holds no
-//! share for, responder sets smaller than `t` or not containing itself, and the wrong round.
+//! Refusals (all checked before anything is recorded or computed, each with a typed
+//! [`DecryptError`]): a holder answers at most **one** request per round, enforced in memory and
+//! by its durable [`AnswerJournal`] (recorded *before* the partial is computed, so a restarted
+//! holder cannot answer again); it refuses requests for another round or announcement
+//! ([`AnnouncementHash`]), decryption sets that are empty, contain non-participants, are smaller
+//! than `min_participants` or lack a valid [`Consent`] of every member over the holder's own
+//! announcement, senders it holds no share for, and responder sets smaller than `t`, with
+//! non-participants, or without itself. With `t` and `min_participants` from
+//! [`crate::announce::collusion_policy`] this gives the design note's guarantees: at most one
+//! sum per round (no split), over at least two honest updates.
 
 use crate::aggregate::AggregateBody;
+use crate::announce::{AnnouncementError, AnnouncementHash, Consent, RoundAnnouncement};
 use crate::ids::{ParticipantId, RoundId};
-use crate::mask::MaskSeed;
+use crate::journal::{AnswerJournal, JournalError};
 use crate::params::SecAggContext;
 use crate::ring::{add_mod, from_signed, mul_mod, mul_ntt_into_coefficients, sub_mod, to_centered};
 use crate::shamir::{KeyShare, ShamirError, lagrange_at_zero};
@@ -33,7 +41,7 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 /// Errors of partial decryption and combination.
-#[derive(Debug, Error, PartialEq, Eq)]
+#[derive(Debug, Error, PartialEq)]
 #[non_exhaustive]
 pub enum DecryptError {
     /// The request or partial is for another round.
@@ -44,9 +52,34 @@ pub enum DecryptError {
         /// The round received.
         got: RoundId,
     },
-    /// This holder already answered a decryption request this round.
+    /// The request or partial names another announcement than this holder's / the request's.
+    #[error("wrong announcement: expected {expected}, got {got}")]
+    WrongAnnouncement {
+        /// This holder's / request's announcement hash.
+        expected: AnnouncementHash,
+        /// The announcement named.
+        got: AnnouncementHash,
+    },
+    /// This holder already answered a decryption request this round (in memory, or according to
+    /// its durable journal).
     #[error("already answered a decryption request in this round")]
     AlreadyAnswered,
+    /// The durable journal could not record the answer; nothing was released.
+    #[error("answer journal: {0}")]
+    Journal(JournalError),
+    /// The announcement the holder was built from is invalid.
+    #[error("invalid announcement: {0}")]
+    Announcement(#[from] AnnouncementError),
+    /// The context's parameters differ from the announced ones.
+    #[error("the parameter context differs from the announced parameters")]
+    ParamsMismatch,
+    /// A set (decryption set, responders) names someone who is not an announced participant, or
+    /// the holder itself is not announced.
+    #[error("{0} is not an announced participant")]
+    NotAParticipant(ParticipantId),
+    /// The participant set is empty.
+    #[error("empty participant set")]
+    EmptyParticipantSet,
     /// The participant set is smaller than `min_participants`.
     #[error("participant set of {got} is below the minimum of {min}")]
     TooFewParticipants {
@@ -63,6 +96,15 @@ pub enum DecryptError {
         /// max_clients.
         max: u32,
     },
+    /// A member of the decryption set has no consent in the request.
+    #[error("no consent from {0}")]
+    MissingConsent(ParticipantId),
+    /// A consent in the request does not verify for this holder's announcement.
+    #[error("consent of {0} does not verify")]
+    BadConsent(ParticipantId),
+    /// A consent from outside the decryption set, or a second consent of one member.
+    #[error("unexpected or duplicate consent from {0}")]
+    UnexpectedConsent(ParticipantId),
     /// The holder has no share from this sender.
     #[error("no key share held from {0}")]
     MissingShare(ParticipantId),
@@ -72,7 +114,7 @@ pub enum DecryptError {
     /// A share of the wrong length.
     #[error("share has {got} coefficients, expected {expected}")]
     BadShareLength {
-        /// N.
+        /// Expected length.
         expected: usize,
         /// Received.
         got: usize,
@@ -111,14 +153,6 @@ pub enum DecryptError {
     /// The combined value is not of the form Δ·M + small noise: wrong or missing partials.
     #[error("decryption produced garbage at coordinate {0} (wrong or insufficient partials)")]
     Garbled(usize),
-    /// Invalid threshold configuration.
-    #[error("threshold {threshold} / min_participants {min_participants} invalid")]
-    BadPolicy {
-        /// t.
-        threshold: usize,
-        /// min_participants.
-        min_participants: usize,
-    },
     /// Lagrange interpolation failed.
     #[error(transparent)]
     Shamir(#[from] ShamirError),
@@ -129,8 +163,12 @@ pub enum DecryptError {
 pub struct DecryptionRequest {
     /// The round.
     pub round: RoundId,
+    /// The announcement every member of `participants` consented to.
+    pub announcement: AnnouncementHash,
     /// The participant set `S` whose bodies were summed.
     pub participants: Vec<ParticipantId>,
+    /// One consent per member of `S`, over `announcement`.
+    pub consents: Vec<Consent>,
     /// The responder set `T` (all of them must answer; `|T| ≥ t`).
     pub responders: Vec<ParticipantId>,
     /// Vector length (model coordinates + 1 weight coordinate).
@@ -142,6 +180,8 @@ pub struct DecryptionRequest {
 pub struct PartialDecryption {
     /// The round.
     pub round: RoundId,
+    /// The announcement it answers.
+    pub announcement: AnnouncementHash,
     /// The responding holder.
     pub responder: ParticipantId,
     /// The values, length `len`.
@@ -158,50 +198,46 @@ fn distinct(set: &[ParticipantId]) -> Result<BTreeSet<ParticipantId>, DecryptErr
     Ok(out)
 }
 
-/// A key holder's state for one round: the Shamir shares it received and whether it has
-/// answered a decryption request. Shares are zeroized on drop.
+/// A key holder's state for one announced round: the announcement (and its hash), the Shamir
+/// shares it received and whether it has answered a decryption request. Shares are zeroized on
+/// drop.
 #[derive(Debug)]
 pub struct KeyHolder {
     ctx: SecAggContext,
-    round: RoundId,
-    seed: MaskSeed,
+    announcement: RoundAnnouncement,
+    hash: AnnouncementHash,
     me: ParticipantId,
-    threshold: usize,
-    min_participants: usize,
     len: usize,
     shares: BTreeMap<ParticipantId, KeyShare>,
     answered: bool,
 }
 
 impl KeyHolder {
-    /// A fresh holder `me` for `round` with the round's mask `seed`, decryption threshold `t`,
-    /// minimum participant set size, and the expected vector length `len`.
+    /// A fresh holder `me` for the round of `announcement` (which it validates and keeps, with
+    /// its hash). The expected vector length is `model_len + 1`.
     ///
     /// # Errors
-    /// [`DecryptError::BadPolicy`] if `t = 0` or `min_participants = 0`.
+    /// [`DecryptError::Announcement`] for an invalid announcement,
+    /// [`DecryptError::ParamsMismatch`] if `ctx` was built from other parameters,
+    /// [`DecryptError::NotAParticipant`] if `me` is not announced.
     pub fn new(
         ctx: &SecAggContext,
-        round: RoundId,
-        seed: MaskSeed,
+        announcement: &RoundAnnouncement,
         me: ParticipantId,
-        threshold: usize,
-        min_participants: usize,
-        len: usize,
     ) -> Result<Self, DecryptError> {
-        if threshold == 0 || min_participants == 0 {
-            return Err(DecryptError::BadPolicy {
-                threshold,
-                min_participants,
-            });
+        announcement.validate()?;
+        if *ctx.params() != announcement.params {
+            return Err(DecryptError::ParamsMismatch);
+        }
+        if announcement.by_id(me).is_none() {
+            return Err(DecryptError::NotAParticipant(me));
         }
         Ok(Self {
             ctx: ctx.clone(),
-            round,
-            seed,
+            announcement: announcement.clone(),
+            hash: announcement.hash(),
             me,
-            threshold,
-            min_participants,
-            len,
+            len: announcement.vector_len(),
             shares: BTreeMap::new(),
             answered: false,
         })
@@ -212,7 +248,13 @@ impl KeyHolder {
         self.me
     }
 
-    /// Whether a decryption request has been answered this round.
+    /// The hash of this holder's announcement.
+    pub fn announcement_hash(&self) -> AnnouncementHash {
+        self.hash
+    }
+
+    /// Whether this holder instance has answered a decryption request (the durable record is the
+    /// journal's).
     pub fn has_answered(&self) -> bool {
         self.answered
     }
@@ -225,12 +267,16 @@ impl KeyHolder {
     /// Stores `sender`'s share of its round key (including this holder's own share).
     ///
     /// # Errors
-    /// [`DecryptError::DuplicateShare`], [`DecryptError::BadShareLength`].
+    /// [`DecryptError::NotAParticipant`], [`DecryptError::DuplicateShare`],
+    /// [`DecryptError::BadShareLength`].
     pub fn receive_share(
         &mut self,
         sender: ParticipantId,
         share: KeyShare,
     ) -> Result<(), DecryptError> {
+        if self.announcement.by_id(sender).is_none() {
+            return Err(DecryptError::NotAParticipant(sender));
+        }
         let n = self.ctx.polynomial_size();
         if share.values().len() != n {
             return Err(DecryptError::BadShareLength {
@@ -252,28 +298,24 @@ impl KeyHolder {
     pub fn partial_decrypt(
         &mut self,
         request: &DecryptionRequest,
+        journal: &mut dyn AnswerJournal,
     ) -> Result<PartialDecryption, DecryptError> {
-        self.partial_decrypt_with(request, &mut ChaCha20Rng::from_os_rng())
+        self.partial_decrypt_with(request, journal, &mut ChaCha20Rng::from_os_rng())
     }
 
-    /// Answers `request`, at most once per round. All checks happen before the holder is marked
-    /// as having answered; a refused request does not consume the round's answer.
-    ///
-    /// # Errors
-    /// [`DecryptError::WrongRound`], [`DecryptError::AlreadyAnswered`],
-    /// [`DecryptError::LengthMismatch`], [`DecryptError::Duplicate`],
-    /// [`DecryptError::TooFewParticipants`], [`DecryptError::TooManyParticipants`],
-    /// [`DecryptError::MissingShare`], [`DecryptError::NotAResponder`],
-    /// [`DecryptError::NotEnoughPartials`] (responder set below t).
-    pub fn partial_decrypt_with<R: CryptoRng + ?Sized>(
-        &mut self,
-        request: &DecryptionRequest,
-        rng: &mut R,
-    ) -> Result<PartialDecryption, DecryptError> {
-        if request.round != self.round {
+    /// Every check of a request, in order, without side effects.
+    fn check_request(&self, request: &DecryptionRequest) -> Result<u64, DecryptError> {
+        let round = self.announcement.round;
+        if request.round != round {
             return Err(DecryptError::WrongRound {
-                expected: self.round,
+                expected: round,
                 got: request.round,
+            });
+        }
+        if request.announcement != self.hash {
+            return Err(DecryptError::WrongAnnouncement {
+                expected: self.hash,
+                got: request.announcement,
             });
         }
         if self.answered {
@@ -286,38 +328,108 @@ impl KeyHolder {
             });
         }
         let max = self.ctx.params().max_clients;
+        // The decryption set S.
+        if request.participants.is_empty() {
+            return Err(DecryptError::EmptyParticipantSet);
+        }
         let participants = distinct(&request.participants)?;
-        if participants.len() < self.min_participants {
+        if let Some(&p) = participants
+            .iter()
+            .find(|p| self.announcement.by_id(**p).is_none())
+        {
+            return Err(DecryptError::NotAParticipant(p));
+        }
+        let min = self.announcement.min_participants;
+        if participants.len() < min {
             return Err(DecryptError::TooFewParticipants {
                 got: participants.len(),
-                min: self.min_participants,
+                min,
             });
         }
-        let responders = distinct(&request.responders)?;
-        for set in [&participants, &responders] {
-            if set.len() > max as usize {
-                return Err(DecryptError::TooManyParticipants {
-                    got: set.len(),
-                    max,
-                });
+        if participants.len() > max as usize {
+            return Err(DecryptError::TooManyParticipants {
+                got: participants.len(),
+                max,
+            });
+        }
+        // Exactly one valid consent per member of S, none from outside S.
+        let mut consented = BTreeSet::new();
+        for c in &request.consents {
+            if !participants.contains(&c.participant) || !consented.insert(c.participant) {
+                return Err(DecryptError::UnexpectedConsent(c.participant));
             }
+        }
+        if let Some(&p) = participants.iter().find(|p| !consented.contains(p)) {
+            return Err(DecryptError::MissingConsent(p));
+        }
+        for c in &request.consents {
+            self.announcement
+                .verify_consent_with_hash(&self.hash, c)
+                .map_err(|_| DecryptError::BadConsent(c.participant))?;
         }
         if let Some(&missing) = participants.iter().find(|p| !self.shares.contains_key(p)) {
             return Err(DecryptError::MissingShare(missing));
         }
+        // The responder set T.
+        let responders = distinct(&request.responders)?;
+        if let Some(&p) = responders
+            .iter()
+            .find(|p| self.announcement.by_id(**p).is_none())
+        {
+            return Err(DecryptError::NotAParticipant(p));
+        }
         if !responders.contains(&self.me) {
             return Err(DecryptError::NotAResponder(self.me));
         }
-        if responders.len() < self.threshold {
+        let threshold = self.announcement.threshold;
+        if responders.len() < threshold {
             return Err(DecryptError::NotEnoughPartials {
                 got: responders.len(),
-                threshold: self.threshold,
+                threshold,
             });
         }
-        let q = self.ctx.modulus();
-        let lambda = lagrange_at_zero(q, &request.responders, self.me)?;
-        self.answered = true;
+        Ok(lagrange_at_zero(
+            self.ctx.modulus(),
+            &request.responders,
+            self.me,
+        )?)
+    }
 
+    /// Answers `request`, at most once per round. Every check happens first (a refused request
+    /// changes nothing); then the answer is recorded in `journal` (durably, by the caller's
+    /// implementation) and only then is the partial computed and returned.
+    ///
+    /// Checks, in order: round; announcement hash; not yet answered by this instance; length;
+    /// `S` non-empty, distinct, announced, `min_participants ≤ |S| ≤ max_clients`; exactly one
+    /// consent per member of `S` (none from outside), each valid for this announcement; a share
+    /// held from every member of `S`; responders distinct, announced, containing this holder,
+    /// at least `t` of them.
+    ///
+    /// # Errors
+    /// [`DecryptError::WrongRound`], [`DecryptError::WrongAnnouncement`],
+    /// [`DecryptError::AlreadyAnswered`] (this instance, or the journal), [`DecryptError::Journal`]
+    /// (storage failure), [`DecryptError::LengthMismatch`], [`DecryptError::EmptyParticipantSet`],
+    /// [`DecryptError::Duplicate`], [`DecryptError::NotAParticipant`],
+    /// [`DecryptError::TooFewParticipants`], [`DecryptError::TooManyParticipants`],
+    /// [`DecryptError::UnexpectedConsent`], [`DecryptError::MissingConsent`],
+    /// [`DecryptError::BadConsent`], [`DecryptError::MissingShare`],
+    /// [`DecryptError::NotAResponder`], [`DecryptError::NotEnoughPartials`] (responder set below t).
+    pub fn partial_decrypt_with<R: CryptoRng + ?Sized>(
+        &mut self,
+        request: &DecryptionRequest,
+        journal: &mut dyn AnswerJournal,
+        rng: &mut R,
+    ) -> Result<PartialDecryption, DecryptError> {
+        let lambda = self.check_request(request)?;
+        journal
+            .record_answer(self.announcement.round, &self.hash)
+            .map_err(|e| match e {
+                JournalError::AlreadyAnswered => DecryptError::AlreadyAnswered,
+                other => DecryptError::Journal(other),
+            })?;
+        self.answered = true;
+        let participants = distinct(&request.participants)?;
+        let q = self.ctx.modulus();
         let n = self.ctx.polynomial_size();
         // F = λ_k · Σ_{i∈S} share_i(k), then its NTT.
         let mut f = Zeroizing::new(vec![0u64; n]);
@@ -336,7 +448,7 @@ impl KeyHolder {
         let b = self.ctx.params().smudging_bits;
         let half = 1i64 << b;
         let mask = (1u64 << (b + 1)) - 1;
-        let expander = self.seed.expander(self.round);
+        let expander = self.announcement.seed.expander(self.announcement.round);
         let mut buf = Zeroizing::new(vec![0u64; n]);
         let mut values = vec![0u64; self.len];
         for j in 0..self.ctx.num_chunks(self.len) {
@@ -349,7 +461,8 @@ impl KeyHolder {
             }
         }
         Ok(PartialDecryption {
-            round: self.round,
+            round: self.announcement.round,
+            announcement: self.hash,
             responder: self.me,
             values,
         })
@@ -395,6 +508,12 @@ pub fn combine(
             return Err(DecryptError::WrongRound {
                 expected: request.round,
                 got: p.round,
+            });
+        }
+        if p.announcement != request.announcement {
+            return Err(DecryptError::WrongAnnouncement {
+                expected: request.announcement,
+                got: p.announcement,
             });
         }
         if !responders.contains(&p.responder) {

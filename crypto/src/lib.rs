@@ -27,10 +27,12 @@
 
 pub mod aggregate;
 pub mod announce;
+mod canon;
 pub mod encoding;
 pub mod encrypt;
 pub mod envelope;
 pub mod ids;
+pub mod journal;
 pub mod keyholder;
 pub mod keys;
 pub mod mask;
@@ -40,11 +42,15 @@ pub mod shamir;
 pub mod sim;
 
 pub use aggregate::{AggregateBody, AggregateError, Aggregator};
-pub use announce::{AnnouncedParticipant, AnnouncementError, RoundAnnouncement};
+pub use announce::{
+    AnnouncedParticipant, AnnouncementError, AnnouncementHash, Consent, RoundAnnouncement,
+    collusion_policy, sign_consent,
+};
 pub use encoding::{EncodingError, Weight};
 pub use encrypt::{EncryptError, allocate_and_encrypt_update, encrypt_update};
 pub use envelope::{EnvelopeError, SealedShare, ShareContext, open_share, seal_share};
 pub use ids::{ParticipantId, RoundId};
+pub use journal::{AnswerJournal, JournalError, MemoryJournal};
 pub use keyholder::{DecryptError, DecryptionRequest, KeyHolder, PartialDecryption, combine};
 pub use keys::{KeyError, NodeIdentity, NodePublicKeys, RoundSecretKey};
 pub use mask::MaskSeed;

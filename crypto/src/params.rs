@@ -17,6 +17,7 @@
 //! `|m_i| ≤ W·max(R, 1)·2^f + 1` per coordinate (W = max weight, R = clip, f = fraction bits).
 //! `Δ` is the smallest power of two above `2·|E|max`; validation checks the remaining headroom.
 
+use crate::canon::Canon;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use tfhe::core_crypto::commons::ciphertext_modulus::CiphertextModulus;
@@ -104,6 +105,9 @@ pub struct SecAggParams {
     pub error_eta: u32,
     /// Smudging noise of a partial decryption is uniform on `[-2^b, 2^b)`, `b = smudging_bits`.
     pub smudging_bits: u32,
+    /// Largest vector length (model coordinates plus the weight coordinate) a round may use.
+    /// The statistical flooding bound is stated over this many coordinates.
+    pub max_coordinates: usize,
     /// Marks toy parameters (small `N`): **not secure**, for tests only. Skips the security checks.
     pub insecure_toy: bool,
 }
@@ -121,6 +125,7 @@ impl Default for SecAggParams {
             max_clients: 256,
             error_eta: 21,
             smudging_bits: 20,
+            max_coordinates: 1 << 24,
             insecure_toy: false,
         }
     }
@@ -151,6 +156,33 @@ impl SecAggParams {
         self
     }
 
+    /// Writes every field, in declaration order, into a canonical transcript (announcement hash).
+    pub(crate) fn write_canonical(&self, c: &mut Canon) {
+        // Exhaustive destructuring: adding a field without hashing it does not compile.
+        let Self {
+            polynomial_size,
+            modulus,
+            fraction_bits,
+            clip,
+            max_weight,
+            max_clients,
+            error_eta,
+            smudging_bits,
+            max_coordinates,
+            insecure_toy,
+        } = self;
+        c.usize(0x20, *polynomial_size)
+            .u64(0x21, *modulus)
+            .u64(0x22, u64::from(*fraction_bits))
+            .f64(0x23, *clip)
+            .f64(0x24, *max_weight)
+            .u64(0x25, u64::from(*max_clients))
+            .u64(0x26, u64::from(*error_eta))
+            .u64(0x27, u64::from(*smudging_bits))
+            .usize(0x28, *max_coordinates)
+            .bool(0x29, *insecure_toy);
+    }
+
     /// Validates the parameters without building an NTT plan.
     ///
     /// # Errors
@@ -162,7 +194,7 @@ impl SecAggParams {
         }
         let q = self.modulus;
         let bad_modulus = ParamsError::BadModulus { modulus: q, n };
-        if q >= 1 << 62 || q < 3 || (q - 1) % (2 * n as u64) != 0 {
+        if !(3..1 << 62).contains(&q) || !(q - 1).is_multiple_of(2 * n as u64) {
             return Err(bad_modulus);
         }
         // tfhe core_crypto's custom (non power-of-two) ciphertext modulus type.
@@ -202,6 +234,11 @@ impl SecAggParams {
         if !(self.max_weight.is_finite() && self.max_weight > 0.0 && self.max_weight <= 1e9) {
             return Err(ParamsError::BadEncoding(
                 "max_weight must be finite, > 0 and <= 1e9",
+            ));
+        }
+        if self.max_coordinates == 0 || self.max_coordinates > 1 << 32 {
+            return Err(ParamsError::BadEncoding(
+                "max_coordinates must be in [1, 2^32]",
             ));
         }
         if self.max_clients == 0 {

@@ -121,9 +121,9 @@ mod tests {
     fn schoolbook(a: &[u64], b: &[u64], q: u64) -> Vec<u64> {
         let n = a.len();
         let mut out = vec![0u64; n];
-        for i in 0..n {
-            for j in 0..n {
-                let p = mul_mod(a[i], b[j], q);
+        for (i, &ai) in a.iter().enumerate() {
+            for (j, &bj) in b.iter().enumerate() {
+                let p = mul_mod(ai, bj, q);
                 let k = i + j;
                 if k < n {
                     out[k] = add_mod(out[k], p, q);

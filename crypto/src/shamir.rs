@@ -286,7 +286,7 @@ mod tests {
             let mut idx: Vec<usize> = (0..n as usize).collect();
             let mut r = ChaCha20Rng::seed_from_u64(pick);
             for i in (1..idx.len()).rev() {
-                idx.swap(i, (rand::Rng::random_range(&mut r, 0..=i)) as usize);
+                idx.swap(i, rand::Rng::random_range(&mut r, 0..=i));
             }
             let subset: Vec<_> = idx[..t].iter().map(|&i| (shares[i].0, &shares[i].1)).collect();
             prop_assert_eq!(reconstruct(Q, &subset).unwrap(), secret.clone());
