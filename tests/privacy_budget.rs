@@ -9,6 +9,7 @@ use cohort_client::privacy::{cumulative_epsilon, DpSchedule, PrivateWork};
 use cohort_core::config::PrivacySection;
 use cohort_core::ledger::{Ledger, Mechanism};
 use cohort_core::Round;
+use cohort_core::secret::NodeSecret;
 use cohort_dp::accountant::{epsilon, SampledGaussian};
 use support::Fixture;
 
@@ -29,7 +30,7 @@ async fn a_client_over_budget_declines_and_the_round_completes_with_the_others()
     for (i, name) in names.iter().enumerate() {
         configs.push(fx.client(name, &fx.issue(name), i, names.len(), addr));
     }
-    let c_rows = cohort_client::data::prepare(&configs[2].data.path, &plan.schema, 0.2, configs[2].data.split_seed).unwrap().train.rows();
+    let c_rows = cohort_client::data::prepare(&configs[2].data.path, &plan.schema, 0.2, configs[2].data.split_seed, &NodeSecret::load_or_create(&configs[2].data_dir).unwrap()).unwrap().train.rows();
     let schedule = DpSchedule::plan(&fixed, &plan, c_rows).unwrap();
     let round = SampledGaussian { q: schedule.sample_rate, sigma: schedule.noise_multiplier, steps: schedule.steps_per_round };
     let releases = 2.0 * fixed.release_epsilon;
@@ -85,7 +86,7 @@ async fn a_client_over_budget_declines_and_the_round_completes_with_the_others()
     assert!(cohort_coordinator::audit::verify_records(&copy).is_ok());
 
     // The budget survives a restart: a fresh worker on the same data directory declines at once.
-    let local = cohort_client::data::prepare(&configs[2].data.path, &plan.schema, 0.2, configs[2].data.split_seed).unwrap();
+    let local = cohort_client::data::prepare(&configs[2].data.path, &plan.schema, 0.2, configs[2].data.split_seed, &NodeSecret::load_or_create(&configs[2].data_dir).unwrap()).unwrap();
     let mut restarted = PrivateWork::new("hospital-c", configs[2].data_dir.clone(), configs[2].privacy.clone());
     restarted.prepare(&plan, &local).unwrap();
     let settings = serde_json::from_str(r#"{"local_epochs":1,"learning_rate":0.1,"batch_size":16}"#).unwrap();

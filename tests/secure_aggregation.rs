@@ -71,7 +71,7 @@ async fn run(n: usize, mode: SecureAggregationMode, drop: Option<usize>) -> Run 
     let mut fx = Fixture::new(&refs, 1);
     fx.coordinator.training.min_clients = 3;
     fx.coordinator.training.round_deadline_secs = 3;
-    fx.coordinator.secure_aggregation = SecureAggregationSection { mode, threshold: Some(3), min_participants: 3 };
+    fx.coordinator.secure_aggregation = SecureAggregationSection { mode, max_colluders: 1, threshold: None, min_participants: Some(3) };
     let coordinator = cohort_coordinator::Coordinator::bind(&fx.coordinator).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
     let mut events = coordinator.subscribe();
@@ -127,12 +127,14 @@ async fn five_clients_one_drops_after_upload_and_the_model_matches_plaintext() {
     let plain = run(5, SecureAggregationMode::None, None).await;
     let summary = &secure.report.history[0];
     let record = summary.secure.as_ref().expect("a secure round record");
-    assert_eq!(record.threshold, 3);
+    // Five participants, safe against the coordinator plus one colluder: t = ⌊(5 + 1)/2⌋ + 1 = 4.
+    assert_eq!(record.threshold, 4);
+    assert_eq!(record.max_colluders, 1);
     assert_eq!(record.key_holders.len(), 5);
     assert_eq!(record.participants.len(), 5, "the dropped node's upload is in the sum");
-    assert_eq!(record.responders.len(), 3);
+    assert_eq!(record.responders.len(), 4);
     assert!(!record.responders.contains(&NodeName("hospital-4".into())), "the dropped node did not answer");
-    assert!(secure.events.iter().any(|e| matches!(e, Event::DecryptionRequested { responders, .. } if responders.len() == 3)));
+    assert!(secure.events.iter().any(|e| matches!(e, Event::DecryptionRequested { responders, .. } if responders.len() == 4)));
     assert!(plain.report.history[0].secure.is_none());
     assert_eq!(summary.contributors.len(), 5);
     // The global models agree to one quantization step of the mean (plus f32 rounding).
@@ -154,7 +156,7 @@ async fn five_clients_one_drops_after_upload_and_the_model_matches_plaintext() {
     let registered = &secure.report.recorded.last().expect("a registered version").record;
     let sa = serde_json::to_value(registered).unwrap();
     let text = sa.to_string();
-    assert!(text.contains("\"key_holders_answered\":3"), "{text}");
+    assert!(text.contains("\"key_holders_answered\":4"), "{text}");
     assert!(text.contains("\"polynomial_size\":4096"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }

@@ -112,6 +112,7 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
                 data: DataSection { path: csv.clone(), holdout_fraction: 0.2, split_seed: 0 },
                 data_dir: dir.join(format!("{name}-d")),
                 privacy: PrivacySection { enabled: false, ..PrivacySection::default() },
+                secure_aggregation: ClientSecureAggregation { required: false, ..ClientSecureAggregation::default() },
             };
             nodes.push(tokio::spawn(async move { cohort_client::node::run(&cc, &mut Idle { rows: 0 }).await }));
         }

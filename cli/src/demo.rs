@@ -9,7 +9,7 @@ use crate::args::DemoArgs;
 use anyhow::Context;
 use cohort_core::config::{
     ClientConfig, CoordinatorConfig, CoordinatorEndpoint, DataSection, ModelSection, PrivacySection, Schema,
-    SecureAggregationMode, SecureAggregationSection, StrategyConfig, TlsSection, TrainingSection,
+    SecureAggregationMode, SecureAggregationSection, ClientSecureAggregation, StrategyConfig, TlsSection, TrainingSection,
 };
 use cohort_core::model::{parameters_sha256, parameters_to_bytes, TaskKind};
 use cohort_core::pki::{self, IssueRequest, NodeFiles, Role};
@@ -94,6 +94,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             data: DataSection { path: csv_path, holdout_fraction: 0.2, split_seed: 0 },
             data_dir: data_dir.join(name),
             privacy: PrivacySection { enabled: !args.no_dp, epsilon_budget: args.epsilon, ..PrivacySection::default() },
+            // The demo's hospitals accept what its coordinator runs: secure aggregation unless turned off.
+            secure_aggregation: ClientSecureAggregation {
+                required: secure_mode != SecureAggregationMode::None,
+                ..ClientSecureAggregation::default()
+            },
         };
         write_toml(&data_dir.join(format!("{name}.toml")), &config)?;
         clients.push(config);

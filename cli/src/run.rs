@@ -105,6 +105,9 @@ pub(crate) async fn run_coordinator_bound(
     rounds: u64,
     quiet: bool,
 ) -> anyhow::Result<cohort_coordinator::RunReport> {
+    if let (Some(guarantee), false) = (coordinator.guarantee(), quiet) {
+        eprintln!("{guarantee}");
+    }
     let progress = tokio::spawn(crate::progress::follow(coordinator.subscribe(), rounds, quiet));
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -103,7 +103,7 @@ pub(crate) fn run(params: usize, clients: usize) -> Result<SecAggBenchReport, Se
     let plaintext_fedavg_seconds = t0.elapsed().as_secs_f64();
 
     let refs: Vec<&[f32]> = updates.iter().map(|u| u.as_slice()).collect();
-    let config = SimConfig::majority(clients);
+    let config = SimConfig::new(clients, 1).map_err(|_| SecAggBenchError::Config("too few clients to be safe against one colluder"))?;
     let out = run_secure_round(&ctx, &refs, &weights, &config, &mut rng)?;
     let t = out.timings;
 
@@ -141,7 +141,7 @@ mod tests {
     #[test]
     fn small_run_is_exact_to_the_quantization_step() {
         let r = run(10_000, 4).unwrap();
-        assert_eq!(r.threshold, 3);
+        assert_eq!(r.threshold, 3); // ⌊(4 + 1)/2⌋ + 1, safe against one colluder
         assert!(r.max_abs_error <= r.quantization_step, "{} > {}", r.max_abs_error, r.quantization_step);
         assert!((r.bytes_per_param - 8.0008).abs() < 1e-9);
         assert!(run(0, 3).is_err());

@@ -16,15 +16,17 @@ fn demo_trains_a_global_model_and_prints_a_json_summary() {
     assert_eq!(summary["rounds"], 5);
     assert_eq!(summary["clients"], 3);
     // DP is on by default: every hospital spends within its budget, and the model still learns (the majority
-    // class alone scores 0.63; without DP this federation reaches about 0.97, see tests/federation.rs).
+    // class alone scores 0.63; without DP this federation reaches about 0.97, see tests/federation.rs). After 5
+    // rounds at ε = 3 sixteen runs scored 0.89-0.98 on the ~110 pooled held-out rows (one row is 0.9%).
     assert_eq!(summary["dp"], true);
-    assert!(summary["accuracy"].as_f64().unwrap() >= 0.90, "{summary}");
+    assert!(summary["accuracy"].as_f64().unwrap() >= 0.87, "{summary}");
     let budget = summary["epsilon_budget"].as_f64().unwrap();
     let spent = summary["epsilon"].as_object().unwrap();
     assert_eq!(spent.len(), 3);
     assert!(spent.values().all(|e| e.as_f64().unwrap() > 0.0 && e.as_f64().unwrap() <= budget), "{summary}");
     assert_eq!(summary["secure_aggregation"], "threshold-rlwe");
-    assert!(summary["key_holders_answered"].as_u64().unwrap() >= 2, "{summary}");
+    // Three hospitals, safe against the coordinator plus one colluder: all three key holders answer.
+    assert_eq!(summary["key_holders_answered"], 3, "{summary}");
     let model = std::fs::read(summary["model_path"].as_str().unwrap()).unwrap();
     use sha2::Digest;
     assert_eq!(summary["model_sha256"], hex::encode(sha2::Sha256::digest(&model)));

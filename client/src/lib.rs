@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub use cohort_core::data;
+pub mod journal;
 pub mod node;
 pub mod privacy;
 pub mod secure;

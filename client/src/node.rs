@@ -4,9 +4,13 @@
 //! loop is the same for every model and privacy setting.
 
 use crate::data::{self, LocalData};
-use crate::secure::{self as secagg, ClientRound};
+use crate::journal::SqliteJournal;
+use crate::secure::{self as secagg, ClientRound, Verifier};
+use cohort_core::binding::{BoundKeys, CertSigner, FederationTrust, SignedBinding, UnixTime};
+use cohort_core::config::{ClientConfig, FederationPlan, SecureAggregationMode};
+use cohort_core::pki::Role;
+use cohort_core::secret::NodeSecret;
 use cohort_crypto::{DecryptionRequest, NodeIdentity, RoundAnnouncement};
-use cohort_core::config::{ClientConfig, FederationPlan};
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::model::{parameters_from_bytes, parameters_sha256, parameters_to_bytes};
 use cohort_core::tls::{client_tls, diagnose_client_failure, error_chain_text, preflight, Preflight};
@@ -51,6 +55,10 @@ pub enum ClientError {
     /// Local training or evaluation failed.
     #[error("local training failed: {0}")]
     Training(String),
+    /// The federation runs below this node's own floor (for example plaintext updates where this node requires
+    /// secure aggregation); the refusal is in the node's ledger.
+    #[error("{0}")]
+    Policy(String),
 }
 
 /// Round settings sent with a training task.
@@ -68,6 +76,10 @@ pub struct TaskSettings {
     /// Secure aggregation: the round's public data (None when updates travel in plaintext).
     #[serde(default)]
     pub secure: Option<RoundAnnouncement>,
+    /// Secure aggregation: every participant's certificate and key-binding signature, relayed by the
+    /// coordinator so that this node checks each participant's keys against the federation CA itself.
+    #[serde(default)]
+    pub secure_bindings: Vec<SignedBinding>,
 }
 
 /// The result of local training.
@@ -131,6 +143,17 @@ pub trait LocalWork: Send {
     /// # Errors
     /// [`ClientError::Training`].
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError>;
+
+    /// Records that this node refuses a task (`round`, or the whole federation when None) because it runs
+    /// below the node's own floor, and returns the signed ledger record as JSON for the decline message (empty
+    /// when this node keeps no ledger).
+    ///
+    /// # Errors
+    /// [`ClientError::Local`] when the ledger cannot be written.
+    fn refuse(&mut self, round: Option<Round>, reason: &str) -> Result<String, ClientError> {
+        let _ = (round, reason);
+        Ok(String::new())
+    }
 
     /// Ledger records appended since the last call, as JSON lines, for the coordinator's copy.
     fn take_ledger_lines(&mut self) -> String {
@@ -318,14 +341,20 @@ impl Session {
         Ok(())
     }
 
-    /// Sends this node's sealed key shares, `(recipient, envelope)`.
+    /// Sends this node's sealed key shares, `(recipient, envelope)`, with its consent signature over the
+    /// round's announcement.
     ///
     /// # Errors
     /// [`ClientError`] when the coordinator refuses them.
-    pub async fn submit_shares(&mut self, round: proto::RoundRef, envelopes: Vec<(String, Vec<u8>)>) -> Result<(), ClientError> {
+    pub async fn submit_shares(
+        &mut self,
+        round: proto::RoundRef,
+        envelopes: Vec<(String, Vec<u8>)>,
+        consent: [u8; 64],
+    ) -> Result<(), ClientError> {
         let envelopes = envelopes.into_iter().map(|(recipient, sealed)| proto::Envelope { recipient, sealed }).collect();
         self.client
-            .submit_shares(proto::ShareSubmission { round: Some(round), envelopes })
+            .submit_shares(proto::ShareSubmission { round: Some(round), envelopes, consent_signature: consent.to_vec() })
             .await
             .map_err(|s| self.map_status(s))?;
         Ok(())
@@ -396,28 +425,72 @@ fn round_moved_on(err: &ClientError) -> bool {
     matches!(err, ClientError::Protocol(m) if m.starts_with("FailedPrecondition"))
 }
 
-/// One secure training round: share the round key, train, open the shares addressed to this node,
-/// encrypt the delta and upload it. Returns the round state (kept for the decryption request) or
-/// None when the coordinator moved on from the round.
+/// What a node needs for secure rounds: its identity, the federation CA to check the others' keys, and the
+/// journal of the rounds it answered.
+struct SecureContext {
+    identity: NodeIdentity,
+    trust: FederationTrust,
+    journal: SqliteJournal,
+}
+
+/// Declines `rref`'s round for `reason`: the refusal goes into the node's ledger and to the coordinator.
+async fn decline(
+    session: &mut Session,
+    rref: &proto::RoundRef,
+    reason: String,
+    record_json: String,
+    report: &mut NodeReport,
+) -> Result<(), ClientError> {
+    let round = Round(rref.round);
+    tracing::warn!(round = round.0, "declining round: {reason}");
+    session.decline(proto::DeclineRequest { round: Some(rref.clone()), reason: reason.clone(), ledger_record_json: record_json }).await?;
+    report.rounds_declined.push((round, reason));
+    Ok(())
+}
+
+/// What became of a secure training round.
+enum SecureOutcome {
+    /// The encrypted update is in; the round state is kept for the decryption request.
+    Uploaded(Box<ClientRound>),
+    /// The announcement was refused, with this reason (it goes into the ledger and to the coordinator).
+    Refused(String),
+    /// The coordinator moved on from the round.
+    MovedOn,
+}
+
+/// One secure training round: check the announcement, share the round key with this node's consent, train,
+/// open the shares addressed to this node, encrypt the delta and upload it.
 #[allow(clippy::too_many_arguments)]
 async fn train_secure(
     session: &mut Session,
     config: &ClientConfig,
-    identity: &NodeIdentity,
+    secure: &SecureContext,
     work: &mut dyn LocalWork,
     announcement: RoundAnnouncement,
     rref: &proto::RoundRef,
     model: &[f32],
     settings: &TaskSettings,
-) -> Result<Option<ClientRound>, ClientError> {
+) -> Result<SecureOutcome, ClientError> {
     let round = Round(rref.round);
-    let refuse = |e: secagg::SecureClientError| ClientError::Protocol(e.to_string());
-    let mut state = ClientRound::new(announcement, &config.federation_id, &config.name, identity, model.len()).map_err(refuse)?;
-    let envelopes = state.seal_shares(identity).map_err(refuse)?;
-    match session.submit_shares(rref.clone(), envelopes).await {
+    let verifier = Verifier {
+        federation: &config.federation_id,
+        me: &config.name,
+        policy: &config.secure_aggregation,
+        trust: &secure.trust,
+        now: UnixTime::now(),
+    };
+    let mut state = match ClientRound::new(announcement, &settings.secure_bindings, &verifier, &secure.identity, model, &secure.journal) {
+        Ok(state) => state,
+        Err(e @ secagg::SecureClientError::Journal(_)) => return Err(ClientError::Local(e.to_string())),
+        Err(e) => return Ok(SecureOutcome::Refused(e.to_string())),
+    };
+    let protocol = |e: secagg::SecureClientError| ClientError::Protocol(e.to_string());
+    let envelopes = state.seal_shares(&secure.identity).map_err(protocol)?;
+    let consent = state.consent(&secure.identity);
+    match session.submit_shares(rref.clone(), envelopes, consent.signature).await {
         Err(e) if round_moved_on(&e) => {
             tracing::warn!(node = %config.name, round = round.0, "secure round closed before this node's shares arrived: {e}");
-            return Ok(None);
+            return Ok(SecureOutcome::MovedOn);
         }
         other => other?,
     }
@@ -426,29 +499,29 @@ async fn train_secure(
     let (holders, envelopes) = match session.fetch_shares(rref.clone()).await {
         Err(e) if round_moved_on(&e) => {
             tracing::warn!(node = %config.name, round = round.0, "not a key holder of this secure round: {e}");
-            return Ok(None);
+            return Ok(SecureOutcome::MovedOn);
         }
         other => other?,
     };
-    state.receive_shares(identity, &holders, &envelopes).map_err(refuse)?;
-    let bodies = state.encrypt(&delta, outcome.examples).map_err(refuse)?;
+    state.receive_shares(&secure.identity, &holders, &envelopes).map_err(protocol)?;
+    let bodies = state.encrypt(&delta, outcome.examples).map_err(protocol)?;
     drop(delta);
     let header = proto::UpdateHeader {
         round: Some(rref.clone()),
-        // The weight travels encrypted in the last body coordinate, not in clear.
+        // The weight travels encrypted in the last body coordinate; nothing per client travels in clear.
         num_examples: 0,
         parameter_count: bodies.len() as u64,
-        train_loss: outcome.train_loss,
+        train_loss: f64::NAN,
         encoding: "rlwe-bodies".into(),
         privacy_json: outcome.privacy_json,
     };
     match session.upload_bodies(header, &bodies).await {
         Err(e) if round_moved_on(&e) => {
             tracing::warn!(node = %config.name, round = round.0, "encrypted upload refused: {e}");
-            Ok(None)
+            Ok(SecureOutcome::MovedOn)
         }
         Err(e) => Err(e),
-        Ok(()) => Ok(Some(state)),
+        Ok(()) => Ok(SecureOutcome::Uploaded(Box::new(state))),
     }
 }
 
@@ -508,10 +581,25 @@ async fn run_session(
     let mut session = Session::connect(config, patience).await?;
     let (signing, _) = work.public_keys();
     // The long-term secure-aggregation identity (X25519 for share envelopes, Ed25519 for their
-    // signatures), announced at every join so the coordinator can run secure rounds.
-    let identity = secagg::load_or_create_identity(&config.data_dir).map_err(|e| ClientError::Local(e.to_string()))?;
+    // signatures), announced at every join so the coordinator can run secure rounds, and bound to this node's
+    // certificate together with its ledger key.
+    let local = |e: &dyn std::fmt::Display| ClientError::Local(e.to_string());
+    let identity = secagg::load_or_create_identity(&config.data_dir).map_err(|e| local(&e))?;
     let encryption = identity.public_keys().x25519.to_vec();
     let share_signing = identity.public_keys().ed25519.to_vec();
+    let bound = BoundKeys {
+        x25519: identity.public_keys().x25519,
+        share_ed25519: identity.public_keys().ed25519,
+        ledger_ed25519: <[u8; 32]>::try_from(signing.as_slice()).ok(),
+    };
+    let key_binding_signature = CertSigner::load(&config.tls.key)
+        .and_then(|signer| signer.sign(&config.federation_id, &config.name, Role::Client, &bound))
+        .map_err(|e| local(&e))?;
+    let mut secure = SecureContext {
+        identity,
+        trust: FederationTrust::load(&config.tls.ca_cert).map_err(|e| local(&e))?,
+        journal: SqliteJournal::open(&config.data_dir, &config.federation_id).map_err(|e| local(&e))?,
+    };
     // Join to learn the plan, load the data against its schema (once), then join again with the data fingerprint
     // and the (noisy) example count.
     let plan = session
@@ -523,10 +611,23 @@ async fn run_session(
             reported_examples: 0.0,
             share_signing_public_key: share_signing.clone(),
             label_histogram: Vec::new(),
+            key_binding_signature: key_binding_signature.clone(),
         })
         .await?;
+    if config.secure_aggregation.required && plan.secure_aggregation.mode == SecureAggregationMode::None {
+        let reason = format!(
+            "this node requires secure aggregation ([secure_aggregation] required = true in its config), but federation \
+             {} sends updates in plaintext (its coordinator runs secure_aggregation mode = \"none\"); ask the \
+             coordinator's operator to set mode = \"threshold-rlwe\", or set required = false on this node if the \
+             federation agreed to plaintext updates",
+            plan.federation_id
+        );
+        work.refuse(None, &reason)?;
+        return Err(ClientError::Policy(reason));
+    }
     if prepared.as_ref().is_none_or(|(p, _)| *p != plan) {
-        let local = data::prepare(&config.data.path, &plan.schema, config.data.holdout_fraction, config.data.split_seed)?;
+        let secret = NodeSecret::load_or_create(&config.data_dir).map_err(|e| ClientError::Local(e.to_string()))?;
+        let local = data::prepare(&config.data.path, &plan.schema, config.data.holdout_fraction, config.data.split_seed, &secret)?;
         if local.train.dims != plan.model.inputs() {
             return Err(ClientError::Protocol(format!(
                 "the federation model takes {} inputs but the schema has {} features",
@@ -548,6 +649,7 @@ async fn run_session(
             reported_examples: releases.examples,
             share_signing_public_key: share_signing,
             label_histogram: releases.label_histogram,
+            key_binding_signature,
         })
         .await?;
     tracing::info!(node = %config.name, rows = local.train.rows(), holdout = local.holdout.rows(), "joined federation {}", plan.federation_id);
@@ -556,7 +658,7 @@ async fn run_session(
     let fed = plan.federation_id.clone();
     let mut last = wire::round_ref(&fed, Round(0), ModelVersion(0));
     // This node's key material of the current secure round, kept for its decryption request.
-    let mut secure_round: Option<ClientRound> = None;
+    let mut secure_round: Option<Box<ClientRound>> = None;
     loop {
         let (header, model) = session.fetch_task(last.clone()).await?;
         let rref = header.round.clone().ok_or_else(|| ClientError::Protocol("task without round reference".into()))?;
@@ -578,22 +680,32 @@ async fn run_session(
                 }
                 let settings: TaskSettings = serde_json::from_str(&header.settings_json)
                     .map_err(|e| ClientError::Protocol(format!("unreadable round settings: {e}")))?;
+                if settings.secure.is_none() && config.secure_aggregation.required {
+                    let reason = "refusing a plaintext training task: this node requires secure aggregation \
+                                  ([secure_aggregation] required = true)"
+                        .to_owned();
+                    let record_json = work.refuse(Some(round), &reason)?;
+                    decline(&mut session, &rref, reason, record_json, report).await?;
+                    last = rref;
+                    continue;
+                }
                 match work.participate(round, &settings)? {
                     Participation::Decline { reason, record_json } => {
-                        tracing::warn!(node = %config.name, round = round.0, "declining round: {reason}");
-                        session
-                            .decline(proto::DeclineRequest { round: Some(rref.clone()), reason: reason.clone(), ledger_record_json: record_json })
-                            .await?;
-                        report.rounds_declined.push((round, reason));
+                        decline(&mut session, &rref, reason, record_json, report).await?;
                     }
                     Participation::Train if settings.secure.is_some() => {
                         let announcement = settings.secure.clone().ok_or_else(|| ClientError::Protocol("secure round data missing".into()))?;
                         secure_round = None;
-                        if let Some(state) =
-                            train_secure(&mut session, config, &identity, work, announcement, &rref, &model, &settings).await?
-                        {
-                            secure_round = Some(state);
-                            report.rounds_trained.push(round);
+                        match train_secure(&mut session, config, &secure, work, announcement, &rref, &model, &settings).await? {
+                            SecureOutcome::Uploaded(state) => {
+                                secure_round = Some(state);
+                                report.rounds_trained.push(round);
+                            }
+                            SecureOutcome::Refused(reason) => {
+                                let record_json = work.refuse(Some(round), &reason)?;
+                                decline(&mut session, &rref, reason, record_json, report).await?;
+                            }
+                            SecureOutcome::MovedOn => {}
                         }
                     }
                     Participation::Train => {
@@ -641,8 +753,8 @@ async fn run_session(
             proto::TaskKind::Decrypt => {
                 let request: DecryptionRequest = serde_json::from_str(&header.settings_json)
                     .map_err(|e| ClientError::Protocol(format!("unreadable decryption request: {e}")))?;
-                let answer = match secure_round.as_mut().filter(|s| s.round() == round.0) {
-                    Some(state) => state.answer(&request).map_err(|e| e.to_string()),
+                let answer = match secure_round.as_mut().filter(|s| s.round_id() == request.round) {
+                    Some(state) => state.answer(&request, &mut secure.journal).map_err(|e| e.to_string()),
                     None => Err("this node holds no key shares for the round".to_owned()),
                 };
                 match answer {

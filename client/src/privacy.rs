@@ -22,9 +22,6 @@ use cohort_dp::sampling::SampleRate;
 use cohort_dp::sgd::{DpRandomness, DpSgdConfig, TrainingLength};
 use std::path::PathBuf;
 
-/// The share of the budget the planned DP-SGD rounds spend when no `target_epsilon` is set; the rest is left
-/// for the OpenDP releases.
-pub const DEFAULT_DP_SGD_SHARE: f64 = 0.9;
 
 /// The DP-SGD schedule a node settles on when it joins.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -53,7 +50,7 @@ impl DpSchedule {
         let noise_multiplier = match privacy.noise_multiplier {
             Some(sigma) => sigma,
             None => {
-                let target = privacy.target_epsilon.unwrap_or(privacy.epsilon_budget * DEFAULT_DP_SGD_SHARE);
+                let target = privacy.dp_sgd_target().unwrap_or(privacy.epsilon_budget * cohort_core::config::DEFAULT_DP_SGD_SHARE);
                 accountant::calibrate(target, privacy.delta, q, steps_per_round * plan.training.rounds)
                     .map_err(|e| ClientError::Local(format!("cannot calibrate DP-SGD noise: {e}")))?
             }
@@ -175,6 +172,18 @@ impl PrivateWork {
         if let Some(value) = self.earlier_release(mechanism) {
             return Ok(value);
         }
+        // The same budget check as a DP-SGD round, before anything is computed from the data.
+        let (delta, budget) = (self.privacy.delta, self.privacy.epsilon_budget);
+        let records = self.state()?.ledger.records();
+        let would_be = cumulative_epsilon(records, Some(PrivacyEvent::PureEpsilon(epsilon.get())), delta)?;
+        if would_be > budget {
+            let spent = cumulative_epsilon(records, None, delta)?;
+            return Err(ClientError::Policy(format!(
+                "privacy budget: the {mechanism:?} release (ε = {}) would bring ε to {would_be:.4}, above this node's budget \
+                 of {budget} (spent {spent:.4}); nothing was released",
+                epsilon.get()
+            )));
+        }
         let released = make(epsilon).map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
         let value_json = serde_json::to_string(&released.value).map_err(|e| ClientError::Local(e.to_string()))?;
         let draft = RecordBody {
@@ -256,6 +265,32 @@ impl LocalWork for PrivateWork {
         }
         let record_json = serde_json::to_string(&record).map_err(|e| ClientError::Local(e.to_string()))?;
         Ok(Participation::Decline { reason, record_json })
+    }
+
+    fn refuse(&mut self, round: Option<Round>, reason: &str) -> Result<String, ClientError> {
+        if self.state.is_none() {
+            // Refused before the node loaded its data (for example a plaintext federation at join): the record
+            // names no data set.
+            let mut ledger =
+                Ledger::open(&self.data_dir).map_err(|e| ClientError::Local(format!("privacy ledger in {}: {e}", self.data_dir.display())))?;
+            let cumulative_epsilon = cumulative_epsilon(ledger.records(), None, self.privacy.delta)?;
+            let record = ledger
+                .append(RecordBody {
+                    note: reason.to_owned(),
+                    round: round.map(|r| r.0),
+                    delta: self.privacy.delta,
+                    epsilon_budget: self.privacy.epsilon_budget,
+                    cumulative_epsilon,
+                    ..RecordBody::new(&self.name, "", Mechanism::Decline)
+                })
+                .map_err(|e| ClientError::Local(format!("cannot write the privacy ledger: {e}")))?;
+            return serde_json::to_string(&record).map_err(|e| ClientError::Local(e.to_string()));
+        }
+        let record = self.record(RecordBody { note: reason.to_owned(), ..self.draft(Mechanism::Decline, round)? })?;
+        if let Some(s) = self.state.as_mut() {
+            s.reported = s.ledger.records().len();
+        }
+        serde_json::to_string(&record).map_err(|e| ClientError::Local(e.to_string()))
     }
 
     fn train(&mut self, round: Round, global: &[f32], settings: &TaskSettings) -> Result<TrainOutcome, ClientError> {
@@ -355,7 +390,7 @@ mod tests {
         let csv = dir.join("d.csv");
         let rows: Vec<String> = (0..60).map(|i| format!("{},{},{}", i % 7, (i * 3) % 5, i % 2)).collect();
         std::fs::write(&csv, format!("x,z,y\n{}\n", rows.join("\n"))).unwrap();
-        crate::data::prepare(&csv, &plan.schema, 0.2, 0).unwrap()
+        crate::data::prepare(&csv, &plan.schema, 0.2, 0, &cohort_core::secret::NodeSecret::from_bytes([7; 32])).unwrap()
     }
 
     #[test]
@@ -377,6 +412,26 @@ mod tests {
         // A new session resends everything (the coordinator skips what it has).
         work.resend_ledger();
         assert_eq!(work.take_ledger_lines().lines().count(), 2);
+    }
+
+    /// A join release that would overspend is refused before anything is computed, and nothing is recorded.
+    #[test]
+    fn over_budget_join_releases_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan();
+        let local = data(dir.path(), &plan);
+        // The config check would refuse these shares at start-up; a worker built around it still refuses at
+        // release time (a ledger that already spent, or a config written by hand).
+        let privacy = PrivacySection { epsilon_budget: 0.08, noise_multiplier: Some(1.0), ..PrivacySection::default() };
+        let mut work = PrivateWork::new("h", dir.path().join("state"), privacy);
+        work.prepare(&plan, &local).unwrap();
+        let err = work.join_releases(&local).unwrap_err();
+        assert!(matches!(err, ClientError::Policy(_)), "{err:?}");
+        assert!(err.to_string().contains("above this node's budget of 0.08"), "{err}");
+        // The count (0.05) fit and was recorded; the histogram (another 0.05) did not, and left nothing behind.
+        let lines = work.take_ledger_lines();
+        assert_eq!(lines.lines().count(), 1, "{lines}");
+        assert!(work.spent().unwrap() <= 0.08);
     }
 
     #[test]

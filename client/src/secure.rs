@@ -5,9 +5,13 @@
 use cohort_crypto::announce::{decode_sealed, encode_sealed};
 use cohort_crypto::envelope::open_share_for;
 use cohort_crypto::shamir::share_round_key;
+use crate::journal::SqliteJournal;
+use cohort_core::binding::{FederationTrust, SignedBinding, UnixTime};
+use cohort_core::config::ClientSecureAggregation;
+use cohort_core::pki::Role;
 use cohort_crypto::{
-    DecryptionRequest, KeyHolder, KeyShare, NodeIdentity, ParticipantId, PartialDecryption, RoundAnnouncement,
-    RoundSecretKey, SecAggContext, Weight, encrypt_update, seal_share,
+    AnswerJournal, Consent, DecryptionRequest, KeyHolder, KeyShare, NodeIdentity, ParticipantId, PartialDecryption,
+    RoundAnnouncement, RoundId, RoundSecretKey, SecAggContext, Weight, encrypt_update, seal_share, sign_consent,
 };
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -29,9 +33,29 @@ pub enum SecureClientError {
         /// What is wrong.
         message: String,
     },
-    /// The coordinator's announcement breaks the policy this node relies on.
+    /// The coordinator's announcement is malformed or not for this node.
     #[error("refusing the secure round: {0}")]
     Announcement(String),
+    /// The announced round is weaker than this node's `[secure_aggregation]` floor.
+    #[error("refusing the secure round: weaker than this node's secure-aggregation floor: {0}")]
+    BelowFloor(String),
+    /// A participant's announced keys are not bound to its certificate by the federation CA.
+    #[error("refusing the secure round: the keys announced for {node} are not its own ({reason})")]
+    KeySubstitution {
+        /// The participant.
+        node: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The model sent for training is not the one the announcement names.
+    #[error("refusing the secure round: the model sent differs from the announced model hash")]
+    ModelMismatch,
+    /// The round id was answered before (a replayed or reused round).
+    #[error("refusing the secure round: round id {0:016x} was already answered by this node")]
+    Replay(u64),
+    /// The answer journal failed.
+    #[error("secure-aggregation journal: {0}")]
+    Journal(cohort_crypto::JournalError),
     /// A share envelope did not open or verify.
     #[error("refusing key shares: {0}")]
     Shares(String),
@@ -78,6 +102,107 @@ fn zeroize_on_drop(bytes: Vec<u8>) -> zeroize::Zeroizing<Vec<u8>> {
     zeroize::Zeroizing::new(bytes)
 }
 
+/// What this node checks an announcement against before it shares anything: its own floor, the federation CA,
+/// and the model it was sent.
+#[derive(Debug, Clone, Copy)]
+pub struct Verifier<'a> {
+    /// The federation this node belongs to.
+    pub federation: &'a str,
+    /// This node's name.
+    pub me: &'a str,
+    /// This node's floor for secure aggregation.
+    pub policy: &'a ClientSecureAggregation,
+    /// The federation CA, to check every participant's key binding.
+    pub trust: &'a FederationTrust,
+    /// The time at which certificates must be valid.
+    pub now: UnixTime,
+}
+
+impl Verifier<'_> {
+    /// Checks `announcement` (with the participants' `bindings`) for training `model`, in this order: the
+    /// federation, the parameters (no toy sets, and flooding at least as strong as this node's floor), the
+    /// announcement's own rules, this node's collusion floor, the model hash, every participant's key binding
+    /// up to the CA, and this node's own listing.
+    ///
+    /// # Errors
+    /// [`SecureClientError::Announcement`], [`SecureClientError::BelowFloor`],
+    /// [`SecureClientError::ModelMismatch`] or [`SecureClientError::KeySubstitution`].
+    pub fn check(
+        &self,
+        announcement: &RoundAnnouncement,
+        bindings: &[SignedBinding],
+        identity: &NodeIdentity,
+        model: &[f32],
+    ) -> Result<SecAggContext, SecureClientError> {
+        let bad = |m: String| SecureClientError::Announcement(m);
+        let floor = |m: String| SecureClientError::BelowFloor(m);
+        let ann = announcement;
+        if ann.federation != self.federation {
+            return Err(bad(format!("announcement for federation {:?}", ann.federation)));
+        }
+        if ann.params.insecure_toy {
+            return Err(floor("the coordinator asked for insecure toy parameters".into()));
+        }
+        let ctx = ann.params.build().map_err(|e| floor(e.to_string()))?;
+        ann.validate().map_err(|e| floor(e.to_string()))?;
+        let p = self.policy;
+        let n = ann.participants.len();
+        if ann.max_colluders < p.max_colluders || 2 * ann.threshold <= n + p.max_colluders {
+            return Err(floor(format!(
+                "threshold {} of {n} is not safe against {} colluding hospitals (this node's max_colluders; the \
+                 announcement claims {})",
+                ann.threshold, p.max_colluders, ann.max_colluders
+            )));
+        }
+        if ann.threshold < p.min_threshold {
+            return Err(floor(format!("threshold {} is below this node's min_threshold {}", ann.threshold, p.min_threshold)));
+        }
+        if ann.min_participants < p.min_participants {
+            return Err(floor(format!(
+                "min_participants {} is below this node's floor of {}",
+                ann.min_participants, p.min_participants
+            )));
+        }
+        let distance = -41.0_f64; // PART2-STUB
+        if distance > -f64::from(p.min_statistical_security) {
+            return Err(floor(format!(
+                "the flooding noise hides partial decryptions only to 2^{distance:.1}, this node requires 2^-{}",
+                p.min_statistical_security
+            )));
+        }
+        if ann.model_len != model.len() || ann.model_sha256 != model_digest(model) {
+            return Err(SecureClientError::ModelMismatch);
+        }
+        for participant in &ann.participants {
+            let substituted = |reason: String| SecureClientError::KeySubstitution { node: participant.name.clone(), reason };
+            let binding = bindings
+                .iter()
+                .find(|b| b.node == participant.name)
+                .ok_or_else(|| substituted("no certificate-bound keys were relayed".into()))?;
+            self.trust
+                .verify_binding(binding, self.federation, &participant.name, Role::Client, self.now)
+                .map_err(|e| substituted(e.to_string()))?;
+            if binding.keys.x25519 != participant.keys.x25519 || binding.keys.share_ed25519 != participant.keys.ed25519 {
+                return Err(substituted("the announced keys are not the keys its certificate bound".into()));
+            }
+        }
+        let mine = ann.participant(self.me).ok_or_else(|| bad(format!("{} is not among the participants", self.me)))?;
+        if mine.keys != identity.public_keys() {
+            return Err(SecureClientError::KeySubstitution {
+                node: self.me.to_owned(),
+                reason: "the announced keys of this node are not its own".into(),
+            });
+        }
+        Ok(ctx)
+    }
+}
+
+/// SHA-256 of the model's little-endian f32 bytes, as announced.
+pub fn model_digest(model: &[f32]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(cohort_core::model::parameters_to_bytes(model)).into()
+}
+
 /// This node's state in one secure round.
 #[derive(Debug)]
 pub struct ClientRound {
@@ -91,32 +216,39 @@ pub struct ClientRound {
 }
 
 impl ClientRound {
-    /// Checks the announcement (secure parameters, `n/2 < t ≤ n`, `min_participants ≥ 2`, this node
-    /// listed under its own keys) for a model of `model_len` parameters.
+    /// Starts this node's part in `announcement`, checked by `verifier` (see [`Verifier::check`]), for training
+    /// `model`. A round id this node has answered before, under any announcement, is refused: the coordinator
+    /// never reuses one, so seeing one again means a replay.
     ///
     /// # Errors
-    /// [`SecureClientError::Announcement`] naming what is refused.
-    pub fn new(announcement: RoundAnnouncement, federation: &str, me: &str, identity: &NodeIdentity, model_len: usize) -> Result<Self, SecureClientError> {
-        let bad = |m: String| SecureClientError::Announcement(m);
-        if announcement.params.insecure_toy {
-            return Err(bad("the coordinator asked for insecure toy parameters".into()));
+    /// As [`Verifier::check`]; [`SecureClientError::Replay`] for an answered round id;
+    /// [`SecureClientError::Journal`] when the journal cannot be read.
+    pub fn new(
+        announcement: RoundAnnouncement,
+        bindings: &[SignedBinding],
+        verifier: &Verifier<'_>,
+        identity: &NodeIdentity,
+        model: &[f32],
+        journal: &SqliteJournal,
+    ) -> Result<Self, SecureClientError> {
+        let ctx = verifier.check(&announcement, bindings, identity, model)?;
+        if journal.has_answered(announcement.round).map_err(SecureClientError::Journal)? {
+            return Err(SecureClientError::Replay(announcement.round.0));
         }
-        if announcement.federation != federation {
-            return Err(bad(format!("announcement for federation {:?}", announcement.federation)));
-        }
-        let ctx = announcement.params.build().map_err(|e| bad(e.to_string()))?;
-        announcement.validate().map_err(|e| bad(e.to_string()))?;
-        let mine = announcement.participant(me).ok_or_else(|| bad(format!("{me} is not among the participants")))?;
-        if mine.keys != identity.public_keys() {
-            return Err(bad("the announced public keys of this node are not its own".into()));
-        }
-        let me = mine.id;
-        Ok(Self { announcement, ctx, me, len: model_len + 1, key: None, own_share: None, holder: None })
+        let me = announcement.participant(verifier.me).map(|p| p.id).ok_or(SecureClientError::OutOfOrder("not a participant"))?;
+        let len = model.len() + 1;
+        Ok(Self { announcement, ctx, me, len, key: None, own_share: None, holder: None })
     }
 
-    /// The round number.
-    pub fn round(&self) -> u64 {
-        self.announcement.round.0
+    /// The announcement's round id.
+    pub fn round_id(&self) -> RoundId {
+        self.announcement.round
+    }
+
+    /// This node's consent: its signature over the announcement's hash. Key holders decrypt only sets whose
+    /// every member consented to the same announcement.
+    pub fn consent(&self, identity: &NodeIdentity) -> Consent {
+        sign_consent(identity, self.me, &self.announcement.hash())
     }
 
     /// Samples the round key and Shamir-shares it to every participant; returns one sealed,
@@ -174,7 +306,7 @@ impl ClientRound {
         if !holder_set.contains(my_name) {
             return Err(bad("this node is not among the key holders".into()));
         }
-        let mut holder = KeyHolder::new(&self.ctx, ann.round, ann.seed, self.me, ann.threshold, ann.min_participants, self.len)?;
+        let mut holder = KeyHolder::new(&self.ctx, ann, self.me)?;
         holder.receive_share(self.me, own)?;
         let mut seen = BTreeSet::new();
         for (from, blob) in envelopes {
@@ -217,67 +349,111 @@ impl ClientRound {
         Ok(out)
     }
 
-    /// Answers the round's decryption request, at most once, and only for a participant set of at
-    /// least `min_participants` (enforced by [`KeyHolder`]).
+    /// Answers the round's decryption request, at most once per round id, and only for a set of at least
+    /// `min_participants` members who all consented to this announcement (enforced by [`KeyHolder`]). The
+    /// answer is written to `journal` before the partial is returned.
     ///
     /// # Errors
     /// [`SecureClientError::Decrypt`] for a refused request; [`SecureClientError::OutOfOrder`]
     /// when this node holds no shares.
-    pub fn answer(&mut self, request: &DecryptionRequest) -> Result<PartialDecryption, SecureClientError> {
+    pub fn answer(&mut self, request: &DecryptionRequest, journal: &mut dyn AnswerJournal) -> Result<PartialDecryption, SecureClientError> {
         let holder = self.holder.as_mut().ok_or(SecureClientError::OutOfOrder("no key shares held this round"))?;
-        Ok(holder.partial_decrypt(request)?)
+        Ok(holder.partial_decrypt(request, journal)?)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cohort_crypto::{AnnouncedParticipant, Aggregator, MaskSeed, RoundId, SecAggParams, combine, DecryptError};
+    use cohort_core::binding::{BoundKeys, CertSigner};
+    use cohort_core::pki::{IssueRequest, init_ca, issue};
+    use cohort_crypto::announce::collusion_policy;
+    use cohort_crypto::{AnnouncedParticipant, Aggregator, DecryptError, MaskSeed, SecAggParams, combine};
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
 
-    fn announcement(identities: &[NodeIdentity]) -> RoundAnnouncement {
+    /// A federation of `n` client nodes with real certificates from a test CA and keys bound to them.
+    struct Federation {
+        dir: tempfile::TempDir,
+        trust: FederationTrust,
+        identities: Vec<NodeIdentity>,
+        bindings: Vec<SignedBinding>,
+    }
+
+    fn federation(n: usize) -> Federation {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca, "f").unwrap();
+        let trust = FederationTrust::load(&ca.join(cohort_core::pki::CA_CERT_FILE)).unwrap();
+        let (mut identities, mut bindings) = (Vec::new(), Vec::new());
+        for i in 0..n {
+            let name = format!("n{i}");
+            let files = issue(&ca, &IssueRequest::valid_for_days(&name, Role::Client, &[], 2), &dir.path().join(&name)).unwrap();
+            let identity = NodeIdentity::generate();
+            let k = identity.public_keys();
+            let keys = BoundKeys { x25519: k.x25519, share_ed25519: k.ed25519, ledger_ed25519: None };
+            let signature = CertSigner::load(&files.key).unwrap().sign("f", &name, Role::Client, &keys).unwrap();
+            let certificate_der = CertificateDer::from_pem_file(&files.cert).unwrap().to_vec();
+            bindings.push(SignedBinding { node: name, certificate_der, keys, signature });
+            identities.push(identity);
+        }
+        Federation { dir, trust, identities, bindings }
+    }
+
+    const MODEL: [f32; 2] = [0.25, -0.5];
+
+    fn announcement(fed: &Federation, c: usize) -> RoundAnnouncement {
+        let (threshold, min_participants) = collusion_policy(fed.identities.len(), c).unwrap();
         RoundAnnouncement {
             federation: "f".into(),
-            round: RoundId(7),
+            round: RoundId(rand::random()),
+            nonce: rand::random(),
+            model_sha256: model_digest(&MODEL),
             seed: MaskSeed::generate(),
             params: SecAggParams::default(),
-            threshold: 2,
-            min_participants: 2,
+            threshold,
+            min_participants,
+            max_colluders: c,
             reference_examples: 10.0,
-            participants: identities
+            model_len: MODEL.len(),
+            participants: fed
+                .identities
                 .iter()
                 .enumerate()
-                .map(|(i, id)| AnnouncedParticipant {
-                    name: format!("n{i}"),
-                    id: ParticipantId::new(i as u32 + 1).unwrap(),
-                    keys: id.public_keys(),
-                })
+                .map(|(i, id)| AnnouncedParticipant { name: format!("n{i}"), id: ParticipantId::new(i as u32 + 1).unwrap(), keys: id.public_keys() })
                 .collect(),
         }
     }
 
+    fn verifier<'a>(fed: &'a Federation, me: &'a str, policy: &'a ClientSecureAggregation) -> Verifier<'a> {
+        Verifier { federation: "f", me, policy, trust: &fed.trust, now: UnixTime::now() }
+    }
+
+    fn journal(fed: &Federation, i: usize) -> SqliteJournal {
+        SqliteJournal::open(&fed.dir.path().join(format!("n{i}-data")), "f").unwrap()
+    }
+
+    /// Three nodes share, encrypt and answer once; the sum decodes; a restarted key holder refuses the round.
     #[test]
-    fn three_clients_share_encrypt_and_answer_once() {
-        let ids: Vec<NodeIdentity> = (0..3).map(|_| NodeIdentity::generate()).collect();
-        let ann = announcement(&ids);
-        let mut rounds: Vec<ClientRound> =
-            (0..3).map(|i| ClientRound::new(ann.clone(), "f", &format!("n{i}"), &ids[i], 2).unwrap()).collect();
+    fn three_clients_share_encrypt_and_answer_once_even_across_a_restart() {
+        let fed = federation(3);
+        let ann = announcement(&fed, 1);
+        let policy = ClientSecureAggregation::default();
+        let names = ["n0", "n1", "n2"];
+        let mut journals: Vec<SqliteJournal> = (0..3).map(|i| journal(&fed, i)).collect();
+        let mut rounds: Vec<ClientRound> = (0..3)
+            .map(|i| ClientRound::new(ann.clone(), &fed.bindings, &verifier(&fed, names[i], &policy), &fed.identities[i], &MODEL, &journals[i]).unwrap())
+            .collect();
         let mut mail: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); 3];
         for i in 0..3 {
-            for (to, blob) in rounds[i].seal_shares(&ids[i]).unwrap() {
+            for (to, blob) in rounds[i].seal_shares(&fed.identities[i]).unwrap() {
                 let k: usize = to[1..].parse().unwrap();
                 mail[k].push((format!("n{i}"), blob));
             }
         }
-        let holders: Vec<String> = (0..3).map(|i| format!("n{i}")).collect();
-        // A tampered envelope is refused.
-        let mut tampered = mail[0].clone();
-        let last = tampered[0].1.len() - 1;
-        tampered[0].1[last] ^= 1;
-        let mut probe = ClientRound::new(ann.clone(), "f", "n0", &ids[0], 2).unwrap();
-        probe.seal_shares(&ids[0]).unwrap();
-        assert!(matches!(probe.receive_shares(&ids[0], &holders, &tampered), Err(SecureClientError::Shares(_))));
+        let holders: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
         for i in 0..3 {
-            rounds[i].receive_shares(&ids[i], &holders, &mail[i]).unwrap();
+            rounds[i].receive_shares(&fed.identities[i], &holders, &mail[i]).unwrap();
         }
         let ctx = ann.params.build().unwrap();
         let mut agg = Aggregator::new(&ctx, 3);
@@ -288,30 +464,134 @@ mod tests {
         }
         let agg = agg.finish().unwrap();
         let all: Vec<ParticipantId> = (1..=3).map(|i| ParticipantId::new(i).unwrap()).collect();
-        let request = DecryptionRequest { round: RoundId(7), participants: all.clone(), responders: all[..2].to_vec(), len: 3 };
-        let partials = vec![rounds[0].answer(&request).unwrap(), rounds[1].answer(&request).unwrap()];
-        // A second request in the same round, and a set below min_participants, are refused.
-        assert!(matches!(rounds[0].answer(&request), Err(SecureClientError::Decrypt(DecryptError::AlreadyAnswered))));
-        let small = DecryptionRequest { participants: all[..1].to_vec(), ..request.clone() };
-        assert!(matches!(rounds[2].answer(&small), Err(SecureClientError::Decrypt(DecryptError::TooFewParticipants { .. }))));
-        let sums = combine(&ctx, &request, 2, &agg, &partials).unwrap();
+        let consents = rounds.iter().zip(&fed.identities).map(|(r, id)| r.consent(id)).collect();
+        let request = DecryptionRequest { round: ann.round, announcement: ann.hash(), participants: all.clone(), consents, responders: all.clone(), len: 3 };
+        let mut partials = Vec::new();
+        for i in 0..3 {
+            partials.push(rounds[i].answer(&request, &mut journals[i]).unwrap());
+        }
+        assert!(matches!(rounds[0].answer(&request, &mut journals[0]), Err(SecureClientError::Decrypt(DecryptError::AlreadyAnswered))));
+        let sums = combine(&ctx, &request, 3, &agg, &partials).unwrap();
         let mean = cohort_crypto::encoding::decode_weighted_mean(&sums).unwrap();
         assert!((mean[0] - 0.5).abs() <= ctx.quantization_step());
         assert!((mean[1] + 0.25).abs() <= ctx.quantization_step());
+
+        // After a restart, node 0 reopens its journal: the round id is refused before anything is shared.
+        drop(journals);
+        let reopened = journal(&fed, 0);
+        let again = ClientRound::new(ann.clone(), &fed.bindings, &verifier(&fed, "n0", &policy), &fed.identities[0], &MODEL, &reopened);
+        assert!(matches!(again, Err(SecureClientError::Replay(id)) if id == ann.round.0));
     }
 
+    /// The coordinator announces keys of its own for n1: every node refuses, naming n1.
     #[test]
-    fn announcements_that_break_the_policy_are_refused() {
-        let ids: Vec<NodeIdentity> = (0..3).map(|_| NodeIdentity::generate()).collect();
-        let mut ann = announcement(&ids);
+    fn a_substituted_key_is_refused_by_every_node() {
+        let fed = federation(3);
+        let policy = ClientSecureAggregation::default();
+        let mut ann = announcement(&fed, 1);
+        ann.participants[1].keys = NodeIdentity::generate().public_keys();
+        for i in 0..3 {
+            let me = format!("n{i}");
+            let err = ClientRound::new(ann.clone(), &fed.bindings, &verifier(&fed, &me, &policy), &fed.identities[i], &MODEL, &journal(&fed, i)).unwrap_err();
+            assert!(matches!(&err, SecureClientError::KeySubstitution { node, .. } if node == "n1"), "{me}: {err}");
+        }
+        // Substituting the binding too does not help: the coordinator cannot sign for n1's certificate.
+        let mut bindings = fed.bindings.clone();
+        let k = ann.participants[1].keys;
+        bindings[1].keys = BoundKeys { x25519: k.x25519, share_ed25519: k.ed25519, ledger_ed25519: None };
+        let err = ClientRound::new(ann.clone(), &bindings, &verifier(&fed, "n0", &policy), &fed.identities[0], &MODEL, &journal(&fed, 0)).unwrap_err();
+        assert!(matches!(&err, SecureClientError::KeySubstitution { node, reason } if node == "n1" && reason.contains("not signed")), "{err}");
+        // Nor does relaying n2's certificate for n1, or dropping n1's binding.
+        let ann = announcement(&fed, 1);
+        let mut swapped = fed.bindings.clone();
+        swapped[1] = SignedBinding { node: "n1".into(), ..fed.bindings[2].clone() };
+        let err = ClientRound::new(ann.clone(), &swapped, &verifier(&fed, "n0", &policy), &fed.identities[0], &MODEL, &journal(&fed, 0)).unwrap_err();
+        assert!(matches!(&err, SecureClientError::KeySubstitution { node, .. } if node == "n1"), "{err}");
+        let err = ClientRound::new(ann, &fed.bindings[..1], &verifier(&fed, "n0", &policy), &fed.identities[0], &MODEL, &journal(&fed, 0)).unwrap_err();
+        assert!(matches!(&err, SecureClientError::KeySubstitution { .. }), "{err}");
+    }
+
+    /// Announcements below the node's floor are refused: toy parameters, a threshold that allows a split
+    /// with this node's colluder count, a smaller minimum set, or a threshold below the floor.
+    #[test]
+    fn a_downgrade_to_weaker_parameters_is_refused() {
+        let fed = federation(5);
+        let policy = ClientSecureAggregation::default();
+        let v = verifier(&fed, "n0", &policy);
+        let check = |ann: RoundAnnouncement| ClientRound::new(ann, &fed.bindings, &v, &fed.identities[0], &MODEL, &journal(&fed, 0));
+        let mut ann = announcement(&fed, 1);
         ann.params = SecAggParams::toy_insecure(16);
-        assert!(ClientRound::new(ann, "f", "n0", &ids[0], 2).is_err());
-        let mut ann = announcement(&ids);
-        ann.threshold = 1;
-        assert!(ClientRound::new(ann, "f", "n0", &ids[0], 2).is_err());
-        let ann = announcement(&ids);
-        assert!(ClientRound::new(ann.clone(), "f", "n0", &ids[1], 2).is_err(), "keys of another node");
-        assert!(ClientRound::new(ann, "other", "n0", &ids[0], 2).is_err());
+        assert!(matches!(check(ann), Err(SecureClientError::BelowFloor(_))));
+        // c = 0 gives t = 3 of 5: one colluder could split the honest holders. This node assumes c = 1.
+        let weak = announcement(&fed, 0);
+        assert_eq!(weak.threshold, 3);
+        assert!(matches!(check(weak), Err(SecureClientError::BelowFloor(m)) if m.contains("colluding")));
+        let mut ann = announcement(&fed, 1);
+        ann.min_participants = 2;
+        assert!(matches!(check(ann), Err(SecureClientError::BelowFloor(_))));
+        let strict = ClientSecureAggregation { min_threshold: 5, ..ClientSecureAggregation::default() };
+        let v5 = verifier(&fed, "n0", &strict);
+        let err = ClientRound::new(announcement(&fed, 1), &fed.bindings, &v5, &fed.identities[0], &MODEL, &journal(&fed, 0)).unwrap_err();
+        assert!(matches!(err, SecureClientError::BelowFloor(m) if m.contains("min_threshold")));
+        let strong = ClientSecureAggregation { min_statistical_security: 200, ..ClientSecureAggregation::default() };
+        let v200 = verifier(&fed, "n0", &strong);
+        let err = ClientRound::new(announcement(&fed, 1), &fed.bindings, &v200, &fed.identities[0], &MODEL, &journal(&fed, 0)).unwrap_err();
+        assert!(matches!(err, SecureClientError::BelowFloor(m) if m.contains("flooding")));
+        // The honest announcement passes.
+        check(announcement(&fed, 1)).unwrap();
+    }
+
+    /// A model that differs from the announced hash (Pasquini et al.'s model-inconsistency attack) is refused.
+    #[test]
+    fn a_model_that_differs_from_the_announced_hash_is_refused() {
+        let fed = federation(3);
+        let policy = ClientSecureAggregation::default();
+        let ann = announcement(&fed, 1);
+        let other = [0.25, 0.5];
+        let err = ClientRound::new(ann, &fed.bindings, &verifier(&fed, "n0", &policy), &fed.identities[0], &other, &journal(&fed, 0)).unwrap_err();
+        assert!(matches!(err, SecureClientError::ModelMismatch), "{err}");
+    }
+
+    /// A decryption request whose set holds a node that never consented, or that names another announcement,
+    /// is refused by the key holder and consumes nothing.
+    #[test]
+    fn a_decryption_set_with_non_signers_or_another_announcement_is_refused() {
+        let fed = federation(4);
+        let policy = ClientSecureAggregation::default();
+        let ann = announcement(&fed, 1);
+        let names = ["n0", "n1", "n2", "n3"];
+        let mut rounds: Vec<ClientRound> = (0..4)
+            .map(|i| ClientRound::new(ann.clone(), &fed.bindings, &verifier(&fed, names[i], &policy), &fed.identities[i], &MODEL, &journal(&fed, i)).unwrap())
+            .collect();
+        let mut mail: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); 4];
+        for i in 0..4 {
+            for (to, blob) in rounds[i].seal_shares(&fed.identities[i]).unwrap() {
+                mail[to[1..].parse::<usize>().unwrap()].push((format!("n{i}"), blob));
+            }
+        }
+        let holders: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        for i in 0..4 {
+            rounds[i].receive_shares(&fed.identities[i], &holders, &mail[i]).unwrap();
+        }
+        let ids: Vec<ParticipantId> = (1..=4).map(|i| ParticipantId::new(i).unwrap()).collect();
+        let consents: Vec<Consent> = rounds.iter().zip(&fed.identities).map(|(r, id)| r.consent(id)).collect();
+        let mut j = journal(&fed, 0);
+        let base = DecryptionRequest {
+            round: ann.round,
+            announcement: ann.hash(),
+            participants: ids[..3].to_vec(),
+            consents: consents[..3].to_vec(),
+            responders: ids[..ann.threshold].to_vec(),
+            len: 3,
+        };
+        let non_signer = DecryptionRequest { consents: consents[..2].to_vec(), ..base.clone() };
+        assert!(matches!(rounds[0].answer(&non_signer, &mut j), Err(SecureClientError::Decrypt(DecryptError::MissingConsent(_)))));
+        let forged = DecryptionRequest { consents: vec![consents[0], consents[1], Consent { participant: ids[2], ..consents[3] }], ..base.clone() };
+        assert!(matches!(rounds[0].answer(&forged, &mut j), Err(SecureClientError::Decrypt(DecryptError::BadConsent(_)))));
+        let elsewhere = DecryptionRequest { announcement: cohort_crypto::AnnouncementHash([7; 32]), ..base.clone() };
+        assert!(matches!(rounds[0].answer(&elsewhere, &mut j), Err(SecureClientError::Decrypt(DecryptError::WrongAnnouncement { .. }))));
+        // None of the refusals consumed the round: the honest request is answered.
+        rounds[0].answer(&base, &mut j).unwrap();
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! messages and the current time, and reads back tasks and events, so every transition is testable without a
 //! network or a clock.
 
-use crate::secure::{Outcome, Poll, SecureError, SecureEvent, SecureRound, SecureRoundRecord, SecureSettings};
+use crate::secure::{Outcome, Poll, RoundStart, SecureError, SecureEvent, SecureRound, SecureRoundRecord, SecureSettings};
+use cohort_core::binding::SignedBinding;
 use crate::strategy::{AggregateError, Strategy, WeightedSum};
 use cohort_core::config::FederationPlan;
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::{ModelVersion, NodeName, Round};
-use cohort_crypto::{DecryptionRequest, NodePublicKeys, RoundAnnouncement};
+use cohort_crypto::{DecryptionRequest, RoundAnnouncement};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -270,7 +271,7 @@ pub struct RoundMachine {
     history: Vec<RoundSummary>,
     events: Vec<Event>,
     secure: Option<SecureSettings>,
-    keys: BTreeMap<NodeName, NodePublicKeys>,
+    bindings: BTreeMap<NodeName, SignedBinding>,
     examples: BTreeMap<NodeName, f64>,
 }
 
@@ -310,7 +311,7 @@ impl RoundMachine {
             history: Vec::new(),
             events: Vec::new(),
             secure: None,
-            keys: BTreeMap::new(),
+            bindings: BTreeMap::new(),
             examples: BTreeMap::new(),
         }
     }
@@ -327,20 +328,20 @@ impl RoundMachine {
         self.secure.is_some()
     }
 
-    /// Records what a node announced at join: its secure-aggregation public keys and its reported
-    /// example count. Call it before [`RoundMachine::join`], so a round that the join starts
-    /// already knows the keys.
+    /// Records what a node announced at join: its public keys bound to its certificate (checked by the caller
+    /// against the federation CA) and its reported example count. Call it before [`RoundMachine::join`], so a
+    /// round that the join starts already knows the keys.
     ///
     /// # Errors
     /// [`RoundError::NotInRoster`]; [`SecureError::MissingKeys`] in a secure federation when
-    /// `keys` is None.
-    pub fn announce(&mut self, node: &NodeName, keys: Option<NodePublicKeys>, reported_examples: f64) -> Result<(), RoundError> {
+    /// `binding` is None.
+    pub fn announce(&mut self, node: &NodeName, binding: Option<SignedBinding>, reported_examples: f64) -> Result<(), RoundError> {
         if !self.roster.contains(node) {
             return Err(RoundError::NotInRoster(node.clone()));
         }
-        match keys {
-            Some(k) => {
-                self.keys.insert(node.clone(), k);
+        match binding {
+            Some(b) => {
+                self.bindings.insert(node.clone(), b);
             }
             None if self.secure.is_some() => return Err(SecureError::MissingKeys(node.clone()).into()),
             None => {}
@@ -351,10 +352,11 @@ impl RoundMachine {
         Ok(())
     }
 
-    /// The public data of the current secure round, if one is running.
-    pub fn secure_announcement(&self) -> Option<&RoundAnnouncement> {
+    /// The public data of the current secure round, if one is running: the announcement and the participants'
+    /// certificate-bound keys.
+    pub fn secure_announcement(&self) -> Option<(&RoundAnnouncement, &[SignedBinding])> {
         match &self.phase {
-            Phase::Training(t) => t.secure.as_ref().map(SecureRound::announcement),
+            Phase::Training(t) => t.secure.as_ref().map(|s| (s.announcement(), s.bindings())),
             _ => None,
         }
     }
@@ -604,7 +606,8 @@ impl RoundMachine {
         Ok(t)
     }
 
-    /// Secure aggregation: stores `node`'s sealed key shares, one opaque envelope per other participant.
+    /// Secure aggregation: stores `node`'s sealed key shares, one opaque envelope per other participant, and
+    /// its consent signature over the round's announcement.
     ///
     /// # Errors
     /// [`RoundError`] for a stale round or version, an unselected node, or a [`SecureError`].
@@ -614,6 +617,7 @@ impl RoundMachine {
         round: Round,
         version: ModelVersion,
         envelopes: Vec<(NodeName, Vec<u8>)>,
+        consent: &[u8],
         now: Instant,
     ) -> Result<(), RoundError> {
         let t = self.secure_for(node, round, version)?;
@@ -621,7 +625,7 @@ impl RoundMachine {
             return Err(RoundError::Duplicate(node.clone()));
         }
         if let Some(s) = t.secure.as_mut() {
-            s.submit_shares(node, envelopes)?;
+            s.submit_shares(node, envelopes, consent)?;
         }
         self.advance(now);
         Ok(())
@@ -666,7 +670,8 @@ impl RoundMachine {
         }
     }
 
-    /// Secure aggregation: adds `node`'s complete encrypted bodies to the round's sum.
+    /// Secure aggregation: adds `node`'s complete encrypted bodies to the round's sum. Nothing else of the node
+    /// is taken in clear: no training loss, no example count.
     ///
     /// # Errors
     /// [`RoundError`] for a stale or refused upload; the sum is unchanged then.
@@ -676,7 +681,6 @@ impl RoundMachine {
         round: Round,
         version: ModelVersion,
         bodies: &[u64],
-        train_loss: f64,
         now: Instant,
     ) -> Result<(), RoundError> {
         let t = self.secure_for(node, round, version)?;
@@ -688,9 +692,6 @@ impl RoundMachine {
         }
         t.answered.insert(node.clone());
         t.contributors.push(node.clone());
-        if train_loss.is_finite() {
-            t.losses.push(train_loss);
-        }
         self.events.push(Event::UpdateAccepted { round, node: node.clone() });
         self.advance(now);
         Ok(())
@@ -846,17 +847,14 @@ impl RoundMachine {
         }
         let secure = match &self.secure {
             Some(settings) => {
-                match SecureRound::start(
-                    settings,
-                    &self.federation_id,
-                    round,
-                    &selected,
-                    &self.keys,
-                    &self.examples,
-                    self.global.len(),
-                    now,
-                    self.settings.deadline,
-                ) {
+                let start = RoundStart {
+                    federation: &self.federation_id,
+                    selected: &selected,
+                    bindings: &self.bindings,
+                    examples: &self.examples,
+                    model: &self.global,
+                };
+                match SecureRound::start(settings, start, now, self.settings.deadline) {
                     Ok(s) => Some(s),
                     Err(err) => {
                         // Unreachable with a configuration the coordinator accepted at bind; never

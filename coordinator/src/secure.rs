@@ -13,11 +13,12 @@
 //!    [`DecryptionRequest`]; when all `t` partials are in, the sum is decoded.
 
 use crate::strategy::WeightedSum;
-use cohort_core::{NodeName, Round};
-use cohort_crypto::announce::max_sealed_len;
+use cohort_core::binding::SignedBinding;
+use cohort_core::NodeName;
+use cohort_crypto::announce::collusion_policy;
 use cohort_crypto::{
-    AggregateBody, AnnouncedParticipant, Aggregator, DecryptionRequest, MaskSeed, NodePublicKeys, ParamsSummary,
-    ParticipantId, PartialDecryption, RoundAnnouncement, RoundId, SecAggContext, SecAggParams, combine,
+    AggregateBody, AnnouncedParticipant, Aggregator, Consent, DecryptionRequest, MaskSeed, NodePublicKeys,
+    ParamsSummary, ParticipantId, PartialDecryption, RoundAnnouncement, RoundId, SecAggContext, SecAggParams, combine,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -32,9 +33,13 @@ pub enum SecureError {
     /// A plaintext update in a federation that runs secure aggregation.
     #[error("this federation runs secure aggregation: plaintext updates are refused")]
     PlaintextRefused,
-    /// The node joined without the public keys secure aggregation needs.
-    #[error("node {0} joined without secure-aggregation keys (32-byte X25519 and Ed25519 public keys)")]
+    /// The node joined without the public keys secure aggregation needs, or without their binding to its
+    /// certificate.
+    #[error("node {0} joined without secure-aggregation keys bound to its certificate")]
     MissingKeys(NodeName),
+    /// The node's signature over the round announcement does not verify.
+    #[error("node {0} sent an invalid consent signature for this round's announcement")]
+    BadConsent(NodeName),
     /// The message belongs to another stage of the round.
     #[error("no {what} is expected in the {stage} stage")]
     WrongStage {
@@ -75,53 +80,76 @@ pub enum SecureError {
 }
 
 /// Secure-aggregation policy and parameters of a federation.
+///
+/// The policy follows from `max_colluders` = c ([`collusion_policy`]): a round of n participants uses the
+/// threshold t = ⌊(n + c)/2⌋ + 1 (or a larger configured one), so honest key holders, who answer one request
+/// per round, never allow two different decryptions; and it decrypts only sets of at least
+/// `min_participants` ≥ c + 2 members, so every sum holds at least two honest updates.
 #[derive(Debug, Clone)]
 pub struct SecureSettings {
     ctx: SecAggContext,
+    max_colluders: usize,
     threshold: Option<usize>,
     min_participants: usize,
 }
 
 impl SecureSettings {
-    /// Settings with the production parameters ([`SecAggParams::default`]), an explicit
-    /// threshold (None: majority of each round's participants) and `min_participants`.
+    /// Settings with the parameters `params`, `max_colluders` c, an optional explicit threshold (at least the
+    /// derived one in every round) and an optional `min_participants` (at least c + 2).
     ///
     /// # Errors
-    /// [`SecureError::Config`] for parameters that do not build or `min_participants < 2`.
-    pub fn new(params: &SecAggParams, threshold: Option<usize>, min_participants: usize) -> Result<Self, SecureError> {
+    /// [`SecureError::Config`] for parameters that do not build or a policy below the collusion bounds.
+    pub fn new(
+        params: &SecAggParams,
+        max_colluders: usize,
+        threshold: Option<usize>,
+        min_participants: Option<usize>,
+    ) -> Result<Self, SecureError> {
         let ctx = params.build().map_err(|e| SecureError::Config(e.to_string()))?;
-        if min_participants < 2 {
+        let min_participants = min_participants.unwrap_or(max_colluders + 2);
+        if min_participants < max_colluders + 2 {
             return Err(SecureError::Config(format!(
-                "min_participants is {min_participants}; it must be at least 2, or one client's update is revealed"
+                "min_participants is {min_participants}; with max_colluders = {max_colluders} it must be at least {}, or a \
+                 decrypted sum could hold a single honest update",
+                max_colluders + 2
             )));
         }
-        Ok(Self { ctx, threshold, min_participants })
+        Ok(Self { ctx, max_colluders, threshold, min_participants })
     }
 
-    /// Checks the policy against the largest round: `t` must exceed half of `max_selected`.
+    /// The threshold and smallest decryptable set for a round of `n` participants.
+    ///
+    /// # Errors
+    /// [`SecureError::Config`] when no threshold meets the collusion bound for `n` participants.
+    pub fn policy_for(&self, n: usize) -> Result<(usize, usize), SecureError> {
+        let (t, m) = collusion_policy(n, self.max_colluders).map_err(|e| SecureError::Config(e.to_string()))?;
+        let t = self.threshold.map_or(t, |configured| configured.max(t));
+        let m = m.max(self.min_participants);
+        if t > n || m > n {
+            return Err(SecureError::Config(format!(
+                "a round of {n} participants cannot meet threshold {t} and min_participants {m}"
+            )));
+        }
+        Ok((t, m))
+    }
+
+    /// Checks the policy against the largest round.
     ///
     /// # Errors
     /// [`SecureError::Config`] naming the problem.
     pub fn check_round_size(&self, max_selected: usize) -> Result<(), SecureError> {
-        if let Some(t) = self.threshold {
-            if t <= max_selected / 2 || t > max_selected {
-                return Err(SecureError::Config(format!(
-                    "threshold {t} must be more than half of the {max_selected} clients selected per round and at most {max_selected}"
-                )));
-            }
-        }
         if max_selected > self.ctx.params().max_clients as usize {
             return Err(SecureError::Config(format!(
                 "{max_selected} clients per round exceed the parameters' max_clients {}",
                 self.ctx.params().max_clients
             )));
         }
-        Ok(())
+        self.policy_for(max_selected).map(|_| ())
     }
 
     /// The fewest joined clients a secure round can start with.
     pub fn quorum(&self) -> usize {
-        self.min_participants.max(self.threshold.unwrap_or(0))
+        self.min_participants.max(self.max_colluders + 2).max(self.threshold.unwrap_or(0))
     }
 
     /// The parameter context.
@@ -129,20 +157,40 @@ impl SecureSettings {
         &self.ctx
     }
 
-    /// The threshold for a round of `n` participants.
-    pub fn threshold_for(&self, n: usize) -> usize {
-        self.threshold.unwrap_or(n / 2 + 1)
-    }
-
     /// The minimum participant set size.
     pub fn min_participants(&self) -> usize {
         self.min_participants
+    }
+
+    /// How many hospitals may collude with the coordinator.
+    pub fn max_colluders(&self) -> usize {
+        self.max_colluders
+    }
+
+    /// The guarantee, in one line for operators.
+    pub fn guarantee(&self) -> String {
+        let c = self.max_colluders;
+        let colluders = match c {
+            0 => "the coordinator alone".to_owned(),
+            1 => "the coordinator plus 1 colluding hospital".to_owned(),
+            c => format!("the coordinator plus {c} colluding hospitals"),
+        };
+        format!("secure aggregation: sums of ≥ {} updates; safe against {colluders}", self.min_participants)
     }
 }
 
 /// What the registry records about a secure round.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SecureRoundRecord {
+    /// The round id of the announcement (never reused).
+    #[serde(default)]
+    pub round_id: u64,
+    /// SHA-256 of the announcement every participant signed, hex.
+    #[serde(default)]
+    pub announcement_hash: String,
+    /// Colluding hospitals the round is safe against.
+    #[serde(default)]
+    pub max_colluders: usize,
     /// Ring, noise and encoding parameters.
     pub params: ParamsSummary,
     /// Decryption threshold t.
@@ -237,6 +285,7 @@ pub struct Delivery {
 pub struct SecureRound {
     ctx: SecAggContext,
     announcement: RoundAnnouncement,
+    bindings: Vec<SignedBinding>,
     ids: BTreeMap<NodeName, ParticipantId>,
     len: usize,
     stage: Stage,
@@ -244,6 +293,7 @@ pub struct SecureRound {
     phase_time: Duration,
     mailbox: BTreeMap<NodeName, Vec<(NodeName, Vec<u8>)>>,
     sharers: BTreeSet<NodeName>,
+    consents: BTreeMap<ParticipantId, Consent>,
     holders: BTreeSet<NodeName>,
     aggregator: Option<Aggregator>,
     uploaded: BTreeSet<NodeName>,
@@ -253,57 +303,76 @@ pub struct SecureRound {
     partials: BTreeMap<NodeName, PartialDecryption>,
 }
 
+/// What a secure round is started from.
+#[derive(Debug, Clone, Copy)]
+pub struct RoundStart<'a> {
+    /// The federation id.
+    pub federation: &'a str,
+    /// The selected nodes, in order.
+    pub selected: &'a [NodeName],
+    /// Each node's keys bound to its certificate.
+    pub bindings: &'a BTreeMap<NodeName, SignedBinding>,
+    /// Each node's reported (noisy) example count.
+    pub examples: &'a BTreeMap<NodeName, f64>,
+    /// The global model the round trains.
+    pub model: &'a [f32],
+}
+
 impl SecureRound {
-    /// Starts round `round` over `selected` (each with its announced keys and reported example
-    /// count) for a model of `model_len` parameters, drawing the mask seed from the OS CSPRNG.
+    /// Starts a secure round over `start.selected` for the global model `start.model`. The announcement gets a
+    /// fresh random round id (never reused, even when the same training round is retried), a fresh nonce, the
+    /// model's SHA-256, and every participant's certificate-bound keys; the mask seed, id and nonce come from
+    /// the OS CSPRNG.
     ///
     /// # Errors
-    /// [`SecureError::MissingKeys`] for a selected node without keys; [`SecureError::Config`] when
-    /// the threshold does not fit the round.
-    pub fn start(
-        settings: &SecureSettings,
-        federation: &str,
-        round: Round,
-        selected: &[NodeName],
-        keys: &BTreeMap<NodeName, NodePublicKeys>,
-        examples: &BTreeMap<NodeName, f64>,
-        model_len: usize,
-        now: Instant,
-        phase_time: Duration,
-    ) -> Result<Self, SecureError> {
-        let mut participants = Vec::with_capacity(selected.len());
+    /// [`SecureError::MissingKeys`] for a selected node without bound keys; [`SecureError::Config`] when the
+    /// collusion policy cannot be met by this round.
+    pub fn start(settings: &SecureSettings, start: RoundStart<'_>, now: Instant, phase_time: Duration) -> Result<Self, SecureError> {
+        let mut participants = Vec::with_capacity(start.selected.len());
+        let mut bindings = Vec::with_capacity(start.selected.len());
         let mut ids = BTreeMap::new();
-        for (i, node) in selected.iter().enumerate() {
+        for (i, node) in start.selected.iter().enumerate() {
             let id = u32::try_from(i + 1).ok().and_then(ParticipantId::new).ok_or_else(|| SecureError::Config("too many participants".into()))?;
-            let keys = *keys.get(node).ok_or_else(|| SecureError::MissingKeys(node.clone()))?;
+            let binding = start.bindings.get(node).ok_or_else(|| SecureError::MissingKeys(node.clone()))?;
+            let keys = NodePublicKeys { x25519: binding.keys.x25519, ed25519: binding.keys.share_ed25519 };
             participants.push(AnnouncedParticipant { name: node.0.clone(), id, keys });
+            bindings.push(binding.clone());
             ids.insert(node.clone(), id);
         }
         let n = participants.len();
+        let (threshold, min_participants) = settings.policy_for(n)?;
         // n_ref: the largest reported count maps to half the largest weight, leaving room for noisy reports.
-        let max_examples = selected.iter().filter_map(|n| examples.get(n)).copied().filter(|x| x.is_finite()).fold(1.0f64, f64::max);
+        let max_examples =
+            start.selected.iter().filter_map(|n| start.examples.get(n)).copied().filter(|x| x.is_finite()).fold(1.0f64, f64::max);
         let reference_examples = max_examples / (settings.ctx.params().max_weight / 2.0);
+        let model_sha256 = model_digest(start.model);
         let announcement = RoundAnnouncement {
-            federation: federation.to_owned(),
-            round: RoundId(round.0),
+            federation: start.federation.to_owned(),
+            round: RoundId(rand::random()),
+            nonce: rand::random(),
+            model_sha256,
             seed: MaskSeed::generate(),
             params: settings.ctx.params().clone(),
-            threshold: settings.threshold_for(n),
-            min_participants: settings.min_participants,
+            threshold,
+            min_participants,
+            max_colluders: settings.max_colluders,
             reference_examples,
+            model_len: start.model.len(),
             participants,
         };
         announcement.validate().map_err(|e| SecureError::Config(e.to_string()))?;
         Ok(Self {
             ctx: settings.ctx.clone(),
             announcement,
+            bindings,
             ids,
-            len: model_len + 1,
+            len: start.model.len() + 1,
             stage: Stage::Sharing,
             deadline: now + phase_time,
             phase_time,
             mailbox: BTreeMap::new(),
             sharers: BTreeSet::new(),
+            consents: BTreeMap::new(),
             holders: BTreeSet::new(),
             aggregator: None,
             uploaded: BTreeSet::new(),
@@ -312,6 +381,12 @@ impl SecureRound {
             request: None,
             partials: BTreeMap::new(),
         })
+    }
+
+    /// The participants' certificates and key-binding signatures, relayed with the announcement so that every
+    /// client can check each participant's keys itself.
+    pub fn bindings(&self) -> &[SignedBinding] {
+        &self.bindings
     }
 
     /// The public round data sent with the training task.
@@ -340,20 +415,24 @@ impl SecureRound {
         Ok(())
     }
 
-    /// Stores `node`'s sealed shares: exactly one opaque envelope per other participant.
+    /// Stores `node`'s sealed shares (exactly one opaque envelope per other participant) and its consent: its
+    /// signature over the announcement's hash, which key holders require of every member of a decrypted set.
     ///
     /// # Errors
-    /// [`SecureError`] for the wrong stage, a non-participant, a second submission, or a malformed
-    /// set of envelopes; nothing is stored then.
-    pub fn submit_shares(&mut self, node: &NodeName, envelopes: Vec<(NodeName, Vec<u8>)>) -> Result<(), SecureError> {
+    /// [`SecureError`] for the wrong stage, a non-participant, a second submission, an invalid consent, or a
+    /// malformed set of envelopes; nothing is stored then.
+    pub fn submit_shares(&mut self, node: &NodeName, envelopes: Vec<(NodeName, Vec<u8>)>, consent: &[u8]) -> Result<(), SecureError> {
         self.expect(Stage::Sharing, "share submission")?;
-        if !self.ids.contains_key(node) {
+        let Some(&participant) = self.ids.get(node) else {
             return Err(SecureError::NotParticipant(node.clone()));
-        }
+        };
         if self.sharers.contains(node) {
             return Err(SecureError::Duplicate { node: node.clone(), what: "shares" });
         }
-        let max = max_sealed_len(self.ctx.polynomial_size());
+        let signature: [u8; 64] = consent.try_into().map_err(|_| SecureError::BadConsent(node.clone()))?;
+        let consent = Consent { participant, signature };
+        self.announcement.verify_consent(&consent).map_err(|_| SecureError::BadConsent(node.clone()))?;
+        let max = cohort_crypto::announce::max_sealed_len(self.ctx.polynomial_size()); // PART2-STUB
         let mut recipients = BTreeSet::new();
         for (to, blob) in &envelopes {
             if to == node || !self.ids.contains_key(to) {
@@ -376,6 +455,7 @@ impl SecureRound {
         for (to, blob) in envelopes {
             self.mailbox.entry(to).or_default().push((node.clone(), blob));
         }
+        self.consents.insert(participant, consent);
         self.sharers.insert(node.clone());
         Ok(())
     }
@@ -457,11 +537,14 @@ impl SecureRound {
                 self.pollers.push(node.clone());
             }
             if self.pollers.len() >= self.threshold() {
-                let participants = self.aggregate.as_ref().map(|a| a.participants().to_vec()).unwrap_or_default();
+                let participants: Vec<ParticipantId> = self.aggregate.as_ref().map(|a| a.participants().to_vec()).unwrap_or_default();
+                let consents = participants.iter().filter_map(|p| self.consents.get(p).cloned()).collect();
                 let responders = self.pollers.iter().filter_map(|n| self.ids.get(n).copied()).collect();
                 self.request = Some(DecryptionRequest {
                     round: self.announcement.round,
+                    announcement: self.announcement.hash(),
                     participants,
+                    consents,
                     responders,
                     len: self.len,
                 });
@@ -501,7 +584,8 @@ impl SecureRound {
             return Err(SecureError::BadPartial(format!("{} values, expected {}", values.len(), self.len)));
         }
         let responder = self.ids.get(node).copied().ok_or_else(|| SecureError::NotParticipant(node.clone()))?;
-        self.partials.insert(node.clone(), PartialDecryption { round: self.announcement.round, responder, values });
+        let announcement = self.announcement.hash();
+        self.partials.insert(node.clone(), PartialDecryption { round: self.announcement.round, announcement, responder, values });
         Ok(())
     }
 
@@ -590,6 +674,9 @@ impl SecureRound {
         };
         let names = |set: &BTreeSet<NodeName>| set.iter().cloned().collect::<Vec<_>>();
         let record = SecureRoundRecord {
+            round_id: self.announcement.round.0,
+            announcement_hash: hex::encode(self.announcement.hash().0),
+            max_colluders: self.announcement.max_colluders,
             params: self.ctx.summary(),
             threshold: self.threshold(),
             min_participants: self.announcement.min_participants,
@@ -603,13 +690,21 @@ impl SecureRound {
     }
 }
 
+/// SHA-256 of the model's little-endian f32 bytes, the digest every task header carries in hex.
+pub fn model_digest(model: &[f32]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(cohort_core::model::parameters_to_bytes(model)).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use cohort_crypto::announce::{decode_sealed, encode_sealed};
     use cohort_crypto::shamir::share_round_key;
+    use cohort_core::binding::BoundKeys;
     use cohort_crypto::{
-        DecryptError, KeyHolder, NodeIdentity, RoundSecretKey, Weight, allocate_and_encrypt_update, seal_share,
+        DecryptError, KeyHolder, MemoryJournal, NodeIdentity, RoundSecretKey, Weight, allocate_and_encrypt_update,
+        seal_share, sign_consent,
     };
     use cohort_crypto::envelope::open_share_for;
 
@@ -622,16 +717,30 @@ mod tests {
         holder: Option<KeyHolder>,
     }
 
-    fn setup(n: usize, min: usize) -> (SecureRound, Vec<Client>, Instant) {
+    /// Bindings as the service stores them after checking them; the round itself only reads the keys.
+    fn bindings(clients: &[Client]) -> BTreeMap<NodeName, SignedBinding> {
+        clients
+            .iter()
+            .map(|c| {
+                let k = c.identity.public_keys();
+                let keys = BoundKeys { x25519: k.x25519, share_ed25519: k.ed25519, ledger_ed25519: None };
+                (c.name.clone(), SignedBinding { node: c.name.0.clone(), certificate_der: Vec::new(), keys, signature: Vec::new() })
+            })
+            .collect()
+    }
+
+    /// `n` clients, `c` colluders assumed, `min` the smallest decryptable set, a 3-parameter model.
+    fn setup(n: usize, c: usize, min: usize) -> (SecureRound, Vec<Client>, Instant) {
         let now = Instant::now();
-        let settings = SecureSettings::new(&SecAggParams::default(), None, min).unwrap();
+        let settings = SecureSettings::new(&SecAggParams::default(), c, None, Some(min)).unwrap();
         let clients: Vec<Client> = (0..n)
             .map(|i| Client { name: NodeName(format!("c{i}")), identity: NodeIdentity::generate(), key: None, own: None, holder: None })
             .collect();
         let names: Vec<NodeName> = clients.iter().map(|c| c.name.clone()).collect();
-        let keys = clients.iter().map(|c| (c.name.clone(), c.identity.public_keys())).collect();
+        let bindings = bindings(&clients);
         let examples = clients.iter().enumerate().map(|(i, c)| (c.name.clone(), 10.0 * (i + 1) as f64)).collect();
-        let round = SecureRound::start(&settings, "f", Round(1), &names, &keys, &examples, 3, now, Duration::from_secs(10)).unwrap();
+        let start = RoundStart { federation: "f", selected: &names, bindings: &bindings, examples: &examples, model: &[0.0; 3] };
+        let round = SecureRound::start(&settings, start, now, Duration::from_secs(10)).unwrap();
         (round, clients, now)
     }
 
@@ -652,7 +761,8 @@ mod tests {
             envelopes.push((NodeName(p.name.clone()), encode_sealed(&sealed)));
         }
         c.key = Some(key);
-        round.submit_shares(&c.name, envelopes).unwrap();
+        let consent = sign_consent(&c.identity, me, &ann.hash());
+        round.submit_shares(&c.name, envelopes, &consent.signature).unwrap();
     }
 
     fn open(round: &SecureRound, c: &mut Client) {
@@ -660,7 +770,7 @@ mod tests {
         let ctx = ann.params.build().unwrap();
         let me = ann.participant(&c.name.0).unwrap().id;
         let delivery = round.shares_for(&c.name).unwrap().unwrap();
-        let mut holder = KeyHolder::new(&ctx, ann.round, ann.seed, me, ann.threshold, ann.min_participants, 4).unwrap();
+        let mut holder = KeyHolder::new(&ctx, &ann, me).unwrap();
         holder.receive_share(me, c.own.take().unwrap()).unwrap();
         for (from, blob) in delivery.envelopes {
             let p = ann.participant(&from.0).unwrap();
@@ -687,7 +797,7 @@ mod tests {
     /// first three pollers decrypt, and the decoded weighted mean equals the plaintext one.
     #[test]
     fn a_secure_round_decodes_the_weighted_mean_despite_dropouts() {
-        let (mut round, mut clients, now) = setup(5, 3);
+        let (mut round, mut clients, now) = setup(5, 0, 3);
         assert_eq!(round.announcement().threshold, 3);
         let mut events = Vec::new();
         for c in clients.iter_mut() {
@@ -715,7 +825,7 @@ mod tests {
         let (Poll::Decrypt(request), true) = round.poll(&clients[2].name) else { panic!("request expected") };
         assert_eq!(round.poll(&clients[3].name), (Poll::Wait, false));
         for i in [1, 4, 2] {
-            let partial = clients[i].holder.as_mut().unwrap().partial_decrypt(&request).unwrap();
+            let partial = clients[i].holder.as_mut().unwrap().partial_decrypt(&request, &mut MemoryJournal::default()).unwrap();
             round.add_partial(&clients[i].name, partial.values).unwrap();
         }
         let Outcome::Decoded { sum, record } = round.step(later, &answered(&up), 1, &mut events) else { panic!("decoded expected") };
@@ -736,18 +846,24 @@ mod tests {
     /// holder's second answer.
     #[test]
     fn refusals_at_the_protocol_level() {
-        let (mut round, mut clients, now) = setup(5, 3);
+        let (mut round, mut clients, now) = setup(5, 0, 3);
         let mut events = Vec::new();
         for c in clients[..4].iter_mut() {
             share(&mut round, c);
         }
         // A malformed submission: too few envelopes.
-        assert!(matches!(round.submit_shares(&clients[4].name, vec![]), Err(SecureError::BadShares(_))));
+        let ann = round.announcement().clone();
+        let consent4 = sign_consent(&clients[4].identity, ann.participant("c4").unwrap().id, &ann.hash());
+        assert!(matches!(round.submit_shares(&clients[4].name, vec![], &consent4.signature), Err(SecureError::BadShares(_))));
+        // A consent signed by another node, or over another announcement, is refused before anything is stored.
+        let forged = sign_consent(&clients[0].identity, ann.participant("c4").unwrap().id, &ann.hash());
+        assert_eq!(round.submit_shares(&clients[4].name, vec![], &forged.signature), Err(SecureError::BadConsent(clients[4].name.clone())));
+        assert_eq!(round.submit_shares(&clients[4].name, vec![], &[0; 10]), Err(SecureError::BadConsent(clients[4].name.clone())));
         let later = now + Duration::from_secs(11);
         assert!(matches!(round.step(later, &BTreeSet::new(), 1, &mut events), Outcome::Pending));
         // Client 4 missed the sharing deadline: it is not a key holder and may not upload.
         assert_eq!(round.shares_for(&clients[4].name), Err(SecureError::NotAKeyHolder(clients[4].name.clone())));
-        assert!(matches!(round.submit_shares(&clients[4].name, vec![]), Err(SecureError::WrongStage { .. })));
+        assert!(matches!(round.submit_shares(&clients[4].name, vec![], &consent4.signature), Err(SecureError::WrongStage { .. })));
         assert_eq!(round.check_upload(&clients[4].name), Err(SecureError::NotAKeyHolder(clients[4].name.clone())));
         for c in clients[..4].iter_mut() {
             open(&round, c);
@@ -763,18 +879,28 @@ mod tests {
             Outcome::Failed { got: 2, required: 3, .. }
         ));
         // A key holder refuses a request for a set below min_participants, and answers at most once.
+        let ann = round.announcement().clone();
+        let ids: Vec<ParticipantId> = ann.participants.iter().map(|p| p.id).collect();
+        let consents: Vec<Consent> = clients.iter().zip(&ids).map(|(c, &id)| sign_consent(&c.identity, id, &ann.hash())).collect();
         let holder = clients[0].holder.as_mut().unwrap();
-        let ids: Vec<ParticipantId> = round.announcement().participants.iter().map(|p| p.id).collect();
-        let small = DecryptionRequest { round: round.announcement().round, participants: ids[..2].to_vec(), responders: ids[..3].to_vec(), len: 4 };
-        assert_eq!(holder.partial_decrypt(&small), Err(DecryptError::TooFewParticipants { got: 2, min: 3 }));
-        let full = DecryptionRequest { participants: ids[..4].to_vec(), ..small.clone() };
-        holder.partial_decrypt(&full).unwrap();
-        assert_eq!(holder.partial_decrypt(&full), Err(DecryptError::AlreadyAnswered));
+        let mut journal = MemoryJournal::default();
+        let small = DecryptionRequest {
+            round: ann.round,
+            announcement: ann.hash(),
+            participants: ids[..2].to_vec(),
+            consents: consents[..2].to_vec(),
+            responders: ids[..3].to_vec(),
+            len: 4,
+        };
+        assert_eq!(holder.partial_decrypt(&small, &mut journal), Err(DecryptError::TooFewParticipants { got: 2, min: 3 }));
+        let full = DecryptionRequest { participants: ids[..4].to_vec(), consents: consents[..4].to_vec(), ..small.clone() };
+        holder.partial_decrypt(&full, &mut journal).unwrap();
+        assert_eq!(holder.partial_decrypt(&full, &mut journal), Err(DecryptError::AlreadyAnswered));
     }
 
     #[test]
     fn responders_are_checked() {
-        let (mut round, mut clients, now) = setup(3, 2);
+        let (mut round, mut clients, now) = setup(3, 0, 2);
         let mut events = Vec::new();
         for c in clients.iter_mut() {
             share(&mut round, c);
@@ -794,7 +920,7 @@ mod tests {
         assert_eq!(round.poll(&clients[1].name), (Poll::Wait, false));
         assert!(matches!(round.add_partial(&clients[1].name, vec![0; 4]), Err(SecureError::NotAResponder(_))));
         assert!(matches!(round.add_partial(&clients[0].name, vec![0; 3]), Err(SecureError::BadPartial(_))));
-        let p = clients[0].holder.as_mut().unwrap().partial_decrypt(&request).unwrap();
+        let p = clients[0].holder.as_mut().unwrap().partial_decrypt(&request, &mut MemoryJournal::default()).unwrap();
         round.add_partial(&clients[0].name, p.values.clone()).unwrap();
         assert!(matches!(round.add_partial(&clients[0].name, p.values), Err(SecureError::Duplicate { .. })));
         // A responder that never answers: the round fails at the decryption deadline.

@@ -12,6 +12,7 @@ use crate::strategy;
 use cohort_core::model::parameters_from_bytes;
 use sha2::{Digest, Sha256};
 use cohort_core::config::{CoordinatorConfig, FederationPlan, SecureAggregationMode};
+use cohort_core::binding::FederationTrust;
 use cohort_core::tls::{describe_server_handshake_failure, server_config};
 use cohort_core::wire::{proto, MAX_MESSAGE_BYTES};
 use cohort_core::{ModelVersion, NodeName, Round};
@@ -110,16 +111,19 @@ pub fn secure_settings(config: &CoordinatorConfig) -> Result<Option<SecureSettin
         return Ok(None);
     }
     let incompatible = |e: crate::secure::SecureError| CoordinatorError::Incompatible(e.to_string());
-    let settings = SecureSettings::new(&SecAggParams::default(), section.threshold, section.min_participants).map_err(incompatible)?;
+    let settings = SecureSettings::new(&SecAggParams::default(), section.max_colluders, section.threshold, section.min_participants)
+        .map_err(incompatible)?;
     let per_round = config.training.clients_per_round.map_or(config.roster.len(), |k| k.max(config.training.min_clients)).min(config.roster.len());
-    settings.check_round_size(per_round).map_err(incompatible)?;
     if settings.quorum() > config.roster.len() {
         return Err(CoordinatorError::Incompatible(format!(
-            "secure aggregation needs at least {} clients (threshold and min_participants) but the roster has {}",
+            "secure aggregation with max_colluders = {} needs at least {} clients (threshold and min_participants) but the \
+             roster has {}",
+            section.max_colluders,
             settings.quorum(),
             config.roster.len()
         )));
     }
+    settings.check_round_size(per_round).map_err(incompatible)?;
     Ok(Some(settings))
 }
 
@@ -128,7 +132,9 @@ pub struct Coordinator {
     listener: TcpListener,
     acceptor: TlsAcceptor,
     shared: Arc<Shared>,
+    trust: FederationTrust,
     resumed_after: Round,
+    guarantee: Option<String>,
 }
 
 impl std::fmt::Debug for Coordinator {
@@ -155,6 +161,7 @@ impl Coordinator {
         // Everything that can be checked without touching the data directory comes first, so a start that fails
         // on a missing certificate or a bad test set leaves no state behind.
         let tls = server_config(&config.tls.files())?;
+        let trust = FederationTrust::load(&config.tls.ca_cert).map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
         let central = match &config.central_test_set {
             Some(path) => {
                 let central = crate::central::CentralEval::load(path, &config.schema, plan.model.clone())?;
@@ -190,11 +197,13 @@ impl Coordinator {
             completed,
             ModelVersion(completed.0),
         );
+        let guarantee = secure.as_ref().map(SecureSettings::guarantee);
         if let Some(settings) = secure {
             tracing::info!(
-                threshold = ?config.secure_aggregation.threshold,
+                max_colluders = settings.max_colluders(),
                 min_participants = settings.min_participants(),
-                "secure aggregation: threshold RLWE, {}",
+                "{} (threshold RLWE, {})",
+                settings.guarantee(),
                 settings.context().summary().security
             );
             machine = machine.with_secure_aggregation(settings);
@@ -206,7 +215,7 @@ impl Coordinator {
             recorder = recorder.with_central(central);
         }
         shared.set_recorder(recorder);
-        Ok(Self { listener, acceptor: TlsAcceptor::from(Arc::new(tls)), shared, resumed_after: completed })
+        Ok(Self { listener, acceptor: TlsAcceptor::from(Arc::new(tls)), shared, trust, resumed_after: completed, guarantee })
     }
 
     /// The bound address (useful with port 0).
@@ -233,7 +242,25 @@ impl Coordinator {
     /// # Errors
     /// [`CoordinatorError::Transport`] when the gRPC server fails.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<RunReport, CoordinatorError> {
-        let Self { listener, acceptor, shared, resumed_after } = self;
+        self.serve(shutdown, |service| service).await
+    }
+
+    /// The secure-aggregation guarantee in one line, for operators (None without secure aggregation).
+    pub fn guarantee(&self) -> Option<&str> {
+        self.guarantee.as_deref()
+    }
+
+    /// As [`Coordinator::run`], serving the gRPC API through `wrap(service)`: a layer of the caller's (logging,
+    /// fault injection in tests) around the coordinator's own [`FederationService`].
+    ///
+    /// # Errors
+    /// [`CoordinatorError::Transport`] when the gRPC server fails.
+    pub async fn serve<S: proto::federation_server::Federation>(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        wrap: impl FnOnce(FederationService) -> S,
+    ) -> Result<RunReport, CoordinatorError> {
+        let Self { listener, acceptor, shared, trust, resumed_after, guarantee: _ } = self;
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
         let accept_task = tokio::spawn(accept_loop(listener, acceptor, conn_tx));
         let ticker = {
@@ -265,7 +292,7 @@ impl Coordinator {
                 () = shutdown => {}
             }
         };
-        let service = proto::federation_server::FederationServer::new(FederationService::new(shared.clone()))
+        let service = proto::federation_server::FederationServer::new(wrap(FederationService::new(shared.clone(), trust)))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let result = tonic::transport::Server::builder()

@@ -4,7 +4,8 @@
 use crate::recorder::{Recorded, Recorder};
 use crate::round::{Event, RoundError, RoundMachine, Task};
 use crate::secure::SecureError;
-use cohort_crypto::NodePublicKeys;
+use cohort_core::binding::{BoundKeys, FederationTrust, SignedBinding, UnixTime};
+use cohort_core::pki::Role;
 use cohort_core::config::FederationPlan;
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::model::{parameters_from_bytes, parameters_sha256, parameters_to_bytes};
@@ -178,7 +179,7 @@ pub fn status_of(err: &RoundError) -> Status {
         RoundError::Secure(
             SecureError::BadShares(_) | SecureError::BadBody(_) | SecureError::BadPartial(_) | SecureError::PlaintextRefused,
         ) => Status::invalid_argument(msg),
-        RoundError::Secure(SecureError::MissingKeys(_)) => Status::invalid_argument(msg),
+        RoundError::Secure(SecureError::MissingKeys(_) | SecureError::BadConsent(_)) => Status::invalid_argument(msg),
         RoundError::Secure(SecureError::Duplicate { .. }) => Status::already_exists(msg),
         RoundError::Duplicate(_) => Status::already_exists(msg),
         _ => Status::failed_precondition(msg),
@@ -189,12 +190,46 @@ pub fn status_of(err: &RoundError) -> Status {
 #[derive(Debug, Clone)]
 pub struct FederationService {
     shared: Arc<Shared>,
+    trust: Arc<FederationTrust>,
 }
 
 impl FederationService {
-    /// A service over shared state.
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Self { shared }
+    /// A service over shared state; `trust` (the federation CA) checks the key bindings nodes send at join.
+    pub fn new(shared: Arc<Shared>, trust: FederationTrust) -> Self {
+        Self { shared, trust: Arc::new(trust) }
+    }
+
+    /// The binding of the caller's keys to its TLS certificate, if the join request carries well-formed keys
+    /// and a signature that verifies against the certificate the caller presented.
+    ///
+    /// # Errors
+    /// [`Status::invalid_argument`] for a signature that does not verify (the keys are then not the node's).
+    fn binding_of(&self, node: &NodeName, request: &Request<proto::JoinRequest>) -> Result<Option<SignedBinding>, Status> {
+        let req = request.get_ref();
+        let key = |bytes: &[u8]| <[u8; 32]>::try_from(bytes).ok();
+        let (Some(x25519), Some(share_ed25519)) = (key(&req.encryption_public_key), key(&req.share_signing_public_key)) else {
+            return Ok(None);
+        };
+        let ledger_ed25519 = key(&req.signing_public_key);
+        if req.key_binding_signature.is_empty() {
+            return Ok(None);
+        }
+        let Some(certificate_der) = request.peer_certs().and_then(|c| c.first().map(|c| c.to_vec())) else {
+            return Ok(None);
+        };
+        let binding = SignedBinding {
+            node: node.0.clone(),
+            certificate_der,
+            keys: BoundKeys { x25519, share_ed25519, ledger_ed25519 },
+            signature: req.key_binding_signature.clone(),
+        };
+        self.trust
+            .verify_binding(&binding, &self.shared.plan.federation_id, &node.0, Role::Client, UnixTime::now())
+            .map_err(|e| {
+                tracing::warn!(node = %node, "refused join: {e}");
+                Status::invalid_argument(e.to_string())
+            })?;
+        Ok(Some(binding))
     }
 
     /// The caller's name, from its verified certificate, checked against the roster.
@@ -222,13 +257,6 @@ type TaskStream = Pin<Box<dyn Stream<Item = Result<proto::TaskChunk, Status>> + 
 
 /// Upload encoding of secure aggregation: one little-endian `u64` RLWE body per coordinate.
 pub const RLWE_BODIES: &str = "rlwe-bodies";
-
-/// The secure-aggregation keys a join request announces, if both are well-formed 32-byte keys.
-fn secure_keys(req: &proto::JoinRequest) -> Option<NodePublicKeys> {
-    let x25519: [u8; 32] = req.encryption_public_key.as_slice().try_into().ok()?;
-    let ed25519: [u8; 32] = req.share_signing_public_key.as_slice().try_into().ok()?;
-    Some(NodePublicKeys { x25519, ed25519 })
-}
 
 /// Little-endian `u64`s from bytes whose length the caller checked to be a multiple of 8.
 fn u64s_from_le(bytes: &[u8]) -> Vec<u64> {
@@ -269,7 +297,7 @@ impl FederationService {
         }
         let bodies = u64s_from_le(&body.finish().map_err(|e| Status::invalid_argument(e.to_string()))?);
         self.shared
-            .with_machine(|m| m.submit_secure_update(&node, round, version, &bodies, header.train_loss, Instant::now()))
+            .with_machine(|m| m.submit_secure_update(&node, round, version, &bodies, Instant::now()))
             .map_err(|e| self.refuse(&node, "encrypted update", e))?;
         tracing::info!(node = %node, round = round.0, "encrypted update added to the sum");
         Ok(Response::new(proto::Ack { accepted: true, message: String::new() }))
@@ -280,12 +308,12 @@ impl FederationService {
 impl proto::federation_server::Federation for FederationService {
     async fn join(&self, request: Request<proto::JoinRequest>) -> Result<Response<proto::JoinResponse>, Status> {
         let node = self.identify(&request)?;
+        self.shared.with_machine(|m| m.check_federation(&request.get_ref().federation_id)).map_err(|e| status_of(&e))?;
+        let binding = self.binding_of(&node, &request)?;
         let req = request.into_inner();
-        self.shared.with_machine(|m| m.check_federation(&req.federation_id)).map_err(|e| status_of(&e))?;
-        let keys = secure_keys(&req);
         // Keys first: a round this join starts must already know them.
         self.shared
-            .with_machine(|m| m.announce(&node, keys, req.reported_examples))
+            .with_machine(|m| m.announce(&node, binding, req.reported_examples))
             .map_err(|e| self.refuse(&node, "join", e))?;
         // A node first joins to learn the plan (no data fingerprint yet), then again with its data fingerprint
         // and example count. Secure rounds fix their public FedAvg reference count from those counts at
@@ -359,11 +387,14 @@ impl proto::federation_server::Federation for FederationService {
         } else {
             self.shared.with_machine(|m| m.global().to_vec())
         };
-        // Secure rounds: the training task carries the round's public data (seed, participants, keys, policy).
-        let secure = if kind == proto::TaskKind::Train {
-            self.shared.with_machine(|m| m.secure_announcement().filter(|a| a.round.0 == round.0).cloned())
+        // Secure rounds: the training task carries the round's public data (seed, participants, keys, policy)
+        // and every participant's certificate with its key-binding signature.
+        let (secure, bindings) = if kind == proto::TaskKind::Train {
+            self.shared
+                .with_machine(|m| m.secure_announcement().map(|(a, b)| (a.clone(), b.to_vec())))
+                .map_or((None, Vec::new()), |(a, b)| (Some(a), b))
         } else {
-            None
+            (None, Vec::new())
         };
         let settings_json = match decrypt_json {
             Some(json) => json,
@@ -373,6 +404,7 @@ impl proto::federation_server::Federation for FederationService {
                 "batch_size": self.shared.plan.training.batch_size,
                 "proximal_mu": self.shared.plan.proximal_mu(),
                 "secure": secure,
+                "secure_bindings": bindings,
             })
             .to_string(),
         };
@@ -474,7 +506,7 @@ impl proto::federation_server::Federation for FederationService {
             req.envelopes.into_iter().map(|e| (NodeName(e.recipient), e.sealed)).collect();
         let count = envelopes.len();
         self.shared
-            .with_machine(|m| m.submit_shares(&node, round, version, envelopes, Instant::now()))
+            .with_machine(|m| m.submit_shares(&node, round, version, envelopes, &req.consent_signature, Instant::now()))
             .map_err(|e| self.refuse(&node, "key shares", e))?;
         tracing::info!(node = %node, round = round.0, envelopes = count, "sealed key shares received");
         Ok(Response::new(proto::Ack { accepted: true, message: String::new() }))

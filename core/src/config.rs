@@ -278,28 +278,108 @@ pub enum SecureAggregationMode {
     ThresholdRlwe,
 }
 
-/// Secure aggregation settings.
+/// Secure aggregation settings of the coordinator (and of the plan it sends).
+///
+/// The decryption threshold `t` and the smallest decryptable set `min_participants` follow from
+/// `max_colluders` = c, the number of hospitals that may collude with a malicious coordinator: a round of n key
+/// holders uses t = ⌊(n + c) / 2⌋ + 1, so that two different decryptions of one round are impossible, and
+/// `min_participants` ≥ c + 2, so that every decrypted sum holds at least two honest updates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SecureAggregationSection {
     /// The mode.
     #[serde(default)]
     pub mode: SecureAggregationMode,
-    /// Decryption threshold t (more than half the participants); default: majority.
+    /// How many hospitals may collude with the coordinator (c).
+    #[serde(default = "default_max_colluders")]
+    pub max_colluders: usize,
+    /// Decryption threshold t; default (and minimum): ⌊(n + c) / 2⌋ + 1 for a round of n participants.
     #[serde(default)]
     pub threshold: Option<usize>,
-    /// Smallest participant set a key holder agrees to decrypt.
-    #[serde(default = "default_min_participants")]
-    pub min_participants: usize,
+    /// Smallest participant set a key holder agrees to decrypt; default (and minimum): c + 2.
+    #[serde(default)]
+    pub min_participants: Option<usize>,
 }
 
-fn default_min_participants() -> usize {
-    3
+fn default_max_colluders() -> usize {
+    1
 }
 
 impl Default for SecureAggregationSection {
     fn default() -> Self {
-        Self { mode: SecureAggregationMode::None, threshold: None, min_participants: default_min_participants() }
+        Self { mode: SecureAggregationMode::None, max_colluders: default_max_colluders(), threshold: None, min_participants: None }
+    }
+}
+
+impl SecureAggregationSection {
+    /// The smallest decryptable set: the configured value, or c + 2.
+    pub fn min_participants(&self) -> usize {
+        self.min_participants.unwrap_or(self.max_colluders + 2)
+    }
+
+    /// Checks the collusion bounds.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let c = self.max_colluders;
+        if self.min_participants() < c + 2 {
+            return Err(ConfigError::Invalid(format!(
+                "secure_aggregation.min_participants = {} is below max_colluders + 2 = {}: a decrypted sum could hold a \
+                 single honest update",
+                self.min_participants(),
+                c + 2
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A client's floor for secure aggregation: the weakest task it accepts. Tasks below it are declined and the
+/// refusal is recorded in the node's ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientSecureAggregation {
+    /// Refuse plaintext training: every update must travel inside secure aggregation.
+    #[serde(default = "default_true")]
+    pub required: bool,
+    /// The number of hospitals this node assumes may collude with the coordinator; the announced threshold
+    /// must satisfy t > (n + c) / 2 for this c, and the announcement's own c may not be smaller.
+    #[serde(default = "default_max_colluders")]
+    pub max_colluders: usize,
+    /// Smallest decryptable set this node accepts (at least max_colluders + 2).
+    #[serde(default = "default_client_min_participants")]
+    pub min_participants: usize,
+    /// Smallest decryption threshold this node accepts.
+    #[serde(default = "default_min_threshold")]
+    pub min_threshold: usize,
+    /// Statistical security of the flooding noise, in bits: the partial decryptions' distance from
+    /// simulated ones over the whole model must be at most 2^-bits.
+    #[serde(default = "default_statistical_security")]
+    pub min_statistical_security: u32,
+}
+
+fn default_client_min_participants() -> usize {
+    3
+}
+
+fn default_min_threshold() -> usize {
+    2
+}
+
+fn default_statistical_security() -> u32 {
+    40
+}
+
+impl Default for ClientSecureAggregation {
+    fn default() -> Self {
+        Self {
+            required: true,
+            max_colluders: default_max_colluders(),
+            min_participants: default_client_min_participants(),
+            min_threshold: default_min_threshold(),
+            min_statistical_security: default_statistical_security(),
+        }
     }
 }
 
@@ -384,6 +464,7 @@ impl CoordinatorConfig {
         if !(self.training.learning_rate > 0.0 && self.training.learning_rate.is_finite()) {
             return Err(ConfigError::Invalid("training.learning_rate must be positive".into()));
         }
+        self.secure_aggregation.validate()?;
         self.model_spec().map(|_| ())
     }
 
@@ -473,6 +554,54 @@ pub struct PrivacySection {
     pub feature_stats_epsilon: Option<f64>,
 }
 
+/// The share of the budget the planned DP-SGD rounds spend when neither `target_epsilon` nor
+/// `noise_multiplier` is set; the rest is left for the OpenDP releases.
+pub const DEFAULT_DP_SGD_SHARE: f64 = 0.9;
+
+impl PrivacySection {
+    /// The ε the planned DP-SGD rounds aim at: `target_epsilon`, or [`DEFAULT_DP_SGD_SHARE`] of the budget
+    /// (None when σ is fixed by `noise_multiplier`, so the spend is whatever σ gives).
+    pub fn dp_sgd_target(&self) -> Option<f64> {
+        match (self.target_epsilon, self.noise_multiplier) {
+            (Some(target), _) => Some(target),
+            (None, None) => Some(self.epsilon_budget * DEFAULT_DP_SGD_SHARE),
+            (None, Some(_)) => None,
+        }
+    }
+
+    /// Checks that the planned shares fit the budget: the DP-SGD target, up to two join releases (count and
+    /// label histogram) and the feature statistics. Their plain sum bounds their composition, so a config that
+    /// passes cannot overspend by design; one that fails names the keys to change.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the keys and their values.
+    pub fn check_shares(&self) -> Result<(), ConfigError> {
+        let mut parts = Vec::new();
+        let mut total = 0.0;
+        if let Some(target) = self.dp_sgd_target() {
+            let key = if self.target_epsilon.is_some() { "privacy.target_epsilon" } else { "the default DP-SGD share (90% of the budget)" };
+            parts.push(format!("{key} {target}"));
+            total += target;
+        }
+        parts.push(format!("2 × privacy.release_epsilon {}", self.release_epsilon));
+        total += 2.0 * self.release_epsilon;
+        if let Some(stats) = self.feature_stats_epsilon {
+            parts.push(format!("privacy.feature_stats_epsilon {stats}"));
+            total += stats;
+        }
+        // A relative slack of 1e-9 absorbs the rounding of the default split itself (0.9·ε + 0.1·ε).
+        if total > self.epsilon_budget * (1.0 + 1e-9) {
+            return Err(ConfigError::Invalid(format!(
+                "the privacy shares do not fit privacy.epsilon_budget = {}: {} = {total}; lower one of them or raise the \
+                 budget",
+                self.epsilon_budget,
+                parts.join(" + ")
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn default_true() -> bool {
     true
 }
@@ -524,6 +653,10 @@ pub struct ClientConfig {
     /// Differential privacy.
     #[serde(default)]
     pub privacy: PrivacySection,
+    /// The weakest secure aggregation this node accepts (default: required, safe against the coordinator plus
+    /// one colluding hospital).
+    #[serde(default)]
+    pub secure_aggregation: ClientSecureAggregation,
 }
 
 impl ClientConfig {
@@ -550,6 +683,14 @@ impl ClientConfig {
         if !(0.0..1.0).contains(&self.data.holdout_fraction) {
             return Err(ConfigError::Invalid("data.holdout_fraction must be in [0, 1)".into()));
         }
+        let s = &self.secure_aggregation;
+        if s.min_participants < s.max_colluders + 2 {
+            return Err(ConfigError::Invalid(format!(
+                "secure_aggregation.min_participants = {} must be at least max_colluders + 2 = {}",
+                s.min_participants,
+                s.max_colluders + 2
+            )));
+        }
         let p = &self.privacy;
         if p.enabled {
             if !(p.epsilon_budget > 0.0 && p.epsilon_budget.is_finite()) {
@@ -567,6 +708,7 @@ impl ClientConfig {
             if p.noise_multiplier.is_some_and(|s| !(s > 0.0 && s.is_finite())) {
                 return Err(ConfigError::Invalid("privacy.noise_multiplier must be positive".into()));
             }
+            p.check_shares()?;
         }
         Ok(())
     }
@@ -653,6 +795,20 @@ mu = 0.5
         std::fs::write(&path, COORDINATOR.replace("[\"a\", \"b\"]", "[]")).unwrap();
         let err = CoordinatorConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("roster is empty"), "{err}");
+    }
+
+    #[test]
+    fn privacy_shares_that_cannot_fit_the_budget_are_named() {
+        let base = PrivacySection::default();
+        base.check_shares().unwrap();
+        let err = PrivacySection { feature_stats_epsilon: Some(5.0), ..base.clone() }.check_shares().unwrap_err().to_string();
+        assert!(err.contains("privacy.feature_stats_epsilon 5") && err.contains("privacy.epsilon_budget = 3"), "{err}");
+        let err = PrivacySection { target_epsilon: Some(2.95), ..base.clone() }.check_shares().unwrap_err().to_string();
+        assert!(err.contains("privacy.target_epsilon 2.95") && err.contains("release_epsilon"), "{err}");
+        // With σ fixed there is no DP-SGD target to check; the releases alone must fit.
+        PrivacySection { noise_multiplier: Some(1.0), target_epsilon: None, ..base.clone() }.check_shares().unwrap();
+        let err = PrivacySection { noise_multiplier: Some(1.0), release_epsilon: 2.0, ..base }.check_shares().unwrap_err();
+        assert!(err.to_string().contains("2 × privacy.release_epsilon 2"), "{err}");
     }
 
     #[test]

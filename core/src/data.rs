@@ -6,9 +6,7 @@
 
 use crate::config::Schema;
 use crate::model::TaskKind;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use sha2::{Digest, Sha256};
+use crate::secret::NodeSecret;
 use std::path::{Path, PathBuf};
 
 /// Local data that does not fit the schema.
@@ -143,7 +141,8 @@ pub struct LocalData {
     pub holdout: Dataset,
     /// The statistics used.
     pub standardizer: Standardizer,
-    /// SHA-256 of the schema and row count (never of the data).
+    /// The node-salted fingerprint of the schema and row count ([`NodeSecret::fingerprint`]; never of the
+    /// data, and not checkable against a guessed row count without the node secret).
     pub fingerprint: String,
 }
 
@@ -194,33 +193,40 @@ pub fn load_csv(path: &Path, schema: &Schema) -> Result<Dataset, DataError> {
     Ok(data)
 }
 
-/// Fingerprint of a node's data: SHA-256 over the schema (as JSON) and the row count. Never over the data.
-pub fn fingerprint(schema: &Schema, rows: usize) -> String {
-    let mut h = Sha256::new();
-    h.update(serde_json::to_vec(schema).unwrap_or_default());
-    h.update((rows as u64).to_le_bytes());
-    hex::encode(h.finalize())
+/// Fingerprint of a node's data: the node-salted hash ([`NodeSecret::fingerprint`]) of the schema (as JSON)
+/// and the row count. Never over the data.
+pub fn fingerprint(secret: &NodeSecret, schema: &Schema, rows: usize) -> String {
+    let mut what = serde_json::to_vec(schema).unwrap_or_default();
+    what.extend_from_slice(&(rows as u64).to_le_bytes());
+    secret.fingerprint(&what)
 }
 
-/// Loads, splits (stable for a given `split_seed`) and standardizes a node's data.
+/// Loads, splits and standardizes a node's data. Each row goes to the held-out split on its own, by the keyed
+/// hash of its content ([`NodeSecret::holds_out`] under split id `split_seed`): the split is stable, and adding
+/// a row moves no other row.
 ///
 /// # Errors
-/// [`DataError`] from [`load_csv`], or [`DataError::Empty`] when a split would be empty.
-pub fn prepare(path: &Path, schema: &Schema, holdout_fraction: f64, split_seed: u64) -> Result<LocalData, DataError> {
+/// [`DataError`] from [`load_csv`], or [`DataError::Empty`] when the training split would be empty.
+pub fn prepare(
+    path: &Path,
+    schema: &Schema,
+    holdout_fraction: f64,
+    split_seed: u64,
+    secret: &NodeSecret,
+) -> Result<LocalData, DataError> {
     let all = load_csv(path, schema)?;
-    let mut order: Vec<usize> = (0..all.rows()).collect();
-    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(split_seed));
-    let held = ((all.rows() as f64) * holdout_fraction).round() as usize;
-    let (hold_rows, train_rows) = order.split_at(held.min(all.rows().saturating_sub(1)));
-    let mut train = all.select(train_rows);
-    let mut holdout = all.select(hold_rows);
+    let d = all.dims;
+    let (hold_rows, train_rows): (Vec<usize>, Vec<usize>) = (0..all.rows())
+        .partition(|&r| secret.holds_out(split_seed, &all.features[r * d..(r + 1) * d], all.targets[r], holdout_fraction));
+    let mut train = all.select(&train_rows);
+    let mut holdout = all.select(&hold_rows);
     if train.rows() == 0 {
         return Err(DataError::Empty { path: path.to_owned() });
     }
     let standardizer = Standardizer::for_schema(schema, &train);
     standardizer.apply(&mut train);
     standardizer.apply(&mut holdout);
-    Ok(LocalData { fingerprint: fingerprint(schema, all.rows()), train, holdout, standardizer })
+    Ok(LocalData { fingerprint: fingerprint(secret, schema, all.rows()), train, holdout, standardizer })
 }
 
 #[cfg(test)]
@@ -266,11 +272,33 @@ mod tests {
             text.push_str(&format!("{},{},{}\n", i, 100 - i, i % 2));
         }
         let (_d, p) = write(&text);
-        let one = prepare(&p, &schema(), 0.2, 7).unwrap();
-        let two = prepare(&p, &schema(), 0.2, 7).unwrap();
+        let secret = NodeSecret::from_bytes([3; 32]);
+        let one = prepare(&p, &schema(), 0.2, 7, &secret).unwrap();
+        let two = prepare(&p, &schema(), 0.2, 7, &secret).unwrap();
         assert_eq!(one.holdout, two.holdout);
-        assert_eq!((one.train.rows(), one.holdout.rows()), (40, 10));
-        let mean_a: f32 = one.train.features.chunks(2).map(|r| r[0]).sum::<f32>() / 40.0;
+        assert_eq!(one.train.rows() + one.holdout.rows(), 50);
+        assert!((3..=18).contains(&one.holdout.rows()), "{}", one.holdout.rows());
+        let n = one.train.rows() as f32;
+        let mean_a: f32 = one.train.features.chunks(2).map(|r| r[0]).sum::<f32>() / n;
         assert!(mean_a.abs() < 1e-5);
+        assert_ne!(one.fingerprint, prepare(&p, &schema(), 0.2, 7, &NodeSecret::from_bytes([4; 32])).unwrap().fingerprint);
+    }
+
+    /// Adding one row to a data set moves no other row between the splits (a seeded shuffle moved about a
+    /// third of them).
+    #[test]
+    fn adding_a_row_moves_no_other_row_between_the_splits() {
+        let rows: Vec<String> = (0..200).map(|i| format!("{},{},{}", i, (i * 7) % 13, i % 2)).collect();
+        let (_d, small) = write(&format!("a,b,y\n{}\n", rows.join("\n")));
+        let (_e, large) = write(&format!("a,b,y\n{}\n500,5,1\n", rows.join("\n")));
+        let secret = NodeSecret::from_bytes([5; 32]);
+        let schema = Schema { bounds: Some(vec![[0.0, 1000.0], [0.0, 20.0]]), ..schema() };
+        let (a, b) = (prepare(&small, &schema, 0.2, 0, &secret).unwrap(), prepare(&large, &schema, 0.2, 0, &secret).unwrap());
+        let rows_of = |d: &Dataset| d.features.chunks(2).map(|r| (r[0].to_bits(), r[1].to_bits())).collect::<Vec<_>>();
+        let (train_a, train_b) = (rows_of(&a.train), rows_of(&b.train));
+        let (hold_a, hold_b) = (rows_of(&a.holdout), rows_of(&b.holdout));
+        assert!(train_a.iter().all(|r| train_b.contains(r)), "a training row moved");
+        assert!(hold_a.iter().all(|r| hold_b.contains(r)), "a held-out row moved");
+        assert_eq!(train_a.len() + hold_a.len() + 1, train_b.len() + hold_b.len());
     }
 }

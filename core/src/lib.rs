@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod binding;
 pub mod config;
 pub mod data;
 pub mod ids;
@@ -12,6 +13,7 @@ pub mod ledger;
 pub mod metrics;
 pub mod model;
 pub mod pki;
+pub mod secret;
 pub mod tls;
 pub mod wire;
 

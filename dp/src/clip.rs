@@ -58,10 +58,18 @@ impl ClipNorm {
         self.0
     }
 
-    /// The clip factor `min(1, C/norm)` of a gradient with this norm (1 for a zero norm).
+    /// The clip factor `min(1, C/norm)` of a gradient with this norm (1 for a zero norm). A NaN norm (a
+    /// gradient that overflowed or met a NaN) gets factor 0: the example contributes nothing, rather than an
+    /// unclipped gradient of unbounded sensitivity.
     pub fn factor(self, norm: f64) -> f64 {
         let c = f64::from(self.0);
-        if norm > c { c / norm } else { 1.0 }
+        if norm.is_nan() {
+            0.0
+        } else if norm > c {
+            c / norm
+        } else {
+            1.0
+        }
     }
 }
 
@@ -240,6 +248,16 @@ mod tests {
     use super::*;
     use crate::dense::{inference_device, parameter_count, training_device};
     use proptest::prelude::*;
+
+    #[test]
+    fn a_nan_norm_clips_to_zero_and_an_infinite_one_too() {
+        let clip = ClipNorm::new(1.0).unwrap();
+        assert_eq!(clip.factor(f64::NAN), 0.0);
+        assert_eq!(clip.factor(f64::INFINITY), 0.0);
+        assert_eq!(clip.factor(0.0), 1.0);
+        assert_eq!(clip.factor(0.5), 1.0);
+        assert_eq!(clip.factor(4.0), 0.25);
+    }
 
     /// Deterministic pseudo-random data for `sizes` (an LCG, so shapes and values vary with `seed`).
     fn setup(sizes: &[usize], rows: usize, seed: u64, loss: Loss) -> (Vec<f32>, Vec<f32>, Vec<f32>) {

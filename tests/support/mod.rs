@@ -4,7 +4,7 @@
 
 use cohort_core::config::{
     ClientConfig, CoordinatorConfig, CoordinatorEndpoint, DataSection, ModelSection, PrivacySection, Schema,
-    SecureAggregationSection, StrategyConfig, TlsSection, TrainingSection,
+    ClientSecureAggregation, SecureAggregationMode, SecureAggregationSection, StrategyConfig, TlsSection, TrainingSection,
 };
 use cohort_core::model::TaskKind;
 use cohort_core::pki::{self, IssueRequest, NodeFiles, Role};
@@ -84,6 +84,11 @@ impl Fixture {
             data: DataSection { path, holdout_fraction: 0.2, split_seed: 1 },
             data_dir: self.dir.path().join(format!("{name}-data")),
             privacy: PrivacySection { enabled: false, ..PrivacySection::default() },
+            // Nodes require secure aggregation exactly when this federation's coordinator runs it.
+            secure_aggregation: ClientSecureAggregation {
+                required: self.coordinator.secure_aggregation.mode != SecureAggregationMode::None,
+                ..ClientSecureAggregation::default()
+            },
         }
     }
 }
