@@ -25,6 +25,7 @@
 
 pub mod calibrate;
 pub mod composition;
+pub mod pld;
 pub mod rdp;
 
 use std::fmt;
@@ -32,6 +33,7 @@ use std::str::FromStr;
 
 pub use calibrate::{calibrate, calibrate_noise};
 pub use composition::PrivacyAccount;
+pub use pld::{PldAccountant, PrivacyLossDistribution};
 pub use rdp::{RdpAccountant, epsilon_from_rdp, orders, rdp_step};
 
 /// Name of the default accountant, recorded in ledgers (equal to `AccountantKind::Rdp.name()`).
@@ -75,6 +77,9 @@ pub enum AccountantError {
     /// The requested accountant is not available in this build.
     #[error("accountant `{0}` is not available")]
     Unsupported(&'static str),
+    /// A PLD discretization interval outside (0, 1].
+    #[error("discretization interval Δ = {0} must be in (0, 1]")]
+    Discretization(f64),
     /// An accountant name that is not known.
     #[error("unknown accountant `{0}` (expected `rdp`)")]
     UnknownAccountant(String),
