@@ -697,6 +697,16 @@ impl PldAccountant {
         self
     }
 
+    /// The sampled Gaussian events, merged by (q, σ), in canonical order: (q, σ, total steps).
+    pub(crate) fn gaussian_groups(&self) -> impl Iterator<Item = (f64, f64, u64)> + '_ {
+        self.gaussians.iter().map(|(&(q, s), &t)| (f64::from_bits(q), f64::from_bits(s), t))
+    }
+
+    /// The pure releases, merged by ε, in canonical order: (ε, count).
+    pub(crate) fn pure_groups(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.pure.iter().map(|(&e, &c)| (f64::from_bits(e), c))
+    }
+
     /// Whether nothing has been composed.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -706,60 +716,42 @@ impl PldAccountant {
     /// The composed PLD of everything added.
     #[must_use]
     pub fn pld(&self) -> PrivacyLossDistribution {
-        self.build(true, true)
+        self.plds().1
     }
 
-    /// The composed PLD of the sampled Gaussian events only, and of everything (for [`super::PrivacyAccount`]).
-    pub(crate) fn gaussian_and_full_pld(&self) -> (PrivacyLossDistribution, PrivacyLossDistribution) {
+    /// The composed PLD of the sampled Gaussian events alone, and of everything added. Δ is doubled until
+    /// every PMF fits in [`MAX_POINTS`].
+    pub(crate) fn plds(&self) -> (PrivacyLossDistribution, PrivacyLossDistribution) {
         let mut d = self.discretization;
         loop {
-            let both = self.try_build(d, true, false).and_then(|g| {
-                let full = self.pure_into(g.clone(), d)?;
-                Ok((g, full))
-            });
-            match both {
-                Ok(b) => return b,
+            match self.try_plds(d) {
+                Ok(both) => return both,
                 Err(TooLarge) => d *= 2.0,
             }
         }
     }
 
-    fn build(&self, gaussians: bool, pure: bool) -> PrivacyLossDistribution {
-        let mut d = self.discretization;
-        loop {
-            let built = self.try_build(d, gaussians, false).and_then(|g| if pure { self.pure_into(g, d) } else { Ok(g) });
-            match built {
-                Ok(p) => return p,
-                Err(TooLarge) => d *= 2.0,
-            }
-        }
-    }
-
-    fn try_build(&self, d: f64, gaussians: bool, _pure: bool) -> Result<PrivacyLossDistribution, TooLarge> {
+    fn try_plds(&self, d: f64) -> Result<(PrivacyLossDistribution, PrivacyLossDistribution), TooLarge> {
         let mut acc: Option<PrivacyLossDistribution> = None;
-        if gaussians {
-            for (&(q, sigma), &steps) in &self.gaussians {
-                let one = PrivacyLossDistribution::try_sampled_gaussian(f64::from_bits(q), f64::from_bits(sigma), d)?;
-                let composed = one.try_self_compose(steps)?;
-                acc = Some(match acc {
-                    None => composed,
-                    Some(a) => a.try_compose(&composed)?,
-                });
-            }
+        for (&(q, sigma), &steps) in &self.gaussians {
+            let one = PrivacyLossDistribution::try_sampled_gaussian(f64::from_bits(q), f64::from_bits(sigma), d)?;
+            let composed = one.try_self_compose(steps)?;
+            acc = Some(match acc {
+                None => composed,
+                Some(a) => a.try_compose(&composed)?,
+            });
         }
-        Ok(acc.unwrap_or_else(|| PrivacyLossDistribution::identity(d)))
-    }
-
-    fn pure_into(&self, mut acc: PrivacyLossDistribution, d: f64) -> Result<PrivacyLossDistribution, TooLarge> {
+        let gaussian = acc.unwrap_or_else(|| PrivacyLossDistribution::identity(d));
+        let mut full = gaussian.clone();
         for (&eps, &count) in &self.pure {
             let eps = f64::from_bits(eps);
             if eps.is_finite() && eps / d >= MAX_POINTS as f64 / 2.0 {
                 return Err(TooLarge);
             }
             let composed = PrivacyLossDistribution::pure(eps, d).try_self_compose(count)?;
-            acc = acc.try_compose(&composed)?;
+            full = full.try_compose(&composed)?;
         }
-        Ok(acc)
+        Ok((gaussian, full))
     }
 
     /// The ε guaranteed at `delta`; +∞ if there is no finite bound (σ = 0).
