@@ -149,7 +149,11 @@ fn gaussian_delta(sigma: f64, loss: f64) -> f64 {
 
 /// ln(1 − q + q·e^b) (`common.log_a_times_exp_b_plus_c(q, b, 1 − q)`).
 fn log_mix(q: f64, b: f64) -> f64 {
-    if b > 0.0 { b + q.ln() + ((1.0 - q) / q * (-b).exp()).ln_1p() } else { (q * b.exp_m1()).ln_1p() }
+    if b > 0.0 {
+        b + q.ln() + ((1.0 - q) / q * (-b).exp()).ln_1p()
+    } else {
+        (q * b.exp_m1()).ln_1p()
+    }
 }
 
 /// The sampled Gaussian's privacy loss at x for the remove direction: ln(1 − q + q·exp((−1/2 − x)/σ²)).
@@ -189,13 +193,23 @@ impl PldPmf {
     /// The PLD of a mechanism that reveals nothing: all mass at loss 0.
     #[must_use]
     pub fn identity(discretization: f64) -> Self {
-        Self { discretization, lower: 0, probs: vec![1.0], infinity_mass: 0.0 }
+        Self {
+            discretization,
+            lower: 0,
+            probs: vec![1.0],
+            infinity_mass: 0.0,
+        }
     }
 
     /// The PLD of a mechanism with no guarantee: all mass at +∞.
     #[must_use]
     pub fn non_private(discretization: f64) -> Self {
-        Self { discretization, lower: 0, probs: vec![0.0], infinity_mass: 1.0 }
+        Self {
+            discretization,
+            lower: 0,
+            probs: vec![0.0],
+            infinity_mass: 1.0,
+        }
     }
 
     /// The discretization interval Δ.
@@ -232,7 +246,12 @@ impl PldPmf {
 
     /// Connect-the-dots PMF of one step of the Poisson-subsampled Gaussian in one direction
     /// (`_create_pld_pmf_from_monotone_privacy_loss` with `use_connect_dots = True`); 0 < q ≤ 1, σ > 0.
-    fn sampled_gaussian(q: f64, sigma: f64, adjacency: Adjacency, discretization: f64) -> Result<Self, TooLarge> {
+    fn sampled_gaussian(
+        q: f64,
+        sigma: f64,
+        adjacency: Adjacency,
+        discretization: f64,
+    ) -> Result<Self, TooLarge> {
         // Remove: x ∈ [−zσ − 1, zσ]; the loss decreases in x. Add is the mirror image: its losses are the
         // negated remove losses at −x, so its bounds are the negated remove bounds.
         let top = loss_remove(q, sigma, -X_TRUNCATION * sigma - 1.0);
@@ -243,21 +262,28 @@ impl PldPmf {
         };
         let lo = (eps_lower / discretization).floor();
         let hi = (eps_upper / discretization).ceil();
-        if !(hi - lo < MAX_POINTS as f64) {
+        let span = hi - lo;
+        if span.is_nan() || span >= MAX_POINTS as f64 {
             return Err(TooLarge);
         }
         // Both are integers of magnitude < 2^53 here, so the casts are exact.
         let (lo, hi) = (lo as i64, hi as i64);
         let n = (hi - lo + 1) as usize;
-        let mut deltas: Vec<f64> =
-            (lo..=hi).map(|i| sampled_gaussian_delta(q, sigma, adjacency, i as f64 * discretization)).collect();
+        let mut deltas: Vec<f64> = (lo..=hi)
+            .map(|i| sampled_gaussian_delta(q, sigma, adjacency, i as f64 * discretization))
+            .collect();
         // δ is non-increasing in ε; enforce it against rounding (`np.minimum.accumulate`).
         for i in 1..n {
             deltas[i] = deltas[i].min(deltas[i - 1]);
         }
         let infinity_mass = deltas[n - 1];
         if n == 1 {
-            return Ok(Self { discretization, lower: lo, probs: vec![1.0 - deltas[0]], infinity_mass });
+            return Ok(Self {
+                discretization,
+                lower: lo,
+                probs: vec![1.0 - deltas[0]],
+                infinity_mass,
+            });
         }
         let (em1, e) = (discretization.exp_m1(), discretization.exp());
         let mut probs = vec![0.0; n];
@@ -269,7 +295,12 @@ impl PldPmf {
         for p in &mut probs {
             *p = p.max(0.0);
         }
-        Ok(Self { discretization, lower: lo, probs, infinity_mass })
+        Ok(Self {
+            discretization,
+            lower: lo,
+            probs,
+            infinity_mass,
+        })
     }
 
     /// Two-point PLD dominating every ε-DP mechanism (`from_privacy_parameters(ε, δ = 0)`).
@@ -281,7 +312,12 @@ impl PldPmf {
         let mut probs = vec![0.0; (up - down + 1) as usize];
         probs[(up - down) as usize] += 1.0 / (1.0 + (-epsilon).exp());
         probs[0] += 1.0 / (1.0 + epsilon.exp());
-        Self { discretization, lower: down, probs, infinity_mass: 0.0 }
+        Self {
+            discretization,
+            lower: down,
+            probs,
+            infinity_mass: 0.0,
+        }
     }
 
     /// δ(ε) of this discrete PLD: `infinity_mass + Σ_{loss > ε} p·(1 − e^{ε − loss})`.
@@ -320,7 +356,11 @@ impl PldPmf {
                 return l.max(0.0);
             }
         }
-        if upper <= lower + delta { 0.0 } else { ((upper - delta) / lower).ln().max(0.0) }
+        if upper <= lower + delta {
+            0.0
+        } else {
+            ((upper - delta) / lower).ln().max(0.0)
+        }
     }
 
     /// The composition of two PLDs: their convolution, tails beyond τ/2 on each side cut pessimistically
@@ -361,9 +401,15 @@ impl PldPmf {
             let scale = 1.0 / len as f64;
             fa[..n].iter().map(|c| (c.re * scale).max(0.0)).collect()
         };
-        let infinity = self.infinity_mass + other.infinity_mass - self.infinity_mass * other.infinity_mass;
+        let infinity =
+            self.infinity_mass + other.infinity_mass - self.infinity_mass * other.infinity_mass;
         let (offset, right_mass) = truncate_tails(&mut probs, tail_mass_truncation);
-        Ok(Self { discretization: d, lower: self.lower + other.lower + offset, probs, infinity_mass: infinity + right_mass })
+        Ok(Self {
+            discretization: d,
+            lower: self.lower + other.lower + offset,
+            probs,
+            infinity_mass: infinity + right_mass,
+        })
     }
 
     /// `times`-fold self-composition by one FFT power on a Chernoff-bounded window (`DensePLDPmf.self_compose`
@@ -395,10 +441,17 @@ impl PldPmf {
         inv.process(&mut f);
         let scale = 1.0 / len as f64;
         let start = lo.rem_euclid(len as i64) as usize;
-        let probs: Vec<f64> = (0..out_len).map(|k| (f[(start + k) % len].re * scale).max(0.0)).collect();
+        let probs: Vec<f64> = (0..out_len)
+            .map(|k| (f[(start + k) % len].re * scale).max(0.0))
+            .collect();
         let infinity_mass = tail_mass_truncation - (t * (-self.infinity_mass).ln_1p()).exp_m1();
         let lower = self.lower.checked_mul(times as i64).ok_or(TooLarge)? + lo;
-        Ok(Self { discretization: self.discretization, lower, probs, infinity_mass: infinity_mass.min(1.0) })
+        Ok(Self {
+            discretization: self.discretization,
+            lower,
+            probs,
+            infinity_mass: infinity_mass.min(1.0),
+        })
     }
 }
 
@@ -471,7 +524,9 @@ fn truncate_tails(probs: &mut Vec<f64>, tail_mass_truncation: f64) -> (i64, f64)
     };
     let n = probs.len();
     let left = prefix(&mut probs.iter().copied()).min(n - 1);
-    let right = (n - prefix(&mut probs.iter().rev().copied())).max(left + 1).min(n);
+    let right = (n - prefix(&mut probs.iter().rev().copied()))
+        .max(left + 1)
+        .min(n);
     let left_mass: f64 = probs[..left].iter().sum();
     let right_mass: f64 = probs[right..].iter().sum();
     probs.truncate(right);
@@ -502,7 +557,10 @@ impl PrivacyLossDistribution {
     /// Nothing released.
     #[must_use]
     pub fn identity(discretization: f64) -> Self {
-        Self { remove: PldPmf::identity(discretization), add: None }
+        Self {
+            remove: PldPmf::identity(discretization),
+            add: None,
+        }
     }
 
     /// One step of the Poisson-subsampled Gaussian with rate `q` and noise multiplier `sigma` (sensitivity 1),
@@ -520,15 +578,22 @@ impl PrivacyLossDistribution {
     }
 
     fn try_sampled_gaussian(q: f64, sigma: f64, d: f64) -> Result<Self, TooLarge> {
-        if !(q > 0.0) {
+        if q.is_nan() || q <= 0.0 {
             return Ok(Self::identity(d));
         }
-        if !(sigma > 0.0) {
-            return Ok(Self { remove: PldPmf::non_private(d), add: None });
+        if sigma.is_nan() || sigma <= 0.0 {
+            return Ok(Self {
+                remove: PldPmf::non_private(d),
+                add: None,
+            });
         }
         let q = q.min(1.0);
         let remove = PldPmf::sampled_gaussian(q, sigma, Adjacency::Remove, d)?;
-        let add = if q == 1.0 { None } else { Some(PldPmf::sampled_gaussian(q, sigma, Adjacency::Add, d)?) };
+        let add = if q == 1.0 {
+            None
+        } else {
+            Some(PldPmf::sampled_gaussian(q, sigma, Adjacency::Add, d)?)
+        };
         Ok(Self { remove, add })
     }
 
@@ -536,10 +601,21 @@ impl PrivacyLossDistribution {
     /// guarantee.
     #[must_use]
     pub fn pure(epsilon: f64, discretization: f64) -> Self {
-        if !(epsilon < f64::INFINITY) || !(epsilon / discretization < MAX_POINTS as f64 / 2.0) {
-            return Self { remove: PldPmf::non_private(discretization), add: None };
+        let ratio = epsilon / discretization;
+        if epsilon.is_nan()
+            || epsilon == f64::INFINITY
+            || ratio.is_nan()
+            || ratio >= MAX_POINTS as f64 / 2.0
+        {
+            return Self {
+                remove: PldPmf::non_private(discretization),
+                add: None,
+            };
         }
-        Self { remove: PldPmf::pure(epsilon.max(0.0), discretization), add: None }
+        Self {
+            remove: PldPmf::pure(epsilon.max(0.0), discretization),
+            add: None,
+        }
     }
 
     /// The remove-direction PLD.
@@ -589,8 +665,13 @@ impl PrivacyLossDistribution {
     /// [`PldAccountant`], which coarsens the grid instead).
     #[must_use]
     pub fn compose(&self, other: &Self) -> Self {
-        assert_eq!(self.discretization(), other.discretization(), "PLDs of different discretizations");
-        self.try_compose(other).expect("composed PLD exceeds MAX_POINTS; use PldAccountant")
+        assert_eq!(
+            self.discretization(),
+            other.discretization(),
+            "PLDs of different discretizations"
+        );
+        self.try_compose(other)
+            .expect("composed PLD exceeds MAX_POINTS; use PldAccountant")
     }
 
     /// `times`-fold self-composition.
@@ -599,21 +680,26 @@ impl PrivacyLossDistribution {
     /// If the result would exceed [`MAX_POINTS`] points (build through [`PldAccountant`] instead).
     #[must_use]
     pub fn self_compose(&self, times: u64) -> Self {
-        self.try_self_compose(times).expect("composed PLD exceeds MAX_POINTS; use PldAccountant")
+        self.try_self_compose(times)
+            .expect("composed PLD exceeds MAX_POINTS; use PldAccountant")
     }
 
     /// δ(ε): the larger of the two directions.
     #[must_use]
     pub fn delta_for_epsilon(&self, epsilon: f64) -> f64 {
         let r = self.remove.delta_for_epsilon(epsilon);
-        self.add.as_ref().map_or(r, |a| r.max(a.delta_for_epsilon(epsilon)))
+        self.add
+            .as_ref()
+            .map_or(r, |a| r.max(a.delta_for_epsilon(epsilon)))
     }
 
     /// ε(δ): the larger of the two directions.
     #[must_use]
     pub fn epsilon_for_delta(&self, delta: f64) -> f64 {
         let r = self.remove.epsilon_for_delta(delta);
-        self.add.as_ref().map_or(r, |a| r.max(a.epsilon_for_delta(delta)))
+        self.add
+            .as_ref()
+            .map_or(r, |a| r.max(a.epsilon_for_delta(delta)))
     }
 }
 
@@ -650,7 +736,11 @@ impl PldAccountant {
     /// An accountant at Δ = [`DEFAULT_DISCRETIZATION`] that has composed nothing.
     #[must_use]
     pub fn new() -> Self {
-        Self { discretization: DEFAULT_DISCRETIZATION, gaussians: BTreeMap::new(), pure: BTreeMap::new() }
+        Self {
+            discretization: DEFAULT_DISCRETIZATION,
+            gaussians: BTreeMap::new(),
+            pure: BTreeMap::new(),
+        }
     }
 
     /// An accountant at discretization interval Δ (smaller is tighter and slower; every Δ gives an upper bound).
@@ -661,7 +751,10 @@ impl PldAccountant {
         if !(discretization > 0.0 && discretization <= 1.0) {
             return Err(AccountantError::Discretization(discretization));
         }
-        Ok(Self { discretization, ..Self::new() })
+        Ok(Self {
+            discretization,
+            ..Self::new()
+        })
     }
 
     /// The discretization interval asked for.
@@ -675,7 +768,10 @@ impl PldAccountant {
         // +0.0 folds −0.0 into 0.0, so equal values have equal keys.
         let (q, sigma) = (q.get() + 0.0, sigma.get() + 0.0);
         if steps > 0 && q > 0.0 {
-            let s = self.gaussians.entry((q.to_bits(), sigma.to_bits())).or_insert(0);
+            let s = self
+                .gaussians
+                .entry((q.to_bits(), sigma.to_bits()))
+                .or_insert(0);
             *s = s.saturating_add(steps);
         }
         self
@@ -692,14 +788,19 @@ impl PldAccountant {
 
     /// Adds a pure ε-DP release (ε = +∞: no guarantee).
     pub fn compose_pure(&mut self, epsilon: Epsilon) -> &mut Self {
-        let c = self.pure.entry((epsilon.get() + 0.0).to_bits()).or_insert(0);
+        let c = self
+            .pure
+            .entry((epsilon.get() + 0.0).to_bits())
+            .or_insert(0);
         *c = c.saturating_add(1);
         self
     }
 
     /// The sampled Gaussian events, merged by (q, σ), in canonical order: (q, σ, total steps).
     pub(crate) fn gaussian_groups(&self) -> impl Iterator<Item = (f64, f64, u64)> + '_ {
-        self.gaussians.iter().map(|(&(q, s), &t)| (f64::from_bits(q), f64::from_bits(s), t))
+        self.gaussians
+            .iter()
+            .map(|(&(q, s), &t)| (f64::from_bits(q), f64::from_bits(s), t))
     }
 
     /// The pure releases, merged by ε, in canonical order: (ε, count).
@@ -731,10 +832,17 @@ impl PldAccountant {
         }
     }
 
-    fn try_plds(&self, d: f64) -> Result<(PrivacyLossDistribution, PrivacyLossDistribution), TooLarge> {
+    fn try_plds(
+        &self,
+        d: f64,
+    ) -> Result<(PrivacyLossDistribution, PrivacyLossDistribution), TooLarge> {
         let mut acc: Option<PrivacyLossDistribution> = None;
         for (&(q, sigma), &steps) in &self.gaussians {
-            let one = PrivacyLossDistribution::try_sampled_gaussian(f64::from_bits(q), f64::from_bits(sigma), d)?;
+            let one = PrivacyLossDistribution::try_sampled_gaussian(
+                f64::from_bits(q),
+                f64::from_bits(sigma),
+                d,
+            )?;
             let composed = one.try_self_compose(steps)?;
             acc = Some(match acc {
                 None => composed,
@@ -779,7 +887,11 @@ mod tests {
 
     fn eps(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
         let mut acc = PldAccountant::new();
-        acc.compose(SampleRate::new(q).unwrap(), NoiseMultiplier::new(sigma).unwrap(), steps);
+        acc.compose(
+            SampleRate::new(q).unwrap(),
+            NoiseMultiplier::new(sigma).unwrap(),
+            steps,
+        );
         acc.epsilon(Delta::new(delta).unwrap()).get()
     }
 
@@ -788,9 +900,40 @@ mod tests {
         assert!((norm_cdf(-X_TRUNCATION) / (0.5 * (-50f64).exp()) - 1.0).abs() < 1e-9);
     }
 
+    /// max(0.01, 1% of ε): the accuracy asked of the PLD accountant against dp-accounting.
+    fn required(reference: f64) -> f64 {
+        0.01f64.max(0.01 * reference)
+    }
+
+    /// The exact ε at δ of one step (both directions), by bisection on the closed-form δ(ε); rounded down.
+    fn exact_one_step(q: f64, sigma: f64, delta: f64) -> f64 {
+        let d = |e: f64| {
+            sampled_gaussian_delta(q, sigma, Adjacency::Remove, e).max(sampled_gaussian_delta(
+                q,
+                sigma,
+                Adjacency::Add,
+                e,
+            ))
+        };
+        let (mut lo, mut hi) = (0.0, 200.0);
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if d(mid) > delta { lo = mid } else { hi = mid }
+        }
+        lo
+    }
+
+    /// The exact ε at δ of `steps` Gaussian mechanisms with noise σ (q = 1): one Gaussian with σ/√steps
+    /// (Balle and Wang 2018, Theorem 8); rounded down.
+    fn exact_gaussian(sigma: f64, steps: u64, delta: f64) -> f64 {
+        exact_one_step(1.0, sigma / (steps as f64).sqrt(), delta)
+    }
+
     #[test]
-    fn quick_reference() {
-        for (q, s, t, r) in [
+    fn matches_the_reference_table() {
+        // shared/design/privacy.md; full digits from benches/peers/dp_accounting_reference.py, dp-accounting 0.6.0
+        // PLDAccountant(value_discretization_interval=1e-4), δ = 1e-5.
+        for (q, s, t, reference) in [
             (256.0 / 60000.0, 1.1, 14063, 2.381779),
             (0.01, 1.0, 1000, 1.828244),
             (0.001, 0.8, 10000, 0.782525),
@@ -798,27 +941,289 @@ mod tests {
         ] {
             let t0 = std::time::Instant::now();
             let e = eps(q, s, t, 1e-5);
-            println!("q={q} σ={s} T={t}: {e:.6} vs {r} ({:?})", t0.elapsed());
+            println!(
+                "PLD q={q:.6} σ={s} T={t}: ε = {e:.6} (dp-accounting {reference}) in {:?}",
+                t0.elapsed()
+            );
+            assert!(
+                (e - reference).abs() <= required(reference),
+                "q={q} σ={s} T={t}: {e} vs {reference}"
+            );
+            // In fact the same computation: agreement to the printed digits.
+            assert!(
+                (e - reference).abs() < 1e-5,
+                "q={q} σ={s} T={t}: {e} vs {reference}"
+            );
+        }
+        // q = 1: the exact value (Balle and Wang 2018) is 2.594383; never below it.
+        let exact = exact_gaussian(5.0, 10, 1e-5);
+        assert!((exact - 2.594383).abs() < 1e-6 && eps(1.0, 5.0, 10, 1e-5) >= exact);
+    }
+
+    #[test]
+    fn matches_dp_accounting_on_other_settings() {
+        // benches/peers/dp_accounting_reference.py, dp-accounting 0.6.0, PLDAccountant(1e-4), δ = 1e-5:
+        // (q, σ, steps, ε).
+        let cases = [
+            (0.005, 0.6, 1, 0.859579),
+            (0.005, 0.6, 50, 2.306791),
+            (0.005, 0.6, 3000, 6.216251),
+            (0.005, 1.5, 1, 0.023696),
+            (0.005, 1.5, 50, 0.099466),
+            (0.005, 1.5, 3000, 0.767229),
+            (0.005, 3.0, 1, 0.005590),
+            (0.005, 3.0, 50, 0.036435),
+            (0.005, 3.0, 3000, 0.321792),
+            (0.02, 0.6, 1, 2.497796),
+            (0.02, 0.6, 50, 4.883770),
+            (0.02, 0.6, 3000, 25.030699),
+            (0.02, 1.5, 1, 0.127928),
+            (0.02, 1.5, 50, 0.455928),
+            (0.02, 1.5, 3000, 3.575418),
+            (0.02, 3.0, 1, 0.029242),
+            (0.02, 3.0, 50, 0.168415),
+            (0.02, 3.0, 3000, 1.466894),
+            (0.1, 0.6, 1, 4.770388),
+            (0.1, 0.6, 50, 15.011534),
+            (0.1, 0.6, 3000, 174.338719),
+            (0.1, 1.5, 1, 0.675287),
+            (0.1, 1.5, 50, 2.530192),
+            (0.1, 1.5, 3000, 25.115518),
+            (0.1, 3.0, 1, 0.175327),
+            (0.1, 3.0, 50, 0.970821),
+            (0.1, 3.0, 3000, 9.316527),
+            (0.5, 0.6, 1, 7.040775),
+            (0.5, 0.6, 50, 60.634972),
+            (0.5, 0.6, 3000, 1583.359400),
+            (0.5, 1.5, 1, 2.017520),
+            (0.5, 1.5, 50, 14.066223),
+            (0.5, 1.5, 3000, 259.428592),
+            (0.5, 3.0, 1, 0.780582),
+            (0.5, 3.0, 50, 5.626423),
+            (0.5, 3.0, 3000, 81.384267),
+        ];
+        let mut worst: f64 = 0.0;
+        for (q, s, t, reference) in cases {
+            let t0 = std::time::Instant::now();
+            let e = eps(q, s, t, 1e-5);
+            let rdp = super::super::epsilon_with(
+                super::super::AccountantKind::Rdp,
+                &[SampledGaussian {
+                    q,
+                    sigma: s,
+                    steps: t,
+                }],
+                1e-5,
+            )
+            .unwrap();
+            println!(
+                "PLD q={q} σ={s} T={t}: ε = {e:.6} (dp-accounting {reference}, RDP {rdp:.6}) in {:?}",
+                t0.elapsed()
+            );
+            assert!(
+                (e - reference).abs() <= required(reference),
+                "q={q} σ={s} T={t}: {e} vs {reference}"
+            );
+            worst = worst.max((e - reference).abs() / reference.max(1.0));
+            // Sanity: RDP is an upper bound too, and PLD is the tighter one here.
+            assert!(e <= rdp, "q={q} σ={s} T={t}: PLD {e} > RDP {rdp}");
+            if t == 1 {
+                // One step: the exact ε is known in closed form; a pessimistic PLD is never below it.
+                let exact = exact_one_step(q, s, 1e-5);
+                assert!(
+                    e >= exact && e - exact < 1e-3,
+                    "q={q} σ={s}: {e} vs exact {exact}"
+                );
+            }
+        }
+        println!("largest difference to dp-accounting: {worst:.2e} (relative to max(1, ε))");
+    }
+
+    #[test]
+    fn never_below_the_exact_gaussian() {
+        // q = 1: T Gaussian mechanisms are one Gaussian with σ/√T, exact by Balle and Wang 2018. The references
+        // are dp-accounting 0.6.0 PLD (which equals the exact value to 6 digits here).
+        for (s, t, reference) in [
+            (1.0, 1, 4.377178),
+            (2.0, 4, 4.377178),
+            (0.8, 100, 130.576706),
+            (5.0, 10, 2.594383),
+        ] {
+            for delta in [1e-3, 1e-5, 1e-9] {
+                let (e, exact) = (eps(1.0, s, t, delta), exact_gaussian(s, t, delta));
+                assert!(
+                    e >= exact && e - exact < 1e-3 * exact.max(1.0),
+                    "σ={s} T={t} δ={delta}: {e} vs exact {exact}"
+                );
+            }
+            let e = eps(1.0, s, t, 1e-5);
+            assert!(
+                (e - reference).abs() < 1e-5 * reference.max(1.0),
+                "σ={s} T={t}: {e} vs {reference}"
+            );
         }
     }
 
     #[test]
-    fn fast_len_is_smooth_and_minimal() {
-        assert_eq!(fast_len(1), 1);
-        assert_eq!(fast_len(7), 8);
-        assert_eq!(fast_len(11), 12);
-        assert_eq!(fast_len(1001), 1024);
-        let smooth = |mut v: usize| {
-            for f in [2, 3, 5] {
-                while v % f == 0 {
-                    v /= f;
+    fn other_deltas_and_delta_for_epsilon() {
+        // benches/peers/dp_accounting_reference.py, dp-accounting 0.6.0.
+        for (q, s, t, delta, reference) in [
+            (0.01, 1.0, 1000, 1e-3, 1.162518),
+            (0.01, 1.0, 1000, 1e-8, 2.697875),
+            (0.02, 0.8, 500, 1e-6, 5.440308),
+        ] {
+            let e = eps(q, s, t, delta);
+            assert!(
+                (e - reference).abs() < 1e-5 * reference.max(1.0),
+                "{q} {s} {t} {delta}: {e} vs {reference}"
+            );
+        }
+        for (q, s, t, e, reference) in [
+            (0.01, 1.0, 1000, 1.0, 2.612496806e-03),
+            (0.01, 1.0, 1000, 2.0, 2.665721979e-06),
+            (1.0, 5.0, 10, 1.0, 2.442102837e-02),
+        ] {
+            let mut acc = PldAccountant::new();
+            acc.compose(
+                SampleRate::new(q).unwrap(),
+                NoiseMultiplier::new(s).unwrap(),
+                t,
+            );
+            let d = acc.delta(Epsilon::new(e).unwrap());
+            assert!(
+                (d / reference - 1.0).abs() < 1e-5,
+                "{q} {s} {t} ε={e}: δ = {d:e} vs {reference:e}"
+            );
+            // And back.
+            let back = acc.epsilon(Delta::new(d).unwrap()).get();
+            assert!((back - e).abs() < 1e-6, "{back} vs {e}");
+        }
+    }
+
+    #[test]
+    fn finer_grids_are_tighter_and_all_are_upper_bounds() {
+        // Pessimistic at every Δ, and the estimate falls towards the exact value as Δ shrinks.
+        let (q, s, t) = (
+            SampleRate::new(0.05).unwrap(),
+            NoiseMultiplier::new(1.2).unwrap(),
+            200,
+        );
+        let at = |d: f64| {
+            let mut acc = PldAccountant::with_discretization(d).unwrap();
+            acc.compose(q, s, t);
+            acc.epsilon(Delta::new(1e-5).unwrap()).get()
+        };
+        let (coarse, mid, fine) = (at(1e-2), at(1e-3), at(1e-4));
+        println!("Δ = 1e-2, 1e-3, 1e-4: {coarse:.6} {mid:.6} {fine:.6}");
+        assert!(coarse >= mid && mid >= fine, "{coarse} {mid} {fine}");
+        assert!(matches!(
+            PldAccountant::with_discretization(0.0),
+            Err(AccountantError::Discretization(_))
+        ));
+        assert!(matches!(
+            PldAccountant::with_discretization(f64::NAN),
+            Err(AccountantError::Discretization(_))
+        ));
+    }
+
+    #[test]
+    fn one_step_pmfs_are_distributions() {
+        for (q, s) in [
+            (0.01, 1.0),
+            (0.3, 0.7),
+            (1.0, 2.0),
+            (0.9, 10.0),
+            (1e-4, 1e3),
+        ] {
+            let pld = PrivacyLossDistribution::sampled_gaussian(q, s, DEFAULT_DISCRETIZATION);
+            for pmf in [pld.remove(), pld.add()] {
+                let total: f64 = pmf.probs().iter().sum::<f64>() + pmf.infinity_mass();
+                // Negative second differences from rounding are clamped to 0, which can only add mass (≤ 1e-6),
+                // and only raise δ.
+                assert!(
+                    (1.0 - 1e-12..1.0 + 1e-6).contains(&total),
+                    "q={q} σ={s}: total mass {total}"
+                );
+                assert!(pmf.probs().iter().all(|&p| p >= 0.0) && pmf.infinity_mass() < 1e-20);
+            }
+            // The discrete δ-curve dominates the exact one (connect the dots on a convex curve).
+            for e in [0.0, 0.01, 0.1, 0.5, 1.0, 2.0] {
+                for (adj, pmf) in [
+                    (Adjacency::Remove, pld.remove()),
+                    (Adjacency::Add, pld.add()),
+                ] {
+                    let exact = sampled_gaussian_delta(q, s, adj, e);
+                    assert!(
+                        pmf.delta_for_epsilon(e) >= exact - 1e-15,
+                        "q={q} σ={s} ε={e} {adj:?}"
+                    );
                 }
             }
-            v == 1
-        };
-        for n in [100_001, 77_777, 4_000_000] {
-            let l = fast_len(n);
-            assert!(l >= n && smooth(l) && !(n..l).any(smooth), "{n} -> {l}");
+        }
+    }
+
+    #[test]
+    fn composition_of_different_events() {
+        let d = Delta::new(1e-5).unwrap();
+        let (q1, s1) = (
+            SampleRate::new(0.01).unwrap(),
+            NoiseMultiplier::new(1.0).unwrap(),
+        );
+        let (q2, s2) = (
+            SampleRate::new(0.2).unwrap(),
+            NoiseMultiplier::new(3.0).unwrap(),
+        );
+        let mut split = PldAccountant::new();
+        split
+            .compose(q1, s1, 300)
+            .compose(q2, s2, 20)
+            .compose(q1, s1, 700);
+        let mut whole = PldAccountant::new();
+        whole.compose(q2, s2, 20).compose(q1, s1, 1000);
+        assert_eq!(split, whole);
+        let both = whole.epsilon(d).get();
+        let one = eps(0.01, 1.0, 1000, 1e-5);
+        let two = eps(0.2, 3.0, 20, 1e-5);
+        // More than either alone, less than basic composition with δ split in halves.
+        assert!(both > one && both > two);
+        assert!(both <= eps(0.01, 1.0, 1000, 5e-6) + eps(0.2, 3.0, 20, 5e-6));
+        assert!(whole.delta(Epsilon::new(both).unwrap()) <= 1e-5 * (1.0 + 1e-9));
+    }
+
+    #[test]
+    fn degenerate_cases() {
+        assert_eq!(eps(0.0, 1.0, 100, 1e-5), 0.0);
+        assert_eq!(eps(0.0, 0.0, 100, 1e-5), 0.0);
+        assert_eq!(eps(0.5, 1.0, 0, 1e-5), 0.0);
+        assert_eq!(eps(0.01, 0.0, 1, 1e-5), f64::INFINITY);
+        let mut none = PldAccountant::new();
+        none.compose(
+            SampleRate::new(0.1).unwrap(),
+            NoiseMultiplier::new(0.0).unwrap(),
+            3,
+        );
+        assert_eq!(none.delta(Epsilon::new(10.0).unwrap()), 1.0);
+        assert_eq!(PldAccountant::new().delta(Epsilon::ZERO), 0.0);
+        let mut inf = PldAccountant::new();
+        inf.compose_pure(Epsilon::INFINITY);
+        assert_eq!(inf.epsilon(Delta::new(0.5).unwrap()), Epsilon::INFINITY);
+        // Huge noise: next to nothing.
+        assert!(eps(0.01, 1e4, 1, 1e-5) < 1e-3);
+        // Tiny noise and many steps: the grid is coarsened to fit, the bound stays finite and above the exact
+        // one-step value.
+        let e = eps(0.5, 0.1, 200, 1e-5);
+        assert!(e.is_finite() && e >= exact_one_step(0.5, 0.1, 1e-5), "{e}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(12))]
+        #[test]
+        fn monotone_and_above_exact(q in 0.001f64..1.0, s in 0.5f64..5.0, steps in 1u64..500) {
+            let base = eps(q, s, steps, 1e-5);
+            proptest::prop_assert!(base.is_finite() && base >= 0.0);
+            proptest::prop_assert!(base >= exact_one_step(q, s, 1e-5) - 1e-12);
+            proptest::prop_assert!(eps(q, s * 1.1, steps, 1e-5) <= base + 1e-9);
+            proptest::prop_assert!(eps(q, s, steps + 50, 1e-5) >= base - 1e-9);
         }
     }
 }
