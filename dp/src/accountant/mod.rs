@@ -20,7 +20,7 @@
 //!   (shared/design/privacy.md). `dp-accounting` 0.6 sums absolute values there, an upper bound, so Cohort's
 //!   RDP ε is at some settings *below* `dp-accounting`'s (e.g. q = 0.1, σ = 0.6, 3000 steps: 185.26 against
 //!   290.44), and correct; on the design table both agree.
-//! - [`calibrate`]: the smallest noise multiplier meeting a target (ε, δ), by bisection, erring on the safe side;
+//! - [`calibrate`](mod@calibrate): the smallest noise multiplier meeting a target (ε, δ), by bisection, erring on the safe side;
 //!   for PLD a coarse-grid search with the answer verified at Δ = 1e-4.
 //! - [`composition`]: the one rule for a node's whole spend ([`PrivacyAccount`]), DP-SGD events and pure ε-DP
 //!   releases in one accountant.

@@ -50,7 +50,8 @@
 //! immaterial. The tests check the bound against the exact Gaussian (Balle and Wang 2018, Theorem 8) at q = 1.
 //!
 //! A grid that would exceed [`MAX_POINTS`] points (only at tiny σ with many steps, where ε is in the hundreds)
-//! is made coarser by doubling Δ until it fits; that ε is still an upper bound, only a looser one.
+//! is made coarser by doubling Δ until it fits; that ε is still an upper bound, only a looser one. Past
+//! Δ = 1000 (absurd step counts such as 10^12) the answer is ε = +∞, no guarantee claimed.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -72,6 +73,10 @@ pub const TAIL_MASS_TRUNCATION: f64 = 1e-15;
 
 /// Largest number of grid points of one PMF or one FFT; beyond it Δ is doubled (see the module docs).
 pub const MAX_POINTS: usize = 1 << 22;
+
+/// The coarsest Δ the doubling goes to; a PLD that does not fit even then (e.g. 10^12 steps) is reported as
+/// no guarantee (ε = +∞), which is still an upper bound.
+const COARSEST_DISCRETIZATION: f64 = 1e3;
 
 /// −Φ⁻¹(e^−50 / 2): the noise is truncated at ±this many σ (`dp-accounting`'s `log_mass_truncation_bound`
 /// = −50, `GaussianPrivacyLoss.privacy_loss_tail`). `scipy.stats.norm.ppf(0.5 * exp(-50))` = −9.745474864965935.
@@ -445,7 +450,8 @@ impl PldPmf {
             .map(|k| (f[(start + k) % len].re * scale).max(0.0))
             .collect();
         let infinity_mass = tail_mass_truncation - (t * (-self.infinity_mass).ln_1p()).exp_m1();
-        let lower = self.lower.checked_mul(times as i64).ok_or(TooLarge)? + lo;
+        let times_i = i64::try_from(times).map_err(|_| TooLarge)?;
+        let lower = self.lower.checked_mul(times_i).ok_or(TooLarge)? + lo;
         Ok(Self {
             discretization: self.discretization,
             lower,
@@ -563,6 +569,15 @@ impl PrivacyLossDistribution {
         }
     }
 
+    /// No guarantee at all: every δ(ε) is 1.
+    #[must_use]
+    pub fn non_private(discretization: f64) -> Self {
+        Self {
+            remove: PldPmf::non_private(discretization),
+            add: None,
+        }
+    }
+
     /// One step of the Poisson-subsampled Gaussian with rate `q` and noise multiplier `sigma` (sensitivity 1),
     /// discretized with interval `discretization` by connect the dots. q = 0 gives the identity, σ = 0 (with
     /// q > 0) no guarantee. Values outside q ∈ [0, 1], σ ≥ 0, Δ > 0 are clamped to the nearest case.
@@ -572,7 +587,8 @@ impl PrivacyLossDistribution {
         loop {
             match Self::try_sampled_gaussian(q, sigma, d) {
                 Ok(p) => return p,
-                Err(TooLarge) => d *= 2.0,
+                Err(TooLarge) if d < COARSEST_DISCRETIZATION => d *= 2.0,
+                Err(TooLarge) => return Self::non_private(d),
             }
         }
     }
@@ -827,7 +843,11 @@ impl PldAccountant {
         loop {
             match self.try_plds(d) {
                 Ok(both) => return both,
-                Err(TooLarge) => d *= 2.0,
+                Err(TooLarge) if d < COARSEST_DISCRETIZATION => d *= 2.0,
+                Err(TooLarge) => {
+                    let none = PrivacyLossDistribution::non_private(d);
+                    return (none.clone(), none);
+                }
             }
         }
     }
@@ -1207,6 +1227,10 @@ mod tests {
         let mut inf = PldAccountant::new();
         inf.compose_pure(Epsilon::INFINITY);
         assert_eq!(inf.epsilon(Delta::new(0.5).unwrap()), Epsilon::INFINITY);
+        // Absurd step counts end (as no guarantee, or a coarse finite bound), they do not hang.
+        let t0 = std::time::Instant::now();
+        let e = eps(0.01, 1.0, 1_000_000_000_000, 1e-5);
+        assert!(e >= 1e3 && t0.elapsed().as_secs() < 60, "{e}");
         // Huge noise: next to nothing.
         assert!(eps(0.01, 1e4, 1, 1e-5) < 1e-3);
         // Tiny noise and many steps: the grid is coarsened to fit, the bound stays finite and above the exact
