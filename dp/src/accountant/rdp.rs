@@ -146,7 +146,7 @@ fn rdp_one(q: SampleRate, sigma: NoiseMultiplier, alpha: f64) -> f64 {
 /// ```
 pub fn rdp_step(q: f64, sigma: f64, alpha: f64) -> Result<f64, AccountantError> {
     let (q, sigma) = SampledGaussian { q, sigma, steps: 1 }.validate()?;
-    if !(alpha > 1.0) {
+    if alpha.is_nan() || alpha <= 1.0 {
         return Err(AccountantError::InvalidCurve("RDP orders must be > 1"));
     }
     Ok(rdp_one(q, sigma, alpha))
@@ -168,10 +168,10 @@ fn check_curve(orders: &[f64], rdp: &[f64]) -> Result<(), AccountantError> {
     if orders.len() != rdp.len() {
         return Err(AccountantError::InvalidCurve("orders and RDP values differ in length"));
     }
-    if orders.iter().any(|&a| !(a >= 1.0)) {
+    if orders.iter().any(|&a| a.is_nan() || a < 1.0) {
         return Err(AccountantError::InvalidCurve("RDP orders must be ≥ 1"));
     }
-    if rdp.iter().any(|&r| !(r >= 0.0)) {
+    if rdp.iter().any(|&r| r.is_nan() || r < 0.0) {
         return Err(AccountantError::InvalidCurve("RDP values must be ≥ 0"));
     }
     Ok(())
@@ -345,8 +345,8 @@ mod tests {
     #[test]
     fn integer_order_closed_form_for_alpha_two() {
         // A_2 = 1 + q²(e^{1/σ²} − 1), so RDP(2) = ln(1 + q²(e^{1/σ²} − 1)).
-        for (q, s) in [(0.01, 1.0), (0.3, 0.7), (0.9, 2.0)] {
-            let expected = (q * q * ((1.0 / (s * s)) as f64).exp_m1()).ln_1p();
+        for (q, s) in [(0.01f64, 1.0f64), (0.3, 0.7), (0.9, 2.0)] {
+            let expected = (q * q * (1.0 / (s * s)).exp_m1()).ln_1p();
             let got = rdp_step(q, s, 2.0).unwrap();
             assert!((got - expected).abs() < 1e-12 * expected.max(1.0), "{got} vs {expected}");
         }
