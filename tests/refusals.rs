@@ -97,7 +97,7 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
         async move {
             let messages = vec![
                 proto::UpdateChunk { body: Some(proto::update_chunk::Body::Header(proto::UpdateHeader {
-                    round: Some(round), num_examples: 10, parameter_count: count, train_loss: 0.1, encoding: "f32-delta".into(), privacy_json: String::new(),
+                    round: Some(round), num_examples: 10, parameter_count: count, train_loss: 0.1, encoding: "f32-delta".into(),
                 })) },
                 proto::UpdateChunk { body: Some(proto::update_chunk::Body::BodyChunk(body)) },
             ];

@@ -47,7 +47,7 @@ impl LocalWork for FixedWork {
         // The same f32 arithmetic as the node loop, so these are exactly the deltas it encrypts.
         let delta: Vec<f32> = params.iter().zip(global).map(|(w, g)| w - g).collect();
         self.deltas.lock().unwrap().push(delta);
-        Ok(TrainOutcome { params, train_loss: 0.5, examples: 10 * (self.index as u64 + 1), privacy_json: String::new() })
+        Ok(TrainOutcome { params, train_loss: 0.5, examples: 10 * (self.index as u64 + 1) })
     }
 
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {

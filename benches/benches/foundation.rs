@@ -67,7 +67,7 @@ impl LocalWork for Idle {
         Ok(Participation::Train)
     }
     fn train(&mut self, _: Round, global: &[f32], _: &TaskSettings) -> Result<TrainOutcome, ClientError> {
-        Ok(TrainOutcome { params: global.to_vec(), train_loss: 0.0, examples: self.rows, privacy_json: String::new() })
+        Ok(TrainOutcome { params: global.to_vec(), train_loss: 0.0, examples: self.rows })
     }
     fn evaluate(&mut self, _: &[f32]) -> Result<EvalMetrics, ClientError> {
         Ok(EvalMetrics { examples: 1, values: [("accuracy".to_owned(), 1.0)].into() })

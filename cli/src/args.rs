@@ -278,7 +278,7 @@ pub(crate) enum BenchCommand {
 /// Subcommands of `cohort privacy`.
 #[derive(Debug, Subcommand)]
 pub(crate) enum PrivacyCommand {
-    /// ε of DP-SGD with Poisson sampling (RDP accountant, Balle et al. 2020 conversion).
+    /// ε of DP-SGD with Poisson sampling (PLD accountant by default; RDP with --accountant rdp).
     ///
     /// Example: cohort privacy epsilon --sample-rate 0.01 --noise-multiplier 1.0 --steps 1000 --delta 1e-5
     Epsilon {
@@ -295,7 +295,7 @@ pub(crate) enum PrivacyCommand {
         #[arg(long, default_value_t = 1e-5)]
         delta: f64,
         /// Accountant.
-        #[arg(long, value_enum, default_value_t = AccountantArg::Rdp)]
+        #[arg(long, value_enum, default_value_t = AccountantArg::Pld)]
         accountant: AccountantArg,
         /// Print one JSON object.
         #[arg(long)]
@@ -317,6 +317,9 @@ pub(crate) enum PrivacyCommand {
         /// δ.
         #[arg(long, default_value_t = 1e-5)]
         delta: f64,
+        /// Accountant.
+        #[arg(long, value_enum, default_value_t = AccountantArg::Pld)]
+        accountant: AccountantArg,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -337,10 +340,20 @@ pub(crate) enum PrivacyCommand {
 /// Which accountant computes ε.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum AccountantArg {
-    /// Rényi DP.
+    /// Rényi DP (Mironov 2017; Balle et al. 2020 conversion).
     Rdp,
-    /// Privacy loss distributions (not available in this build; asking for it is an error).
+    /// Privacy loss distributions (connect-the-dots, Doroshenko et al. 2022); the default, and the tighter.
     Pld,
+}
+
+impl AccountantArg {
+    /// The accountant kind.
+    pub(crate) fn kind(self) -> cohort_dp::accountant::AccountantKind {
+        match self {
+            Self::Rdp => cohort_dp::accountant::AccountantKind::Rdp,
+            Self::Pld => cohort_dp::accountant::AccountantKind::Pld,
+        }
+    }
 }
 
 /// Subcommands of `cohort audit`.

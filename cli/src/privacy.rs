@@ -1,46 +1,41 @@
 //! `cohort privacy`: ε of a DP-SGD schedule, noise calibration, and a node's budget.
 
-use crate::args::{AccountantArg, PrivacyCommand};
+use crate::args::PrivacyCommand;
 use cohort_core::ledger::Mechanism;
-use cohort_dp::accountant::{self, AccountantError, AccountantKind, Delta, NoiseMultiplier, SampleRate, SampledGaussian};
+use cohort_dp::accountant::{self, Delta, NoiseMultiplier, SampleRate, SampledGaussian};
 
 pub(crate) fn run(command: PrivacyCommand) -> anyhow::Result<()> {
     match command {
         PrivacyCommand::Epsilon { sample_rate, noise_multiplier, steps, delta, accountant: kind, json } => {
-            let kind = match kind {
-                AccountantArg::Rdp => AccountantKind::Rdp,
-                AccountantArg::Pld => AccountantKind::Pld,
-            };
+            let kind = kind.kind();
             let epsilon = accountant::epsilon_for(
                 SampleRate::new(sample_rate)?,
                 NoiseMultiplier::new(noise_multiplier)?,
                 steps,
                 Delta::new(delta)?,
                 kind,
-            )
-            .map_err(|e| match e {
-                AccountantError::Unsupported(_) => anyhow::anyhow!("{e}: this build has only the RDP accountant; use --accountant rdp"),
-                other => other.into(),
-            })?
+            )?
             .get();
             if json {
                 let out = serde_json::json!({
                     "epsilon": epsilon,
                     "delta": delta,
-                    "accountant": "rdp",
-                    "accountant_version": accountant::ACCOUNTANT_VERSION,
+                    "accountant": kind.short_name(),
+                    "accountant_version": kind.version(),
                     "sample_rate": sample_rate,
                     "noise_multiplier": noise_multiplier,
                     "steps": steps,
                 });
                 println!("{out}");
             } else {
-                println!("ε = {epsilon:.4} at δ = {delta:e} (RDP; q = {sample_rate}, σ = {noise_multiplier}, {steps} steps)");
+                let name = kind.short_name().to_uppercase();
+                println!("ε = {epsilon:.4} at δ = {delta:e} ({name}; q = {sample_rate}, σ = {noise_multiplier}, {steps} steps)");
             }
         }
-        PrivacyCommand::Calibrate { target_epsilon, sample_rate, steps, delta, json } => {
-            let sigma = accountant::calibrate(target_epsilon, delta, sample_rate, steps)?;
-            let achieved = accountant::epsilon(&[SampledGaussian { q: sample_rate, sigma, steps }], delta)?;
+        PrivacyCommand::Calibrate { target_epsilon, sample_rate, steps, delta, accountant: kind, json } => {
+            let kind = kind.kind();
+            let sigma = accountant::calibrate_with(kind, target_epsilon, delta, sample_rate, steps)?;
+            let achieved = accountant::epsilon_with(kind, &[SampledGaussian { q: sample_rate, sigma, steps }], delta)?;
             if json {
                 let out = serde_json::json!({
                     "noise_multiplier": sigma,
@@ -49,11 +44,13 @@ pub(crate) fn run(command: PrivacyCommand) -> anyhow::Result<()> {
                     "delta": delta,
                     "sample_rate": sample_rate,
                     "steps": steps,
-                    "accountant": "rdp",
+                    "accountant": kind.short_name(),
+                    "accountant_version": kind.version(),
                 });
                 println!("{out}");
             } else {
-                println!("σ = {sigma:.4} gives ε = {achieved:.4} ≤ {target_epsilon} at δ = {delta:e} (q = {sample_rate}, {steps} steps)");
+                let name = kind.short_name().to_uppercase();
+                println!("σ = {sigma:.4} gives ε = {achieved:.4} ≤ {target_epsilon} at δ = {delta:e} ({name}; q = {sample_rate}, {steps} steps)");
             }
         }
         PrivacyCommand::Budget { config, json } => {

@@ -91,8 +91,6 @@ pub struct TrainOutcome {
     pub train_loss: f64,
     /// Number of training examples (the FedAvg weight).
     pub examples: u64,
-    /// The privacy spent, as JSON, for the coordinator's record.
-    pub privacy_json: String,
 }
 
 /// The figures a node reports about its training data when it joins.
@@ -513,7 +511,6 @@ async fn train_secure(
         parameter_count: bodies.len() as u64,
         train_loss: f64::NAN,
         encoding: "rlwe-bodies".into(),
-        privacy_json: outcome.privacy_json,
     };
     match session.upload_bodies(header, &bodies).await {
         Err(e) if round_moved_on(&e) => {
@@ -719,7 +716,6 @@ async fn run_session(
                                     parameter_count: delta.len() as u64,
                                     train_loss: outcome.train_loss,
                                     encoding: "f32-delta".into(),
-                                    privacy_json: outcome.privacy_json,
                                 },
                                 &delta,
                             )

@@ -306,15 +306,9 @@ impl LocalWork for PrivateWork {
         let out = trainer::train_dp(&s.spec, global, &s.data.train, &config, settings.proximal_mu, &mut self.randomness)
             .map_err(|e| ClientError::Training(e.to_string()))?;
         let examples = s.data.train.rows() as u64;
-        let record = self.record(RecordBody { steps: out.summary.steps, ..self.draft(Mechanism::DpSgd, Some(round))? })?;
-        let b = &record.body;
-        let privacy_json = serde_json::json!({
-            "epsilon": b.cumulative_epsilon, "delta": b.delta, "sample_rate": b.sample_rate,
-            "noise_multiplier": b.noise_multiplier, "clip_norm": b.clip_norm, "steps": b.steps,
-        })
-        .to_string();
+        self.record(RecordBody { steps: out.summary.steps, ..self.draft(Mechanism::DpSgd, Some(round))? })?;
         // The training loss is data-dependent and not differentially private: it stays on the node.
-        Ok(TrainOutcome { params: out.params, train_loss: f64::NAN, examples, privacy_json })
+        Ok(TrainOutcome { params: out.params, train_loss: f64::NAN, examples })
     }
 
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {

@@ -46,7 +46,7 @@ impl LocalWork for TrainingWork {
         let out = trainer::train_sgd(spec, global, &data.train, &config, settings.proximal_mu)
             .map_err(|e| ClientError::Training(e.to_string()))?;
         let train_loss = out.summary.mean_loss.unwrap_or(f64::NAN);
-        Ok(TrainOutcome { params: out.params, train_loss, examples: data.train.rows() as u64, privacy_json: String::new() })
+        Ok(TrainOutcome { params: out.params, train_loss, examples: data.train.rows() as u64 })
     }
 
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {

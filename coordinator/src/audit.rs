@@ -7,20 +7,17 @@
 //!
 //! # Composition rule
 //! [`cumulative_epsilon`] is the single definition of a node's cumulative ε, used by the auditor and meant to be
-//! used by every writer of ledger records. Over one node's records 0..=i, in order:
+//! used by every writer of ledger records. Over one node's records 0..=i, in order, with the accountant that
+//! record i names ([`cohort_dp::accountant::PrivacyAccount`], the rule the client enforces its budget with):
 //!
-//! ```text
-//! ε_i = ε_RDP(δ_i) + Σ ε_pure
-//! ```
-//!
-//! - ε_RDP(δ_i): the records whose mechanism accounts as a sampled Gaussian (DP-SGD and DP-SGD tuning runs) are
-//!   composed, `steps` steps at their (q, σ) each, in one RDP accountant ([`PrivacyAccount`]; RDP adds over steps at each order,
-//!   Mironov 2017; per-step RDP of the Poisson-subsampled Gaussian, Mironov, Talwar and Zhang 2019), and the
-//!   curve is converted to ε at the δ of record i (Balle et al. 2020, Theorem 21). It is 0 when there are no
-//!   such records.
-//! - Σ ε_pure: the `epsilon_spent` of every pure ε-DP record (OpenDP releases) is added, basic sequential
-//!   composition (Dwork and Roth 2014, Theorem 3.16); they add no δ, so the cumulative δ is δ_i.
-//! - Declined rounds add nothing.
+//! - every record whose mechanism accounts as a sampled Gaussian (DP-SGD and DP-SGD tuning runs) is composed,
+//!   `steps` steps at its (q, σ), and every pure ε-DP release (OpenDP counts, histograms, statistics) is
+//!   composed as a pure mechanism, in one accountant: PLD (the default; Doroshenko et al., PETS 2022,
+//!   connect-the-dots, pure releases as randomized response) or RDP (Mironov 2017; Mironov, Talwar and Zhang
+//!   2019; pure releases as min(ε, αε²/2) at each order, Bun and Steinke 2016; Balle et al. 2020 conversion);
+//! - ε_i is the smaller of that accountant's ε at δ_i and the basic bound ε_accountant(δ_i) + Σ ε_pure, both
+//!   valid upper bounds; records of RDP version 1 used the basic bound alone and are checked under it;
+//! - declined rounds add nothing; the cumulative δ is δ_i.
 //!
 //! A recorded ε passes if it is within [`RELATIVE_TOLERANCE`] of the recomputed one (relative).
 //!
@@ -35,7 +32,7 @@
 //!     ..RecordBody::new("hospital-a", &"ab".repeat(32), Mechanism::DpSgd) };
 //! // The writer computes the cumulative ε with the same rule the auditor uses.
 //! let eps = cumulative_epsilon_after(ledger.records(), &draft).unwrap();
-//! assert!((eps - 2.1014).abs() < 1e-3); // dp-accounting 0.6.0
+//! assert!((eps - 1.8282).abs() < 1e-2); // dp-accounting 0.6.0 PLDAccountant
 //! ledger.append(RecordBody { cumulative_epsilon: eps, ..draft }).unwrap();
 //! assert!(verify_records(ledger.records()).is_ok());
 //! assert_eq!(cumulative_epsilon(ledger.records()).unwrap(), eps);
@@ -54,10 +51,12 @@ use std::io::BufRead;
 pub const RELATIVE_TOLERANCE: f64 = 1e-6;
 
 /// The composition rule in words, as printed in reports.
-pub const COMPOSITION_RULE: &str = "Per node, cumulative epsilon after record i = epsilon_RDP(delta_i) of all \
-DP-SGD records 0..=i composed in one RDP accountant (Mironov 2017; Mironov, Talwar and Zhang 2019; conversion by \
-Balle et al. 2020) + the sum of epsilon_spent of all pure epsilon-DP releases 0..=i (basic composition); declined \
-rounds add nothing; cumulative delta = delta_i.";
+pub const COMPOSITION_RULE: &str = "Per node, cumulative epsilon after record i = the epsilon at delta_i of all \
+DP-SGD records 0..=i (Poisson-subsampled Gaussian) and all pure epsilon-DP releases 0..=i composed in the one \
+accountant record i names: PLD (privacy loss distributions, connect-the-dots discretization, Doroshenko et al. 2022; \
+the default) or RDP (Mironov 2017; Mironov, Talwar and Zhang 2019; pure releases folded as min(eps, alpha eps^2/2); \
+conversion by Balle et al. 2020), capped by basic composition (that accountant's DP-SGD epsilon + the sum of the \
+pure releases); declined rounds add nothing; cumulative delta = delta_i.";
 
 /// Why a cumulative ε cannot be computed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -98,36 +97,60 @@ pub enum AuditError {
     },
 }
 
-/// A node's running privacy account under the composition rule, fed from ledger records.
+/// A node's privacy events so far, fed from ledger records, and the accountant the latest record names.
+///
+/// Every record states its cumulative ε under the accountant (and version) it names, over all of the node's
+/// events up to it; a node that moved from one accountant to another (an upgrade) has each record checked
+/// under its own. Records of RDP version 1 were written under the earlier rule (ε_RDP + Σ ε_pure), which
+/// [`PrivacyAccount::epsilon_basic`] still computes.
 #[derive(Debug, Clone, Default)]
-struct NodeAccount(PrivacyAccount);
+struct NodeAccount {
+    events: Vec<PrivacyEvent>,
+    accountant: Option<(AccountantKind, bool)>,
+}
 
 impl NodeAccount {
     fn add(&mut self, r: &LedgerRecord) -> Result<(), AuditError> {
         let seq = r.body.seq;
+        if !r.body.accountant.is_empty() {
+            let kind = r
+                .body
+                .accountant
+                .parse::<AccountantKind>()
+                .map_err(|_| AuditError::UnknownAccountant { seq, name: r.body.accountant.clone() })?;
+            let basic_rule = kind == AccountantKind::Rdp && r.body.accountant_version.starts_with('1');
+            self.accountant = Some((kind, basic_rule));
+        }
         let Some(event) = r.privacy_event() else { return Ok(()) };
         if r.body.relation != ADD_REMOVE {
             return Err(AuditError::Relation { seq, relation: r.body.relation.clone() });
         }
         match event {
             PrivacyEvent::SampledGaussian { q, sigma, steps } => {
-                match r.body.accountant.parse::<AccountantKind>() {
-                    Ok(AccountantKind::Rdp) => {}
-                    _ => return Err(AuditError::UnknownAccountant { seq, name: r.body.accountant.clone() }),
+                if r.body.accountant.is_empty() {
+                    return Err(AuditError::UnknownAccountant { seq, name: String::new() });
                 }
-                self.0
-                    .add_sampled_gaussian(&SampledGaussian { q, sigma, steps })
-                    .map_err(|source| AuditError::Accountant { seq, source })?;
+                SampledGaussian { q, sigma, steps }.validate().map_err(|source| AuditError::Accountant { seq, source })?;
             }
-            PrivacyEvent::PureEpsilon(e) => {
-                self.0.add_pure(e).map_err(|_| AuditError::PureEpsilon { seq })?;
-            }
+            PrivacyEvent::PureEpsilon(e) if !(e.is_finite() && e >= 0.0) => return Err(AuditError::PureEpsilon { seq }),
+            PrivacyEvent::PureEpsilon(_) => {}
         }
+        self.events.push(event);
         Ok(())
     }
 
     fn epsilon(&self, seq: u64, delta: f64) -> Result<f64, AuditError> {
-        self.0.epsilon(delta).map_err(|source| AuditError::Accountant { seq, source })
+        let (kind, basic_rule) = self.accountant.unwrap_or((AccountantKind::default(), false));
+        let mut account = PrivacyAccount::with_accountant(kind);
+        let err = |source| AuditError::Accountant { seq, source };
+        for event in &self.events {
+            match *event {
+                PrivacyEvent::SampledGaussian { q, sigma, steps } => account.add_sampled_gaussian(&SampledGaussian { q, sigma, steps }),
+                PrivacyEvent::PureEpsilon(e) => account.add_pure(e),
+            }
+            .map_err(err)?;
+        }
+        if basic_rule { account.epsilon_basic(delta) } else { account.epsilon(delta) }.map_err(err)
     }
 }
 
@@ -289,7 +312,8 @@ pub fn verify_records_with(records: &[LedgerRecord], trusted: Option<&[String]>)
                         FailureKind::Epsilon,
                         format!(
                             "recorded cumulative ε {recorded} does not recompute: the raw parameters give {eps} \
-                             (accountant {ACCOUNTANT_NAME})"
+                             (accountant {})",
+                            account.accountant.map_or(ACCOUNTANT_NAME, |(k, _)| k.name())
                         ),
                     ));
                     break;
@@ -845,10 +869,18 @@ mod tests {
     fn the_rule_matches_the_accountant_exactly() {
         let (_dir, records) = two_nodes();
         let a: Vec<LedgerRecord> = records.iter().filter(|r| r.body.node == "hospital-a").cloned().collect();
-        // Two DP-SGD records of 200 steps compose like one of 400, plus the 0.1 of the count.
-        let rdp = cohort_dp::accountant::epsilon(&[SampledGaussian { q: 0.01, sigma: 1.0, steps: 200 }; 2], 1e-5).unwrap();
-        assert_eq!(cumulative_epsilon(&a).unwrap(), rdp + 0.1);
-        assert_eq!(cumulative_epsilon(&a[..1]).unwrap(), 0.1);
+        // Two DP-SGD records of 200 steps compose like one of 400, with the count (ε = 0.1) as a pure mechanism:
+        // exactly the composition rule's account, and at most basic composition.
+        let mut account = PrivacyAccount::with_accountant(AccountantKind::default());
+        account.add_pure(0.1).unwrap();
+        account.add_sampled_gaussian(&SampledGaussian { q: 0.01, sigma: 1.0, steps: 400 }).unwrap();
+        let composed = account.epsilon(1e-5).unwrap();
+        assert_eq!(cumulative_epsilon(&a).unwrap(), composed);
+        let basic = cohort_dp::accountant::epsilon(&[SampledGaussian { q: 0.01, sigma: 1.0, steps: 200 }; 2], 1e-5).unwrap() + 0.1;
+        assert!(composed <= basic && composed > basic - 0.1, "{composed} vs {basic}");
+        // A lone pure release at δ > 0 costs a hair less than its ε under PLD (randomized response's PLD).
+        let alone = cumulative_epsilon(&a[..1]).unwrap();
+        assert!(alone <= 0.1 && alone > 0.0999, "{alone}");
         assert_eq!(cumulative_epsilon(&[]).unwrap(), 0.0);
         // The decline restates the spend.
         assert_eq!(a[3].body.cumulative_epsilon, a[2].body.cumulative_epsilon);
