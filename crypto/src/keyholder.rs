@@ -4,16 +4,20 @@
 //! (threshold variant, as in their §5 / Bell et al.'s SecAgg+ dropout model): for the announced
 //! participant set `S` and responder set `T` (`|T| ≥ t`), holder `k ∈ T` returns
 //! `d_{k,j} = λ_k · a_{r,j} · Σ_{i∈S} share_i(k) + u_{k,j}` where `λ_k` is its Lagrange
-//! coefficient at 0 over `T` and `u` is uniform smudging noise on `[−2^b, 2^b)`. Then
-//! `Σ_{k∈T} d_k = a·Σ_{i∈S} s_i + Σ u`, and `Σ_{i∈S} b_i − Σ_k d_k = Δ·Σ m_i + Σ e_i − Σ u`,
-//! which rounds to `Σ m_i` exactly under the parameter budget.
+//! coefficient at 0 over `T` (per RNS prime) and `u` is flooding noise, one integer per ring
+//! coefficient uniform on `[−2^b, 2^b)` (`b = 76` by default), reduced modulo every prime. Then
+//! `Σ_{k∈T} d_k = a·Σ_{i∈S} s_i + Σ u`, and `Σ_{i∈S} b_i − Σ_k d_k = Δ·V + Σ e_i − Σ u` with `V`
+//! the packed sums, which [`combine`] decodes exactly (CRT, rounding by Δ, slot unpacking) under
+//! the parameter budget, refusing with [`DecryptError::Garbled`] anything that is not within the
+//! noise bound of a valid packed sum.
 //!
-//! The smudging does two jobs: it turns each partial into an RLWE sample with secret
-//! `λ_k·Σ share_i(k)`, so the share sum itself is never revealed, and it floods the
-//! aggregated encryption error `Σ e_i` (|Σe| ≤ n_max·η ≈ 2^12.4 by default against
-//! 2^20-wide smudging per holder), so the decryptor learns `Σ m_i` and only a heavily noised
-//! view of `Σ e_i` (noise flooding, Asharov et al., EUROCRYPT 2012). The width is bounded by
-//! the 62-bit modulus: messages need the rest of the headroom (see [`crate::params`]).
+//! The flooding does two jobs: each partial is masked by `a·λ_k·Σ share_i(k)` (uniform for the
+//! holders beyond any `t − 1`), so share sums are never revealed, and it hides the aggregated
+//! encryption error `E = Σ e_i` (|E| ≤ n_max·η ≈ 2^12.4): the decryptor's view is within
+//! statistical distance `L·n_max·η/2^(b+1) ≤ 2^-40` over the `L ≤ max_coordinates` released
+//! coordinates of a simulation from `Σ m_i` alone (noise flooding, Asharov et al., EUROCRYPT
+//! 2012; Mouchet et al., PoPETs 2021). The bound and its proof sketch are in [`crate::params`];
+//! [`SecAggContext::statistical_distance_log2`] evaluates it.
 //!
 //! Refusals (all checked before anything is recorded or computed, each with a typed
 //! [`DecryptError`]): a holder answers at most **one** request per round, enforced in memory and

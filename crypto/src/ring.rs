@@ -5,7 +5,7 @@
 //! multiplication of scalars uses tfhe `core_crypto`'s custom-modulus `UnsignedInteger` helpers,
 //! or tfhe-ntt's precomputed-reciprocal `fastdiv::Div64` in hot loops.
 //!
-//! CRT reconstruction ([`crt_centered`]) is Garner's mixed-radix algorithm (Garner, "The residue
+//! CRT reconstruction (`crt_centered`) is Garner's mixed-radix algorithm (Garner, "The residue
 //! number system", IRE Trans. Electronic Computers, 1959; Knuth, TAOCP vol. 2, §4.3.2) evaluated
 //! with three 64-bit limbs ([`I192`]); nothing beyond limb additions, shifts and 64×64-bit
 //! products is implemented here, and the tests check it against `num-bigint`.

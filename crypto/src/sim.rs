@@ -349,6 +349,29 @@ mod tests {
         }
     }
 
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3))]
+        /// The same at the production parameters (N = 8192, three primes, 3 slots), with vectors
+        /// spanning up to three chunks (24576 coordinates each) and a truncated last chunk.
+        #[test]
+        fn round_trip_with_dropouts_production(n in 2usize..=12, len in 1usize..60_000, seed: u64) {
+            let ctx = SecAggParams::default().build().unwrap();
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let updates: Vec<Vec<f32>> = (0..n).map(|_| (0..len).map(|_| rng.random_range(-6.0f32..6.0)).collect()).collect();
+            let weights: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..16.0)).collect();
+            let c = rng.random_range(0..=(n - 2) / 2);
+            let mut cfg = SimConfig::new(n, c).unwrap();
+            cfg.envelopes = false;
+            let drops = rng.random_range(0..=n - cfg.threshold);
+            let mut order: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() { order.swap(i, rng.random_range(0..=i)); }
+            cfg.dropped_holders = order[..drops].to_vec();
+            let refs: Vec<&[f32]> = updates.iter().map(|u| u.as_slice()).collect();
+            let out = run_secure_round(&ctx, &refs, &weights, &cfg, &mut rng).unwrap();
+            prop_assert_eq!(out.sums, expected_sums(&ctx, &updates, &weights));
+        }
+    }
+
     /// Production parameters, n = 7, c = 1 (t = 5), two holders drop after the upload: still
     /// decodes, through signed envelopes; the weighted mean is within one quantization step.
     #[test]
