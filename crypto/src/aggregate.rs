@@ -1,6 +1,6 @@
 //! Streaming, coefficient-wise summation of client bodies (coordinator side).
 //!
-//! Memory is O(model): one running sum of `len` residues plus a bitmap of received chunks per
+//! Memory is O(model): one running sum of the flat residue layout of [`crate::params`] plus a bitmap of received chunks per
 //! client. Chunks may arrive in any order; every chunk is checked for index, length, range and
 //! duplication before it touches the sum (hostile-input conformance, as tfhe's
 //! `ParameterSetConformant`).
@@ -68,7 +68,7 @@ pub enum AggregateError {
     Empty,
 }
 
-/// The sum of the bodies of a set of clients: `Σ_{i∈S} b_i mod q`.
+/// The sum of the bodies of a set of clients: `Σ_{i∈S} b_i mod Q`, residue by residue.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AggregateBody {
     participants: Vec<ParticipantId>,
@@ -97,13 +97,14 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    /// An empty aggregate for vectors of `len` coordinates (model length + 1 weight coordinate).
+    /// An empty aggregate for vectors of `len` coordinates (model length + 1 weight coordinate);
+    /// it holds `ctx.residues_len(len)` residues.
     pub fn new(ctx: &SecAggContext, len: usize) -> Self {
         Self {
             ctx: ctx.clone(),
             len,
             chunks: ctx.num_chunks(len),
-            sum: vec![0; len],
+            sum: vec![0; ctx.residues_len(len)],
             received: BTreeMap::new(),
         }
     }
@@ -113,7 +114,8 @@ impl Aggregator {
         self.chunks
     }
 
-    /// Adds chunk `chunk` of `client`'s bodies (`ctx.chunk_range(chunk, len)` coordinates).
+    /// Adds chunk `chunk` of `client`'s body: the `ctx.chunk_residues(chunk, len)` slice of its
+    /// flat body (prime-major within the chunk, see [`crate::params`]).
     ///
     /// # Errors
     /// [`AggregateError::ChunkOutOfRange`], [`AggregateError::WrongLength`],
@@ -132,7 +134,7 @@ impl Aggregator {
                 chunks: self.chunks,
             });
         }
-        let range = self.ctx.chunk_range(chunk, self.len);
+        let range = self.ctx.chunk_residues(chunk, self.len);
         if body.len() != range.len() {
             return Err(AggregateError::WrongLength {
                 client,
@@ -141,8 +143,7 @@ impl Aggregator {
                 got: body.len(),
             });
         }
-        let q = self.ctx.modulus();
-        if body.iter().fold(0u64, |m, &x| m.max(x)) >= q {
+        if self.ctx.check_chunk(body).is_err() {
             return Err(AggregateError::OutOfRange { client, chunk });
         }
         let (word, bit) = (chunk / 64, 1u64 << (chunk % 64));
@@ -163,8 +164,13 @@ impl Aggregator {
         }
         entry.0[word] |= bit;
         entry.1 += 1;
-        for (s, &b) in self.sum[range].iter_mut().zip(body) {
-            *s = add_mod(*s, b, q);
+        let c = body.len() / self.ctx.num_primes();
+        let sum = &mut self.sum[range];
+        for (i, &q) in self.ctx.moduli().iter().enumerate() {
+            let block = i * c..(i + 1) * c;
+            for (s, &b) in sum[block.clone()].iter_mut().zip(&body[block]) {
+                *s = add_mod(*s, b, q);
+            }
         }
         Ok(())
     }
@@ -173,22 +179,38 @@ impl Aggregator {
     ///
     /// # Errors
     /// As [`Aggregator::add_chunk`]; [`AggregateError::WrongLength`] (chunk 0) if `bodies` does
-    /// not have `len` coordinates, checked before anything is added.
+    /// not have `ctx.residues_len(len)` residues, [`AggregateError::OutOfRange`] for an unreduced
+    /// residue, [`AggregateError::DuplicateChunk`] (chunk 0) if the client already sent chunks; all
+    /// checked before anything is added.
     pub fn add_client(
         &mut self,
         client: ParticipantId,
         bodies: &[u64],
     ) -> Result<(), AggregateError> {
-        if bodies.len() != self.len {
+        let expected = self.ctx.residues_len(self.len);
+        if bodies.len() != expected {
             return Err(AggregateError::WrongLength {
                 client,
                 chunk: 0,
-                expected: self.len,
+                expected,
                 got: bodies.len(),
             });
         }
+        // Validate every chunk before adding any, so a bad body leaves no partial upload behind.
         for j in 0..self.chunks {
-            self.add_chunk(client, j, &bodies[self.ctx.chunk_range(j, self.len)])?;
+            if self
+                .ctx
+                .check_chunk(&bodies[self.ctx.chunk_residues(j, self.len)])
+                .is_err()
+            {
+                return Err(AggregateError::OutOfRange { client, chunk: j });
+            }
+        }
+        if self.received.contains_key(&client) {
+            return Err(AggregateError::DuplicateChunk { client, chunk: 0 });
+        }
+        for j in 0..self.chunks {
+            self.add_chunk(client, j, &bodies[self.ctx.chunk_residues(j, self.len)])?;
         }
         Ok(())
     }
@@ -234,25 +256,33 @@ mod tests {
     #[test]
     fn sums_in_any_order_and_rejects_bad_chunks() {
         let ctx = SecAggParams::toy_insecure(16).build().unwrap();
-        let q = ctx.modulus();
-        let len = 40; // chunks of 16, 16, 8
+        let q = ctx.moduli().to_vec();
+        let len = 100; // 34 coefficients: chunks of 16, 16, 2 → 48, 48, 6 residues
+        let total = ctx.residues_len(len);
+        assert_eq!(total, 102);
+        // Residue r of a body lies in the block of prime prime_of(r).
+        let prime_of = |r: usize| {
+            let j = r / 48;
+            let c = ctx.chunk_coefficients(j, len).len();
+            (r - j * 48) / c
+        };
         let mut agg = Aggregator::new(&ctx, len);
-        let a: Vec<u64> = (0..len as u64).map(|i| q - 1 - i).collect();
-        let b: Vec<u64> = (0..len as u64).map(|i| 2 * i + 1).collect();
+        let a: Vec<u64> = (0..total).map(|r| q[prime_of(r)] - 1 - r as u64).collect();
+        let b: Vec<u64> = (0..total).map(|r| 2 * r as u64 + 1).collect();
         agg.add_client(id(1), &a).unwrap();
         for j in [2, 0, 1] {
-            agg.add_chunk(id(2), j, &b[ctx.chunk_range(j, len)])
+            agg.add_chunk(id(2), j, &b[ctx.chunk_residues(j, len)])
                 .unwrap();
         }
         assert_eq!(
-            agg.add_chunk(id(2), 1, &b[16..32]),
+            agg.add_chunk(id(2), 1, &b[48..96]),
             Err(AggregateError::DuplicateChunk {
                 client: id(2),
                 chunk: 1
             })
         );
         assert_eq!(
-            agg.add_chunk(id(3), 3, &b[..8]),
+            agg.add_chunk(id(3), 3, &b[..6]),
             Err(AggregateError::ChunkOutOfRange {
                 client: id(3),
                 chunk: 3,
@@ -260,29 +290,56 @@ mod tests {
             })
         );
         assert_eq!(
-            agg.add_chunk(id(3), 2, &b[..16]),
+            agg.add_chunk(id(3), 2, &b[..48]),
             Err(AggregateError::WrongLength {
                 client: id(3),
                 chunk: 2,
-                expected: 8,
-                got: 16
+                expected: 6,
+                got: 48
             })
         );
+        // q_1 − 1 is fine in the prime-1 block but not in the prime-2 block (q_2 < q_1).
+        let mut bad = vec![0u64; 48];
+        bad[16] = q[1] - 1;
+        assert!(agg.add_chunk(id(3), 0, &bad).is_ok());
+        let mut agg2 = Aggregator::new(&ctx, len);
+        bad[40] = q[1] - 1;
         assert_eq!(
-            agg.add_chunk(id(3), 0, &[q; 16]),
+            agg2.add_chunk(id(3), 0, &bad),
             Err(AggregateError::OutOfRange {
                 client: id(3),
                 chunk: 0
             })
         );
-        assert!(agg.add_client(id(3), &b[..39]).is_err());
+        let mut bad_body = b.clone();
+        bad_body[101] = q[0];
+        assert_eq!(
+            agg2.add_client(id(4), &bad_body),
+            Err(AggregateError::OutOfRange {
+                client: id(4),
+                chunk: 2
+            })
+        );
+        assert!(
+            agg2.complete_clients().is_empty(),
+            "nothing added from a refused body"
+        );
+        assert!(agg.add_client(id(5), &b[..101]).is_err());
+        let mut agg = Aggregator::new(&ctx, len);
+        agg.add_client(id(1), &a).unwrap();
+        agg.add_client(id(2), &b).unwrap();
+        assert!(matches!(
+            agg.add_client(id(2), &b),
+            Err(AggregateError::DuplicateChunk { .. })
+        ));
         let out = agg.finish().unwrap();
         assert_eq!(out.participants(), &[id(1), id(2)]);
-        let expect: Vec<u64> = (0..len as u64).collect(); // (q−1−i) + (2i+1) = q + i
+        // (q − 1 − r) + (2r + 1) = q + r ≡ r.
+        let expect: Vec<u64> = (0..total as u64).collect();
         assert_eq!(out.sum(), expect.as_slice());
 
         let mut agg = Aggregator::new(&ctx, len);
-        agg.add_chunk(id(4), 0, &b[..16]).unwrap();
+        agg.add_chunk(id(4), 0, &b[..48]).unwrap();
         assert_eq!(agg.finish().unwrap_err(), AggregateError::Incomplete(id(4)));
         assert_eq!(
             Aggregator::new(&ctx, len).finish().unwrap_err(),

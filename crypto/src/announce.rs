@@ -526,7 +526,7 @@ pub fn encode_sealed(sealed: &SealedShare) -> Vec<u8> {
 /// let (alice, bob) = (NodeIdentity::generate(), NodeIdentity::generate());
 /// let ctx = ShareContext { federation: "fed".into(), round: RoundId(3),
 ///     announcement: AnnouncementHash([7; 32]), sender: ParticipantId::new(1).unwrap(), recipient: ParticipantId::new(2).unwrap() };
-/// let share = KeyShare::from_values(vec![1, 2, 3], 257).unwrap();
+/// let share = KeyShare::from_values(vec![1, 2, 3], &[257]).unwrap();
 /// let env = seal_share(&alice, &bob.public_keys(), &ctx, &share).unwrap();
 /// let back = decode_sealed(ctx.clone(), &encode_sealed(&env)).unwrap();
 /// assert_eq!(back, env);
@@ -543,12 +543,6 @@ pub fn decode_sealed(context: ShareContext, bytes: &[u8]) -> Result<SealedShare,
         signature: bytes[32..SEALED_PREFIX].to_vec(),
         ciphertext: bytes[SEALED_PREFIX..].to_vec(),
     })
-}
-
-/// Largest encoded envelope for ring degree `n`: prefix, an 8-byte-per-coefficient share with its
-/// header allowance, and the AEAD tag. Relays use it to bound what they store.
-pub fn max_sealed_len(n: usize) -> usize {
-    SEALED_PREFIX + 8 * n + 64 + 16
 }
 
 #[cfg(test)]
@@ -769,13 +763,19 @@ mod tests {
             b.participants.pop();
         });
         push(&|b| b.params.polynomial_size *= 2);
-        push(&|b| b.params.modulus -= 2);
+        push(&|b| b.params.moduli[2] -= 2);
         push(&|b| b.params.fraction_bits += 1);
         push(&|b| b.params.clip = 3.0);
         push(&|b| b.params.max_weight = 15.0);
         push(&|b| b.params.max_clients -= 1);
         push(&|b| b.params.error_eta += 1);
-        push(&|b| b.params.smudging_bits += 1);
+        push(&|b| b.params.flooding_bits += 1);
+        push(&|b| b.params.slots -= 1);
+        push(&|b| b.params.slot_bits -= 1);
+        push(&|b| b.params.moduli.swap(0, 1));
+        push(&|b| {
+            b.params.moduli.pop();
+        });
         push(&|b| b.params.max_coordinates -= 1);
         push(&|b| b.params.insecure_toy = true);
         // Moving bytes between adjacent strings is caught by the length prefixes.

@@ -3,12 +3,13 @@
 //! A coordinate `x` (f32) with FedAvg weight `w` is encoded as `m = round(w · clip(x, ±R) · 2^f)`,
 //! an integer with `|m| ≤ W·R·2^f`. Weighted FedAvg sends `w·x` for every coordinate plus one
 //! extra coordinate `round(w · 2^f)`; the decoded weighted mean is `Σ m_c / Σ m_w`. Plaintexts are
-//! `Δ·m mod q` ([`to_plaintext`]); [`crate::params::SecAggParams::validate`] guarantees that sums
+//! packed `slots` per ring coefficient, `Δ·Σ_j m_j·2^(j·w)` ([`pack_slots`]);
+//! [`crate::params::SecAggParams::validate`] guarantees that sums
 //! of up to `max_clients` such messages never wrap mod q and stay above the noise (headroom).
 //! NaN and ±∞ are rejected with [`EncodingError::NotFinite`] before anything is encrypted.
 
 use crate::params::SecAggContext;
-use crate::ring::from_signed;
+use crate::ring::crt_centered;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -182,18 +183,89 @@ pub fn encode_weight(ctx: &SecAggContext, weight: Weight) -> i64 {
     (weight.0 * scale(ctx)).round() as i64
 }
 
-/// The plaintext `Δ·m mod q` of an integer message.
+/// Packs the signed slot values `m_j` (at most `slots` of them, missing ones are 0) of one
+/// coefficient into `V = Σ_j m_j·2^(j·w)`, `w = slot_bits`. The plaintext coefficient is `Δ·V`.
 ///
 /// # Errors
-/// [`EncodingError::MessageTooLarge`] if `|m|` exceeds the per-client bound (which the
-/// headroom check is based on).
+/// [`EncodingError::MessageTooLarge`] if some `|m_j|` exceeds the per-client bound (which the
+/// headroom check is based on); [`EncodingError::LengthMismatch`] for more than `slots` values.
 #[inline]
-pub fn to_plaintext(ctx: &SecAggContext, m: i64) -> Result<u64, EncodingError> {
+pub fn pack_slots(ctx: &SecAggContext, values: &[i64]) -> Result<i128, EncodingError> {
+    if values.len() > ctx.slots() {
+        return Err(EncodingError::LengthMismatch {
+            expected: ctx.slots(),
+            got: values.len(),
+        });
+    }
     let bound = ctx.derived().per_client_bound;
-    if m.unsigned_abs() > bound {
+    if let Some(&m) = values.iter().find(|m| m.unsigned_abs() > bound) {
         return Err(EncodingError::MessageTooLarge { value: m, bound });
     }
-    Ok(from_signed(m << ctx.derived().delta_bits, ctx.modulus()))
+    Ok(pack_unchecked(ctx.params().slot_bits, values))
+}
+
+/// `Σ_j m_j·2^(j·w)` for values already bounded by the validated headroom.
+#[inline(always)]
+pub(crate) fn pack_unchecked(w: u32, values: &[i64]) -> i128 {
+    values
+        .iter()
+        .rev()
+        .fold(0i128, |acc, &m| (acc << w) + i128::from(m))
+}
+
+/// Unpacks `V = Σ_j m_j·2^(j·w)` into `out` (length ≤ `slots`), borrow-aware: each slot is the
+/// signed residue of the remainder modulo `2^w` in `[−2^(w−1), 2^(w−1))`, the last slot takes the
+/// rest. Exact whenever every `|m_j| < 2^(w−1)`, which the headroom check guarantees for sums of
+/// up to `max_clients` encodings. Slots beyond `out` must be zero.
+///
+/// # Errors
+/// `Err(())` if a slot exceeds the aggregate message bound or an unused slot is nonzero (the
+/// value was not a valid packed sum).
+#[inline]
+pub(crate) fn unpack_slots(ctx: &SecAggContext, v: i128, out: &mut [i64]) -> Result<(), ()> {
+    let w = ctx.params().slot_bits;
+    let k = ctx.slots();
+    let bound = u128::from(ctx.derived().message_bound);
+    let (mask, half) = ((1u128 << w) - 1, 1i128 << (w - 1));
+    let mut rest = v;
+    for j in 0..k {
+        let m = if j + 1 == k {
+            rest
+        } else {
+            let low = (rest as u128 & mask) as i128;
+            let m = if low >= half { low - (1i128 << w) } else { low };
+            rest = (rest - m) >> w;
+            m
+        };
+        if m.unsigned_abs() > bound {
+            return Err(());
+        }
+        match out.get_mut(j) {
+            Some(o) => *o = m as i64,
+            None if m != 0 => return Err(()),
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+/// Decodes one coefficient from its residues (one per prime) of `Δ·V + noise`: CRT (Garner),
+/// centered lift, rounding by Δ, the noise bound check and the slot unpacking into `out`.
+///
+/// # Errors
+/// `Err(())` if the value is not `Δ·V + noise` with `|noise| ≤ noise_bound` and valid slots.
+#[inline]
+pub(crate) fn decode_coefficient(
+    ctx: &SecAggContext,
+    residues: &[u64],
+    out: &mut [i64],
+) -> Result<(), ()> {
+    let x = crt_centered(ctx.rns(), residues);
+    let (v, e) = x.round_shift(ctx.derived().delta_bits).ok_or(())?;
+    if e.unsigned_abs() > ctx.derived().noise_bound {
+        return Err(());
+    }
+    unpack_slots(ctx, v, out)
 }
 
 /// Checks that `clients` contributions fit the headroom of the parameters.
@@ -232,7 +304,6 @@ pub fn decode_weighted_mean(sums: &[i64]) -> Result<Vec<f64>, EncodingError> {
 mod tests {
     use super::*;
     use crate::params::SecAggParams;
-    use crate::ring::to_centered;
 
     #[test]
     fn edge_cases() {
@@ -270,31 +341,85 @@ mod tests {
         );
     }
 
-    /// max_clients clients all at +R (and all at −R) with maximal weight: the plaintext sum
-    /// mod q, centered, equals Δ·Σm exactly (no wrap), with room for the noise bound.
+    /// Residues of `Δ·V + e` per prime.
+    fn residues(ctx: &SecAggContext, v: i128, e: i128) -> Vec<u64> {
+        let rns = ctx.rns();
+        (0..ctx.num_primes())
+            .map(|i| {
+                let d = rns.div[i];
+                let q = d.divisor();
+                let dv = crate::ring::mul_mod_fast(
+                    crate::ring::reduce_i128(v, d),
+                    rns.slot_scale[i][0],
+                    d,
+                );
+                crate::ring::add_mod(dv, crate::ring::reduce_i128(e, d), q)
+            })
+            .collect()
+    }
+
+    /// max_clients clients all at +R (and all at −R, and mixed signs across slots) with maximal
+    /// weight: the packed sum plus the extreme noise decodes exactly (no wrap mod Q, no slot
+    /// overflow), and one more client would be refused.
     #[test]
     fn headroom_holds_for_max_clients_at_the_clip() {
         let ctx = SecAggParams::default().build().unwrap();
-        let q = ctx.modulus();
         let w = Weight::new(&ctx, ctx.params().max_weight).unwrap();
-        let n = ctx.params().max_clients as usize;
-        check_headroom(&ctx, n).unwrap();
-        assert!(check_headroom(&ctx, n + 1).is_err());
-        for x in [ctx.params().clip as f32, -(ctx.params().clip as f32)] {
-            let m = encode_value(&ctx, x, w).unwrap();
-            let p = to_plaintext(&ctx, m).unwrap();
-            let mut acc = 0u64;
-            for _ in 0..n {
-                acc = crate::ring::add_mod(acc, p, q);
+        let n = ctx.params().max_clients as i64;
+        check_headroom(&ctx, n as usize).unwrap();
+        assert!(check_headroom(&ctx, n as usize + 1).is_err());
+        let r = ctx.params().clip as f32;
+        let m = encode_value(&ctx, r, w).unwrap();
+        assert_eq!(m, (16 * 4) << 16);
+        let noise = ctx.derived().noise_bound as i128;
+        for signs in [[1, 1, 1], [-1, -1, -1], [1, -1, 1], [-1, 1, -1]] {
+            let sums: Vec<i64> = signs.iter().map(|s| s * m * n).collect();
+            let v = pack_slots(&ctx, &[m * signs[0], m * signs[1], m * signs[2]]).unwrap()
+                * i128::from(n);
+            assert_eq!(v, pack_unchecked(32, &sums));
+            for e in [-noise, noise, 0] {
+                let mut out = [0i64; 3];
+                decode_coefficient(&ctx, &residues(&ctx, v, e), &mut out).unwrap();
+                assert_eq!(out.to_vec(), sums);
             }
-            let noise = ctx.derived().noise_bound as i64;
-            for e in [-noise, noise] {
-                let v = to_centered(crate::ring::add_mod(acc, from_signed(e, q), q), q);
-                let delta = ctx.delta() as i64;
-                assert_eq!((v + delta / 2).div_euclid(delta), m * n as i64);
-            }
+            // Beyond the noise bound: refused, not silently wrong.
+            let mut out = [0i64; 3];
+            assert!(
+                decode_coefficient(&ctx, &residues(&ctx, v, noise + 1), &mut out).is_err()
+                    || out.to_vec() == sums
+            );
         }
-        assert!(to_plaintext(&ctx, ctx.derived().per_client_bound as i64 + 1).is_err());
+        let bound = ctx.derived().per_client_bound as i64;
+        assert!(matches!(
+            pack_slots(&ctx, &[bound + 1]),
+            Err(EncodingError::MessageTooLarge { .. })
+        ));
+        assert!(pack_slots(&ctx, &[0; 4]).is_err());
+    }
+
+    proptest::proptest! {
+        /// Packing and borrow-aware unpacking are inverse on every slot value up to the aggregate
+        /// bound, extremes included.
+        #[test]
+        fn pack_unpack_round_trip(raw in proptest::array::uniform3(proptest::prelude::any::<i64>()), extreme in proptest::array::uniform3(0u8..4), used in 1usize..=3) {
+            let ctx = SecAggParams::toy_insecure(16).build().unwrap();
+            let b = ctx.derived().message_bound as i64;
+            let vals: Vec<i64> = raw.iter().zip(extreme).map(|(&x, e)| match e {
+                0 => b,
+                1 => -b,
+                2 => 0,
+                _ => x.rem_euclid(2 * b + 1) - b,
+            }).take(used).collect();
+            let v = pack_unchecked(ctx.params().slot_bits, &vals);
+            let mut out = vec![0i64; used];
+            proptest::prop_assert!(unpack_slots(&ctx, v, &mut out).is_ok());
+            proptest::prop_assert_eq!(&out, &vals);
+            // Through the full decode path with the extreme noise.
+            let noise = ctx.derived().noise_bound as i128;
+            let mut out = vec![0i64; used];
+            proptest::prop_assert!(decode_coefficient(&ctx, &residues(&ctx, v, -noise), &mut out).is_ok());
+            proptest::prop_assert_eq!(out, vals);
+        }
     }
 
     #[test]

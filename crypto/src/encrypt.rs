@@ -1,24 +1,28 @@
-//! Client-side encryption of an update into RLWE bodies.
+//! Client-side encryption of an update into RLWE bodies, in RNS with packed slots.
 //!
-//! For chunk `j` (coordinates `[jN, (j+1)N)`) the body is
-//! `b_{i,j} = a_{r,j}·s_i + e_{i,j} + Δ·m_{i,j} (mod q)` (Stevens et al., USENIX Sec 2022,
-//! ring variant): `a_{r,j}` is the common mask ([`crate::mask`]), `s_i` the ternary round key,
-//! `e` centered binomial with parameter η (σ ≈ 3.24), and `Δ = 2^delta_bits` places the
-//! message above the total noise of an aggregate so decoding is exact (see
-//! [`crate::params`]). The mask is implied by the public seed, so the upload is exactly one
-//! `u64` per coordinate; the last chunk is truncated to the vector length (a subset of RLWE
-//! coefficients is still an RLWE sample). Products use one pointwise NTT product and one
-//! inverse NTT per chunk (tfhe-ntt).
+//! For chunk `j` (ring coefficients `[jN, (j+1)N)`, i.e. coordinates `[jNk, (j+1)Nk)` with `k`
+//! slots per coefficient) the body is `b_{i,j} = a_{r,j}·s_i + e_{i,j} + Δ·V_{i,j} (mod Q)`
+//! (Stevens et al., USENIX Sec 2022, ring variant; packing as in their §5): `a_{r,j}` is the
+//! common mask ([`crate::mask`]), `s_i` the ternary round key, `e` centered binomial with parameter
+//! η (σ ≈ 3.24), and coefficient `c` of `V` packs the fixed-point messages of coordinates
+//! `ck … ck+k−1` as `Σ_t m_{ck+t}·2^(t·w)` ([`crate::encoding::pack_slots`]). `Δ = 2^delta_bits`
+//! places the message above the aggregate noise including the flooding of the partial
+//! decryptions, so decoding is exact (see [`crate::params`]). Everything is computed per RNS
+//! prime: the same integers `s`, `e`, `V` reduced mod each `q_i`, one pointwise NTT product and
+//! one inverse NTT per chunk and prime (tfhe-ntt). The mask is implied by the public seed, so the
+//! upload is `primes` residues per coefficient, laid out as in [`crate::params`] (chunk-major,
+//! then prime-major; the last chunk is truncated — a subset of RLWE coefficients is still an RLWE
+//! sample).
 
 use crate::encoding::{EncodingError, Weight, check_finite, encode_weight};
 use crate::ids::RoundId;
 use crate::keys::RoundSecretKey;
 use crate::mask::MaskSeed;
 use crate::params::SecAggContext;
-use crate::ring::{add_mod, mul_ntt_into_coefficients};
+use crate::ring::{add_mod, mul_mod_fast, mul_ntt_into_coefficients, reduce_i128};
 use rand::CryptoRng;
 use thiserror::Error;
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 /// Errors of encryption.
 #[derive(Debug, Error, PartialEq)]
@@ -46,8 +50,8 @@ fn centered_binomial(word: u64, eta_mask: u64, eta: u32) -> i64 {
     i64::from((word & eta_mask).count_ones()) - i64::from(((word >> eta) & eta_mask).count_ones())
 }
 
-/// Encrypts integer messages `m` (already fixed-point encoded, `|m| ≤` per-client bound) into
-/// `out` (same length): `out[c] = (a·s + e)[c] + Δ·m[c] mod q`.
+/// Encrypts integer messages `m` (already fixed-point encoded, `|m| ≤` per-client bound, one
+/// per coordinate) into `out` (`ctx.residues_len(messages.len())` residues).
 ///
 /// # Errors
 /// [`EncryptError::LengthMismatch`], [`EncryptError::Empty`], [`EncodingError::MessageTooLarge`]
@@ -61,28 +65,29 @@ pub fn encrypt_messages<R: CryptoRng + ?Sized>(
     messages: &[i64],
     rng: &mut R,
 ) -> Result<(), EncryptError> {
-    if out.len() != messages.len() {
-        return Err(EncryptError::LengthMismatch {
-            expected: messages.len(),
-            got: out.len(),
-        });
-    }
     if messages.is_empty() {
         return Err(EncryptError::Empty);
+    }
+    let expected = ctx.residues_len(messages.len());
+    if out.len() != expected {
+        return Err(EncryptError::LengthMismatch {
+            expected,
+            got: out.len(),
+        });
     }
     let bound = ctx.derived().per_client_bound;
     if let Some(&m) = messages.iter().find(|m| m.unsigned_abs() > bound) {
         return Err(EncodingError::MessageTooLarge { value: m, bound }.into());
     }
-    let delta_bits = ctx.derived().delta_bits;
-    encrypt_with(out, ctx, round, seed, key, rng, |c| {
-        messages[c] << delta_bits
+    encrypt_with(out, ctx, round, seed, key, rng, messages.len(), |c| {
+        messages[c]
     });
     Ok(())
 }
 
-/// The core loop: `out[c] = (a·s)[c] + e + plain(c) mod q` with `plain(c)` a signed integer
-/// already scaled by Δ (its absolute value below q/2).
+/// The core loop: for each coefficient, `out_i = (a·s)_i + e + Δ·V (mod q_i)` with `V` the packed
+/// messages `message(x)` of its coordinates (`x < len`; missing slots are 0).
+#[allow(clippy::too_many_arguments)]
 fn encrypt_with<R: CryptoRng + ?Sized>(
     out: &mut [u64],
     ctx: &SecAggContext,
@@ -90,38 +95,50 @@ fn encrypt_with<R: CryptoRng + ?Sized>(
     seed: &MaskSeed,
     key: &RoundSecretKey,
     rng: &mut R,
-    plain: impl Fn(usize) -> i64,
+    len: usize,
+    message: impl Fn(usize) -> i64,
 ) {
-    let q = ctx.modulus();
     let n = ctx.polynomial_size();
-    let len = out.len();
+    let primes = ctx.num_primes();
+    let (k, w) = (ctx.slots(), ctx.params().slot_bits);
+    let rns = ctx.rns();
     let eta = ctx.params().error_eta;
     let eta_mask = (1u64 << eta) - 1;
     let expander = seed.expander(round);
-    let mut buf = vec![0u64; n];
+    // a·s per prime for the current chunk: with the body it reveals e + Δ·V, so it is wiped.
+    let mut a_s = Zeroizing::new(vec![0u64; primes * n]);
     for j in 0..ctx.num_chunks(len) {
-        expander.expand_ntt(ctx, j, &mut buf);
-        mul_ntt_into_coefficients(ctx.plan(), &mut buf, key.ntt());
-        let range = ctx.chunk_range(j, len);
-        let start = range.start;
-        for (k, (o, &as_)) in out[range].iter_mut().zip(&buf).enumerate() {
+        let coefficients = ctx.chunk_coefficients(j, len);
+        let c = coefficients.len();
+        for (i, buf) in a_s.chunks_exact_mut(n).enumerate() {
+            expander.expand_ntt(ctx, j, i, buf);
+            mul_ntt_into_coefficients(ctx.plan(i), buf, key.ntt(i));
+        }
+        let chunk_out = &mut out[ctx.chunk_residues(j, len)];
+        for (t, coefficient) in coefficients.enumerate() {
+            let base = coefficient * k;
+            let mut v = 0i128;
+            for x in (base..base + k).rev() {
+                v = (v << w) + i128::from(if x < len { message(x) } else { 0 });
+            }
             let e = centered_binomial(rng.next_u64(), eta_mask, eta);
-            let v = plain(start + k) + e; // |v| < q/2
-            let v = if v < 0 {
-                (v + q as i64) as u64
-            } else {
-                v as u64
-            };
-            *o = add_mod(as_, v, q);
+            for i in 0..primes {
+                let (d, q) = (rns.div[i], rns.moduli[i]);
+                let dv = mul_mod_fast(reduce_i128(v, d), rns.slot_scale[i][0], d);
+                let ev = if e < 0 {
+                    q - e.unsigned_abs()
+                } else {
+                    e as u64
+                };
+                chunk_out[i * c + t] = add_mod(add_mod(a_s[i * n + t], dv, q), ev, q);
+            }
         }
     }
-    // buf held a·s, which with the body reveals e + Δm; wipe it.
-    buf.zeroize();
 }
 
-/// Encrypts a weighted FedAvg update: `out` (length `update.len() + 1`) receives the bodies of
-/// `w·clip(x)·2^f` for every coordinate and of `w·2^f` in the last coordinate.
-/// NaN/∞ are rejected before anything is written.
+/// Encrypts a weighted FedAvg update: `out` (`ctx.body_len(update.len())` residues) receives the
+/// bodies of `w·clip(x)·2^f` for every coordinate and of `w·2^f` in the last (weight)
+/// coordinate, packed. NaN/∞ are rejected before anything is written.
 ///
 /// # Errors
 /// [`EncryptError::LengthMismatch`], [`EncryptError::Empty`], [`EncodingError::NotFinite`].
@@ -134,9 +151,11 @@ fn encrypt_with<R: CryptoRng + ?Sized>(
 /// let key = RoundSecretKey::generate(&ctx);
 /// let seed = MaskSeed([1; 32]);
 /// let mut rng = rand::rng();
-/// let mut out = vec![0u64; 4];
+/// let mut out = vec![0u64; ctx.body_len(3)];
 /// encrypt_update(&mut out, &ctx, RoundId(1), &seed, &key, &[0.5, -1.0, 2.0], Weight::one(), &mut rng).unwrap();
-/// assert!(out.iter().all(|&b| b < ctx.modulus()));
+/// // 3 parameters + the weight = 4 coordinates in 2 coefficients, 3 residues each.
+/// assert_eq!(out.len(), 6);
+/// assert!(out.iter().all(|&b| b < 1 << 62));
 /// ```
 #[allow(clippy::too_many_arguments)]
 pub fn encrypt_update<R: CryptoRng + ?Sized>(
@@ -149,30 +168,29 @@ pub fn encrypt_update<R: CryptoRng + ?Sized>(
     weight: Weight,
     rng: &mut R,
 ) -> Result<(), EncryptError> {
-    if out.len() != update.len() + 1 {
+    let expected = ctx.body_len(update.len());
+    if out.len() != expected {
         return Err(EncryptError::LengthMismatch {
-            expected: update.len() + 1,
+            expected,
             got: out.len(),
         });
     }
     check_finite(update)?;
     let p = ctx.params();
     let (clip, w, scale) = (p.clip, weight.get(), f64::from(p.fraction_bits).exp2());
-    let delta_bits = ctx.derived().delta_bits;
     let w_code = encode_weight(ctx, weight);
     let last = update.len();
-    encrypt_with(out, ctx, round, seed, key, rng, |c| {
-        let m = if c == last {
+    encrypt_with(out, ctx, round, seed, key, rng, last + 1, |c| {
+        if c == last {
             w_code
         } else {
             (f64::from(update[c]).clamp(-clip, clip) * w * scale).round() as i64
-        };
-        m << delta_bits
+        }
     });
     Ok(())
 }
 
-/// Allocating twin of [`encrypt_update`]; returns `update.len() + 1` bodies.
+/// Allocating twin of [`encrypt_update`]; returns `ctx.body_len(update.len())` residues.
 ///
 /// # Errors
 /// As [`encrypt_update`].
@@ -185,7 +203,7 @@ pub fn allocate_and_encrypt_update<R: CryptoRng + ?Sized>(
     weight: Weight,
     rng: &mut R,
 ) -> Result<Vec<u64>, EncryptError> {
-    let mut out = vec![0u64; update.len() + 1];
+    let mut out = vec![0u64; ctx.body_len(update.len())];
     encrypt_update(&mut out, ctx, round, seed, key, update, weight, rng)?;
     Ok(out)
 }
@@ -194,40 +212,55 @@ pub fn allocate_and_encrypt_update<R: CryptoRng + ?Sized>(
 mod tests {
     use super::*;
     use crate::params::SecAggParams;
-    use crate::ring::{negacyclic_mul, sub_mod, to_centered};
+    use crate::ring::{negacyclic_mul, sub_mod};
     use rand::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
-    /// With the key known, b − a·s = e + Δm: decoding one ciphertext gives m exactly.
+    /// With the key known, b − a·s = e + Δ·V: decoding one ciphertext gives every message
+    /// exactly, in every chunk (including the truncated last one) and slot.
     #[test]
     fn single_ciphertext_decrypts_with_the_key() {
         let ctx = SecAggParams::toy_insecure(64).build().unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(5);
         let key = RoundSecretKey::generate_with(&ctx, &mut rng);
         let seed = MaskSeed([3; 32]);
-        let msgs: Vec<i64> = (0..150).map(|i| (i * 7919 % 2001) - 1000).collect();
-        let mut out = vec![0u64; msgs.len()];
+        let bound = ctx.derived().per_client_bound as i64;
+        let mut msgs: Vec<i64> = (0..400).map(|i| (i * 7919 % 2001) - 1000).collect();
+        msgs[0] = bound;
+        msgs[1] = -bound;
+        msgs[399] = bound;
+        let mut out = vec![0u64; ctx.residues_len(msgs.len())];
         encrypt_messages(&mut out, &ctx, RoundId(9), &seed, &key, &msgs, &mut rng).unwrap();
-        let q = ctx.modulus();
-        let delta = ctx.delta() as i64;
-        for j in 0..ctx.num_chunks(msgs.len()) {
-            let a = seed.expander(RoundId(9)).expand_coefficients(&ctx, j);
-            let as_ = negacyclic_mul(ctx.plan(), &a, key.coefficients());
-            for c in ctx.chunk_range(j, msgs.len()) {
-                let v = to_centered(sub_mod(out[c], as_[c - j * 64], q), q);
-                let e = v - msgs[c] * delta;
-                assert!(e.abs() <= 21, "noise {e}");
+        let (n, p, len) = (64, 3, msgs.len());
+        let mut decoded = vec![0i64; len];
+        for j in 0..ctx.num_chunks(len) {
+            let coefficients = ctx.chunk_coefficients(j, len);
+            let c = coefficients.len();
+            let body = &out[ctx.chunk_residues(j, len)];
+            let a_s: Vec<Vec<u64>> = (0..p)
+                .map(|i| {
+                    let a = seed.expander(RoundId(9)).expand_coefficients(&ctx, j, i);
+                    negacyclic_mul(ctx.plan(i), &a, &key.residues()[i * n..(i + 1) * n])
+                })
+                .collect();
+            for (t, coefficient) in coefficients.enumerate() {
+                let residues: Vec<u64> = (0..p)
+                    .map(|i| sub_mod(body[i * c + t], a_s[i][t], ctx.moduli()[i]))
+                    .collect();
+                let range = coefficient * 3..(coefficient * 3 + 3).min(len);
+                crate::encoding::decode_coefficient(&ctx, &residues, &mut decoded[range]).unwrap();
             }
         }
+        assert_eq!(decoded, msgs);
         let mut short = vec![0u64; 3];
         assert_eq!(
             encrypt_messages(&mut short, &ctx, RoundId(9), &seed, &key, &msgs, &mut rng),
             Err(EncryptError::LengthMismatch {
-                expected: 150,
+                expected: 402,
                 got: 3
             })
         );
-        let mut one = vec![0u64; 1];
+        let mut one = vec![0u64; 3];
         assert!(matches!(
             encrypt_messages(
                 &mut one,
@@ -235,7 +268,7 @@ mod tests {
                 RoundId(9),
                 &seed,
                 &key,
-                &[i64::MAX],
+                &[bound + 1],
                 &mut rng
             ),
             Err(EncryptError::Encoding(
@@ -260,6 +293,11 @@ mod tests {
             }))
         ));
         assert_eq!(out, vec![5; 3]);
+        let mut empty: Vec<u64> = vec![];
+        assert_eq!(
+            encrypt_messages(&mut empty, &ctx, RoundId(9), &seed, &key, &[], &mut rng),
+            Err(EncryptError::Empty)
+        );
     }
 
     #[test]

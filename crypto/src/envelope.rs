@@ -15,15 +15,14 @@
 
 use crate::announce::AnnouncementHash;
 use crate::ids::{ParticipantId, RoundId};
-use crate::keys::{KeyError, NodeIdentity, NodePublicKeys};
+use crate::keys::{KeyError, NodeIdentity, NodePublicKeys, SecretRng};
 use crate::params::SecAggContext;
 use crate::shamir::{KeyShare, ShamirError};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Key, Nonce};
 use ed25519_dalek::Signature;
 use hkdf::Hkdf;
-use rand::{CryptoRng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use thiserror::Error;
@@ -170,13 +169,7 @@ pub fn seal_share(
     context: &ShareContext,
     share: &KeyShare,
 ) -> Result<SealedShare, EnvelopeError> {
-    seal_share_with(
-        sender,
-        recipient,
-        context,
-        share,
-        &mut ChaCha20Rng::from_os_rng(),
-    )
+    seal_share_with(sender, recipient, context, share, &mut SecretRng::from_os())
 }
 
 /// Seals `share` for `recipient`, drawing the ephemeral key from `rng`.
@@ -190,9 +183,9 @@ pub fn seal_share(
 /// let (alice, bob) = (NodeIdentity::generate(), NodeIdentity::generate());
 /// let ctx = ShareContext { federation: "fed".into(), round: RoundId(3),
 ///     announcement: AnnouncementHash([7; 32]), sender: ParticipantId::new(1).unwrap(), recipient: ParticipantId::new(2).unwrap() };
-/// let share = KeyShare::from_values(vec![1, 2, 3], 257).unwrap();
+/// let share = KeyShare::from_values(vec![1, 2, 3], &[257]).unwrap();
 /// let env = seal_share(&alice, &bob.public_keys(), &ctx, &share).unwrap();
-/// let back = open_share(3, 257, &bob, &alice.public_keys(), &ctx, &env).unwrap();
+/// let back = open_share(3, &[257], &bob, &alice.public_keys(), &ctx, &env).unwrap();
 /// assert_eq!(back, share);
 /// ```
 pub fn seal_share_with<R: CryptoRng + ?Sized>(
@@ -235,7 +228,7 @@ pub fn seal_share_with<R: CryptoRng + ?Sized>(
 }
 
 /// Opens an envelope addressed to `recipient`, checking binding, signature and authenticity, and
-/// parses an `n`-coefficient share mod `q`.
+/// parses a share of `n` coefficients per RNS prime of `moduli` (`n·moduli.len()` residues).
 ///
 /// # Errors
 /// [`EnvelopeError::WrongFederation`], [`EnvelopeError::WrongRound`],
@@ -245,7 +238,7 @@ pub fn seal_share_with<R: CryptoRng + ?Sized>(
 /// [`EnvelopeError::Share`] (bad length or unreduced values), [`EnvelopeError::Key`].
 pub fn open_share(
     n: usize,
-    q: u64,
+    moduli: &[u64],
     recipient: &NodeIdentity,
     sender: &NodePublicKeys,
     expected: &ShareContext,
@@ -282,6 +275,11 @@ pub fn open_share(
             got: got.sender,
         });
     }
+    if envelope.ciphertext.len() != 8 * n * moduli.len() + 16 {
+        return Err(EnvelopeError::Malformed(
+            "ciphertext length does not match the share length",
+        ));
+    }
     let sig_bytes: [u8; 64] = envelope
         .signature
         .as_slice()
@@ -315,10 +313,10 @@ pub fn open_share(
             )
             .map_err(|_| EnvelopeError::Tampered)?,
     );
-    Ok(KeyShare::from_bytes(&plaintext, n, q)?)
+    Ok(KeyShare::from_bytes(&plaintext, n, moduli)?)
 }
 
-/// [`open_share`] with `n` and `q` taken from the parameter context.
+/// [`open_share`] with `N` and the moduli taken from the parameter context.
 ///
 /// # Errors
 /// As [`open_share`].
@@ -331,7 +329,7 @@ pub fn open_share_for(
 ) -> Result<KeyShare, EnvelopeError> {
     open_share(
         ctx.polynomial_size(),
-        ctx.modulus(),
+        ctx.moduli(),
         recipient,
         sender,
         expected,
@@ -342,8 +340,10 @@ pub fn open_share_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha20Rng;
 
-    const Q: u64 = crate::params::DEFAULT_MODULUS;
+    const M: [u64; 3] = crate::params::DEFAULT_MODULI;
 
     fn setup() -> (NodeIdentity, NodeIdentity, ShareContext, KeyShare) {
         let mut rng = ChaCha20Rng::seed_from_u64(11);
@@ -356,7 +356,7 @@ mod tests {
             sender: ParticipantId::new(1).unwrap(),
             recipient: ParticipantId::new(2).unwrap(),
         };
-        let share = KeyShare::from_values((0..16).map(|i| Q - 1 - i).collect(), Q).unwrap();
+        let share = KeyShare::from_values((0..48).map(|i| M[2] - 1 - i).collect(), &M).unwrap();
         (a, b, ctx, share)
     }
 
@@ -365,7 +365,7 @@ mod tests {
         let (a, b, ctx, share) = setup();
         let env = seal_share(&a, &b.public_keys(), &ctx, &share).unwrap();
         assert_eq!(
-            open_share(16, Q, &b, &a.public_keys(), &ctx, &env).unwrap(),
+            open_share(16, &M, &b, &a.public_keys(), &ctx, &env).unwrap(),
             share
         );
         // The relay sees no plaintext.
@@ -378,7 +378,7 @@ mod tests {
         let (a, b, ctx, share) = setup();
         let env = seal_share(&a, &b.public_keys(), &ctx, &share).unwrap();
         let open =
-            |e: &SealedShare, exp: &ShareContext| open_share(16, Q, &b, &a.public_keys(), exp, e);
+            |e: &SealedShare, exp: &ShareContext| open_share(16, &M, &b, &a.public_keys(), exp, e);
 
         let mut t = env.clone();
         t.ciphertext[3] ^= 1;
@@ -457,8 +457,8 @@ mod tests {
         assert_eq!(open(&misdirected, &ctx), Err(EnvelopeError::Tampered));
         // Wrong share length for these parameters.
         assert!(matches!(
-            open_share(32, Q, &b, &a.public_keys(), &ctx, &env),
-            Err(EnvelopeError::Share(_))
+            open_share(32, &M, &b, &a.public_keys(), &ctx, &env),
+            Err(EnvelopeError::Malformed(_))
         ));
     }
 }

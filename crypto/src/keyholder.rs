@@ -4,16 +4,20 @@
 //! (threshold variant, as in their §5 / Bell et al.'s SecAgg+ dropout model): for the announced
 //! participant set `S` and responder set `T` (`|T| ≥ t`), holder `k ∈ T` returns
 //! `d_{k,j} = λ_k · a_{r,j} · Σ_{i∈S} share_i(k) + u_{k,j}` where `λ_k` is its Lagrange
-//! coefficient at 0 over `T` and `u` is uniform smudging noise on `[−2^b, 2^b)`. Then
-//! `Σ_{k∈T} d_k = a·Σ_{i∈S} s_i + Σ u`, and `Σ_{i∈S} b_i − Σ_k d_k = Δ·Σ m_i + Σ e_i − Σ u`,
-//! which rounds to `Σ m_i` exactly under the parameter budget.
+//! coefficient at 0 over `T` (per RNS prime) and `u` is flooding noise, one integer per ring
+//! coefficient uniform on `[−2^b, 2^b)` (`b = 76` by default), reduced modulo every prime. Then
+//! `Σ_{k∈T} d_k = a·Σ_{i∈S} s_i + Σ u`, and `Σ_{i∈S} b_i − Σ_k d_k = Δ·V + Σ e_i − Σ u` with `V`
+//! the packed sums, which [`combine`] decodes exactly (CRT, rounding by Δ, slot unpacking) under
+//! the parameter budget, refusing with [`DecryptError::Garbled`] anything that is not within the
+//! noise bound of a valid packed sum.
 //!
-//! The smudging does two jobs: it turns each partial into an RLWE sample with secret
-//! `λ_k·Σ share_i(k)`, so the share sum itself is never revealed, and it floods the
-//! aggregated encryption error `Σ e_i` (|Σe| ≤ n_max·η ≈ 2^12.4 by default against
-//! 2^20-wide smudging per holder), so the decryptor learns `Σ m_i` and only a heavily noised
-//! view of `Σ e_i` (noise flooding, Asharov et al., EUROCRYPT 2012). The width is bounded by
-//! the 62-bit modulus: messages need the rest of the headroom (see [`crate::params`]).
+//! The flooding does two jobs: each partial is masked by `a·λ_k·Σ share_i(k)` (uniform for the
+//! holders beyond any `t − 1`), so share sums are never revealed, and it hides the aggregated
+//! encryption error `E = Σ e_i` (|E| ≤ n_max·η ≈ 2^12.4): the decryptor's view is within
+//! statistical distance `L·n_max·η/2^(b+1) ≤ 2^-40` over the `L ≤ max_coordinates` released
+//! coordinates of a simulation from `Σ m_i` alone (noise flooding, Asharov et al., EUROCRYPT
+//! 2012; Mouchet et al., PoPETs 2021). The bound and its proof sketch are in [`crate::params`];
+//! [`SecAggContext::statistical_distance_log2`] evaluates it.
 //!
 //! Refusals (all checked before anything is recorded or computed, each with a typed
 //! [`DecryptError`]): a holder answers at most **one** request per round, enforced in memory and
@@ -28,13 +32,15 @@
 
 use crate::aggregate::AggregateBody;
 use crate::announce::{AnnouncementError, AnnouncementHash, Consent, RoundAnnouncement};
+use crate::encoding::decode_coefficient;
 use crate::ids::{ParticipantId, RoundId};
 use crate::journal::{AnswerJournal, JournalError};
+use crate::keys::SecretRng;
+use crate::params::LayoutError;
 use crate::params::SecAggContext;
-use crate::ring::{add_mod, from_signed, mul_mod, mul_ntt_into_coefficients, sub_mod, to_centered};
-use crate::shamir::{KeyShare, ShamirError, lagrange_at_zero};
-use rand::{CryptoRng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+use crate::ring::{add_mod, mul_mod_fast, mul_ntt_into_coefficients, reduce_i128, sub_mod};
+use crate::shamir::{KeyShare, ShamirError, lagrange_at_zero_rns};
+use rand::CryptoRng;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use thiserror::Error;
@@ -198,6 +204,18 @@ fn distinct(set: &[ParticipantId]) -> Result<BTreeSet<ParticipantId>, DecryptErr
     Ok(out)
 }
 
+/// One flooding sample `u`, uniform on `[−2^b, 2^b)` (`b ≤ 100`), from `b + 1` random bits.
+#[inline(always)]
+fn smudging_sample<R: CryptoRng + ?Sized>(rng: &mut R, b: u32) -> i128 {
+    let lo = u128::from(rng.next_u64());
+    let bits = if b < 64 {
+        lo
+    } else {
+        lo | (u128::from(rng.next_u64()) << 64)
+    };
+    (bits & ((1u128 << (b + 1)) - 1)) as i128 - (1i128 << b)
+}
+
 /// A key holder's state for one announced round: the announcement (and its hash), the Shamir
 /// shares it received and whether it has answered a decryption request. Shares are zeroized on
 /// drop.
@@ -277,12 +295,12 @@ impl KeyHolder {
         if self.announcement.by_id(sender).is_none() {
             return Err(DecryptError::NotAParticipant(sender));
         }
-        let n = self.ctx.polynomial_size();
-        if share.values().len() != n {
-            return Err(DecryptError::BadShareLength {
-                expected: n,
-                got: share.values().len(),
-            });
+        match self.ctx.check_share(share.values()) {
+            Ok(()) => {}
+            Err(LayoutError::WrongLength { expected, got }) => {
+                return Err(DecryptError::BadShareLength { expected, got });
+            }
+            Err(_) => return Err(DecryptError::Shamir(ShamirError::OutOfRange)),
         }
         if self.shares.contains_key(&sender) {
             return Err(DecryptError::DuplicateShare(sender));
@@ -291,7 +309,7 @@ impl KeyHolder {
         Ok(())
     }
 
-    /// Answers `request` with smudging from an OS-seeded ChaCha20 CSPRNG.
+    /// Answers `request` with smudging from an OS-seeded [`SecretRng`].
     ///
     /// # Errors
     /// As [`KeyHolder::partial_decrypt_with`].
@@ -300,11 +318,11 @@ impl KeyHolder {
         request: &DecryptionRequest,
         journal: &mut dyn AnswerJournal,
     ) -> Result<PartialDecryption, DecryptError> {
-        self.partial_decrypt_with(request, journal, &mut ChaCha20Rng::from_os_rng())
+        self.partial_decrypt_with(request, journal, &mut SecretRng::from_os())
     }
 
     /// Every check of a request, in order, without side effects.
-    fn check_request(&self, request: &DecryptionRequest) -> Result<u64, DecryptError> {
+    fn check_request(&self, request: &DecryptionRequest) -> Result<Vec<u64>, DecryptError> {
         let round = self.announcement.round;
         if request.round != round {
             return Err(DecryptError::WrongRound {
@@ -388,8 +406,8 @@ impl KeyHolder {
                 threshold,
             });
         }
-        Ok(lagrange_at_zero(
-            self.ctx.modulus(),
+        Ok(lagrange_at_zero_rns(
+            self.ctx.moduli(),
             &request.responders,
             self.me,
         )?)
@@ -420,7 +438,7 @@ impl KeyHolder {
         journal: &mut dyn AnswerJournal,
         rng: &mut R,
     ) -> Result<PartialDecryption, DecryptError> {
-        let lambda = self.check_request(request)?;
+        let lambdas = self.check_request(request)?;
         journal
             .record_answer(self.announcement.round, &self.hash)
             .map_err(|e| match e {
@@ -429,35 +447,46 @@ impl KeyHolder {
             })?;
         self.answered = true;
         let participants = distinct(&request.participants)?;
-        let q = self.ctx.modulus();
-        let n = self.ctx.polynomial_size();
-        // F = λ_k · Σ_{i∈S} share_i(k), then its NTT.
-        let mut f = Zeroizing::new(vec![0u64; n]);
+        let ctx = &self.ctx;
+        let (n, primes) = (ctx.polynomial_size(), ctx.num_primes());
+        // F_i = λ_{k,i} · Σ_{s∈S} share_s(k) mod q_i, then its NTT, per prime.
+        let mut f = Zeroizing::new(vec![0u64; primes * n]);
         for p in &participants {
             if let Some(share) = self.shares.get(p) {
-                for (acc, &v) in f.iter_mut().zip(share.values()) {
-                    *acc = add_mod(*acc, v, q);
+                for (i, &q) in ctx.moduli().iter().enumerate() {
+                    let block = i * n..(i + 1) * n;
+                    for (acc, &v) in f[block.clone()].iter_mut().zip(&share.values()[block]) {
+                        *acc = add_mod(*acc, v, q);
+                    }
                 }
             }
         }
-        for v in f.iter_mut() {
-            *v = mul_mod(*v, lambda, q);
+        for (i, block) in f.chunks_exact_mut(n).enumerate() {
+            let d = ctx.rns().div[i];
+            for v in block.iter_mut() {
+                *v = mul_mod_fast(*v, lambdas[i], d);
+            }
+            ctx.plan(i).fwd(block);
         }
-        self.ctx.plan().fwd(&mut f);
 
-        let b = self.ctx.params().smudging_bits;
-        let half = 1i64 << b;
-        let mask = (1u64 << (b + 1)) - 1;
+        // d_k = a·F + u, u uniform on [−2^b, 2^b) per coefficient (one integer for all primes).
+        let b = ctx.derived().smudging_bits;
         let expander = self.announcement.seed.expander(self.announcement.round);
-        let mut buf = Zeroizing::new(vec![0u64; n]);
-        let mut values = vec![0u64; self.len];
-        for j in 0..self.ctx.num_chunks(self.len) {
-            expander.expand_ntt(&self.ctx, j, &mut buf);
-            mul_ntt_into_coefficients(self.ctx.plan(), &mut buf, &f);
-            let range = self.ctx.chunk_range(j, self.len);
-            for (o, &v) in values[range].iter_mut().zip(buf.iter()) {
-                let u = (rng.next_u64() & mask) as i64 - half; // uniform on [−2^b, 2^b)
-                *o = add_mod(v, from_signed(u, q), q);
+        let mut buf = Zeroizing::new(vec![0u64; primes * n]);
+        let mut values = vec![0u64; ctx.residues_len(self.len)];
+        for j in 0..ctx.num_chunks(self.len) {
+            for (i, (block, f_hat)) in buf.chunks_exact_mut(n).zip(f.chunks_exact(n)).enumerate() {
+                expander.expand_ntt(ctx, j, i, block);
+                mul_ntt_into_coefficients(ctx.plan(i), block, f_hat);
+            }
+            let c = ctx.chunk_coefficients(j, self.len).len();
+            let out = &mut values[ctx.chunk_residues(j, self.len)];
+            for t in 0..c {
+                let u = Zeroizing::new(smudging_sample(rng, b));
+                for i in 0..primes {
+                    let (d, q) = (ctx.rns().div[i], ctx.moduli()[i]);
+                    out[i * c + t] = add_mod(buf[i * n + t], reduce_i128(*u, d), q);
+                }
             }
         }
         Ok(PartialDecryption {
@@ -496,9 +525,10 @@ pub fn combine(
     if !participants.iter().eq(aggregate.participants().iter()) {
         return Err(DecryptError::ParticipantSetMismatch);
     }
-    if aggregate.sum().len() != request.len {
+    let residues = ctx.residues_len(request.len);
+    if aggregate.sum().len() != residues {
         return Err(DecryptError::LengthMismatch {
-            expected: request.len,
+            expected: residues,
             got: aggregate.sum().len(),
         });
     }
@@ -522,9 +552,9 @@ pub fn combine(
         if !seen.insert(p.responder) {
             return Err(DecryptError::Duplicate(p.responder));
         }
-        if p.values.len() != request.len {
+        if p.values.len() != residues {
             return Err(DecryptError::LengthMismatch {
-                expected: request.len,
+                expected: residues,
                 got: p.values.len(),
             });
         }
@@ -532,40 +562,60 @@ pub fn combine(
     if let Some(&missing) = responders.iter().find(|r| !seen.contains(r)) {
         return Err(DecryptError::ResponderMismatch(missing));
     }
-    combine_unchecked(ctx, aggregate.sum(), partials)
+    combine_unchecked(ctx, request.len, aggregate.sum(), partials)
 }
 
-/// `decode(aggregate − Σ partials)` without set checks (tests use it to show that partials
-/// for the wrong responder set yield garbage).
+/// `decode(aggregate − Σ partials)` for a vector of `len` coordinates, without set checks
+/// (tests use it to show that partials for the wrong responder set yield garbage).
 pub(crate) fn combine_unchecked(
     ctx: &SecAggContext,
+    len: usize,
     aggregate: &[u64],
     partials: &[PartialDecryption],
 ) -> Result<Vec<i64>, DecryptError> {
-    let q = ctx.modulus();
-    let mut acc = aggregate.to_vec();
+    let residues = ctx.residues_len(len);
+    if aggregate.len() != residues {
+        return Err(DecryptError::LengthMismatch {
+            expected: residues,
+            got: aggregate.len(),
+        });
+    }
     for p in partials {
-        if p.values.iter().fold(0u64, |m, &x| m.max(x)) >= q {
-            return Err(DecryptError::OutOfRange(p.responder));
+        ctx.check_residues(len, &p.values).map_err(|e| match e {
+            LayoutError::WrongLength { expected, got } => {
+                DecryptError::LengthMismatch { expected, got }
+            }
+            _ => DecryptError::OutOfRange(p.responder),
+        })?;
+    }
+    let (primes, k) = (ctx.num_primes(), ctx.slots());
+    let mut out = vec![0i64; len];
+    let mut acc = vec![0u64; primes * ctx.polynomial_size()];
+    let mut residue = [0u64; crate::params::MAX_PRIMES];
+    for j in 0..ctx.num_chunks(len) {
+        let range = ctx.chunk_residues(j, len);
+        let coefficients = ctx.chunk_coefficients(j, len);
+        let c = coefficients.len();
+        let acc = &mut acc[..range.len()];
+        acc.copy_from_slice(&aggregate[range.clone()]);
+        for p in partials {
+            let values = &p.values[range.clone()];
+            for (i, &q) in ctx.moduli().iter().enumerate() {
+                let block = i * c..(i + 1) * c;
+                for (a, &v) in acc[block.clone()].iter_mut().zip(&values[block]) {
+                    *a = sub_mod(*a, v, q);
+                }
+            }
         }
-        for (a, &v) in acc.iter_mut().zip(&p.values) {
-            *a = sub_mod(*a, v, q);
+        for (t, coefficient) in coefficients.enumerate() {
+            for (i, r) in residue[..primes].iter_mut().enumerate() {
+                *r = acc[i * c + t];
+            }
+            let first = coefficient * k;
+            let slots = first..(first + k).min(len);
+            decode_coefficient(ctx, &residue[..primes], &mut out[slots])
+                .map_err(|()| DecryptError::Garbled(first))?;
         }
     }
-    let d = ctx.derived();
-    let delta_bits = d.delta_bits;
-    let half = 1i64 << (delta_bits - 1);
-    let (noise, msg) = (d.noise_bound as i64, d.message_bound as i64);
-    acc.iter()
-        .enumerate()
-        .map(|(c, &v)| {
-            let v = to_centered(v, q);
-            let m = (v + half) >> delta_bits; // round to nearest multiple of Δ
-            let e = v - (m << delta_bits);
-            if e.abs() > noise || m.abs() > msg {
-                return Err(DecryptError::Garbled(c));
-            }
-            Ok(m)
-        })
-        .collect()
+    Ok(out)
 }

@@ -10,7 +10,8 @@
 
 use crate::params::SecAggContext;
 use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
-use rand::{CryptoRng, SeedableRng};
+use rand::rngs::OsRng;
+use rand::{CryptoRng, RngCore, SeedableRng, TryRngCore};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -34,70 +35,155 @@ pub enum KeyError {
     BadPublicKey,
 }
 
-/// The per-round secret `s_i ∈ Z_q[X]/(X^N+1)` with uniform ternary coefficients.
+/// An OS-seeded ChaCha20 CSPRNG for round secrets, their Shamir polynomials, smudging noise and
+/// ephemeral keys, whose state is overwritten when dropped.
 ///
-/// Formally: a vector of `N` residues mod `q`, each in `{q−1, 0, 1}`, plus its negacyclic NTT.
-/// Both are zeroized on drop. Never serialized: it leaves the client only as Shamir shares.
+/// **Residual risk, stated honestly.** rand_chacha's `ChaCha20Rng` does not implement
+/// `Zeroize`, and the RustCrypto `chacha20` crate's zeroizing RNG implements `rand_core` 0.10,
+/// not the `rand` 0.9 traits this crate uses. So the 32-byte seed is drawn into a
+/// `Zeroizing` buffer and the generator state (key, counter and buffered keystream, all stored
+/// inline) is overwritten in place on drop with the state of a fixed all-zero seed, behind
+/// `std::hint::black_box` so the store is not elided. What this cannot guarantee: `from_seed`
+/// takes the seed by value, and moves of the generator may leave copies of the seed or state in
+/// stack slots or registers that are not wiped. An attacker able to read this process's freed
+/// stack memory could recover keystream and hence smudging noise or round secrets; that attacker
+/// is outside the threat model of the design note (it can read live secrets too).
+pub struct SecretRng {
+    inner: ChaCha20Rng,
+}
+
+impl std::fmt::Debug for SecretRng {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretRng")
+    }
+}
+
+impl SecretRng {
+    /// A generator seeded from the operating system's CSPRNG.
+    ///
+    /// # Panics
+    /// If the operating system's random source fails (as `rand`'s `from_os_rng`).
+    pub fn from_os() -> Self {
+        let mut seed = Zeroizing::new([0u8; 32]);
+        #[allow(clippy::expect_used)]
+        OsRng
+            .try_fill_bytes(seed.as_mut())
+            .expect("operating system random source failed");
+        Self {
+            inner: ChaCha20Rng::from_seed(*seed),
+        }
+    }
+
+    /// A generator seeded from `seed` (tests and reproducible simulations).
+    pub fn from_seed_bytes(seed: &Zeroizing<[u8; 32]>) -> Self {
+        Self {
+            inner: ChaCha20Rng::from_seed(**seed),
+        }
+    }
+}
+
+impl Drop for SecretRng {
+    fn drop(&mut self) {
+        self.inner = ChaCha20Rng::from_seed([0u8; 32]);
+        std::hint::black_box(&mut self.inner);
+    }
+}
+
+impl RngCore for SecretRng {
+    fn next_u32(&mut self) -> u32 {
+        self.inner.next_u32()
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.inner.next_u64()
+    }
+    fn fill_bytes(&mut self, dst: &mut [u8]) {
+        self.inner.fill_bytes(dst);
+    }
+}
+
+impl CryptoRng for SecretRng {}
+
+/// The per-round secret `s_i ∈ R_Q = Z_Q[X]/(X^N+1)` with uniform ternary coefficients, in RNS.
+///
+/// Formally: `N` ternary integers in `{−1, 0, 1}`, kept as their residues mod every prime `q_i`
+/// (`primes·N` values, prime-major, each in `{q_i−1, 0, 1}`) plus the negacyclic NTT of each
+/// residue polynomial. Both are zeroized on drop. Never serialized: it leaves the client only as
+/// Shamir shares.
 #[derive(Zeroize, ZeroizeOnDrop)]
 pub struct RoundSecretKey {
-    coefficients: Vec<u64>,
+    residues: Vec<u64>,
     ntt: Vec<u64>,
+    n: usize,
 }
 
 impl std::fmt::Debug for RoundSecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RoundSecretKey")
-            .field("n", &self.coefficients.len())
+            .field("n", &self.n)
             .finish_non_exhaustive()
     }
 }
 
 impl RoundSecretKey {
-    /// Samples a fresh key with an OS-seeded ChaCha20 CSPRNG.
+    /// Samples a fresh key with an OS-seeded [`SecretRng`].
     pub fn generate(ctx: &SecAggContext) -> Self {
-        Self::generate_with(ctx, &mut ChaCha20Rng::from_os_rng())
+        Self::generate_with(ctx, &mut SecretRng::from_os())
     }
 
     /// Samples a fresh key from `rng` (uniform ternary by rejection of 2-bit draws).
     pub fn generate_with<R: CryptoRng + ?Sized>(ctx: &SecAggContext, rng: &mut R) -> Self {
-        let q = ctx.modulus();
         let n = ctx.polynomial_size();
-        let mut coefficients = Vec::with_capacity(n);
-        let mut word = 0u64;
+        let mut ternary = Zeroizing::new(Vec::with_capacity(n));
+        let mut word = Zeroizing::new(0u64);
         let mut bits = 0u32;
-        while coefficients.len() < n {
+        while ternary.len() < n {
             if bits < 2 {
-                word = rng.next_u64();
+                *word = rng.next_u64();
                 bits = 64;
             }
-            let v = word & 3;
-            word >>= 2;
+            let v = *word & 3;
+            *word >>= 2;
             bits -= 2;
             match v {
-                0 => coefficients.push(0),
-                1 => coefficients.push(1),
-                2 => coefficients.push(q - 1),
+                0 => ternary.push(0i8),
+                1 => ternary.push(1),
+                2 => ternary.push(-1),
                 _ => {}
             }
         }
-        word.zeroize();
-        Self::from_coefficients(ctx, coefficients)
+        Self::from_ternary(ctx, &ternary)
     }
 
-    pub(crate) fn from_coefficients(ctx: &SecAggContext, coefficients: Vec<u64>) -> Self {
-        let mut ntt = coefficients.clone();
-        ctx.plan().fwd(&mut ntt);
-        Self { coefficients, ntt }
+    /// The key with the given ternary coefficients (each in `{−1, 0, 1}`, length `N`).
+    pub(crate) fn from_ternary(ctx: &SecAggContext, ternary: &[i8]) -> Self {
+        let n = ctx.polynomial_size();
+        let total = ctx.num_primes() * n;
+        // Exact capacities: no reallocation leaves unwiped copies behind.
+        let mut residues = Vec::with_capacity(total);
+        for &q in ctx.moduli() {
+            residues.extend(ternary.iter().map(|&t| match t {
+                1 => 1,
+                -1 => q - 1,
+                _ => 0,
+            }));
+        }
+        let mut ntt = Vec::with_capacity(total);
+        ntt.extend_from_slice(&residues);
+        for (i, block) in ntt.chunks_exact_mut(n).enumerate() {
+            ctx.plan(i).fwd(block);
+        }
+        Self { residues, ntt, n }
     }
 
-    /// The coefficients mod `q` (each in `{q−1, 0, 1}`); input to Shamir sharing.
-    pub fn coefficients(&self) -> &[u64] {
-        &self.coefficients
+    /// The residues mod each prime, prime-major (`primes·N` values, each in `{q_i−1, 0, 1}`);
+    /// input to Shamir sharing.
+    pub fn residues(&self) -> &[u64] {
+        &self.residues
     }
 
-    /// The forward negacyclic NTT of the key.
-    pub(crate) fn ntt(&self) -> &[u64] {
-        &self.ntt
+    /// The forward negacyclic NTT of the residue polynomial mod prime `i`.
+    pub(crate) fn ntt(&self, prime: usize) -> &[u64] {
+        &self.ntt[prime * self.n..(prime + 1) * self.n]
     }
 }
 
@@ -120,9 +206,9 @@ impl std::fmt::Debug for NodeIdentity {
 pub const NODE_SECRET_LEN: usize = 64;
 
 impl NodeIdentity {
-    /// A fresh identity from an OS-seeded ChaCha20 CSPRNG.
+    /// A fresh identity from an OS-seeded [`SecretRng`].
     pub fn generate() -> Self {
-        Self::generate_with(&mut ChaCha20Rng::from_os_rng())
+        Self::generate_with(&mut SecretRng::from_os())
     }
 
     /// A fresh identity from `rng` (64 random bytes).
@@ -214,21 +300,47 @@ mod tests {
     use crate::params::SecAggParams;
 
     #[test]
-    fn round_key_is_ternary_and_balanced() {
+    fn round_key_is_ternary_balanced_and_consistent_across_primes() {
         let ctx = SecAggParams::default().build().unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let k = RoundSecretKey::generate_with(&ctx, &mut rng);
-        let q = ctx.modulus();
-        assert!(k.coefficients().iter().all(|&c| c <= 1 || c == q - 1));
-        let count = |v: u64| k.coefficients().iter().filter(|&&c| c == v).count();
-        for v in [0, 1, q - 1] {
-            let c = count(v);
-            assert!((1100..1630).contains(&c), "{v}: {c}");
+        let n = ctx.polynomial_size();
+        assert_eq!(k.residues().len(), 3 * n);
+        let lift = |i: usize, c: usize| {
+            let (q, v) = (ctx.moduli()[i], k.residues()[i * n + c]);
+            match v {
+                0 => 0i8,
+                1 => 1,
+                _ if v == q - 1 => -1,
+                _ => panic!("not ternary"),
+            }
+        };
+        let mut counts = [0usize; 3];
+        for c in 0..n {
+            let t = lift(0, c);
+            assert_eq!(lift(1, c), t);
+            assert_eq!(lift(2, c), t);
+            counts[(t + 1) as usize] += 1;
         }
-        let mut back = k.ntt().to_vec();
-        ctx.plan().inv(&mut back);
-        ctx.plan().normalize(&mut back);
-        assert_eq!(back, k.coefficients());
+        for c in counts {
+            assert!((2300..3160).contains(&c), "{counts:?}");
+        }
+        for i in 0..3 {
+            let mut back = k.ntt(i).to_vec();
+            ctx.plan(i).inv(&mut back);
+            ctx.plan(i).normalize(&mut back);
+            assert_eq!(back, &k.residues()[i * n..(i + 1) * n]);
+        }
+    }
+
+    #[test]
+    fn secret_rng_is_a_working_generator() {
+        let mut a = SecretRng::from_seed_bytes(&Zeroizing::new([4; 32]));
+        let mut b = SecretRng::from_seed_bytes(&Zeroizing::new([4; 32]));
+        assert_eq!(a.next_u64(), b.next_u64());
+        let mut os = SecretRng::from_os();
+        assert_ne!(os.next_u64(), a.next_u64());
+        assert_eq!(format!("{os:?}"), "SecretRng");
     }
 
     #[test]

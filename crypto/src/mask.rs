@@ -4,11 +4,13 @@
 //! reference polynomial of Mouchet et al. (PoPETs 2021), every party expands the same uniform
 //! polynomial per chunk `j` from a 32-byte public seed, so uploads need not carry it.
 //!
-//! Expansion: `key = SHA-256("cohort/secagg/mask/v1" ‖ round ‖ seed)`, a ChaCha20 stream keyed
-//! by `key` with stream id `j`, and rejection sampling of `⌈log2 q⌉`-bit words below `q`, which is
-//! exactly uniform on `Z_q`. The sampled vector is taken as the **NTT-domain** representation
-//! `â_j`; the mask is `a_j = NTT^{-1}(â_j)`, which is uniform because the NTT is a bijection of
-//! `Z_q^N`. This saves one forward NTT per chunk for every party.
+//! Expansion: `key = SHA-256("cohort/secagg/mask/v2" ‖ round ‖ seed)`, and for chunk `j` and RNS
+//! prime `i` a ChaCha20 stream keyed by `key` with stream id `j·2^8 + i` (domain separation by
+//! chunk and prime), rejection-sampling `⌈log2 q_i⌉`-bit words below `q_i`, which is exactly
+//! uniform on `Z_{q_i}`. The sampled vector is taken as the **NTT-domain** representation
+//! `â_{j,i}`; the mask residue is `a_{j,i} = NTT^{-1}(â_{j,i})`, uniform because the NTT is a
+//! bijection of `Z_{q_i}^N`; by the CRT the residues together form a uniform element of `R_Q`.
+//! This saves one forward NTT per chunk and prime for every party.
 
 use crate::ids::RoundId;
 use crate::params::SecAggContext;
@@ -33,7 +35,7 @@ impl MaskSeed {
     /// The per-round expander of this seed.
     pub fn expander(&self, round: RoundId) -> MaskExpander {
         let mut h = Sha256::new();
-        h.update(b"cohort/secagg/mask/v1");
+        h.update(b"cohort/secagg/mask/v2");
         h.update(round.0.to_le_bytes());
         h.update(self.0);
         MaskExpander {
@@ -49,16 +51,17 @@ pub struct MaskExpander {
 }
 
 impl MaskExpander {
-    /// Writes `â_j`, the NTT-domain mask of chunk `j`, into `out` (length `N`).
+    /// Writes `â_{j,i}`, the NTT-domain residue mod `q_i` of the mask of chunk `j`, into `out`
+    /// (length `N`).
     ///
     /// # Panics
-    /// If `out.len() != N` (a programming error of the caller).
-    pub fn expand_ntt(&self, ctx: &SecAggContext, chunk: usize, out: &mut [u64]) {
+    /// If `out.len() != N` or `prime` is not a prime index (programming errors of the caller).
+    pub fn expand_ntt(&self, ctx: &SecAggContext, chunk: usize, prime: usize, out: &mut [u64]) {
         assert_eq!(out.len(), ctx.polynomial_size(), "mask buffer length");
-        let q = ctx.modulus();
+        let q = ctx.moduli()[prime];
         let shift = q.leading_zeros();
         let mut rng = ChaCha20Rng::from_seed(self.key);
-        rng.set_stream(chunk as u64);
+        rng.set_stream(((chunk as u64) << 8) | prime as u64);
         for slot in out.iter_mut() {
             *slot = loop {
                 let v = rng.next_u64() >> shift;
@@ -69,12 +72,12 @@ impl MaskExpander {
         }
     }
 
-    /// The coefficient-domain mask `a_j` (for tests and cross-checks).
-    pub fn expand_coefficients(&self, ctx: &SecAggContext, chunk: usize) -> Vec<u64> {
+    /// The coefficient-domain mask residue `a_{j,i}` (for tests and cross-checks).
+    pub fn expand_coefficients(&self, ctx: &SecAggContext, chunk: usize, prime: usize) -> Vec<u64> {
         let mut a = vec![0u64; ctx.polynomial_size()];
-        self.expand_ntt(ctx, chunk, &mut a);
-        ctx.plan().inv(&mut a);
-        ctx.plan().normalize(&mut a);
+        self.expand_ntt(ctx, chunk, prime, &mut a);
+        ctx.plan(prime).inv(&mut a);
+        ctx.plan(prime).normalize(&mut a);
         a
     }
 }
@@ -89,19 +92,22 @@ mod tests {
         let ctx = SecAggParams::toy_insecure(64).build().unwrap();
         let seed = MaskSeed([7; 32]);
         let e = seed.expander(RoundId(1));
-        let (mut a, mut b, mut c) = (vec![0; 64], vec![0; 64], vec![0; 64]);
-        e.expand_ntt(&ctx, 3, &mut a);
-        e.expand_ntt(&ctx, 3, &mut b);
-        e.expand_ntt(&ctx, 4, &mut c);
-        assert_eq!(a, b);
-        assert_ne!(a, c);
-        let mut d = vec![0; 64];
-        seed.expander(RoundId(2)).expand_ntt(&ctx, 3, &mut d);
-        assert_ne!(a, d);
-        assert!(a.iter().all(|&x| x < ctx.modulus()));
-        // Coefficient form round-trips through the forward NTT.
-        let mut coeffs = e.expand_coefficients(&ctx, 3);
-        ctx.plan().fwd(&mut coeffs);
-        assert_eq!(coeffs, a);
+        let buf = |e: &MaskExpander, j, i| {
+            let mut a = vec![0; 64];
+            e.expand_ntt(&ctx, j, i, &mut a);
+            a
+        };
+        assert_eq!(buf(&e, 3, 0), buf(&e, 3, 0));
+        assert_ne!(buf(&e, 3, 0), buf(&e, 4, 0));
+        assert_ne!(buf(&e, 3, 0), buf(&e, 3, 1));
+        assert_ne!(buf(&e, 3, 1), buf(&e, 3, 2));
+        assert_ne!(buf(&e, 3, 0), buf(&seed.expander(RoundId(2)), 3, 0));
+        for i in 0..3 {
+            assert!(buf(&e, 3, i).iter().all(|&x| x < ctx.moduli()[i]));
+            // Coefficient form round-trips through the forward NTT.
+            let mut coeffs = e.expand_coefficients(&ctx, 3, i);
+            ctx.plan(i).fwd(&mut coeffs);
+            assert_eq!(coeffs, buf(&e, 3, i));
+        }
     }
 }

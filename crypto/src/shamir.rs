@@ -1,17 +1,26 @@
-//! Shamir secret sharing (Shamir, CACM 1979) of round keys over GF(q), coefficient-wise.
+//! Shamir secret sharing (Shamir, CACM 1979) of round keys over `Z_Q`, as independent sharings
+//! over each RNS prime field GF(q_i) with the same x-coordinates, coefficient-wise.
 //!
-//! Each of the `N` key coefficients `s_c` gets an independent random polynomial
-//! `f_c(x) = s_c + r_{c,1} x + … + r_{c,t−1} x^{t−1}` over GF(q); holder `k` receives
-//! `(f_c(x_k))_c` where `x_k` is its nonzero [`ParticipantId`]. Any `t` shares reconstruct by
-//! Lagrange interpolation at 0; any `t − 1` shares are jointly uniform and independent of the
-//! secret. As in SecAgg+ (Bell et al., CCS 2020) and the design note, `t` must exceed half the
-//! holders, so no two disjoint responder sets exist.
+//! For prime `q_i`, each of the `N` residues `s_c mod q_i` gets an independent random polynomial
+//! `f_{i,c}(x) = s_c + r_{i,c,1} x + … + r_{i,c,t−1} x^{t−1}` over GF(q_i); holder `k` receives
+//! `(f_{i,c}(x_k))_{i,c}` where `x_k` is its nonzero [`ParticipantId`]. By the CRT this is a
+//! sharing over `Z_Q` of the integer vector `s` by the polynomial `f_c = CRT(f_{0,c}, f_{1,c}, …)`:
+//! any `t` shares reconstruct by Lagrange interpolation at 0 (per prime, [`lagrange_at_zero`]);
+//! any `t − 1` shares are jointly uniform and independent of the secret, per prime and hence over
+//! `Z_Q`. The x-coordinates must be distinct and nonzero modulo every prime (ids are below 2^32
+//! and the primes above 2^61). As in SecAgg+ (Bell et al., CCS 2020) and the design note, `t`
+//! must exceed half the holders; the announcement's collusion policy strengthens this to
+//! `2t > n + c`.
+//!
+//! Layout: a share is `primes·N` residues, prime-major (residues mod `q_0`, then `q_1`, …).
 
 use crate::ids::ParticipantId;
 use crate::keys::RoundSecretKey;
-use crate::ring::{add_mod, inv_mod, mul_mod, sub_mod};
+use crate::params::SecAggContext;
+use crate::ring::{add_mod, inv_mod, mul_mod, mul_mod_fast, sub_mod};
 use rand::CryptoRng;
 use std::collections::BTreeSet;
+use tfhe_ntt::fastdiv::Div64;
 use thiserror::Error;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
@@ -33,26 +42,26 @@ pub enum ShamirError {
     /// A holder id is not a nonzero element of GF(q).
     #[error("{0} is not a valid x-coordinate mod q")]
     BadCoordinate(ParticipantId),
-    /// Shares of different lengths, or of a length other than N.
-    #[error("share has {got} coefficients, expected {expected}")]
+    /// Shares of different lengths, or of a length other than `primes·N`.
+    #[error("share has {got} residues, expected {expected}")]
     BadShareLength {
         /// Expected length.
         expected: usize,
         /// Received length.
         got: usize,
     },
-    /// A share coefficient is not reduced mod q.
-    #[error("share coefficient out of range")]
+    /// A share residue is not reduced modulo its prime.
+    #[error("share residue out of range")]
     OutOfRange,
     /// The point is not in the interpolation set.
     #[error("{0} is not in the interpolation set")]
     NotInSet(ParticipantId),
-    /// Nothing to interpolate.
-    #[error("empty interpolation set")]
+    /// Nothing to interpolate, or no (valid) moduli.
+    #[error("empty interpolation set or no valid moduli")]
     Empty,
 }
 
-/// One holder's Shamir share of a round key: `N` residues mod q. Zeroized on drop.
+/// One holder's Shamir share of a round key: `primes·N` residues, prime-major. Zeroized on drop.
 #[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct KeyShare {
     values: Vec<u64>,
@@ -66,20 +75,40 @@ impl std::fmt::Debug for KeyShare {
     }
 }
 
-impl KeyShare {
-    /// Wraps share values after checking each is below `q`.
-    ///
-    /// # Errors
-    /// [`ShamirError::OutOfRange`] for an unreduced value.
-    pub fn from_values(values: Vec<u64>, q: u64) -> Result<Self, ShamirError> {
-        let share = Self { values };
-        if share.values.iter().any(|&v| v >= q) {
+/// Checks a prime-major residue vector: its length is a multiple of the number of moduli and each
+/// block is reduced modulo its prime.
+fn check_blocks(values: &[u64], moduli: &[u64]) -> Result<(), ShamirError> {
+    if moduli.is_empty() || moduli.iter().any(|q| !(2..1 << 63).contains(q)) {
+        return Err(ShamirError::Empty);
+    }
+    if !values.len().is_multiple_of(moduli.len()) {
+        return Err(ShamirError::BadShareLength {
+            expected: values.len().next_multiple_of(moduli.len()),
+            got: values.len(),
+        });
+    }
+    let n = values.len() / moduli.len();
+    for (block, &q) in values.chunks(n.max(1)).zip(moduli) {
+        if block.iter().any(|&v| v >= q) {
             return Err(ShamirError::OutOfRange);
         }
+    }
+    Ok(())
+}
+
+impl KeyShare {
+    /// Wraps prime-major share residues after checking each block is reduced modulo its prime.
+    ///
+    /// # Errors
+    /// [`ShamirError::OutOfRange`] for an unreduced value, [`ShamirError::BadShareLength`] if the
+    /// length is not a multiple of the number of moduli, [`ShamirError::Empty`] for no moduli.
+    pub fn from_values(values: Vec<u64>, moduli: &[u64]) -> Result<Self, ShamirError> {
+        let share = Self { values };
+        check_blocks(&share.values, moduli)?;
         Ok(share)
     }
 
-    /// The share values `(f_c(x_k))_c`.
+    /// The share residues `(f_{i,c}(x_k))_{i,c}`, prime-major.
     pub fn values(&self) -> &[u64] {
         &self.values
     }
@@ -93,28 +122,26 @@ impl KeyShare {
         out
     }
 
-    /// Parses [`KeyShare::to_bytes`], checking the length is `8·n` and every value is below `q`.
+    /// Parses [`KeyShare::to_bytes`], checking the length is `8·primes·n` and every residue is
+    /// reduced modulo its prime.
     ///
     /// # Errors
     /// [`ShamirError::BadShareLength`], [`ShamirError::OutOfRange`].
-    pub fn from_bytes(bytes: &[u8], n: usize, q: u64) -> Result<Self, ShamirError> {
-        if bytes.len() != n * 8 {
+    pub fn from_bytes(bytes: &[u8], n: usize, moduli: &[u64]) -> Result<Self, ShamirError> {
+        let expected = n * moduli.len();
+        if bytes.len() != expected * 8 {
             return Err(ShamirError::BadShareLength {
-                expected: n,
+                expected,
                 got: bytes.len() / 8,
             });
         }
-        let values = bytes
-            .chunks_exact(8)
-            .map(|c| {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(c);
-                let v = u64::from_le_bytes(b);
-                b.zeroize();
-                v
-            })
-            .collect();
-        Self::from_values(values, q)
+        let mut values = Vec::with_capacity(expected);
+        for c in bytes.chunks_exact(8) {
+            let mut b = Zeroizing::new([0u8; 8]);
+            b.copy_from_slice(c);
+            values.push(u64::from_le_bytes(*b));
+        }
+        Self::from_values(values, moduli)
     }
 }
 
@@ -131,11 +158,13 @@ fn check_holders(holders: &[ParticipantId], q: u64) -> Result<(), ShamirError> {
     Ok(())
 }
 
-/// Shares `secret` (residues mod the prime `q`) with threshold `t` among `holders`.
+/// Shares `secret` (prime-major residues: `secret.len() / moduli.len()` per prime) with
+/// threshold `t` among `holders`, independently per prime with the same x-coordinates.
 ///
 /// # Errors
 /// [`ShamirError::BadThreshold`] unless `holders/2 < t ≤ holders`; [`ShamirError::DuplicateHolder`],
-/// [`ShamirError::BadCoordinate`], [`ShamirError::OutOfRange`] for malformed input.
+/// [`ShamirError::BadCoordinate`], [`ShamirError::OutOfRange`], [`ShamirError::BadShareLength`],
+/// [`ShamirError::Empty`] for malformed input.
 ///
 /// # Example
 /// ```
@@ -143,12 +172,12 @@ fn check_holders(holders: &[ParticipantId], q: u64) -> Result<(), ShamirError> {
 /// let q = 257;
 /// let ids: Vec<_> = (1..=5).map(|i| ParticipantId::new(i).unwrap()).collect();
 /// let mut rng = rand::rng();
-/// let shares = shamir::share_secret(q, &[42, 7], 3, &ids, &mut rng).unwrap();
+/// let shares = shamir::share_secret(&[q], &[42, 7], 3, &ids, &mut rng).unwrap();
 /// let some: Vec<_> = shares.iter().skip(2).map(|(id, s)| (*id, s)).collect();
-/// assert_eq!(shamir::reconstruct(q, &some).unwrap(), vec![42, 7]);
+/// assert_eq!(shamir::reconstruct(&[q], &some).unwrap(), vec![42, 7]);
 /// ```
 pub fn share_secret<R: CryptoRng + ?Sized>(
-    q: u64,
+    moduli: &[u64],
     secret: &[u64],
     threshold: usize,
     holders: &[ParticipantId],
@@ -160,56 +189,70 @@ pub fn share_secret<R: CryptoRng + ?Sized>(
             holders: holders.len(),
         });
     }
-    check_holders(holders, q)?;
-    if secret.iter().any(|&v| v >= q) {
-        return Err(ShamirError::OutOfRange);
+    check_blocks(secret, moduli)?;
+    for &q in moduli {
+        check_holders(holders, q)?;
     }
-    let n = secret.len();
-    let shift = q.leading_zeros();
-    // coefficients[l][c] is r_{c, l+1}.
-    let mut coefficients: Vec<Zeroizing<Vec<u64>>> = Vec::with_capacity(threshold - 1);
-    for _ in 1..threshold {
-        let mut row = Zeroizing::new(Vec::with_capacity(n));
-        while row.len() < n {
-            let v = rng.next_u64() >> shift;
-            if v < q {
-                row.push(v);
+    let n = secret.len() / moduli.len();
+    // Exact capacities: no reallocation leaves unwiped copies of share values behind.
+    let mut out: Vec<(ParticipantId, KeyShare)> = holders
+        .iter()
+        .map(|&h| {
+            (
+                h,
+                KeyShare {
+                    values: Vec::with_capacity(secret.len()),
+                },
+            )
+        })
+        .collect();
+    for (i, &q) in moduli.iter().enumerate() {
+        let block = &secret[i * n..(i + 1) * n];
+        let shift = q.leading_zeros();
+        let d = Div64::new(q);
+        // coefficients[l][c] is r_{i, c, l+1}.
+        let mut coefficients: Vec<Zeroizing<Vec<u64>>> = Vec::with_capacity(threshold - 1);
+        for _ in 1..threshold {
+            let mut row = Zeroizing::new(Vec::with_capacity(n));
+            while row.len() < n {
+                let v = rng.next_u64() >> shift;
+                if v < q {
+                    row.push(v);
+                }
+            }
+            coefficients.push(row);
+        }
+        for (h, share) in out.iter_mut() {
+            let x = u64::from(h.get());
+            for (c, &s) in block.iter().enumerate() {
+                // Horner: ((r_{t−1} x + r_{t−2}) x + …) x + s.
+                let mut acc = 0u64;
+                for row in coefficients.iter().rev() {
+                    acc = add_mod(mul_mod_fast(acc, x, d), row[c], q);
+                }
+                share.values.push(add_mod(mul_mod_fast(acc, x, d), s, q));
             }
         }
-        coefficients.push(row);
-    }
-    let mut out = Vec::with_capacity(holders.len());
-    for &h in holders {
-        let x = u64::from(h.get());
-        let mut values = vec![0u64; n];
-        for (c, slot) in values.iter_mut().enumerate() {
-            // Horner: ((r_{t−1} x + r_{t−2}) x + …) x + s.
-            let mut acc = 0u64;
-            for row in coefficients.iter().rev() {
-                acc = add_mod(mul_mod(acc, x, q), row[c], q);
-            }
-            *slot = add_mod(mul_mod(acc, x, q), secret[c], q);
-        }
-        out.push((h, KeyShare { values }));
     }
     Ok(out)
 }
 
-/// Shares a round key with threshold `t` among `holders` (see [`share_secret`]).
+/// Shares a round key (all its RNS residues) with threshold `t` among `holders` (see
+/// [`share_secret`]); each share has `ctx.share_len()` residues.
 ///
 /// # Errors
 /// As [`share_secret`].
 pub fn share_round_key<R: CryptoRng + ?Sized>(
-    q: u64,
+    ctx: &SecAggContext,
     key: &RoundSecretKey,
     threshold: usize,
     holders: &[ParticipantId],
     rng: &mut R,
 ) -> Result<Vec<(ParticipantId, KeyShare)>, ShamirError> {
-    share_secret(q, key.coefficients(), threshold, holders, rng)
+    share_secret(ctx.moduli(), key.residues(), threshold, holders, rng)
 }
 
-/// Lagrange coefficient at 0 of point `k` in the set `points`:
+/// Lagrange coefficient at 0 of point `k` in the set `points` over GF(q):
 /// `λ_k = Π_{m ≠ k} x_m / (x_m − x_k) mod q`.
 ///
 /// # Errors
@@ -235,26 +278,50 @@ pub fn lagrange_at_zero(
     Ok(mul_mod(num, inv, q))
 }
 
-/// Reconstructs the secret from shares by Lagrange interpolation at 0. With fewer than `t`
-/// shares the result is a uniformly random vector unrelated to the secret.
+/// The Lagrange coefficients at 0 of `k` over `points`, one per prime of `moduli`.
+///
+/// # Errors
+/// As [`lagrange_at_zero`].
+pub fn lagrange_at_zero_rns(
+    moduli: &[u64],
+    points: &[ParticipantId],
+    k: ParticipantId,
+) -> Result<Vec<u64>, ShamirError> {
+    moduli
+        .iter()
+        .map(|&q| lagrange_at_zero(q, points, k))
+        .collect()
+}
+
+/// Reconstructs the secret (prime-major residues) from shares by Lagrange interpolation at 0,
+/// per prime. With fewer than `t` shares the result is a uniformly random vector unrelated to
+/// the secret.
 ///
 /// # Errors
 /// [`ShamirError::Empty`], [`ShamirError::BadShareLength`] on mismatched lengths, invalid points.
-pub fn reconstruct(q: u64, shares: &[(ParticipantId, &KeyShare)]) -> Result<Vec<u64>, ShamirError> {
+pub fn reconstruct(
+    moduli: &[u64],
+    shares: &[(ParticipantId, &KeyShare)],
+) -> Result<Vec<u64>, ShamirError> {
     let first = shares.first().ok_or(ShamirError::Empty)?;
-    let n = first.1.values.len();
+    let len = first.1.values.len();
+    check_blocks(&first.1.values, moduli)?;
+    let n = len / moduli.len();
     let points: Vec<ParticipantId> = shares.iter().map(|(id, _)| *id).collect();
-    let mut out = vec![0u64; n];
+    let mut out = vec![0u64; len];
     for (id, share) in shares {
-        if share.values.len() != n {
+        if share.values.len() != len {
             return Err(ShamirError::BadShareLength {
-                expected: n,
+                expected: len,
                 got: share.values.len(),
             });
         }
-        let lambda = lagrange_at_zero(q, &points, *id)?;
-        for (o, &v) in out.iter_mut().zip(&share.values) {
-            *o = add_mod(*o, mul_mod(lambda, v, q), q);
+        let lambdas = lagrange_at_zero_rns(moduli, &points, *id)?;
+        for (i, (&q, &lambda)) in moduli.iter().zip(&lambdas).enumerate() {
+            let range = i * n..(i + 1) * n;
+            for (o, &v) in out[range.clone()].iter_mut().zip(&share.values[range]) {
+                *o = add_mod(*o, mul_mod(lambda, v, q), q);
+            }
         }
     }
     Ok(out)
@@ -263,11 +330,12 @@ pub fn reconstruct(q: u64, shares: &[(ParticipantId, &KeyShare)]) -> Result<Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::params::DEFAULT_MODULI;
     use proptest::prelude::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha20Rng;
 
-    const Q: u64 = crate::params::DEFAULT_MODULUS;
+    const Q: u64 = DEFAULT_MODULI[0];
 
     fn ids(n: u32) -> Vec<ParticipantId> {
         (1..=n)
@@ -276,12 +344,18 @@ mod tests {
     }
 
     proptest! {
+        /// Any t of n shares reconstruct a random RNS secret (all three primes, one to seven
+        /// coefficients each), and t − 1 shares do not.
         #[test]
-        fn any_t_shares_reconstruct(n in 1u32..12, seed: u64, secret in proptest::collection::vec(0..Q, 1..8), pick: u64) {
+        fn any_t_shares_reconstruct(n in 1u32..12, seed: u64, coeffs in 1usize..8, pick: u64) {
             let t = n as usize / 2 + 1;
             let holders = ids(n);
             let mut rng = ChaCha20Rng::seed_from_u64(seed);
-            let shares = share_secret(Q, &secret, t, &holders, &mut rng).unwrap();
+            let secret: Vec<u64> = DEFAULT_MODULI.iter().flat_map(|&q| {
+                (0..coeffs).map(|_| rand::Rng::random_range(&mut rng, 0..q)).collect::<Vec<_>>()
+            }).collect();
+            let shares = share_secret(&DEFAULT_MODULI, &secret, t, &holders, &mut rng).unwrap();
+            prop_assert!(shares.iter().all(|(_, s)| s.values().len() == 3 * coeffs));
             // A pseudo-random subset of exactly t holders.
             let mut idx: Vec<usize> = (0..n as usize).collect();
             let mut r = ChaCha20Rng::seed_from_u64(pick);
@@ -289,9 +363,9 @@ mod tests {
                 idx.swap(i, rand::Rng::random_range(&mut r, 0..=i));
             }
             let subset: Vec<_> = idx[..t].iter().map(|&i| (shares[i].0, &shares[i].1)).collect();
-            prop_assert_eq!(reconstruct(Q, &subset).unwrap(), secret.clone());
+            prop_assert_eq!(reconstruct(&DEFAULT_MODULI, &subset).unwrap(), secret.clone());
             if t > 1 {
-                prop_assert_ne!(reconstruct(Q, &subset[..t - 1]).unwrap(), secret);
+                prop_assert_ne!(reconstruct(&DEFAULT_MODULI, &subset[..t - 1]).unwrap(), secret);
             }
         }
     }
@@ -308,7 +382,7 @@ mod tests {
         for secret in [0u64, 1, 200] {
             let mut single = vec![0f64; 257];
             let mut pair = vec![0f64; 256];
-            let shares = share_secret(q, &vec![secret; samples], 3, &holders, &mut rng).unwrap();
+            let shares = share_secret(&[q], &vec![secret; samples], 3, &holders, &mut rng).unwrap();
             let (a, b) = (&shares[1].1, &shares[3].1);
             for (&x, &y) in a.values().iter().zip(b.values()) {
                 single[x as usize] += 1.0;
@@ -342,14 +416,14 @@ mod tests {
         let mut rng = ChaCha20Rng::seed_from_u64(1);
         let h = ids(4);
         assert_eq!(
-            share_secret(Q, &[1], 2, &h, &mut rng).unwrap_err(),
+            share_secret(&[Q], &[1], 2, &h, &mut rng).unwrap_err(),
             ShamirError::BadThreshold {
                 threshold: 2,
                 holders: 4
             }
         );
         assert_eq!(
-            share_secret(Q, &[1], 5, &h, &mut rng).unwrap_err(),
+            share_secret(&[Q], &[1], 5, &h, &mut rng).unwrap_err(),
             ShamirError::BadThreshold {
                 threshold: 5,
                 holders: 4
@@ -357,13 +431,22 @@ mod tests {
         );
         let dup = vec![h[0], h[1], h[0]];
         assert_eq!(
-            share_secret(Q, &[1], 2, &dup, &mut rng).unwrap_err(),
+            share_secret(&[Q], &[1], 2, &dup, &mut rng).unwrap_err(),
             ShamirError::DuplicateHolder(h[0])
         );
         assert_eq!(
-            share_secret(Q, &[Q], 3, &h, &mut rng).unwrap_err(),
+            share_secret(&[Q], &[Q], 3, &h, &mut rng).unwrap_err(),
             ShamirError::OutOfRange
         );
+        // Residue 1 of the second prime's block is ≥ q_1.
+        assert_eq!(
+            share_secret(&DEFAULT_MODULI, &[0, 0, Q - 1, 0, 0, 0], 3, &h, &mut rng).unwrap_err(),
+            ShamirError::OutOfRange
+        );
+        assert!(matches!(
+            share_secret(&DEFAULT_MODULI, &[0, 0], 3, &h, &mut rng),
+            Err(ShamirError::BadShareLength { .. })
+        ));
         let big = ParticipantId::new(300).unwrap();
         assert_eq!(
             lagrange_at_zero(257, &[big], big).unwrap_err(),
@@ -373,12 +456,13 @@ mod tests {
             lagrange_at_zero(Q, &h[..2], h[3]).unwrap_err(),
             ShamirError::NotInSet(h[3])
         );
-        let share = KeyShare::from_values(vec![1, 2, 3], Q).unwrap();
+        let share = KeyShare::from_values(vec![1, 2, 3], &DEFAULT_MODULI).unwrap();
         assert_eq!(
-            KeyShare::from_bytes(&share.to_bytes(), 3, Q).unwrap(),
+            KeyShare::from_bytes(&share.to_bytes(), 1, &DEFAULT_MODULI).unwrap(),
             share
         );
-        assert!(KeyShare::from_bytes(&share.to_bytes(), 4, Q).is_err());
-        assert!(KeyShare::from_values(vec![Q], Q).is_err());
+        assert!(KeyShare::from_bytes(&share.to_bytes(), 2, &DEFAULT_MODULI).is_err());
+        assert!(KeyShare::from_values(vec![Q], &[Q]).is_err());
+        assert!(KeyShare::from_values(vec![1, 2], &DEFAULT_MODULI).is_err());
     }
 }

@@ -187,7 +187,6 @@ pub fn run_secure_round<R: CryptoRng + ?Sized>(
     }
     crate::encoding::check_headroom(ctx, n)?;
     let len = p + 1;
-    let q = ctx.modulus();
 
     // Setup: identities (long-term, not timed), announcement, round keys, shares, envelopes.
     let identities: Vec<NodeIdentity> = (0..n).map(|_| NodeIdentity::generate_with(rng)).collect();
@@ -210,7 +209,7 @@ pub fn run_secure_round<R: CryptoRng + ?Sized>(
     for (i, &sender) in ids.iter().enumerate() {
         let key = RoundSecretKey::generate_with(ctx, rng);
         let contexts = announcement.share_contexts_from(sender);
-        let shares = share_round_key(q, &key, config.threshold, &ids, rng)?;
+        let shares = share_round_key(ctx, &key, config.threshold, &ids, rng)?;
         for (k, ((holder_id, share), (_, sc))) in shares.into_iter().zip(contexts).enumerate() {
             debug_assert_eq!(holder_id, sc.recipient);
             let share = if config.envelopes && k != i {
@@ -232,7 +231,7 @@ pub fn run_secure_round<R: CryptoRng + ?Sized>(
     let setup = t0.elapsed();
 
     // Upload.
-    let mut bodies = vec![vec![0u64; len]; n];
+    let mut bodies = vec![vec![0u64; ctx.residues_len(len)]; n];
     let t0 = Instant::now();
     for i in 0..n {
         let w = Weight::new(ctx, weights[i])?;
@@ -291,7 +290,7 @@ pub fn run_secure_round<R: CryptoRng + ?Sized>(
     Ok(SecureRoundOutcome {
         sums,
         mean,
-        upload_bytes_per_client: len * 8,
+        upload_bytes_per_client: ctx.residues_len(len) * 8,
         announcement,
         timings: RoundTimings {
             setup,
@@ -334,6 +333,29 @@ mod tests {
         #[test]
         fn round_trip_with_dropouts(n in 2usize..=50, len in 1usize..40, seed: u64) {
             let ctx = SecAggParams::toy_insecure(16).build().unwrap(); // toy parameters, not secure
+            let mut rng = ChaCha20Rng::seed_from_u64(seed);
+            let updates: Vec<Vec<f32>> = (0..n).map(|_| (0..len).map(|_| rng.random_range(-6.0f32..6.0)).collect()).collect();
+            let weights: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..16.0)).collect();
+            let c = rng.random_range(0..=(n - 2) / 2);
+            let mut cfg = SimConfig::new(n, c).unwrap();
+            cfg.envelopes = false;
+            let drops = rng.random_range(0..=n - cfg.threshold);
+            let mut order: Vec<usize> = (0..n).collect();
+            for i in (1..n).rev() { order.swap(i, rng.random_range(0..=i)); }
+            cfg.dropped_holders = order[..drops].to_vec();
+            let refs: Vec<&[f32]> = updates.iter().map(|u| u.as_slice()).collect();
+            let out = run_secure_round(&ctx, &refs, &weights, &cfg, &mut rng).unwrap();
+            prop_assert_eq!(out.sums, expected_sums(&ctx, &updates, &weights));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3))]
+        /// The same at the production parameters (N = 8192, three primes, 3 slots), with vectors
+        /// spanning up to three chunks (24576 coordinates each) and a truncated last chunk.
+        #[test]
+        fn round_trip_with_dropouts_production(n in 2usize..=12, len in 1usize..60_000, seed: u64) {
+            let ctx = SecAggParams::default().build().unwrap();
             let mut rng = ChaCha20Rng::seed_from_u64(seed);
             let updates: Vec<Vec<f32>> = (0..n).map(|_| (0..len).map(|_| rng.random_range(-6.0f32..6.0)).collect()).collect();
             let weights: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..16.0)).collect();
@@ -507,7 +529,7 @@ mod tests {
         let (mut bodies, mut encodings) = (vec![], vec![]);
         for &sender in &ids {
             let key = RoundSecretKey::generate_with(&ctx, &mut rng);
-            for (k, (_, share)) in share_round_key(ctx.modulus(), &key, t, &ids, &mut rng)
+            for (k, (_, share)) in share_round_key(&ctx, &key, t, &ids, &mut rng)
                 .unwrap()
                 .into_iter()
                 .enumerate()
@@ -568,7 +590,7 @@ mod tests {
         );
         // ... and forcing the arithmetic anyway yields garbage, not the sum.
         assert!(matches!(
-            combine_unchecked(&f.ctx, agg.sum(), &partials[..2]),
+            combine_unchecked(&f.ctx, f.len, agg.sum(), &partials[..2]),
             Err(DecryptError::Garbled(_))
         ));
         // A request naming only t − 1 responders is refused by the holders themselves.
@@ -713,13 +735,14 @@ mod tests {
         let subset = f.request(&[0, 1, 2, 3], &[0, 1, 2, 3]);
         assert_eq!(f.answer(0, &subset), Err(DecryptError::AlreadyAnswered));
         // Shares: from strangers, duplicates, wrong lengths.
-        let share = |v: Vec<u64>| crate::shamir::KeyShare::from_values(v, 7).unwrap();
+        let moduli = f.ctx.moduli().to_vec();
+        let share = |v: Vec<u64>| crate::shamir::KeyShare::from_values(v, &moduli).unwrap();
         assert_eq!(
-            f.holders[0].receive_share(ids[0], share(vec![0; 64])),
+            f.holders[0].receive_share(ids[0], share(vec![0; 192])),
             Err(DecryptError::DuplicateShare(ids[0]))
         );
         assert_eq!(
-            f.holders[0].receive_share(stranger, share(vec![0; 64])),
+            f.holders[0].receive_share(stranger, share(vec![0; 192])),
             Err(DecryptError::NotAParticipant(stranger))
         );
         let mut h = KeyHolder::new(&f.ctx, &f.announcement, ids[1]).unwrap();
@@ -803,7 +826,7 @@ mod tests {
                     env: &crate::envelope::SealedShare| {
             open_share(
                 64,
-                f.ctx.modulus(),
+                f.ctx.moduli(),
                 &f.identities[1],
                 &f.identities[0].public_keys(),
                 expected,
@@ -905,7 +928,7 @@ mod tests {
             combine(&f.ctx, &request, 2, &agg, &partials),
             Err(DecryptError::LengthMismatch { .. })
         ));
-        partials[1].values.push(f.ctx.modulus());
+        partials[1].values.push(f.ctx.moduli()[0]);
         assert!(matches!(
             combine(&f.ctx, &request, 2, &agg, &partials),
             Err(DecryptError::OutOfRange(_))
