@@ -10,7 +10,7 @@ use cohort_core::config::PrivacySection;
 use cohort_core::ledger::{Ledger, Mechanism};
 use cohort_core::Round;
 use cohort_core::secret::NodeSecret;
-use cohort_dp::accountant::{epsilon, SampledGaussian};
+use cohort_dp::accountant::{PrivacyAccount, SampledGaussian};
 use support::Fixture;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,9 +33,17 @@ async fn a_client_over_budget_declines_and_the_round_completes_with_the_others()
     let c_rows = cohort_client::data::prepare(&configs[2].data.path, &plan.schema, 0.2, configs[2].data.split_seed, &NodeSecret::load_or_create(&configs[2].data_dir).unwrap()).unwrap().train.rows();
     let schedule = DpSchedule::plan(&fixed, &plan, c_rows).unwrap();
     let round = SampledGaussian { q: schedule.sample_rate, sigma: schedule.noise_multiplier, steps: schedule.steps_per_round };
-    let releases = 2.0 * fixed.release_epsilon;
-    let one = epsilon(&[round], fixed.delta).unwrap() + releases;
-    let two = epsilon(&[round, round], fixed.delta).unwrap() + releases;
+    // The composition rule the node enforces: its two join releases and one or two rounds, in one account.
+    let spent_after = |rounds: usize| {
+        let mut account = PrivacyAccount::new();
+        account.add_pure(fixed.release_epsilon).unwrap().add_pure(fixed.release_epsilon).unwrap();
+        for _ in 0..rounds {
+            account.add_sampled_gaussian(&round).unwrap();
+        }
+        account.epsilon(fixed.delta).unwrap()
+    };
+    let (one, two) = (spent_after(1), spent_after(2));
+    assert!(one < two);
     let c_budget = (one + two) / 2.0;
     for (i, config) in configs.iter_mut().enumerate() {
         config.privacy = PrivacySection { epsilon_budget: if i == 2 { c_budget } else { 100.0 }, ..fixed.clone() };

@@ -157,7 +157,7 @@ async fn five_clients_one_drops_after_upload_and_the_model_matches_plaintext() {
     let sa = serde_json::to_value(registered).unwrap();
     let text = sa.to_string();
     assert!(text.contains("\"key_holders_answered\":4"), "{text}");
-    assert!(text.contains("\"polynomial_size\":4096"), "{text}");
+    assert!(text.contains("\"polynomial_size\":8192"), "{text}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
 

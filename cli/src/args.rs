@@ -266,9 +266,13 @@ pub(crate) enum BenchCommand {
         /// Parameters per client.
         #[arg(long, default_value_t = 1_000_000)]
         params: usize,
-        /// Number of clients (all are key holders; threshold is a majority).
+        /// Number of clients (all are key holders).
         #[arg(long, default_value_t = 10)]
         clients: usize,
+        /// Hospitals assumed to collude with the coordinator: the threshold is ⌊(clients + c)/2⌋ + 1 and the
+        /// smallest decryptable set c + 2.
+        #[arg(long, default_value_t = 1)]
+        max_colluders: usize,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,

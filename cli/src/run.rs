@@ -11,17 +11,23 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Models(command) => crate::models::run(command),
         Command::Audit(command) => crate::audit::run(command),
         Command::Privacy(command) => crate::privacy::run(command),
-        Command::Bench(BenchCommand::Secagg { params, clients, json }) => {
-            let report = tokio::task::spawn_blocking(move || crate::secagg_bench::run(params, clients)).await??;
+        Command::Bench(BenchCommand::Secagg { params, clients, max_colluders, json }) => {
+            let report =
+                tokio::task::spawn_blocking(move || crate::secagg_bench::run_with_colluders(params, clients, max_colluders)).await??;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
-                println!("secure aggregation, {params} parameters × {clients} clients (threshold {}):", report.threshold);
+                println!(
+                    "secure aggregation, {params} parameters × {clients} clients (threshold {}, sums of ≥ {} updates, safe against \
+                     the coordinator plus {} colluding hospitals):",
+                    report.threshold, report.min_participants, report.max_colluders
+                );
                 println!("  upload                {:.3} bytes/parameter (f32: {:.0})", report.bytes_per_param, report.plaintext_bytes_per_param);
                 println!("  client encryption     {:.1} M parameters/s", report.encrypt_params_per_sec / 1e6);
                 println!("  coordinator aggregate {:.1} M parameters/s", report.aggregate_params_per_sec / 1e6);
                 println!("  threshold decryption  {:.3} s", report.decrypt_seconds);
                 println!("  max decode error      {:.3e} (quantization step {:.3e})", report.max_abs_error, report.quantization_step);
+                println!("  flooding              statistical distance ≤ 2^{:.1} over the model", report.statistical_distance_log2);
                 println!("  secure / plaintext round: {:.1}x compute, {:.2}x with 100 Mbit/s uploads", report.secure_to_plaintext_round_ratio, report.secure_to_plaintext_round_ratio_with_upload);
             }
             Ok(())

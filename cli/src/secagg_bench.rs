@@ -78,14 +78,6 @@ pub(crate) struct SecAggBenchReport {
     pub(crate) parameters: ParamsSummary,
 }
 
-/// [`run_with_colluders`] with the default `max_colluders = 1`.
-///
-/// # Errors
-/// As [`run_with_colluders`].
-pub(crate) fn run(params: usize, clients: usize) -> Result<SecAggBenchReport, SecAggBenchError> {
-    run_with_colluders(params, clients, 1)
-}
-
 /// Runs one secure round of `clients` random updates of `params` coordinates (default
 /// production parameters; t and min_participants from `collusion_policy(clients,
 /// max_colluders)`) and a plaintext f32 FedAvg of the same updates.
@@ -183,7 +175,7 @@ mod tests {
 
     #[test]
     fn small_run_is_exact_to_the_quantization_step() {
-        let r = run(10_000, 4).unwrap();
+        let r = run_with_colluders(10_000, 4, 1).unwrap();
         assert_eq!(
             (r.max_colluders, r.threshold, r.min_participants),
             (1, 3, 3)
@@ -197,8 +189,8 @@ mod tests {
         // 10 001 coordinates in 3 334 coefficients of three 8-byte residues.
         assert!((r.bytes_per_param - 3334.0 * 24.0 / 10_000.0).abs() < 1e-9);
         assert!(r.statistical_distance_log2 <= -40.0);
-        assert!(run(0, 3).is_err());
-        assert!(run(10, 1000).is_err());
+        assert!(run_with_colluders(0, 3, 1).is_err());
+        assert!(run_with_colluders(10, 1000, 1).is_err());
         assert!(matches!(
             run_with_colluders(10, 3, 2),
             Err(SecAggBenchError::Policy(_))

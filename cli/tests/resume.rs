@@ -66,7 +66,8 @@ fn a_killed_coordinator_resumes_from_the_last_completed_round() {
                 "name = \"{name}\"\nfederation_id = \"resume\"\ndata_dir = \"{name}-data\"\n\
                  [coordinator]\nurl = \"https://127.0.0.1:{port}\"\nserver_name = \"localhost\"\n\
                  [tls]\nca_cert = \"{name}/ca.pem\"\ncert = \"{name}/cert.pem\"\nkey = \"{name}/key.pem\"\n\
-                 [data]\npath = \"{name}.csv\"\n[privacy]\nepsilon_budget = 10.0\ntarget_epsilon = 3.0\n"
+                 [data]\npath = \"{name}.csv\"\n[privacy]\nepsilon_budget = 10.0\ntarget_epsilon = 3.0\n\
+                 [secure_aggregation]\nrequired = false\n"
             ),
         )
         .unwrap();

@@ -401,8 +401,9 @@ mod tests {
         assert_eq!(work.join_releases(&local).unwrap(), first);
         assert_eq!(work.take_ledger_lines().lines().count(), 2);
         assert_eq!(work.take_ledger_lines(), "");
+        // Two pure releases compose (PLD, as randomized response) to at most the sum of their ε, and not much less.
         let spent = work.spent().unwrap();
-        assert!((spent - 2.0 * privacy.release_epsilon).abs() < 1e-12, "{spent}");
+        assert!(spent <= 2.0 * privacy.release_epsilon && spent > 0.099, "{spent}");
         // A new session resends everything (the coordinator skips what it has).
         work.resend_ledger();
         assert_eq!(work.take_ledger_lines().lines().count(), 2);
@@ -445,6 +446,7 @@ mod tests {
         work.join_releases(&local).unwrap();
         let kinds: Vec<Mechanism> = work.take_ledger_lines().lines().map(|l| serde_json::from_str::<LedgerRecord>(l).unwrap().body.mechanism).collect();
         assert_eq!(kinds, [Mechanism::OpenDpFeatureStats, Mechanism::OpenDpCount, Mechanism::OpenDpHistogram]);
-        assert!((work.spent().unwrap() - (200.0 + 0.1)).abs() < 1e-9);
+        let spent = work.spent().unwrap();
+        assert!(spent <= 200.0 + 0.1 + 1e-9 && spent >= 200.0 - 1e-6, "{spent}");
     }
 }

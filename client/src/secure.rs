@@ -11,10 +11,8 @@ use cohort_core::config::ClientSecureAggregation;
 use cohort_core::pki::Role;
 use cohort_crypto::{
     AnswerJournal, Consent, DecryptionRequest, KeyHolder, KeyShare, NodeIdentity, ParticipantId, PartialDecryption,
-    RoundAnnouncement, RoundId, RoundSecretKey, SecAggContext, Weight, encrypt_update, seal_share, sign_consent,
+    RoundAnnouncement, RoundId, RoundSecretKey, SecAggContext, SecretRng, Weight, encrypt_update, seal_share, sign_consent,
 };
-use rand::SeedableRng;
-use rand_chacha::ChaCha20Rng;
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -163,7 +161,7 @@ impl Verifier<'_> {
                 ann.min_participants, p.min_participants
             )));
         }
-        let distance = -41.0_f64; // PART2-STUB
+        let distance = ctx.statistical_distance_log2(ann.model_len + 1);
         if distance > -f64::from(p.min_statistical_security) {
             return Err(floor(format!(
                 "the flooding noise hides partial decryptions only to 2^{distance:.1}, this node requires 2^-{}",
@@ -262,10 +260,11 @@ impl ClientRound {
         if self.key.is_some() {
             return Err(SecureClientError::OutOfOrder("shares were already sealed"));
         }
-        let mut rng = ChaCha20Rng::from_os_rng();
+        // Round secrets come from an OS-seeded generator whose state is scrubbed when it drops.
+        let mut rng = SecretRng::from_os();
         let key = RoundSecretKey::generate_with(&self.ctx, &mut rng);
         let ids: Vec<ParticipantId> = self.announcement.participants.iter().map(|p| p.id).collect();
-        let shares = share_round_key(self.ctx.modulus(), &key, self.announcement.threshold, &ids, &mut rng)
+        let shares = share_round_key(&self.ctx, &key, self.announcement.threshold, &ids, &mut rng)
             .map_err(|e| SecureClientError::Shares(e.to_string()))?;
         let mut out = Vec::with_capacity(ids.len());
         for (to, share) in shares {
@@ -341,10 +340,11 @@ impl ClientRound {
         if delta.len() + 1 != self.len {
             return Err(SecureClientError::Encrypt(format!("update has {} values, the model {}", delta.len(), self.len - 1)));
         }
+        let body_len = self.ctx.body_len(delta.len());
         let weight = Weight::new(&self.ctx, self.announcement.weight_for(examples)).map_err(|e| SecureClientError::Encrypt(e.to_string()))?;
-        let mut out = vec![0u64; self.len];
+        let mut out = vec![0u64; body_len];
         let ann = &self.announcement;
-        encrypt_update(&mut out, &self.ctx, ann.round, &ann.seed, &key, delta, weight, &mut ChaCha20Rng::from_os_rng())
+        encrypt_update(&mut out, &self.ctx, ann.round, &ann.seed, &key, delta, weight, &mut SecretRng::from_os())
             .map_err(|e| SecureClientError::Encrypt(e.to_string()))?;
         Ok(out)
     }

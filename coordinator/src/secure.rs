@@ -432,7 +432,7 @@ impl SecureRound {
         let signature: [u8; 64] = consent.try_into().map_err(|_| SecureError::BadConsent(node.clone()))?;
         let consent = Consent { participant, signature };
         self.announcement.verify_consent(&consent).map_err(|_| SecureError::BadConsent(node.clone()))?;
-        let max = cohort_crypto::announce::max_sealed_len(self.ctx.polynomial_size()); // PART2-STUB
+        let max = self.ctx.max_sealed_len();
         let mut recipients = BTreeSet::new();
         for (to, blob) in &envelopes {
             if to == node || !self.ids.contains_key(to) {
@@ -498,9 +498,10 @@ impl SecureRound {
         Ok(())
     }
 
-    /// The number of `u64` bodies an upload must carry (model length + 1 weight coordinate).
+    /// The number of `u64` residues an upload (or a partial decryption) must carry: the model and its weight
+    /// coordinate, packed and in RNS form ([`SecAggContext::body_len`]).
     pub fn body_len(&self) -> usize {
-        self.len
+        self.ctx.body_len(self.announcement.model_len)
     }
 
     /// Adds `node`'s complete body vector to the sum. All checks happen first: a refused body
@@ -511,13 +512,7 @@ impl SecureRound {
     /// unreduced coefficient.
     pub fn add_upload(&mut self, node: &NodeName, bodies: &[u64]) -> Result<(), SecureError> {
         self.check_upload(node)?;
-        if bodies.len() != self.len {
-            return Err(SecureError::BadBody(format!("{} coefficients, expected {}", bodies.len(), self.len)));
-        }
-        let q = self.ctx.modulus();
-        if bodies.iter().any(|&b| b >= q) {
-            return Err(SecureError::BadBody("a coefficient is not reduced modulo q".into()));
-        }
+        self.ctx.check_body(self.announcement.model_len, bodies).map_err(|e| SecureError::BadBody(e.to_string()))?;
         let id = self.ids.get(node).copied().ok_or_else(|| SecureError::NotParticipant(node.clone()))?;
         let aggregator = self.aggregator.get_or_insert_with(|| Aggregator::new(&self.ctx, self.len));
         aggregator.add_client(id, bodies).map_err(|e| SecureError::BadBody(e.to_string()))?;
@@ -580,9 +575,7 @@ impl SecureRound {
     /// As [`SecureRound::check_partial`]; [`SecureError::BadPartial`] for a wrong length.
     pub fn add_partial(&mut self, node: &NodeName, values: Vec<u64>) -> Result<(), SecureError> {
         self.check_partial(node)?;
-        if values.len() != self.len {
-            return Err(SecureError::BadPartial(format!("{} values, expected {}", values.len(), self.len)));
-        }
+        self.ctx.check_partial(self.announcement.model_len, &values).map_err(|e| SecureError::BadPartial(e.to_string()))?;
         let responder = self.ids.get(node).copied().ok_or_else(|| SecureError::NotParticipant(node.clone()))?;
         let announcement = self.announcement.hash();
         self.partials.insert(node.clone(), PartialDecryption { round: self.announcement.round, announcement, responder, values });
@@ -751,7 +744,7 @@ mod tests {
         let key = RoundSecretKey::generate(&ctx);
         let ids: Vec<ParticipantId> = ann.participants.iter().map(|p| p.id).collect();
         let mut envelopes = Vec::new();
-        for (to, s) in share_round_key(ctx.modulus(), &key, ann.threshold, &ids, &mut rand::rng()).unwrap() {
+        for (to, s) in share_round_key(&ctx, &key, ann.threshold, &ids, &mut rand::rng()).unwrap() {
             if to == me {
                 c.own = Some(s);
                 continue;
