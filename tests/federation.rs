@@ -46,7 +46,9 @@ async fn an_mlp_regression_federation_with_fedprox_learns_the_diabetes_target() 
     use cohort_core::model::TaskKind;
     let names = ["clinic-a", "clinic-b"];
     let mut fx = Fixture::new(&names, 12);
-    let csv = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/diabetes.csv")).unwrap();
+    let csv =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/diabetes.csv"))
+            .unwrap();
     let mut lines = csv.lines();
     fx.header = lines.next().unwrap().split(',').map(str::to_owned).collect();
     // Scale the target to unit range so plain SGD is well conditioned.
@@ -95,7 +97,8 @@ async fn the_coordinator_evaluates_every_version_on_its_own_test_set() {
     let names = ["hospital-a", "hospital-b", "hospital-c"];
     let mut fx = Fixture::new(&names, 3);
     // The hospitals hold rows i % 4 = 0, 1, 2; the coordinator's test set is rows i % 4 = 3.
-    let test_rows: Vec<&str> = fx.rows.iter().enumerate().filter(|(i, _)| i % 4 == 3).map(|(_, r)| r.as_str()).collect();
+    let test_rows: Vec<&str> =
+        fx.rows.iter().enumerate().filter(|(i, _)| i % 4 == 3).map(|(_, r)| r.as_str()).collect();
     let test_path = fx.dir.path().join("central-test.csv");
     std::fs::write(&test_path, format!("{}\n{}\n", fx.header.join(","), test_rows.join("\n"))).unwrap();
     fx.coordinator.central_test_set = Some(test_path);

@@ -38,7 +38,8 @@ impl SubstituteKeys {
     fn tamper(&self, mut chunk: proto::TaskChunk) -> proto::TaskChunk {
         if let Some(proto::task_chunk::Body::Header(header)) = chunk.body.as_mut() {
             if let Ok(mut settings) = serde_json::from_str::<serde_json::Value>(&header.settings_json) {
-                if let Some(participants) = settings.pointer_mut("/secure/participants").and_then(|p| p.as_array_mut()) {
+                if let Some(participants) = settings.pointer_mut("/secure/participants").and_then(|p| p.as_array_mut())
+                {
                     for p in participants {
                         if p["name"] == self.victim.as_str() {
                             p["keys"] = self.attacker.clone();
@@ -86,7 +87,10 @@ impl Federation for SubstituteKeys {
         self.inner.fetch_shares(r).await
     }
 
-    async fn submit_partial_decryption(&self, r: Request<Streaming<proto::PartialChunk>>) -> Result<Response<proto::Ack>, Status> {
+    async fn submit_partial_decryption(
+        &self,
+        r: Request<Streaming<proto::PartialChunk>>,
+    ) -> Result<Response<proto::Ack>, Status> {
         self.inner.submit_partial_decryption(r).await
     }
 }
@@ -98,7 +102,8 @@ async fn a_coordinator_that_substitutes_a_participants_keys_is_refused_by_every_
     let names = ["hospital-a", "hospital-b", "hospital-c"];
     let mut fx = Fixture::new(&names, 1);
     fx.coordinator.training.min_clients = 3;
-    fx.coordinator.secure_aggregation = SecureAggregationSection { mode: SecureAggregationMode::ThresholdRlwe, ..SecureAggregationSection::default() };
+    fx.coordinator.secure_aggregation =
+        SecureAggregationSection { mode: SecureAggregationMode::ThresholdRlwe, ..SecureAggregationSection::default() };
     let coordinator = Coordinator::bind(&fx.coordinator).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
     let mut events = coordinator.subscribe();
@@ -142,7 +147,10 @@ async fn a_coordinator_that_substitutes_a_participants_keys_is_refused_by_every_
     for (node, reason) in &declined {
         assert!(reason.contains("keys announced for hospital-b are not its own"), "{node}: {reason}");
     }
-    assert!(!seen.iter().any(|e| matches!(e, Event::KeyHoldersFixed { .. } | Event::UpdateAccepted { .. })), "{seen:?}");
+    assert!(
+        !seen.iter().any(|e| matches!(e, Event::KeyHoldersFixed { .. } | Event::UpdateAccepted { .. })),
+        "{seen:?}"
+    );
     assert!(report.history.is_empty() && report.recorded.is_empty(), "no version was produced");
 }
 

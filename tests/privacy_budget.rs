@@ -5,10 +5,10 @@
 mod support;
 
 use cohort_client::node::{LocalWork, Participation};
-use cohort_client::privacy::{cumulative_epsilon, DpSchedule, PrivateWork};
+use cohort_client::privacy::{DpSchedule, PrivateWork, cumulative_epsilon};
+use cohort_core::Round;
 use cohort_core::config::PrivacySection;
 use cohort_core::ledger::{Ledger, Mechanism};
-use cohort_core::Round;
 use cohort_core::secret::NodeSecret;
 use cohort_dp::accountant::{PrivacyAccount, SampledGaussian};
 use support::Fixture;
@@ -30,9 +30,19 @@ async fn a_client_over_budget_declines_and_the_round_completes_with_the_others()
     for (i, name) in names.iter().enumerate() {
         configs.push(fx.client(name, &fx.issue(name), i, names.len(), addr));
     }
-    let c_rows = cohort_client::data::prepare(&configs[2].data.path, &plan.schema, 0.2, configs[2].data.split_seed, &NodeSecret::load_or_create(&configs[2].data_dir).unwrap()).unwrap().train.rows();
+    let c_rows = cohort_client::data::prepare(
+        &configs[2].data.path,
+        &plan.schema,
+        0.2,
+        configs[2].data.split_seed,
+        &NodeSecret::load_or_create(&configs[2].data_dir).unwrap(),
+    )
+    .unwrap()
+    .train
+    .rows();
     let schedule = DpSchedule::plan(&fixed, &plan, c_rows).unwrap();
-    let round = SampledGaussian { q: schedule.sample_rate, sigma: schedule.noise_multiplier, steps: schedule.steps_per_round };
+    let round =
+        SampledGaussian { q: schedule.sample_rate, sigma: schedule.noise_multiplier, steps: schedule.steps_per_round };
     // The composition rule the node enforces: its two join releases and one or two rounds, in one account.
     let spent_after = |rounds: usize| {
         let mut account = PrivacyAccount::new();
@@ -81,20 +91,36 @@ async fn a_client_over_budget_declines_and_the_round_completes_with_the_others()
     let kinds: Vec<Mechanism> = ledger.records().iter().map(|r| r.body.mechanism).collect();
     assert_eq!(
         kinds,
-        [Mechanism::OpenDpCount, Mechanism::OpenDpHistogram, Mechanism::DpSgd, Mechanism::Decline, Mechanism::Decline, Mechanism::Decline]
+        [
+            Mechanism::OpenDpCount,
+            Mechanism::OpenDpHistogram,
+            Mechanism::DpSgd,
+            Mechanism::Decline,
+            Mechanism::Decline,
+            Mechanism::Decline
+        ]
     );
     let spent = cumulative_epsilon(ledger.records(), None, fixed.delta).unwrap();
     assert!((spent - one).abs() < 1e-9 && spent <= c_budget, "spent {spent}, budget {c_budget}");
     assert!(ledger.records().iter().all(|r| r.body.cumulative_epsilon <= c_budget));
 
     // The coordinator's copy of C's ledger carries the declines too, and verifies.
-    let copy_path = fx.coordinator.data_dir.join(cohort_coordinator::recorder::LEDGER_COPIES_DIR).join("hospital-c.jsonl");
-    let copy = cohort_core::ledger::read_jsonl(std::io::BufReader::new(std::fs::File::open(&copy_path).unwrap())).unwrap();
+    let copy_path =
+        fx.coordinator.data_dir.join(cohort_coordinator::recorder::LEDGER_COPIES_DIR).join("hospital-c.jsonl");
+    let copy =
+        cohort_core::ledger::read_jsonl(std::io::BufReader::new(std::fs::File::open(&copy_path).unwrap())).unwrap();
     assert_eq!(copy.iter().filter(|r| r.body.mechanism == Mechanism::Decline).count(), 3);
     assert!(cohort_coordinator::audit::verify_records(&copy).is_ok());
 
     // The budget survives a restart: a fresh worker on the same data directory declines at once.
-    let local = cohort_client::data::prepare(&configs[2].data.path, &plan.schema, 0.2, configs[2].data.split_seed, &NodeSecret::load_or_create(&configs[2].data_dir).unwrap()).unwrap();
+    let local = cohort_client::data::prepare(
+        &configs[2].data.path,
+        &plan.schema,
+        0.2,
+        configs[2].data.split_seed,
+        &NodeSecret::load_or_create(&configs[2].data_dir).unwrap(),
+    )
+    .unwrap();
     let mut restarted = PrivateWork::new("hospital-c", configs[2].data_dir.clone(), configs[2].privacy.clone());
     restarted.prepare(&plan, &local).unwrap();
     let settings = serde_json::from_str(r#"{"local_epochs":1,"learning_rate":0.1,"batch_size":16}"#).unwrap();

@@ -19,8 +19,14 @@ async fn run_client(config: cohort_core::config::ClientConfig) -> Result<cohort_
     cohort_client::node::run(&config, &mut work).await
 }
 
-async fn raw_channel(addr: std::net::SocketAddr, ca: &std::path::Path, identity: Option<(&std::path::Path, &std::path::Path)>) -> Result<Channel, tonic::transport::Error> {
-    let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap())).domain_name("localhost");
+async fn raw_channel(
+    addr: std::net::SocketAddr,
+    ca: &std::path::Path,
+    identity: Option<(&std::path::Path, &std::path::Path)>,
+) -> Result<Channel, tonic::transport::Error> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).unwrap()))
+        .domain_name("localhost");
     if let Some((cert, key)) = identity {
         tls = tls.identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()));
     }
@@ -41,7 +47,12 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
     // 1. A certificate from another CA.
     let other_ca = fx.dir.path().join("other-ca");
     pki::init_ca(&other_ca, "other").unwrap();
-    let mut files = pki::issue(&other_ca, &IssueRequest::valid_for_days("hospital-a", Role::Client, &[], 1), &fx.dir.path().join("rogue")).unwrap();
+    let mut files = pki::issue(
+        &other_ca,
+        &IssueRequest::valid_for_days("hospital-a", Role::Client, &[], 1),
+        &fx.dir.path().join("rogue"),
+    )
+    .unwrap();
     files.ca_cert = fx.ca_dir().join(pki::CA_CERT_FILE); // it trusts the real coordinator
     let err = run_client(fx.client("hospital-a", &files, 0, 2, addr)).await.unwrap_err();
     assert!(matches!(err, ClientError::TlsRefused(_)), "{err}");
@@ -55,7 +66,13 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
 
     // 3. An expired certificate.
     let now = time::OffsetDateTime::now_utc();
-    let expired = IssueRequest { name: "hospital-a", role: Role::Client, sans: &[], not_before: now - time::Duration::days(10), not_after: now - time::Duration::days(1) };
+    let expired = IssueRequest {
+        name: "hospital-a",
+        role: Role::Client,
+        sans: &[],
+        not_before: now - time::Duration::days(10),
+        not_after: now - time::Duration::days(1),
+    };
     let files = pki::issue(&fx.ca_dir(), &expired, &fx.dir.path().join("expired")).unwrap();
     let err = run_client(fx.client("hospital-a", &files, 0, 2, addr)).await.unwrap_err();
     assert!(err.to_string().contains("expired"), "{err}");
@@ -73,8 +90,10 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
 
     // 5. A legitimate prober sends malformed, stale, mismatched and oversized messages.
     let prober = fx.issue("prober");
-    let mut raw = FederationClient::new(raw_channel(addr, &prober.ca_cert, Some((&prober.cert, &prober.key))).await.unwrap());
-    let wrong_fed = raw.join(proto::JoinRequest { federation_id: "not-this-one".into(), ..Default::default() }).await.unwrap_err();
+    let mut raw =
+        FederationClient::new(raw_channel(addr, &prober.ca_cert, Some((&prober.cert, &prober.key))).await.unwrap());
+    let wrong_fed =
+        raw.join(proto::JoinRequest { federation_id: "not-this-one".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(wrong_fed.code(), tonic::Code::FailedPrecondition);
     assert!(wrong_fed.message().contains("federation"), "{}", wrong_fed.message());
     raw.join(proto::JoinRequest { federation_id: support::FEDERATION.into(), ..Default::default() }).await.unwrap();
@@ -96,18 +115,36 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
         let mut raw = raw.clone();
         async move {
             let messages = vec![
-                proto::UpdateChunk { body: Some(proto::update_chunk::Body::Header(proto::UpdateHeader {
-                    round: Some(round), num_examples: 10, parameter_count: count, train_loss: 0.1, encoding: "f32-delta".into(),
-                })) },
+                proto::UpdateChunk {
+                    body: Some(proto::update_chunk::Body::Header(proto::UpdateHeader {
+                        round: Some(round),
+                        num_examples: 10,
+                        parameter_count: count,
+                        train_loss: 0.1,
+                        encoding: "f32-delta".into(),
+                    })),
+                },
                 proto::UpdateChunk { body: Some(proto::update_chunk::Body::BodyChunk(body)) },
             ];
             raw.upload_update(tokio_stream::iter(messages)).await
         }
     };
-    let stale = upload(round_ref(support::FEDERATION, Round(current.round + 5), ModelVersion(current.model_version)), params, vec![0; params as usize * 4]).await.unwrap_err();
+    let stale = upload(
+        round_ref(support::FEDERATION, Round(current.round + 5), ModelVersion(current.model_version)),
+        params,
+        vec![0; params as usize * 4],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(stale.code(), tonic::Code::FailedPrecondition, "{stale:?}");
     assert!(stale.message().contains("round"), "{}", stale.message());
-    let wrong_version = upload(round_ref(support::FEDERATION, Round(current.round), ModelVersion(current.model_version + 1)), params, vec![0; params as usize * 4]).await.unwrap_err();
+    let wrong_version = upload(
+        round_ref(support::FEDERATION, Round(current.round), ModelVersion(current.model_version + 1)),
+        params,
+        vec![0; params as usize * 4],
+    )
+    .await
+    .unwrap_err();
     assert_eq!(wrong_version.code(), tonic::Code::FailedPrecondition, "{wrong_version:?}");
     let wrong_shape = upload(current.clone(), params - 1, vec![0; (params as usize - 1) * 4]).await.unwrap_err();
     assert_eq!(wrong_shape.code(), tonic::Code::InvalidArgument, "{wrong_shape:?}");
@@ -115,10 +152,24 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
     let too_long = upload(current.clone(), params, vec![0; params as usize * 4 + 8]).await.unwrap_err();
     assert_eq!(too_long.code(), tonic::Code::InvalidArgument, "{too_long:?}");
     let oversized = upload(current.clone(), params, vec![0; 5 << 20]).await.unwrap_err();
-    assert!(matches!(oversized.code(), tonic::Code::ResourceExhausted | tonic::Code::OutOfRange | tonic::Code::InvalidArgument | tonic::Code::Internal), "{oversized:?}");
+    assert!(
+        matches!(
+            oversized.code(),
+            tonic::Code::ResourceExhausted
+                | tonic::Code::OutOfRange
+                | tonic::Code::InvalidArgument
+                | tonic::Code::Internal
+        ),
+        "{oversized:?}"
+    );
     let nan = upload(current.clone(), params, f32::NAN.to_le_bytes().repeat(params as usize)).await.unwrap_err();
     assert_eq!(nan.code(), tonic::Code::InvalidArgument, "{nan:?}");
-    let no_header = raw.upload_update(tokio_stream::iter(vec![proto::UpdateChunk { body: Some(proto::update_chunk::Body::BodyChunk(vec![1, 2])) }])).await.unwrap_err();
+    let no_header = raw
+        .upload_update(tokio_stream::iter(vec![proto::UpdateChunk {
+            body: Some(proto::update_chunk::Body::BodyChunk(vec![1, 2])),
+        }]))
+        .await
+        .unwrap_err();
     assert_eq!(no_header.code(), tonic::Code::InvalidArgument);
 
     // The honest hospital still completes the federation.

@@ -71,7 +71,8 @@ async fn run(n: usize, mode: SecureAggregationMode, drop: Option<usize>) -> Run 
     let mut fx = Fixture::new(&refs, 1);
     fx.coordinator.training.min_clients = 3;
     fx.coordinator.training.round_deadline_secs = 3;
-    fx.coordinator.secure_aggregation = SecureAggregationSection { mode, max_colluders: 1, threshold: None, min_participants: Some(3) };
+    fx.coordinator.secure_aggregation =
+        SecureAggregationSection { mode, max_colluders: 1, threshold: None, min_participants: Some(3) };
     let coordinator = cohort_coordinator::Coordinator::bind(&fx.coordinator).await.unwrap();
     let addr = coordinator.local_addr().unwrap();
     let mut events = coordinator.subscribe();
@@ -134,7 +135,12 @@ async fn five_clients_one_drops_after_upload_and_the_model_matches_plaintext() {
     assert_eq!(record.participants.len(), 5, "the dropped node's upload is in the sum");
     assert_eq!(record.responders.len(), 4);
     assert!(!record.responders.contains(&NodeName("hospital-4".into())), "the dropped node did not answer");
-    assert!(secure.events.iter().any(|e| matches!(e, Event::DecryptionRequested { responders, .. } if responders.len() == 4)));
+    assert!(
+        secure
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::DecryptionRequested { responders, .. } if responders.len() == 4))
+    );
     assert!(plain.report.history[0].secure.is_none());
     assert_eq!(summary.contributors.len(), 5);
     // The global models agree to one quantization step of the mean (plus f32 rounding).
@@ -173,9 +179,13 @@ async fn the_coordinator_stores_and_logs_no_individual_update() {
     assert!(!stored.is_empty());
     let log = logs.lock().unwrap().clone();
     assert!(!log.is_empty(), "the coordinator logged something");
-    let haystacks: Vec<(&str, &[u8])> =
-        stored.iter().map(|(p, b)| (p.as_str(), b.as_slice())).chain(std::iter::once(("log", log.as_slice()))).collect();
-    let contains = |needle: &[u8]| haystacks.iter().find(|(_, h)| h.windows(needle.len()).any(|w| w == needle)).map(|(p, _)| *p);
+    let haystacks: Vec<(&str, &[u8])> = stored
+        .iter()
+        .map(|(p, b)| (p.as_str(), b.as_slice()))
+        .chain(std::iter::once(("log", log.as_slice())))
+        .collect();
+    let contains =
+        |needle: &[u8]| haystacks.iter().find(|(_, h)| h.windows(needle.len()).any(|w| w == needle)).map(|(p, _)| *p);
     let model: Vec<u8> = secure.report.global[..8].iter().flat_map(|v| v.to_le_bytes()).collect();
     assert!(contains(&model).is_some(), "control: the final model is stored");
     for (i, rounds) in secure.deltas.iter().enumerate() {
@@ -210,7 +220,9 @@ fn capture_logs() -> Arc<Mutex<Vec<u8>>> {
         let buf = Arc::new(Mutex::new(Vec::new()));
         let sink = buf.clone();
         let subscriber = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::new("info,cohort_coordinator=trace,cohort_core=trace,cohort_crypto=trace"))
+            .with_env_filter(tracing_subscriber::EnvFilter::new(
+                "info,cohort_coordinator=trace,cohort_core=trace,cohort_crypto=trace",
+            ))
             .with_ansi(false)
             .with_writer(move || LogSink(sink.clone()))
             .finish();

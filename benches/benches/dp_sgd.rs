@@ -23,7 +23,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 /// (label, layer sizes, batch size).
-const SHAPES: [(&str, &[usize], usize); 2] = [("30-64-64-2_b64", &[30, 64, 64, 2], 64), ("784-256-10_b256", &[784, 256, 10], 256)];
+const SHAPES: [(&str, &[usize], usize); 2] =
+    [("30-64-64-2_b64", &[30, 64, 64, 2], 64), ("784-256-10_b256", &[784, 256, 10], 256)];
 /// Steps per measured training run.
 const STEPS: u64 = 100;
 
@@ -57,7 +58,8 @@ impl Setup {
     }
 
     fn net(&self) -> Network<'static> {
-        Network::new(self.sizes, Loss::CrossEntropy { classes: self.sizes[self.sizes.len() - 1] }).expect("valid network")
+        Network::new(self.sizes, Loss::CrossEntropy { classes: self.sizes[self.sizes.len() - 1] })
+            .expect("valid network")
     }
 
     fn data(&self) -> Batch<'_> {

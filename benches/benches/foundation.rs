@@ -17,7 +17,7 @@ use cohort_core::metrics::EvalMetrics;
 use cohort_core::model::TaskKind;
 use cohort_core::pki::{self, IssueRequest, Role};
 use cohort_core::{ModelVersion, NodeName, Round};
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
@@ -25,7 +25,8 @@ const PARAMS: usize = 1_000_000;
 const CLIENTS: usize = 10;
 
 fn aggregation(c: &mut Criterion) {
-    let updates: Vec<Vec<f32>> = (0..CLIENTS).map(|k| (0..PARAMS).map(|i| ((i + k) % 97) as f32 * 1e-3).collect()).collect();
+    let updates: Vec<Vec<f32>> =
+        (0..CLIENTS).map(|k| (0..PARAMS).map(|i| ((i + k) % 97) as f32 * 1e-3).collect()).collect();
     let global = vec![0.0f32; PARAMS];
     let mut group = c.benchmark_group("aggregate");
     group.sample_size(10).measurement_time(Duration::from_secs(5));
@@ -80,7 +81,9 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
     let ca = dir.join("ca");
     pki::init_ca(&ca, "bench").unwrap();
     let sans = vec!["localhost".to_owned()];
-    let files = pki::issue(&ca, &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 1), &dir.join("coord")).unwrap();
+    let files =
+        pki::issue(&ca, &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 1), &dir.join("coord"))
+            .unwrap();
     let csv = dir.join("d.csv");
     std::fs::write(&csv, "x,y\n0,0\n1,1\n2,0\n3,1\n4,0\n").unwrap();
     let tls = |f: &pki::NodeFiles| TlsSection { ca_cert: f.ca_cert.clone(), cert: f.cert.clone(), key: f.key.clone() };
@@ -90,7 +93,13 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
         data_dir: dir.join("cd"),
         tls: tls(&files),
         roster: vec!["a".into(), "b".into()],
-        schema: Schema { features: vec!["x".into()], label: "y".into(), task: TaskKind::Binary, classes: None, bounds: None },
+        schema: Schema {
+            features: vec!["x".into()],
+            label: "y".into(),
+            task: TaskKind::Binary,
+            classes: None,
+            bounds: None,
+        },
         model: ModelSection::default(),
         training: TrainingSection { rounds: ROUNDS, min_clients: 2, ..TrainingSection::default() },
         strategy: StrategyConfig::Fedavg,
@@ -103,11 +112,15 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
         let addr = coordinator.local_addr().unwrap();
         let mut nodes = Vec::new();
         for name in ["a", "b"] {
-            let f = pki::issue(&ca, &IssueRequest::valid_for_days(name, Role::Client, &[], 1), &dir.join(name)).unwrap();
+            let f =
+                pki::issue(&ca, &IssueRequest::valid_for_days(name, Role::Client, &[], 1), &dir.join(name)).unwrap();
             let cc = ClientConfig {
                 name: name.into(),
                 federation_id: "bench".into(),
-                coordinator: CoordinatorEndpoint { url: format!("https://{addr}"), server_name: Some("localhost".into()) },
+                coordinator: CoordinatorEndpoint {
+                    url: format!("https://{addr}"),
+                    server_name: Some("localhost".into()),
+                },
                 tls: tls(&f),
                 data: DataSection { path: csv.clone(), holdout_fraction: 0.2, split_seed: 0 },
                 data_dir: dir.join(format!("{name}-d")),
@@ -122,7 +135,9 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
         let mut start = None;
         loop {
             match events.recv().await {
-                Ok(cohort_coordinator::round::Event::RoundStarted { round: Round(1), .. }) => start = Some(Instant::now()),
+                Ok(cohort_coordinator::round::Event::RoundStarted { round: Round(1), .. }) => {
+                    start = Some(Instant::now())
+                }
                 Ok(cohort_coordinator::round::Event::Finished { .. }) => break,
                 Ok(_) => {}
                 Err(_) => break,
@@ -138,9 +153,18 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
 }
 
 fn in_memory_rounds() -> Duration {
-    let settings = RoundSettings { rounds: ROUNDS, min_clients: 2, deadline: Duration::from_secs(60), clients_per_round: None };
+    let settings =
+        RoundSettings { rounds: ROUNDS, min_clients: 2, deadline: Duration::from_secs(60), clients_per_round: None };
     let (a, b) = (NodeName::from("a"), NodeName::from("b"));
-    let mut m = RoundMachine::new("bench", [a.clone(), b.clone()], settings, Box::new(FedAvg), vec![0.0; 4], Round(0), ModelVersion(0));
+    let mut m = RoundMachine::new(
+        "bench",
+        [a.clone(), b.clone()],
+        settings,
+        Box::new(FedAvg),
+        vec![0.0; 4],
+        Round(0),
+        ModelVersion(0),
+    );
     let start = Instant::now();
     let now = Instant::now();
     m.join(&a, now).unwrap();
@@ -151,7 +175,8 @@ fn in_memory_rounds() -> Duration {
             m.submit_update(n, Round(r), v, &[0.0; 4], 4, 0.0, now).unwrap();
         }
         for n in [&a, &b] {
-            m.report_evaluation(n, Round(r), m.version(), EvalMetrics { examples: 1, values: Default::default() }, now).unwrap();
+            m.report_evaluation(n, Round(r), m.version(), EvalMetrics { examples: 1, values: Default::default() }, now)
+                .unwrap();
         }
     }
     assert!(m.is_finished());

@@ -29,14 +29,8 @@ use std::time::Duration;
 const CLIENTS: usize = 10;
 
 fn sizes() -> Vec<usize> {
-    let max: usize = std::env::var("COHORT_SECAGG_BENCH_MAX")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    [100_000, 1_000_000, 10_000_000]
-        .into_iter()
-        .filter(|&p| p <= max)
-        .collect()
+    let max: usize = std::env::var("COHORT_SECAGG_BENCH_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    [100_000, 1_000_000, 10_000_000].into_iter().filter(|&p| p <= max).collect()
 }
 
 /// Threshold decryption of the sum of `updates` for `n` clients with `c` colluders.
@@ -45,31 +39,15 @@ fn bench_decrypt(c: &mut Criterion, ctx: &SecAggContext, updates: &[Vec<f32>], c
     let n = updates.len();
     let p = updates[0].len();
     let cfg = SimConfig::new(n, colluders).unwrap();
-    let identities: Vec<NodeIdentity> = (0..n)
-        .map(|_| NodeIdentity::generate_with(&mut rng))
-        .collect();
+    let identities: Vec<NodeIdentity> = (0..n).map(|_| NodeIdentity::generate_with(&mut rng)).collect();
     let a = announce(ctx, &identities, p, &cfg, &mut rng).unwrap();
     let hash = a.hash();
     let ids = a.participant_ids();
-    let keys: Vec<RoundSecretKey> = (0..n)
-        .map(|_| RoundSecretKey::generate_with(ctx, &mut rng))
-        .collect();
-    let shares: Vec<_> = keys
-        .iter()
-        .map(|k| share_round_key(ctx, k, cfg.threshold, &ids, &mut rng).unwrap())
-        .collect();
+    let keys: Vec<RoundSecretKey> = (0..n).map(|_| RoundSecretKey::generate_with(ctx, &mut rng)).collect();
+    let shares: Vec<_> = keys.iter().map(|k| share_round_key(ctx, k, cfg.threshold, &ids, &mut rng).unwrap()).collect();
     let mut agg = Aggregator::new(ctx, p + 1);
     for (i, u) in updates.iter().enumerate() {
-        let body = allocate_and_encrypt_update(
-            ctx,
-            a.round,
-            &a.seed,
-            &keys[i],
-            u,
-            Weight::one(),
-            &mut rng,
-        )
-        .unwrap();
+        let body = allocate_and_encrypt_update(ctx, a.round, &a.seed, &keys[i], u, Weight::one(), &mut rng).unwrap();
         agg.add_client(ids[i], &body).unwrap();
     }
     let aggregate = agg.finish().unwrap();
@@ -78,18 +56,12 @@ fn bench_decrypt(c: &mut Criterion, ctx: &SecAggContext, updates: &[Vec<f32>], c
         round: a.round,
         announcement: hash,
         participants: ids.clone(),
-        consents: identities
-            .iter()
-            .zip(&ids)
-            .map(|(k, &id)| sign_consent(k, id, &hash))
-            .collect(),
+        consents: identities.iter().zip(&ids).map(|(k, &id)| sign_consent(k, id, &hash)).collect(),
         responders: ids[..t].to_vec(),
         len: p + 1,
     };
     let mut g = c.benchmark_group("secagg_decrypt");
-    g.sample_size(10)
-        .measurement_time(Duration::from_secs(3))
-        .throughput(Throughput::Elements(p as u64));
+    g.sample_size(10).measurement_time(Duration::from_secs(3)).throughput(Throughput::Elements(p as u64));
     g.bench_function(BenchmarkId::from_parameter(format!("{n}x{p}_t{t}")), |b| {
         b.iter_batched(
             || {
@@ -105,10 +77,8 @@ fn bench_decrypt(c: &mut Criterion, ctx: &SecAggContext, updates: &[Vec<f32>], c
                     .collect::<Vec<_>>()
             },
             |mut holders| {
-                let partials: Vec<_> = holders
-                    .iter_mut()
-                    .map(|(h, j)| h.partial_decrypt(&request, j).unwrap())
-                    .collect();
+                let partials: Vec<_> =
+                    holders.iter_mut().map(|(h, j)| h.partial_decrypt(&request, j).unwrap()).collect();
                 black_box(combine(ctx, &request, t, &aggregate, &partials).unwrap())
             },
             BatchSize::LargeInput,
@@ -121,25 +91,13 @@ fn secagg(c: &mut Criterion) {
     let ctx = SecAggParams::default().build().unwrap();
     let mut rng = rand::rng();
     let mut a_rng = rand::rng();
-    let identities: Vec<NodeIdentity> = (0..CLIENTS)
-        .map(|_| NodeIdentity::generate_with(&mut rng))
-        .collect();
+    let identities: Vec<NodeIdentity> = (0..CLIENTS).map(|_| NodeIdentity::generate_with(&mut rng)).collect();
     for p in sizes() {
-        let updates: Vec<Vec<f32>> = (0..CLIENTS)
-            .map(|_| (0..p).map(|_| rng.random_range(-1.0f32..1.0)).collect())
-            .collect();
+        let updates: Vec<Vec<f32>> =
+            (0..CLIENTS).map(|_| (0..p).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
         let weights: Vec<f32> = (0..CLIENTS).map(|i| 1.0 + i as f32).collect();
-        let keys: Vec<RoundSecretKey> = (0..CLIENTS)
-            .map(|_| RoundSecretKey::generate_with(&ctx, &mut rng))
-            .collect();
-        let a = announce(
-            &ctx,
-            &identities,
-            p,
-            &SimConfig::new(CLIENTS, 1).unwrap(),
-            &mut a_rng,
-        )
-        .unwrap();
+        let keys: Vec<RoundSecretKey> = (0..CLIENTS).map(|_| RoundSecretKey::generate_with(&ctx, &mut rng)).collect();
+        let a = announce(&ctx, &identities, p, &SimConfig::new(CLIENTS, 1).unwrap(), &mut a_rng).unwrap();
         let ids = a.participant_ids();
         eprintln!(
             "secagg {p} params: upload {:.4} bytes/param (plaintext f32: 4); flooding statistical distance 2^{:.2}",
@@ -148,56 +106,27 @@ fn secagg(c: &mut Criterion) {
         );
 
         let mut g = c.benchmark_group("secagg_encrypt");
-        g.sample_size(10)
-            .measurement_time(Duration::from_secs(3))
-            .throughput(Throughput::Elements(p as u64));
+        g.sample_size(10).measurement_time(Duration::from_secs(3)).throughput(Throughput::Elements(p as u64));
         let mut out = vec![0u64; ctx.body_len(p)];
         g.bench_function(BenchmarkId::from_parameter(p), |b| {
             b.iter(|| {
-                encrypt_update(
-                    &mut out,
-                    &ctx,
-                    a.round,
-                    &a.seed,
-                    &keys[0],
-                    &updates[0],
-                    Weight::one(),
-                    &mut rng,
-                )
-                .unwrap();
+                encrypt_update(&mut out, &ctx, a.round, &a.seed, &keys[0], &updates[0], Weight::one(), &mut rng)
+                    .unwrap();
                 black_box(&out);
             })
         });
         g.finish();
         let mut g = c.benchmark_group("secagg_encrypt_baseline");
-        g.sample_size(10)
-            .measurement_time(Duration::from_secs(2))
-            .throughput(Throughput::Elements(p as u64));
+        g.sample_size(10).measurement_time(Duration::from_secs(2)).throughput(Throughput::Elements(p as u64));
         g.bench_function(BenchmarkId::from_parameter(p), |b| {
-            b.iter(|| {
-                black_box(
-                    updates[0]
-                        .iter()
-                        .map(|x| x * weights[0])
-                        .collect::<Vec<f32>>(),
-                )
-            })
+            b.iter(|| black_box(updates[0].iter().map(|x| x * weights[0]).collect::<Vec<f32>>()))
         });
         g.finish();
 
         let bodies: Vec<Vec<u64>> = (0..CLIENTS)
             .map(|i| {
                 let w = Weight::new(&ctx, f64::from(weights[i])).unwrap();
-                allocate_and_encrypt_update(
-                    &ctx,
-                    a.round,
-                    &a.seed,
-                    &keys[i],
-                    &updates[i],
-                    w,
-                    &mut rng,
-                )
-                .unwrap()
+                allocate_and_encrypt_update(&ctx, a.round, &a.seed, &keys[i], &updates[i], w, &mut rng).unwrap()
             })
             .collect();
         let label = format!("{CLIENTS}x{p}");

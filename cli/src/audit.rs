@@ -5,7 +5,7 @@
 //! says which clients went into each model version).
 
 use crate::args::{AuditCommand, ReportFormatArg};
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use cohort_coordinator::audit::{self, AuditVerdict, ReportFormat, VersionPrivacy};
 use cohort_coordinator::recorder::LEDGER_COPIES_DIR;
 use cohort_coordinator::registry::Registry;
@@ -41,7 +41,8 @@ fn read_dir_ledger(dir: &Path) -> anyhow::Result<DirLedger> {
         let mut records = Vec::new();
         for path in files {
             let file = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            records.extend(ledger::read_jsonl(std::io::BufReader::new(file)).with_context(|| path.display().to_string())?);
+            records
+                .extend(ledger::read_jsonl(std::io::BufReader::new(file)).with_context(|| path.display().to_string())?);
         }
         return Ok(DirLedger { records, trusted: None, kind: "coordinator's copy of the node ledgers" });
     }
@@ -76,7 +77,12 @@ fn print_verdict(verdict: &AuditVerdict, source: &str, json: bool) {
         println!("{}", serde_json::to_string(verdict).unwrap_or_default());
         return;
     }
-    println!("{source}: {} records, {} node(s), accountant {}", verdict.records, verdict.nodes.len(), verdict.accountant);
+    println!(
+        "{source}: {} records, {} node(s), accountant {}",
+        verdict.records,
+        verdict.nodes.len(),
+        verdict.accountant
+    );
     for n in &verdict.nodes {
         let recomputed = n.recomputed_epsilon.map_or_else(|| "-".to_owned(), |e| format!("{e:.6}"));
         println!(
@@ -102,7 +108,8 @@ pub(crate) fn run(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Export { data_dir, out } => {
             let dir = read_dir_ledger(&data_dir)?;
             let file = std::fs::File::create(&out).with_context(|| format!("creating {}", out.display()))?;
-            let n = ledger::write_jsonl(&dir.records, BufWriter::new(file)).with_context(|| format!("writing {}", out.display()))?;
+            let n = ledger::write_jsonl(&dir.records, BufWriter::new(file))
+                .with_context(|| format!("writing {}", out.display()))?;
             eprintln!("exported {n} records ({}) to {}", dir.kind, out.display());
         }
         AuditCommand::Verify { file, data_dir, json } => {

@@ -8,13 +8,14 @@
 use crate::args::DemoArgs;
 use anyhow::Context;
 use cohort_core::config::{
-    ClientConfig, CoordinatorConfig, CoordinatorEndpoint, DataSection, ModelSection, PrivacySection, Schema,
-    SecureAggregationMode, SecureAggregationSection, ClientSecureAggregation, StrategyConfig, TlsSection, TrainingSection,
+    ClientConfig, ClientSecureAggregation, CoordinatorConfig, CoordinatorEndpoint, DataSection, ModelSection,
+    PrivacySection, Schema, SecureAggregationMode, SecureAggregationSection, StrategyConfig, TlsSection,
+    TrainingSection,
 };
-use cohort_core::model::{parameters_sha256, parameters_to_bytes, TaskKind};
+use cohort_core::model::{TaskKind, parameters_sha256, parameters_to_bytes};
 use cohort_core::pki::{self, IssueRequest, NodeFiles, Role};
-use rand::seq::SliceRandom;
 use rand::SeedableRng;
+use rand::seq::SliceRandom;
 use std::path::Path;
 
 /// The demo data set: scikit-learn's copy of the UCI Breast Cancer Wisconsin (Diagnostic) data, 569 × 30.
@@ -28,7 +29,9 @@ const FEDERATION: &str = "cohort-demo";
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let data_dir = match args.data_dir.clone() {
         Some(dir) => dir,
-        None => tempfile::Builder::new().prefix("cohort-demo-").tempdir().context("creating a temporary directory")?.keep(),
+        None => {
+            tempfile::Builder::new().prefix("cohort-demo-").tempdir().context("creating a temporary directory")?.keep()
+        }
     };
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
@@ -43,7 +46,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let pki_dir = data_dir.join("pki");
     pki::init_ca(&pki_dir.join("ca"), FEDERATION)?;
     let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let coord_files = pki::issue(&pki_dir.join("ca"), &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 30), &pki_dir.join("coordinator"))?;
+    let coord_files = pki::issue(
+        &pki_dir.join("ca"),
+        &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 30),
+        &pki_dir.join("coordinator"),
+    )?;
     let (header, splits) = split_rows(BREAST_CANCER)?;
     let secure_mode = match args.secure_aggregation.as_str() {
         "none" => SecureAggregationMode::None,
@@ -57,7 +64,13 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         data_dir: data_dir.clone(),
         tls: tls_section(&coord_files),
         roster: HOSPITALS.iter().map(|(n, _)| (*n).to_owned()).collect(),
-        schema: Schema { features, label: "malignant".into(), task: TaskKind::Binary, classes: None, bounds: Some(declared_bounds(BREAST_CANCER)?) },
+        schema: Schema {
+            features,
+            label: "malignant".into(),
+            task: TaskKind::Binary,
+            classes: None,
+            bounds: Some(declared_bounds(BREAST_CANCER)?),
+        },
         model: ModelSection { name: "breast-cancer".into(), hidden: Vec::new() },
         training: TrainingSection {
             rounds: args.rounds,
@@ -82,7 +95,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut clients = Vec::new();
     for ((name, _), rows) in HOSPITALS.iter().zip(&splits) {
-        let files = pki::issue(&pki_dir.join("ca"), &IssueRequest::valid_for_days(name, Role::Client, &[], 30), &pki_dir.join(name))?;
+        let files = pki::issue(
+            &pki_dir.join("ca"),
+            &IssueRequest::valid_for_days(name, Role::Client, &[], 30),
+            &pki_dir.join(name),
+        )?;
         let csv_path = data_dir.join("data").join(format!("{name}.csv"));
         std::fs::create_dir_all(csv_path.parent().unwrap_or(&data_dir))?;
         std::fs::write(&csv_path, format!("{}\n{}\n", header.join(","), rows.join("\n")))?;
@@ -112,7 +129,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         let seed = args.insecure_seed.map(|s| s.wrapping_add(i as u64));
         handles.push(tokio::spawn(async move {
             if config.privacy.enabled {
-                let mut work = cohort_client::privacy::PrivateWork::new(&config.name, config.data_dir.clone(), config.privacy.clone());
+                let mut work = cohort_client::privacy::PrivateWork::new(
+                    &config.name,
+                    config.data_dir.clone(),
+                    config.privacy.clone(),
+                );
                 if let Some(seed) = seed {
                     work = work.with_insecure_seed(seed);
                 }
@@ -175,7 +196,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     if args.json {
         println!("{summary}");
     } else {
-        println!("final model {} sha256 {sha} accuracy {}", report.version, accuracy.map_or("n/a".into(), |a| format!("{a:.4}")));
+        println!(
+            "final model {} sha256 {sha} accuracy {}",
+            report.version,
+            accuracy.map_or("n/a".into(), |a| format!("{a:.4}"))
+        );
     }
     Ok(())
 }
@@ -217,7 +242,8 @@ fn split_rows(csv: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
     let mut splits = Vec::new();
     let mut start = 0;
     for (i, (_, share)) in HOSPITALS.iter().enumerate() {
-        let end = if i + 1 == HOSPITALS.len() { rows.len() } else { start + (rows.len() as f64 * share).round() as usize };
+        let end =
+            if i + 1 == HOSPITALS.len() { rows.len() } else { start + (rows.len() as f64 * share).round() as usize };
         splits.push(rows[start..end].to_vec());
         start = end;
     }

@@ -1,7 +1,7 @@
 //! `cohort models`: the versioned registry of a coordinator's data directory.
 
 use crate::args::ModelsCommand;
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 use cohort_coordinator::registry::{Registry, Version, VersionRecord};
 
 fn actor(actor: Option<String>) -> String {
@@ -23,7 +23,8 @@ fn resolve_name(registry: &Registry, name: Option<String>) -> anyhow::Result<Str
 }
 
 fn line(r: &VersionRecord) -> String {
-    let metric = r.metrics.as_ref().and_then(|m| m.primary()).map_or_else(|| "-".to_owned(), |(n, v)| format!("{n} {v:.4}"));
+    let metric =
+        r.metrics.as_ref().and_then(|m| m.primary()).map_or_else(|| "-".to_owned(), |(n, v)| format!("{n} {v:.4}"));
     format!(
         "{:<20} {:>5}  {:<10} round {:>3}  parent {:<5} {:<18} clients {}  sha256 {}…",
         r.name,
@@ -42,7 +43,8 @@ pub(crate) fn run(command: ModelsCommand) -> anyhow::Result<()> {
     if !data_dir.join(cohort_coordinator::registry::DB_FILE).exists() {
         bail!("no registry in {}: pass the data directory of a coordinator (or of `cohort demo`)", data_dir.display());
     }
-    let mut registry = Registry::open(data_dir).with_context(|| format!("opening the registry in {}", data_dir.display()))?;
+    let mut registry =
+        Registry::open(data_dir).with_context(|| format!("opening the registry in {}", data_dir.display()))?;
     match command {
         ModelsCommand::List { name, json, .. } => {
             let versions = registry.list(name.as_deref())?;
@@ -86,7 +88,11 @@ pub(crate) fn run(command: ModelsCommand) -> anyhow::Result<()> {
             let name = resolve_name(&registry, name)?;
             let version = match version {
                 Some(v) => v,
-                None => registry.production(&name)?.or(registry.latest(&name)?).map(|r| r.version).context("no version to export")?,
+                None => registry
+                    .production(&name)?
+                    .or(registry.latest(&name)?)
+                    .map(|r| r.version)
+                    .context("no version to export")?,
             };
             let doc = registry.export(&name, version, &out)?;
             println!("exported {name} {version} ({} parameters) to {}", doc.weights.count, out.display());

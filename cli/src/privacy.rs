@@ -29,7 +29,9 @@ pub(crate) fn run(command: PrivacyCommand) -> anyhow::Result<()> {
                 println!("{out}");
             } else {
                 let name = kind.short_name().to_uppercase();
-                println!("ε = {epsilon:.4} at δ = {delta:e} ({name}; q = {sample_rate}, σ = {noise_multiplier}, {steps} steps)");
+                println!(
+                    "ε = {epsilon:.4} at δ = {delta:e} ({name}; q = {sample_rate}, σ = {noise_multiplier}, {steps} steps)"
+                );
             }
         }
         PrivacyCommand::Calibrate { target_epsilon, sample_rate, steps, delta, accountant: kind, json } => {
@@ -50,7 +52,9 @@ pub(crate) fn run(command: PrivacyCommand) -> anyhow::Result<()> {
                 println!("{out}");
             } else {
                 let name = kind.short_name().to_uppercase();
-                println!("σ = {sigma:.4} gives ε = {achieved:.4} ≤ {target_epsilon} at δ = {delta:e} ({name}; q = {sample_rate}, {steps} steps)");
+                println!(
+                    "σ = {sigma:.4} gives ε = {achieved:.4} ≤ {target_epsilon} at δ = {delta:e} ({name}; q = {sample_rate}, {steps} steps)"
+                );
             }
         }
         PrivacyCommand::Budget { config, json } => {
@@ -60,7 +64,9 @@ pub(crate) fn run(command: PrivacyCommand) -> anyhow::Result<()> {
             let budget = config.privacy.epsilon_budget;
             let count = |m: Mechanism| ledger.records().iter().filter(|r| r.body.mechanism == m).count();
             let (rounds, declines) = (count(Mechanism::DpSgd), count(Mechanism::Decline));
-            let releases = count(Mechanism::OpenDpCount) + count(Mechanism::OpenDpHistogram) + count(Mechanism::OpenDpFeatureStats);
+            let releases = count(Mechanism::OpenDpCount)
+                + count(Mechanism::OpenDpHistogram)
+                + count(Mechanism::OpenDpFeatureStats);
             if json {
                 let out = serde_json::json!({
                     "node": config.name, "epsilon_budget": budget, "epsilon_spent": spent,
@@ -70,8 +76,16 @@ pub(crate) fn run(command: PrivacyCommand) -> anyhow::Result<()> {
                 });
                 println!("{out}");
             } else {
-                println!("node {}: spent ε = {spent:.4} of {budget} (remaining {:.4}) at δ = {:e}", config.name, (budget - spent).max(0.0), config.privacy.delta);
-                println!("  {rounds} DP-SGD rounds, {declines} declined, {releases} OpenDP releases; ledger verified ({} records)", ledger.records().len());
+                println!(
+                    "node {}: spent ε = {spent:.4} of {budget} (remaining {:.4}) at δ = {:e}",
+                    config.name,
+                    (budget - spent).max(0.0),
+                    config.privacy.delta
+                );
+                println!(
+                    "  {rounds} DP-SGD rounds, {declines} declined, {releases} OpenDP releases; ledger verified ({} records)",
+                    ledger.records().len()
+                );
             }
         }
     }

@@ -42,19 +42,27 @@ pub(crate) async fn follow(mut events: broadcast::Receiver<Event>, rounds: u64, 
             }
             Ok(Event::Evaluated(summary)) => {
                 let m = summary.metrics.as_ref();
-                let metric = |name: &str| m.and_then(|m| m.get(name)).map_or_else(|| "   -  ".to_owned(), |v| format!("{v:.4}"));
+                let metric =
+                    |name: &str| m.and_then(|m| m.get(name)).map_or_else(|| "   -  ".to_owned(), |v| format!("{v:.4}"));
                 // Under DP the training loss stays on the nodes (it is not a private release).
-                let train_loss = if summary.train_loss.is_finite() { format!("{:.4}", summary.train_loss) } else { "   -  ".to_owned() };
-                say(&bar, format!(
-                    "round {:>3}: {}  accuracy {}  eval loss {}  train loss {}  updates {}  declined {}",
-                    summary.round.0,
-                    summary.version,
-                    metric("accuracy"),
-                    metric("loss"),
-                    train_loss,
-                    summary.contributors.len(),
-                    summary.declined.len()
-                ));
+                let train_loss = if summary.train_loss.is_finite() {
+                    format!("{:.4}", summary.train_loss)
+                } else {
+                    "   -  ".to_owned()
+                };
+                say(
+                    &bar,
+                    format!(
+                        "round {:>3}: {}  accuracy {}  eval loss {}  train loss {}  updates {}  declined {}",
+                        summary.round.0,
+                        summary.version,
+                        metric("accuracy"),
+                        metric("loss"),
+                        train_loss,
+                        summary.contributors.len(),
+                        summary.declined.len()
+                    ),
+                );
                 bar.set_position(summary.round.0);
             }
             Ok(Event::Finished { version }) => {

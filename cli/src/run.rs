@@ -12,8 +12,10 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Audit(command) => crate::audit::run(command),
         Command::Privacy(command) => crate::privacy::run(command),
         Command::Bench(BenchCommand::Secagg { params, clients, max_colluders, json }) => {
-            let report =
-                tokio::task::spawn_blocking(move || crate::secagg_bench::run_with_colluders(params, clients, max_colluders)).await??;
+            let report = tokio::task::spawn_blocking(move || {
+                crate::secagg_bench::run_with_colluders(params, clients, max_colluders)
+            })
+            .await??;
             if json {
                 println!("{}", serde_json::to_string(&report)?);
             } else {
@@ -22,13 +24,25 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
                      the coordinator plus {} colluding hospitals):",
                     report.threshold, report.min_participants, report.max_colluders
                 );
-                println!("  upload                {:.3} bytes/parameter (f32: {:.0})", report.bytes_per_param, report.plaintext_bytes_per_param);
+                println!(
+                    "  upload                {:.3} bytes/parameter (f32: {:.0})",
+                    report.bytes_per_param, report.plaintext_bytes_per_param
+                );
                 println!("  client encryption     {:.1} M parameters/s", report.encrypt_params_per_sec / 1e6);
                 println!("  coordinator aggregate {:.1} M parameters/s", report.aggregate_params_per_sec / 1e6);
                 println!("  threshold decryption  {:.3} s", report.decrypt_seconds);
-                println!("  max decode error      {:.3e} (quantization step {:.3e})", report.max_abs_error, report.quantization_step);
-                println!("  flooding              statistical distance ≤ 2^{:.1} over the model", report.statistical_distance_log2);
-                println!("  secure / plaintext round: {:.1}x compute, {:.2}x with 100 Mbit/s uploads", report.secure_to_plaintext_round_ratio, report.secure_to_plaintext_round_ratio_with_upload);
+                println!(
+                    "  max decode error      {:.3e} (quantization step {:.3e})",
+                    report.max_abs_error, report.quantization_step
+                );
+                println!(
+                    "  flooding              statistical distance ≤ 2^{:.1} over the model",
+                    report.statistical_distance_log2
+                );
+                println!(
+                    "  secure / plaintext round: {:.1}x compute, {:.2}x with 100 Mbit/s uploads",
+                    report.secure_to_plaintext_round_ratio, report.secure_to_plaintext_round_ratio_with_upload
+                );
             }
             Ok(())
         }
@@ -71,10 +85,17 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Client { config } => {
             let config = ClientConfig::load(&config)?;
             let report = if config.privacy.enabled {
-                let mut work = cohort_client::privacy::PrivateWork::new(&config.name, config.data_dir.clone(), config.privacy.clone());
+                let mut work = cohort_client::privacy::PrivateWork::new(
+                    &config.name,
+                    config.data_dir.clone(),
+                    config.privacy.clone(),
+                );
                 let report = cohort_client::node::run(&config, &mut work).await?;
                 if let Some(spent) = work.spent() {
-                    println!("privacy: spent ε = {spent:.4} of {} at δ = {:e}", config.privacy.epsilon_budget, config.privacy.delta);
+                    println!(
+                        "privacy: spent ε = {spent:.4} of {} at δ = {:e}",
+                        config.privacy.epsilon_budget, config.privacy.delta
+                    );
                 }
                 report
             } else {

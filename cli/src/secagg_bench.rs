@@ -92,24 +92,15 @@ pub(crate) fn run_with_colluders(
     max_colluders: usize,
 ) -> Result<SecAggBenchReport, SecAggBenchError> {
     if params == 0 || clients == 0 {
-        return Err(SecAggBenchError::Config(
-            "params and clients must be positive",
-        ));
+        return Err(SecAggBenchError::Config("params and clients must be positive"));
     }
     let ctx = SecAggParams::default().build()?;
     if clients > ctx.params().max_clients as usize {
-        return Err(SecAggBenchError::Config(
-            "more clients than the parameters' max_clients",
-        ));
+        return Err(SecAggBenchError::Config("more clients than the parameters' max_clients"));
     }
     let mut rng = ChaCha20Rng::from_os_rng();
-    let updates: Vec<Vec<f32>> = (0..clients)
-        .map(|_| {
-            (0..params)
-                .map(|_| rng.random_range(-1.0f32..1.0))
-                .collect()
-        })
-        .collect();
+    let updates: Vec<Vec<f32>> =
+        (0..clients).map(|_| (0..params).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
     let weights: Vec<f64> = (0..clients).map(|i| 1.0 + (i % 16) as f64 * 0.9).collect();
 
     // Plaintext f32 weighted FedAvg.
@@ -134,12 +125,7 @@ pub(crate) fn run_with_colluders(
     let out = run_secure_round(&ctx, &refs, &weights, &config, &mut rng)?;
     let t = out.timings;
 
-    let max_abs_error = out
-        .mean
-        .iter()
-        .zip(&plain)
-        .map(|(m, &p)| (m - f64::from(p)).abs())
-        .fold(0.0, f64::max);
+    let max_abs_error = out.mean.iter().zip(&plain).map(|(m, &p)| (m - f64::from(p)).abs()).fold(0.0, f64::max);
     let encrypt_one = t.encrypt.as_secs_f64() / clients as f64;
     let secure = encrypt_one + t.aggregate.as_secs_f64() + t.decrypt.as_secs_f64();
     let bytes_per_param = out.upload_bytes_per_client as f64 / params as f64;
@@ -176,24 +162,13 @@ mod tests {
     #[test]
     fn small_run_is_exact_to_the_quantization_step() {
         let r = run_with_colluders(10_000, 4, 1).unwrap();
-        assert_eq!(
-            (r.max_colluders, r.threshold, r.min_participants),
-            (1, 3, 3)
-        );
-        assert!(
-            r.max_abs_error <= r.quantization_step,
-            "{} > {}",
-            r.max_abs_error,
-            r.quantization_step
-        );
+        assert_eq!((r.max_colluders, r.threshold, r.min_participants), (1, 3, 3));
+        assert!(r.max_abs_error <= r.quantization_step, "{} > {}", r.max_abs_error, r.quantization_step);
         // 10 001 coordinates in 3 334 coefficients of three 8-byte residues.
         assert!((r.bytes_per_param - 3334.0 * 24.0 / 10_000.0).abs() < 1e-9);
         assert!(r.statistical_distance_log2 <= -40.0);
         assert!(run_with_colluders(0, 3, 1).is_err());
         assert!(run_with_colluders(10, 1000, 1).is_err());
-        assert!(matches!(
-            run_with_colluders(10, 3, 2),
-            Err(SecAggBenchError::Policy(_))
-        ));
+        assert!(matches!(run_with_colluders(10, 3, 2), Err(SecAggBenchError::Policy(_))));
     }
 }

@@ -87,7 +87,8 @@ fn the_demo_ledger_verifies_from_the_data_dir_and_from_an_export() {
     let nodes = verdict["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 3);
     for n in nodes {
-        let (recorded, recomputed) = (n["recorded_epsilon"].as_f64().unwrap(), n["recomputed_epsilon"].as_f64().unwrap());
+        let (recorded, recomputed) =
+            (n["recorded_epsilon"].as_f64().unwrap(), n["recomputed_epsilon"].as_f64().unwrap());
         assert!(recorded > 0.0 && recorded <= 3.0, "{n}");
         assert!((recorded - recomputed).abs() <= 1e-9 * recorded, "{n}");
     }
@@ -127,7 +128,9 @@ fn every_kind_of_tampering_is_caught_and_named() {
 
     // Changing a recorded ε, and a DP-SGD parameter, on the last record of the file.
     let last = lines.len() - 1;
-    for (key, value) in [("cumulative_epsilon", serde_json::json!(0.001)), ("noise_multiplier", serde_json::json!(50.0))] {
+    for (key, value) in
+        [("cumulative_epsilon", serde_json::json!(0.001)), ("noise_multiplier", serde_json::json!(50.0))]
+    {
         let mut edited = record(last);
         edited.insert(key.into(), value);
         let mut tampered = lines.clone();
@@ -143,7 +146,8 @@ fn every_kind_of_tampering_is_caught_and_named() {
     // Deleting the last line: the chains alone still link, so the registry of the data directory, which
     // recorded every client's spend per version, anchors their ends.
     let mut cut = lines.clone();
-    let last_node = serde_json::from_str::<Value>(cut.pop().as_deref().unwrap()).unwrap()["node"].as_str().unwrap().to_owned();
+    let last_node =
+        serde_json::from_str::<Value>(cut.pop().as_deref().unwrap()).unwrap()["node"].as_str().unwrap().to_owned();
     let path = scratch.path().join("cut.jsonl");
     std::fs::write(&path, cut.join("\n") + "\n").unwrap();
     let out = cohort().args(["audit", "verify"]).arg(&path).arg("--data-dir").arg(demo_dir()).output().unwrap();
@@ -183,7 +187,8 @@ fn the_report_states_budgets_versions_and_the_verdict_in_every_format() {
     let clients = report["clients"].as_array().unwrap();
     assert_eq!(clients.len(), 3);
     for c in clients {
-        let (budget, spent, remaining) = (c["budget"].as_f64().unwrap(), c["spent"].as_f64().unwrap(), c["remaining"].as_f64().unwrap());
+        let (budget, spent, remaining) =
+            (c["budget"].as_f64().unwrap(), c["spent"].as_f64().unwrap(), c["remaining"].as_f64().unwrap());
         assert_eq!(budget, 3.0);
         assert!(spent > 0.0 && spent <= budget);
         assert!((budget - spent - remaining).abs() < 1e-12);
@@ -271,21 +276,42 @@ fn promote_and_rollback_by_hand_are_recorded_with_who_and_why() {
     let chosen = if before[0] == 1 { 2 } else { 1 };
 
     let out = cohort()
-        .args(["models", "promote", "--version", &chosen.to_string(), "--actor", "dr-audit", "--reason", "validated offline", "--data-dir"])
+        .args([
+            "models",
+            "promote",
+            "--version",
+            &chosen.to_string(),
+            "--actor",
+            "dr-audit",
+            "--reason",
+            "validated offline",
+            "--data-dir",
+        ])
         .arg(&dir)
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(production(&list()), vec![chosen]);
 
-    let out = cohort().args(["models", "rollback", "--actor", "dr-audit", "--reason", "undo the test", "--data-dir"]).arg(&dir).output().unwrap();
+    let out = cohort()
+        .args(["models", "rollback", "--actor", "dr-audit", "--reason", "undo the test", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(production(&list()), before, "rollback restores the previous production version");
 
-    let out = cohort().args(["models", "show", "--json", "--version", &chosen.to_string(), "--data-dir"]).arg(&dir).output().unwrap();
+    let out = cohort()
+        .args(["models", "show", "--json", "--version", &chosen.to_string(), "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(shown.contains("dr-audit") && shown.contains("validated offline") && shown.contains("undo the test"), "{shown}");
+    assert!(
+        shown.contains("dr-audit") && shown.contains("validated offline") && shown.contains("undo the test"),
+        "{shown}"
+    );
 }
 
 /// Serving from the exported file alone: its preprocessing and weights, applied to the raw published rows,
@@ -299,12 +325,19 @@ fn an_exported_model_carries_the_preprocessing_serving_needs() {
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     assert_eq!(doc["preprocessing"]["kind"], "declared-range");
     let floats = |v: &Value| -> Vec<f32> { v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect() };
-    let (center, scale, weights) = (floats(&doc["preprocessing"]["center"]), floats(&doc["preprocessing"]["scale"]), floats(&doc["weights"]["values"]));
-    let sizes: Vec<usize> = doc["model_spec"]["layers"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
-    let features: Vec<String> = doc["schema"]["features"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
+    let (center, scale, weights) = (
+        floats(&doc["preprocessing"]["center"]),
+        floats(&doc["preprocessing"]["scale"]),
+        floats(&doc["weights"]["values"]),
+    );
+    let sizes: Vec<usize> =
+        doc["model_spec"]["layers"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
+    let features: Vec<String> =
+        doc["schema"]["features"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
     let label = doc["schema"]["label"].as_str().unwrap();
 
-    let csv = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/breast_cancer.csv")).unwrap();
+    let csv = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/breast_cancer.csv"))
+        .unwrap();
     let mut lines = csv.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
     let index = |name: &str| header.iter().position(|h| *h == name).unwrap();
@@ -325,7 +358,10 @@ fn an_exported_model_carries_the_preprocessing_serving_needs() {
     // Three DP rounds score 0.86–0.94 on the published rows here; the majority class alone scores 0.63.
     assert!(served >= 0.75, "served accuracy {served} on the published rows");
     // The control: the same weights on unscaled features, i.e. serving without the exported preprocessing.
-    let raw: Vec<f32> = x.chunks(features.len()).flat_map(|row| row.iter().enumerate().map(|(i, v)| v * scale[i] + center[i])).collect();
+    let raw: Vec<f32> = x
+        .chunks(features.len())
+        .flat_map(|row| row.iter().enumerate().map(|(i, v)| v * scale[i] + center[i]))
+        .collect();
     let skewed = accuracy(&raw);
     assert!(skewed < served - 0.1, "without the exported preprocessing: {skewed} vs {served}");
 }

@@ -40,7 +40,13 @@ fn pki_commands_issue_certificates_with_private_keys_0600() {
     let ca = dir.path().join("ca");
     assert!(cohort().args(["pki", "init", "--federation", "net", "--out"]).arg(&ca).status().unwrap().success());
     let node = dir.path().join("node");
-    let status = cohort().args(["pki", "issue", "--name", "hospital-a", "--role", "client", "--ca"]).arg(&ca).arg("--out").arg(&node).status().unwrap();
+    let status = cohort()
+        .args(["pki", "issue", "--name", "hospital-a", "--role", "client", "--ca"])
+        .arg(&ca)
+        .arg("--out")
+        .arg(&node)
+        .status()
+        .unwrap();
     assert!(status.success());
     #[cfg(unix)]
     {
@@ -48,7 +54,13 @@ fn pki_commands_issue_certificates_with_private_keys_0600() {
         let mode = std::fs::metadata(node.join("key.pem")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }
-    let bad = cohort().args(["pki", "issue", "--name", "bad name", "--role", "client", "--ca"]).arg(&ca).arg("--out").arg(&node).output().unwrap();
+    let bad = cohort()
+        .args(["pki", "issue", "--name", "bad name", "--role", "client", "--ca"])
+        .arg(&ca)
+        .arg("--out")
+        .arg(&node)
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("invalid node name"));
 }

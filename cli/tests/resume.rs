@@ -37,8 +37,14 @@ fn a_killed_coordinator_resumes_from_the_last_completed_round() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     ok(cohort().args(["pki", "init", "--federation", "resume", "--out"]).arg(d.join("ca")));
-    ok(cohort().args(["pki", "issue", "--name", "coordinator", "--role", "coordinator", "--san", "localhost", "--ca"]).arg(d.join("ca")).arg("--out").arg(d.join("coordinator")));
-    let data = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/breast_cancer.csv")).unwrap();
+    ok(cohort()
+        .args(["pki", "issue", "--name", "coordinator", "--role", "coordinator", "--san", "localhost", "--ca"])
+        .arg(d.join("ca"))
+        .arg("--out")
+        .arg(d.join("coordinator")));
+    let data =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/breast_cancer.csv"))
+            .unwrap();
     let mut lines = data.lines();
     let header = lines.next().unwrap();
     let rows: Vec<&str> = lines.collect();
@@ -57,7 +63,11 @@ fn a_killed_coordinator_resumes_from_the_last_completed_round() {
     )
     .unwrap();
     for (i, name) in ["a", "b"].iter().enumerate() {
-        ok(cohort().args(["pki", "issue", "--name", name, "--role", "client", "--ca"]).arg(d.join("ca")).arg("--out").arg(d.join(name)));
+        ok(cohort()
+            .args(["pki", "issue", "--name", name, "--role", "client", "--ca"])
+            .arg(d.join("ca"))
+            .arg("--out")
+            .arg(d.join(name)));
         let part: Vec<&str> = rows.iter().enumerate().filter(|(j, _)| j % 2 == i).map(|(_, r)| *r).collect();
         std::fs::write(d.join(format!("{name}.csv")), format!("{header}\n{}\n", part.join("\n"))).unwrap();
         std::fs::write(
@@ -75,12 +85,19 @@ fn a_killed_coordinator_resumes_from_the_last_completed_round() {
 
     let registry = d.join("registry");
     let mut coordinator = spawn(&["coordinator"], &d.join("coordinator.toml"), &d.join("coordinator-1.log"));
-    let mut clients: Vec<Child> = ["a", "b"].iter().map(|n| spawn(&["client"], &d.join(format!("{n}.toml")), &d.join(format!("{n}.log")))).collect();
+    let mut clients: Vec<Child> = ["a", "b"]
+        .iter()
+        .map(|n| spawn(&["client"], &d.join(format!("{n}.toml")), &d.join(format!("{n}.log"))))
+        .collect();
 
     // Let at least two rounds complete, then kill the coordinator without warning.
     let start = Instant::now();
     while versions(&registry).len() < 2 {
-        assert!(start.elapsed() < Duration::from_secs(120), "no progress: {}", std::fs::read_to_string(d.join("coordinator-1.log")).unwrap());
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "no progress: {}",
+            std::fs::read_to_string(d.join("coordinator-1.log")).unwrap()
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     coordinator.kill().unwrap(); // SIGKILL

@@ -75,7 +75,9 @@ impl AnswerJournal for SqliteJournal {
             params![self.federation, round.0.to_be_bytes().as_slice(), announcement.0.as_slice()],
         ) {
             Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => Err(JournalError::AlreadyAnswered),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == ErrorCode::ConstraintViolation => {
+                Err(JournalError::AlreadyAnswered)
+            }
             Err(e) => Err(JournalError::Storage(e.to_string())),
         }
     }

@@ -8,14 +8,14 @@ use crate::journal::SqliteJournal;
 use crate::secure::{self as secagg, ClientRound, Verifier};
 use cohort_core::binding::{BoundKeys, CertSigner, FederationTrust, SignedBinding, UnixTime};
 use cohort_core::config::{ClientConfig, FederationPlan, SecureAggregationMode};
-use cohort_core::pki::Role;
-use cohort_core::secret::NodeSecret;
-use cohort_crypto::{DecryptionRequest, NodeIdentity, RoundAnnouncement};
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::model::{parameters_from_bytes, parameters_sha256, parameters_to_bytes};
-use cohort_core::tls::{client_tls, diagnose_client_failure, error_chain_text, preflight, Preflight};
-use cohort_core::wire::{self, proto, BodyAssembler, MAX_MESSAGE_BYTES};
+use cohort_core::pki::Role;
+use cohort_core::secret::NodeSecret;
+use cohort_core::tls::{Preflight, client_tls, diagnose_client_failure, error_chain_text, preflight};
+use cohort_core::wire::{self, BodyAssembler, MAX_MESSAGE_BYTES, proto};
 use cohort_core::{ModelVersion, Round};
+use cohort_crypto::{DecryptionRequest, NodeIdentity, RoundAnnouncement};
 use proto::federation_client::FederationClient;
 use std::time::Duration;
 use tokio_stream::StreamExt;
@@ -206,7 +206,8 @@ impl Session {
     /// # Errors
     /// [`ClientError`] for unreadable TLS files or an unreachable coordinator.
     pub async fn connect(config: &ClientConfig, patience: Duration) -> Result<Self, ClientError> {
-        let tls = client_tls(&config.tls.files(), &config.coordinator.tls_name()).map_err(|e| ClientError::Local(e.to_string()))?;
+        let tls = client_tls(&config.tls.files(), &config.coordinator.tls_name())
+            .map_err(|e| ClientError::Local(e.to_string()))?;
         let url = config.coordinator.url.clone();
         let endpoint = Endpoint::from_shared(url.clone())
             .map_err(|e| ClientError::Local(format!("invalid coordinator url {url:?}: {e}")))?
@@ -284,7 +285,10 @@ impl Session {
     ///
     /// # Errors
     /// [`ClientError`] on a refused call or a malformed task stream.
-    pub async fn fetch_task(&mut self, last_seen: proto::RoundRef) -> Result<(proto::TaskHeader, Vec<f32>), ClientError> {
+    pub async fn fetch_task(
+        &mut self,
+        last_seen: proto::RoundRef,
+    ) -> Result<(proto::TaskHeader, Vec<f32>), ClientError> {
         let mut stream = self
             .client
             .fetch_task(proto::TaskRequest { last_seen: Some(last_seen) })
@@ -322,7 +326,9 @@ impl Session {
     pub async fn upload(&mut self, header: proto::UpdateHeader, delta: &[f32]) -> Result<(), ClientError> {
         let bytes = parameters_to_bytes(delta);
         let mut messages = vec![proto::UpdateChunk { body: Some(proto::update_chunk::Body::Header(header)) }];
-        messages.extend(wire::chunks(&bytes).map(|c| proto::UpdateChunk { body: Some(proto::update_chunk::Body::BodyChunk(c)) }));
+        messages.extend(
+            wire::chunks(&bytes).map(|c| proto::UpdateChunk { body: Some(proto::update_chunk::Body::BodyChunk(c)) }),
+        );
         self.client.upload_update(tokio_stream::iter(messages)).await.map_err(|s| self.map_status(s))?;
         Ok(())
     }
@@ -334,7 +340,9 @@ impl Session {
     pub async fn upload_bodies(&mut self, header: proto::UpdateHeader, bodies: &[u64]) -> Result<(), ClientError> {
         let bytes = u64s_to_le(bodies);
         let mut messages = vec![proto::UpdateChunk { body: Some(proto::update_chunk::Body::Header(header)) }];
-        messages.extend(wire::chunks(&bytes).map(|c| proto::UpdateChunk { body: Some(proto::update_chunk::Body::BodyChunk(c)) }));
+        messages.extend(
+            wire::chunks(&bytes).map(|c| proto::UpdateChunk { body: Some(proto::update_chunk::Body::BodyChunk(c)) }),
+        );
         self.client.upload_update(tokio_stream::iter(messages)).await.map_err(|s| self.map_status(s))?;
         Ok(())
     }
@@ -350,9 +358,14 @@ impl Session {
         envelopes: Vec<(String, Vec<u8>)>,
         consent: [u8; 64],
     ) -> Result<(), ClientError> {
-        let envelopes = envelopes.into_iter().map(|(recipient, sealed)| proto::Envelope { recipient, sealed }).collect();
+        let envelopes =
+            envelopes.into_iter().map(|(recipient, sealed)| proto::Envelope { recipient, sealed }).collect();
         self.client
-            .submit_shares(proto::ShareSubmission { round: Some(round), envelopes, consent_signature: consent.to_vec() })
+            .submit_shares(proto::ShareSubmission {
+                round: Some(round),
+                envelopes,
+                consent_signature: consent.to_vec(),
+            })
             .await
             .map_err(|s| self.map_status(s))?;
         Ok(())
@@ -363,7 +376,10 @@ impl Session {
     ///
     /// # Errors
     /// [`ClientError`] when the coordinator refuses (for example: this node is not a key holder).
-    pub async fn fetch_shares(&mut self, round: proto::RoundRef) -> Result<(Vec<String>, Vec<(String, Vec<u8>)>), ClientError> {
+    pub async fn fetch_shares(
+        &mut self,
+        round: proto::RoundRef,
+    ) -> Result<(Vec<String>, Vec<(String, Vec<u8>)>), ClientError> {
         loop {
             let bundle = self
                 .client
@@ -388,7 +404,9 @@ impl Session {
         let bytes = u64s_to_le(values);
         let header = proto::PartialHeader { round: Some(round), coefficient_count: values.len() as u64 };
         let mut messages = vec![proto::PartialChunk { body: Some(proto::partial_chunk::Body::Header(header)) }];
-        messages.extend(wire::chunks(&bytes).map(|c| proto::PartialChunk { body: Some(proto::partial_chunk::Body::BodyChunk(c)) }));
+        messages.extend(
+            wire::chunks(&bytes).map(|c| proto::PartialChunk { body: Some(proto::partial_chunk::Body::BodyChunk(c)) }),
+        );
         self.client.submit_partial_decryption(tokio_stream::iter(messages)).await.map_err(|s| self.map_status(s))?;
         Ok(())
     }
@@ -411,7 +429,6 @@ impl Session {
         Ok(())
     }
 }
-
 
 fn u64s_to_le(values: &[u64]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -441,7 +458,13 @@ async fn decline(
 ) -> Result<(), ClientError> {
     let round = Round(rref.round);
     tracing::warn!(round = round.0, "declining round: {reason}");
-    session.decline(proto::DeclineRequest { round: Some(rref.clone()), reason: reason.clone(), ledger_record_json: record_json }).await?;
+    session
+        .decline(proto::DeclineRequest {
+            round: Some(rref.clone()),
+            reason: reason.clone(),
+            ledger_record_json: record_json,
+        })
+        .await?;
     report.rounds_declined.push((round, reason));
     Ok(())
 }
@@ -477,7 +500,14 @@ async fn train_secure(
         trust: &secure.trust,
         now: UnixTime::now(),
     };
-    let mut state = match ClientRound::new(announcement, &settings.secure_bindings, &verifier, &secure.identity, model, &secure.journal) {
+    let mut state = match ClientRound::new(
+        announcement,
+        &settings.secure_bindings,
+        &verifier,
+        &secure.identity,
+        model,
+        &secure.journal,
+    ) {
         Ok(state) => state,
         Err(e @ secagg::SecureClientError::Journal(_)) => return Err(ClientError::Local(e.to_string())),
         Err(e) => return Ok(SecureOutcome::Refused(e.to_string())),
@@ -624,7 +654,13 @@ async fn run_session(
     }
     if prepared.as_ref().is_none_or(|(p, _)| *p != plan) {
         let secret = NodeSecret::load_or_create(&config.data_dir).map_err(|e| ClientError::Local(e.to_string()))?;
-        let local = data::prepare(&config.data.path, &plan.schema, config.data.holdout_fraction, config.data.split_seed, &secret)?;
+        let local = data::prepare(
+            &config.data.path,
+            &plan.schema,
+            config.data.holdout_fraction,
+            config.data.split_seed,
+            &secret,
+        )?;
         if local.train.dims != plan.model.inputs() {
             return Err(ClientError::Protocol(format!(
                 "the federation model takes {} inputs but the schema has {} features",
@@ -635,7 +671,8 @@ async fn run_session(
         work.prepare(&plan, &local)?;
         *prepared = Some((plan.clone(), local));
     }
-    let local = prepared.as_ref().map(|(_, l)| l.clone()).ok_or_else(|| ClientError::Local("data not loaded".into()))?;
+    let local =
+        prepared.as_ref().map(|(_, l)| l.clone()).ok_or_else(|| ClientError::Local("data not loaded".into()))?;
     let releases = work.join_releases(&local)?;
     session
         .join(proto::JoinRequest {
@@ -660,7 +697,10 @@ async fn run_session(
         let (header, model) = session.fetch_task(last.clone()).await?;
         let rref = header.round.clone().ok_or_else(|| ClientError::Protocol("task without round reference".into()))?;
         if rref.federation_id != fed {
-            return Err(ClientError::Protocol(format!("task for federation {:?}, expected {fed:?}", rref.federation_id)));
+            return Err(ClientError::Protocol(format!(
+                "task for federation {:?}, expected {fed:?}",
+                rref.federation_id
+            )));
         }
         let round = Round(rref.round);
         match proto::TaskKind::try_from(header.kind).unwrap_or(proto::TaskKind::Unspecified) {
@@ -691,9 +731,14 @@ async fn run_session(
                         decline(&mut session, &rref, reason, record_json, report).await?;
                     }
                     Participation::Train if settings.secure.is_some() => {
-                        let announcement = settings.secure.clone().ok_or_else(|| ClientError::Protocol("secure round data missing".into()))?;
+                        let announcement = settings
+                            .secure
+                            .clone()
+                            .ok_or_else(|| ClientError::Protocol("secure round data missing".into()))?;
                         secure_round = None;
-                        match train_secure(&mut session, config, &secure, work, announcement, &rref, &model, &settings).await? {
+                        match train_secure(&mut session, config, &secure, work, announcement, &rref, &model, &settings)
+                            .await?
+                        {
                             SecureOutcome::Uploaded(state) => {
                                 secure_round = Some(state);
                                 report.rounds_trained.push(round);

@@ -9,11 +9,11 @@
 use crate::data::LocalData;
 use crate::node::{ClientError, JoinReleases, LocalWork, Participation, TaskSettings, TrainOutcome};
 use crate::trainer;
+use cohort_core::Round;
 use cohort_core::config::{FederationPlan, PrivacySection};
 use cohort_core::ledger::{Ledger, LedgerRecord, Mechanism, PrivacyEvent, RecordBody};
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::model::{ModelSpec, TaskKind};
-use cohort_core::Round;
 use cohort_dp::accountant::{self, Epsilon, PrivacyAccount, SampledGaussian};
 use cohort_dp::clip::ClipNorm;
 use cohort_dp::noise::NoiseMultiplier;
@@ -21,7 +21,6 @@ use cohort_dp::releases;
 use cohort_dp::sampling::SampleRate;
 use cohort_dp::sgd::{DpRandomness, DpSgdConfig, TrainingLength};
 use std::path::PathBuf;
-
 
 /// The DP-SGD schedule a node settles on when it joins.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -50,12 +49,20 @@ impl DpSchedule {
         let noise_multiplier = match privacy.noise_multiplier {
             Some(sigma) => sigma,
             None => {
-                let target = privacy.dp_sgd_target().unwrap_or(privacy.epsilon_budget * cohort_core::config::DEFAULT_DP_SGD_SHARE);
+                let target = privacy
+                    .dp_sgd_target()
+                    .unwrap_or(privacy.epsilon_budget * cohort_core::config::DEFAULT_DP_SGD_SHARE);
                 accountant::calibrate(target, privacy.delta, q, steps_per_round * plan.training.rounds)
                     .map_err(|e| ClientError::Local(format!("cannot calibrate DP-SGD noise: {e}")))?
             }
         };
-        Ok(Self { sample_rate: q, noise_multiplier, clip_norm: privacy.clip_norm, steps_per_round, delta: privacy.delta })
+        Ok(Self {
+            sample_rate: q,
+            noise_multiplier,
+            clip_norm: privacy.clip_norm,
+            steps_per_round,
+            delta: privacy.delta,
+        })
     }
 }
 
@@ -64,11 +71,17 @@ impl DpSchedule {
 ///
 /// # Errors
 /// [`ClientError::Local`] for parameters the accountant rejects.
-pub fn cumulative_epsilon(records: &[LedgerRecord], extra: Option<PrivacyEvent>, delta: f64) -> Result<f64, ClientError> {
+pub fn cumulative_epsilon(
+    records: &[LedgerRecord],
+    extra: Option<PrivacyEvent>,
+    delta: f64,
+) -> Result<f64, ClientError> {
     let mut account = PrivacyAccount::new();
     for event in records.iter().filter_map(LedgerRecord::privacy_event).chain(extra) {
         match event {
-            PrivacyEvent::SampledGaussian { q, sigma, steps } => account.add_sampled_gaussian(&SampledGaussian { q, sigma, steps }),
+            PrivacyEvent::SampledGaussian { q, sigma, steps } => {
+                account.add_sampled_gaussian(&SampledGaussian { q, sigma, steps })
+            }
             PrivacyEvent::PureEpsilon(e) => account.add_pure(e),
         }
         .map_err(|e| ClientError::Local(format!("privacy ledger: {e}")))?;
@@ -131,7 +144,8 @@ impl PrivateWork {
     /// Appends a record for `draft` with its cumulative ε computed by the composition rule.
     fn record(&mut self, draft: RecordBody) -> Result<LedgerRecord, ClientError> {
         let s = self.state()?;
-        let extra = LedgerRecord { body: draft.clone(), hash: String::new(), signer: String::new(), signature: String::new() };
+        let extra =
+            LedgerRecord { body: draft.clone(), hash: String::new(), signer: String::new(), signature: String::new() };
         let cumulative = cumulative_epsilon(s.ledger.records(), extra.privacy_event(), draft.delta)?;
         s.ledger
             .append(RecordBody { cumulative_epsilon: cumulative, ..draft })
@@ -158,7 +172,12 @@ impl PrivateWork {
     /// node that rejoins (after a restart or a reconnect) reports the same figures without spending again.
     fn earlier_release<T: serde::de::DeserializeOwned>(&self, mechanism: Mechanism) -> Option<T> {
         let s = self.state.as_ref()?;
-        let r = s.ledger.records().iter().rev().find(|r| r.body.mechanism == mechanism && r.body.dataset_fingerprint == s.data.fingerprint)?;
+        let r = s
+            .ledger
+            .records()
+            .iter()
+            .rev()
+            .find(|r| r.body.mechanism == mechanism && r.body.dataset_fingerprint == s.data.fingerprint)?;
         serde_json::from_str(r.body.note.strip_prefix(RELEASED_PREFIX)?).ok()
     }
 
@@ -202,13 +221,19 @@ impl PrivateWork {
     /// against the federation's declared bounds with budget `epsilon`, records them, and returns a warning for
     /// every column whose robust minimum or maximum sits at a declared bound: about 1% or more of its values are
     /// at or beyond it, which usually means other units or a different coding than the federation's.
-    fn check_features(&mut self, data: &LocalData, bounds: &[[f64; 2]], epsilon: f64) -> Result<Vec<String>, ClientError> {
+    fn check_features(
+        &mut self,
+        data: &LocalData,
+        bounds: &[[f64; 2]],
+        epsilon: f64,
+    ) -> Result<Vec<String>, ClientError> {
         let declared = bounds
             .iter()
             .map(|[lo, hi]| releases::ColumnBounds::new(*lo, *hi))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| ClientError::Local(format!("schema bounds: {e}")))?;
-        let epsilon = Epsilon::new(epsilon).map_err(|e| ClientError::Local(format!("privacy.feature_stats_epsilon: {e}")))?;
+        let epsilon =
+            Epsilon::new(epsilon).map_err(|e| ClientError::Local(format!("privacy.feature_stats_epsilon: {e}")))?;
         let (train, std) = (&data.train, &data.standardizer);
         let columns: Vec<Vec<Option<f64>>> = (0..train.dims)
             .map(|c| {
@@ -241,24 +266,39 @@ const RELEASED_PREFIX: &str = "released ";
 
 impl LocalWork for PrivateWork {
     fn prepare(&mut self, plan: &FederationPlan, data: &LocalData) -> Result<(), ClientError> {
-        let ledger = Ledger::open(&self.data_dir).map_err(|e| ClientError::Local(format!("privacy ledger in {}: {e}", self.data_dir.display())))?;
+        let ledger = Ledger::open(&self.data_dir)
+            .map_err(|e| ClientError::Local(format!("privacy ledger in {}: {e}", self.data_dir.display())))?;
         let schedule = DpSchedule::plan(&self.privacy, plan, data.train.rows())?;
         tracing::info!(node = %self.name, q = schedule.sample_rate, sigma = schedule.noise_multiplier, steps = schedule.steps_per_round, "DP-SGD schedule");
-        self.state = Some(State { spec: plan.model.clone(), schema: plan.schema.clone(), data: data.clone(), schedule, ledger, reported: 0 });
+        self.state = Some(State {
+            spec: plan.model.clone(),
+            schema: plan.schema.clone(),
+            data: data.clone(),
+            schedule,
+            ledger,
+            reported: 0,
+        });
         Ok(())
     }
 
     fn participate(&mut self, round: Round, _settings: &TaskSettings) -> Result<Participation, ClientError> {
         let (delta, budget) = (self.privacy.delta, self.privacy.epsilon_budget);
         let s = self.state()?;
-        let next = PrivacyEvent::SampledGaussian { q: s.schedule.sample_rate, sigma: s.schedule.noise_multiplier, steps: s.schedule.steps_per_round };
+        let next = PrivacyEvent::SampledGaussian {
+            q: s.schedule.sample_rate,
+            sigma: s.schedule.noise_multiplier,
+            steps: s.schedule.steps_per_round,
+        };
         let spent = cumulative_epsilon(s.ledger.records(), None, delta)?;
         let would_be = cumulative_epsilon(s.ledger.records(), Some(next), delta)?;
         if would_be <= budget {
             return Ok(Participation::Train);
         }
-        let reason = format!("privacy budget: round {round} would bring ε to {would_be:.4}, above this node's budget of {budget} (spent {spent:.4})");
-        let record = self.record(RecordBody { note: reason.clone(), ..self.draft(Mechanism::Decline, Some(round))? })?;
+        let reason = format!(
+            "privacy budget: round {round} would bring ε to {would_be:.4}, above this node's budget of {budget} (spent {spent:.4})"
+        );
+        let record =
+            self.record(RecordBody { note: reason.clone(), ..self.draft(Mechanism::Decline, Some(round))? })?;
         // The decline travels with the decline message, so it is not repeated in the next report.
         if let Some(s) = self.state.as_mut() {
             s.reported = s.ledger.records().len();
@@ -271,8 +311,8 @@ impl LocalWork for PrivateWork {
         if self.state.is_none() {
             // Refused before the node loaded its data (for example a plaintext federation at join): the record
             // names no data set.
-            let mut ledger =
-                Ledger::open(&self.data_dir).map_err(|e| ClientError::Local(format!("privacy ledger in {}: {e}", self.data_dir.display())))?;
+            let mut ledger = Ledger::open(&self.data_dir)
+                .map_err(|e| ClientError::Local(format!("privacy ledger in {}: {e}", self.data_dir.display())))?;
             let cumulative_epsilon = cumulative_epsilon(ledger.records(), None, self.privacy.delta)?;
             let record = ledger
                 .append(RecordBody {
@@ -294,7 +334,10 @@ impl LocalWork for PrivateWork {
     }
 
     fn train(&mut self, round: Round, global: &[f32], settings: &TaskSettings) -> Result<TrainOutcome, ClientError> {
-        let s = self.state.as_mut().ok_or_else(|| ClientError::Local("training requested before the node joined".into()))?;
+        let s = self
+            .state
+            .as_mut()
+            .ok_or_else(|| ClientError::Local("training requested before the node joined".into()))?;
         let bad = |e: &dyn std::fmt::Display| ClientError::Local(format!("DP-SGD settings: {e}"));
         let config = DpSgdConfig {
             clip_norm: ClipNorm::new(s.schedule.clip_norm as f32).map_err(|e| bad(&e))?,
@@ -303,8 +346,9 @@ impl LocalWork for PrivateWork {
             learning_rate: settings.learning_rate,
             length: TrainingLength::Steps(s.schedule.steps_per_round),
         };
-        let out = trainer::train_dp(&s.spec, global, &s.data.train, &config, settings.proximal_mu, &mut self.randomness)
-            .map_err(|e| ClientError::Training(e.to_string()))?;
+        let out =
+            trainer::train_dp(&s.spec, global, &s.data.train, &config, settings.proximal_mu, &mut self.randomness)
+                .map_err(|e| ClientError::Training(e.to_string()))?;
         let examples = s.data.train.rows() as u64;
         self.record(RecordBody { steps: out.summary.steps, ..self.draft(Mechanism::DpSgd, Some(round))? })?;
         // The training loss is data-dependent and not differentially private: it stays on the node.
@@ -318,7 +362,8 @@ impl LocalWork for PrivateWork {
 
     fn take_ledger_lines(&mut self) -> String {
         let Some(s) = self.state.as_mut() else { return String::new() };
-        let lines: Vec<String> = s.ledger.records()[s.reported..].iter().filter_map(|r| serde_json::to_string(r).ok()).collect();
+        let lines: Vec<String> =
+            s.ledger.records()[s.reported..].iter().filter_map(|r| serde_json::to_string(r).ok()).collect();
         s.reported = s.ledger.records().len();
         lines.join("\n")
     }
@@ -328,17 +373,24 @@ impl LocalWork for PrivateWork {
         let epsilon = Epsilon::new(self.privacy.release_epsilon)
             .map_err(|e| ClientError::Local(format!("privacy.release_epsilon: {e}")))?;
         let count = self.release(Mechanism::OpenDpCount, epsilon, |eps| {
-            releases::noisy_count(rows, eps).map(|r| releases::Release { value: vec![r.value], epsilon: r.epsilon, mechanism: r.mechanism })
+            releases::noisy_count(rows, eps).map(|r| releases::Release {
+                value: vec![r.value],
+                epsilon: r.epsilon,
+                mechanism: r.mechanism,
+            })
         })?;
         let spec = &self.state()?.spec;
         let label_histogram = match spec.task {
             TaskKind::Regression => Vec::new(),
             TaskKind::Binary | TaskKind::Multiclass => {
                 let (labels, classes) = (data.train.class_ids(), spec.outputs());
-                self.release(Mechanism::OpenDpHistogram, epsilon, |eps| releases::label_histogram(&labels, classes, eps))?
+                self.release(Mechanism::OpenDpHistogram, epsilon, |eps| {
+                    releases::label_histogram(&labels, classes, eps)
+                })?
             }
         };
-        if let (Some(bounds), Some(epsilon)) = (self.state()?.schema.bounds.clone(), self.privacy.feature_stats_epsilon) {
+        if let (Some(bounds), Some(epsilon)) = (self.state()?.schema.bounds.clone(), self.privacy.feature_stats_epsilon)
+        {
             for warning in self.check_features(data, &bounds, epsilon)? {
                 tracing::warn!(node = %self.name, "{warning}");
             }
@@ -368,13 +420,27 @@ mod tests {
     use cohort_core::config::{Schema, SecureAggregationSection, StrategyConfig, TrainingSection};
 
     fn plan() -> FederationPlan {
-        let schema = Schema { features: vec!["x".into(), "z".into()], label: "y".into(), task: TaskKind::Binary, classes: None, bounds: None };
+        let schema = Schema {
+            features: vec!["x".into(), "z".into()],
+            label: "y".into(),
+            task: TaskKind::Binary,
+            classes: None,
+            bounds: None,
+        };
         FederationPlan {
             federation_id: "f".into(),
             model_name: "m".into(),
             model: ModelSpec::new(2, &[], 2, TaskKind::Binary).unwrap(),
             schema,
-            training: TrainingSection { rounds: 2, local_epochs: 1, learning_rate: 0.1, batch_size: 8, min_clients: 1, round_deadline_secs: 10, clients_per_round: None },
+            training: TrainingSection {
+                rounds: 2,
+                local_epochs: 1,
+                learning_rate: 0.1,
+                batch_size: 8,
+                min_clients: 1,
+                round_deadline_secs: 10,
+                clients_per_round: None,
+            },
             strategy: StrategyConfig::Fedavg,
             secure_aggregation: SecureAggregationSection::default(),
         }
@@ -436,7 +502,8 @@ mod tests {
         // x takes values 0..6, well inside its range; z takes 0..4, far beyond its declared [-1, 1].
         plan.schema.bounds = Some(vec![[-50.0, 50.0], [-1.0, 1.0]]);
         let local = data(dir.path(), &plan);
-        let privacy = PrivacySection { feature_stats_epsilon: Some(200.0), epsilon_budget: 1000.0, ..PrivacySection::default() };
+        let privacy =
+            PrivacySection { feature_stats_epsilon: Some(200.0), epsilon_budget: 1000.0, ..PrivacySection::default() };
         let mut work = PrivateWork::new("h", dir.path().join("state"), privacy);
         work.prepare(&plan, &local).unwrap();
         let warnings = work.check_features(&local, &[[-50.0, 50.0], [-1.0, 1.0]], 200.0).unwrap();
@@ -444,7 +511,11 @@ mod tests {
         assert!(warnings[0].contains("\"z\""), "{warnings:?}");
         // The release is one ledger record with its ε, and the join reports it only once.
         work.join_releases(&local).unwrap();
-        let kinds: Vec<Mechanism> = work.take_ledger_lines().lines().map(|l| serde_json::from_str::<LedgerRecord>(l).unwrap().body.mechanism).collect();
+        let kinds: Vec<Mechanism> = work
+            .take_ledger_lines()
+            .lines()
+            .map(|l| serde_json::from_str::<LedgerRecord>(l).unwrap().body.mechanism)
+            .collect();
         assert_eq!(kinds, [Mechanism::OpenDpFeatureStats, Mechanism::OpenDpCount, Mechanism::OpenDpHistogram]);
         let spent = work.spent().unwrap();
         assert!(spent <= 200.0 + 0.1 + 1e-9 && spent >= 200.0 - 1e-6, "{spent}");

@@ -2,16 +2,17 @@
 //! state machine (share the round key, open the shares addressed to it, encrypt the update, answer
 //! one decryption request). No I/O except loading the identity file; the node loop moves the bytes.
 
-use cohort_crypto::announce::{decode_sealed, encode_sealed};
-use cohort_crypto::envelope::open_share_for;
-use cohort_crypto::shamir::share_round_key;
 use crate::journal::SqliteJournal;
 use cohort_core::binding::{FederationTrust, SignedBinding, UnixTime};
 use cohort_core::config::ClientSecureAggregation;
 use cohort_core::pki::Role;
+use cohort_crypto::announce::{decode_sealed, encode_sealed};
+use cohort_crypto::envelope::open_share_for;
+use cohort_crypto::shamir::share_round_key;
 use cohort_crypto::{
-    AnswerJournal, Consent, DecryptionRequest, KeyHolder, KeyShare, NodeIdentity, ParticipantId, PartialDecryption,
-    RoundAnnouncement, RoundId, RoundSecretKey, SecAggContext, SecretRng, Weight, encrypt_update, seal_share, sign_consent,
+    AnswerJournal, Consent, DecryptionRequest, KeyHolder, KeyShare, NodeIdentity, PartialDecryption, ParticipantId,
+    RoundAnnouncement, RoundId, RoundSecretKey, SecAggContext, SecretRng, Weight, encrypt_update, seal_share,
+    sign_consent,
 };
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -89,7 +90,9 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<NodeIdentity, SecureCl
             }
             use std::io::Write;
             let mut file = options.open(&path).map_err(|e| err(e.to_string()))?;
-            file.write_all(&identity.to_secret_bytes()).and_then(|()| file.sync_all()).map_err(|e| err(e.to_string()))?;
+            file.write_all(&identity.to_secret_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| err(e.to_string()))?;
             Ok(identity)
         }
         Err(e) => Err(err(e.to_string())),
@@ -153,7 +156,10 @@ impl Verifier<'_> {
             )));
         }
         if ann.threshold < p.min_threshold {
-            return Err(floor(format!("threshold {} is below this node's min_threshold {}", ann.threshold, p.min_threshold)));
+            return Err(floor(format!(
+                "threshold {} is below this node's min_threshold {}",
+                ann.threshold, p.min_threshold
+            )));
         }
         if ann.min_participants < p.min_participants {
             return Err(floor(format!(
@@ -172,7 +178,8 @@ impl Verifier<'_> {
             return Err(SecureClientError::ModelMismatch);
         }
         for participant in &ann.participants {
-            let substituted = |reason: String| SecureClientError::KeySubstitution { node: participant.name.clone(), reason };
+            let substituted =
+                |reason: String| SecureClientError::KeySubstitution { node: participant.name.clone(), reason };
             let binding = bindings
                 .iter()
                 .find(|b| b.node == participant.name)
@@ -180,7 +187,8 @@ impl Verifier<'_> {
             self.trust
                 .verify_binding(binding, self.federation, &participant.name, Role::Client, self.now)
                 .map_err(|e| substituted(e.to_string()))?;
-            if binding.keys.x25519 != participant.keys.x25519 || binding.keys.share_ed25519 != participant.keys.ed25519 {
+            if binding.keys.x25519 != participant.keys.x25519 || binding.keys.share_ed25519 != participant.keys.ed25519
+            {
                 return Err(substituted("the announced keys are not the keys its certificate bound".into()));
             }
         }
@@ -233,7 +241,10 @@ impl ClientRound {
         if journal.has_answered(announcement.round).map_err(SecureClientError::Journal)? {
             return Err(SecureClientError::Replay(announcement.round.0));
         }
-        let me = announcement.participant(verifier.me).map(|p| p.id).ok_or(SecureClientError::OutOfOrder("not a participant"))?;
+        let me = announcement
+            .participant(verifier.me)
+            .map(|p| p.id)
+            .ok_or(SecureClientError::OutOfOrder("not a participant"))?;
         let len = model.len() + 1;
         Ok(Self { announcement, ctx, me, len, key: None, own_share: None, holder: None })
     }
@@ -309,13 +320,15 @@ impl ClientRound {
         holder.receive_share(self.me, own)?;
         let mut seen = BTreeSet::new();
         for (from, blob) in envelopes {
-            let p = ann.participant(from).ok_or_else(|| bad(format!("envelope from {from}, who is not a participant")))?;
+            let p =
+                ann.participant(from).ok_or_else(|| bad(format!("envelope from {from}, who is not a participant")))?;
             if !holder_set.contains(from.as_str()) || !seen.insert(from.as_str()) {
                 return Err(bad(format!("unexpected envelope from {from}")));
             }
             let context = ann.share_context(p.id, self.me);
             let sealed = decode_sealed(context.clone(), blob).map_err(|e| bad(format!("from {from}: {e}")))?;
-            let share = open_share_for(&self.ctx, identity, &p.keys, &context, &sealed).map_err(|e| bad(format!("from {from}: {e}")))?;
+            let share = open_share_for(&self.ctx, identity, &p.keys, &context, &sealed)
+                .map_err(|e| bad(format!("from {from}: {e}")))?;
             holder.receive_share(p.id, share)?;
         }
         if seen.len() + 1 != holder_set.len() {
@@ -338,10 +351,15 @@ impl ClientRound {
         }
         let key = self.key.take().ok_or(SecureClientError::OutOfOrder("the round key was already used"))?;
         if delta.len() + 1 != self.len {
-            return Err(SecureClientError::Encrypt(format!("update has {} values, the model {}", delta.len(), self.len - 1)));
+            return Err(SecureClientError::Encrypt(format!(
+                "update has {} values, the model {}",
+                delta.len(),
+                self.len - 1
+            )));
         }
         let body_len = self.ctx.body_len(delta.len());
-        let weight = Weight::new(&self.ctx, self.announcement.weight_for(examples)).map_err(|e| SecureClientError::Encrypt(e.to_string()))?;
+        let weight = Weight::new(&self.ctx, self.announcement.weight_for(examples))
+            .map_err(|e| SecureClientError::Encrypt(e.to_string()))?;
         let mut out = vec![0u64; body_len];
         let ann = &self.announcement;
         encrypt_update(&mut out, &self.ctx, ann.round, &ann.seed, &key, delta, weight, &mut SecretRng::from_os())
@@ -356,7 +374,11 @@ impl ClientRound {
     /// # Errors
     /// [`SecureClientError::Decrypt`] for a refused request; [`SecureClientError::OutOfOrder`]
     /// when this node holds no shares.
-    pub fn answer(&mut self, request: &DecryptionRequest, journal: &mut dyn AnswerJournal) -> Result<PartialDecryption, SecureClientError> {
+    pub fn answer(
+        &mut self,
+        request: &DecryptionRequest,
+        journal: &mut dyn AnswerJournal,
+    ) -> Result<PartialDecryption, SecureClientError> {
         let holder = self.holder.as_mut().ok_or(SecureClientError::OutOfOrder("no key shares held this round"))?;
         Ok(holder.partial_decrypt(request, journal)?)
     }
@@ -368,7 +390,7 @@ mod tests {
     use cohort_core::binding::{BoundKeys, CertSigner};
     use cohort_core::pki::{IssueRequest, init_ca, issue};
     use cohort_crypto::announce::collusion_policy;
-    use cohort_crypto::{AnnouncedParticipant, Aggregator, DecryptError, MaskSeed, SecAggParams, combine};
+    use cohort_crypto::{Aggregator, AnnouncedParticipant, DecryptError, MaskSeed, SecAggParams, combine};
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
 
@@ -388,7 +410,8 @@ mod tests {
         let (mut identities, mut bindings) = (Vec::new(), Vec::new());
         for i in 0..n {
             let name = format!("n{i}");
-            let files = issue(&ca, &IssueRequest::valid_for_days(&name, Role::Client, &[], 2), &dir.path().join(&name)).unwrap();
+            let files = issue(&ca, &IssueRequest::valid_for_days(&name, Role::Client, &[], 2), &dir.path().join(&name))
+                .unwrap();
             let identity = NodeIdentity::generate();
             let k = identity.public_keys();
             let keys = BoundKeys { x25519: k.x25519, share_ed25519: k.ed25519, ledger_ed25519: None };
@@ -420,7 +443,11 @@ mod tests {
                 .identities
                 .iter()
                 .enumerate()
-                .map(|(i, id)| AnnouncedParticipant { name: format!("n{i}"), id: ParticipantId::new(i as u32 + 1).unwrap(), keys: id.public_keys() })
+                .map(|(i, id)| AnnouncedParticipant {
+                    name: format!("n{i}"),
+                    id: ParticipantId::new(i as u32 + 1).unwrap(),
+                    keys: id.public_keys(),
+                })
                 .collect(),
         }
     }
@@ -442,7 +469,17 @@ mod tests {
         let names = ["n0", "n1", "n2"];
         let mut journals: Vec<SqliteJournal> = (0..3).map(|i| journal(&fed, i)).collect();
         let mut rounds: Vec<ClientRound> = (0..3)
-            .map(|i| ClientRound::new(ann.clone(), &fed.bindings, &verifier(&fed, names[i], &policy), &fed.identities[i], &MODEL, &journals[i]).unwrap())
+            .map(|i| {
+                ClientRound::new(
+                    ann.clone(),
+                    &fed.bindings,
+                    &verifier(&fed, names[i], &policy),
+                    &fed.identities[i],
+                    &MODEL,
+                    &journals[i],
+                )
+                .unwrap()
+            })
             .collect();
         let mut mail: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); 3];
         for i in 0..3 {
@@ -465,12 +502,22 @@ mod tests {
         let agg = agg.finish().unwrap();
         let all: Vec<ParticipantId> = (1..=3).map(|i| ParticipantId::new(i).unwrap()).collect();
         let consents = rounds.iter().zip(&fed.identities).map(|(r, id)| r.consent(id)).collect();
-        let request = DecryptionRequest { round: ann.round, announcement: ann.hash(), participants: all.clone(), consents, responders: all.clone(), len: 3 };
+        let request = DecryptionRequest {
+            round: ann.round,
+            announcement: ann.hash(),
+            participants: all.clone(),
+            consents,
+            responders: all.clone(),
+            len: 3,
+        };
         let mut partials = Vec::new();
         for i in 0..3 {
             partials.push(rounds[i].answer(&request, &mut journals[i]).unwrap());
         }
-        assert!(matches!(rounds[0].answer(&request, &mut journals[0]), Err(SecureClientError::Decrypt(DecryptError::AlreadyAnswered))));
+        assert!(matches!(
+            rounds[0].answer(&request, &mut journals[0]),
+            Err(SecureClientError::Decrypt(DecryptError::AlreadyAnswered))
+        ));
         let sums = combine(&ctx, &request, 3, &agg, &partials).unwrap();
         let mean = cohort_crypto::encoding::decode_weighted_mean(&sums).unwrap();
         assert!((mean[0] - 0.5).abs() <= ctx.quantization_step());
@@ -479,7 +526,14 @@ mod tests {
         // After a restart, node 0 reopens its journal: the round id is refused before anything is shared.
         drop(journals);
         let reopened = journal(&fed, 0);
-        let again = ClientRound::new(ann.clone(), &fed.bindings, &verifier(&fed, "n0", &policy), &fed.identities[0], &MODEL, &reopened);
+        let again = ClientRound::new(
+            ann.clone(),
+            &fed.bindings,
+            &verifier(&fed, "n0", &policy),
+            &fed.identities[0],
+            &MODEL,
+            &reopened,
+        );
         assert!(matches!(again, Err(SecureClientError::Replay(id)) if id == ann.round.0));
     }
 
@@ -492,22 +546,57 @@ mod tests {
         ann.participants[1].keys = NodeIdentity::generate().public_keys();
         for i in 0..3 {
             let me = format!("n{i}");
-            let err = ClientRound::new(ann.clone(), &fed.bindings, &verifier(&fed, &me, &policy), &fed.identities[i], &MODEL, &journal(&fed, i)).unwrap_err();
+            let err = ClientRound::new(
+                ann.clone(),
+                &fed.bindings,
+                &verifier(&fed, &me, &policy),
+                &fed.identities[i],
+                &MODEL,
+                &journal(&fed, i),
+            )
+            .unwrap_err();
             assert!(matches!(&err, SecureClientError::KeySubstitution { node, .. } if node == "n1"), "{me}: {err}");
         }
         // Substituting the binding too does not help: the coordinator cannot sign for n1's certificate.
         let mut bindings = fed.bindings.clone();
         let k = ann.participants[1].keys;
         bindings[1].keys = BoundKeys { x25519: k.x25519, share_ed25519: k.ed25519, ledger_ed25519: None };
-        let err = ClientRound::new(ann.clone(), &bindings, &verifier(&fed, "n0", &policy), &fed.identities[0], &MODEL, &journal(&fed, 0)).unwrap_err();
-        assert!(matches!(&err, SecureClientError::KeySubstitution { node, reason } if node == "n1" && reason.contains("not signed")), "{err}");
+        let err = ClientRound::new(
+            ann.clone(),
+            &bindings,
+            &verifier(&fed, "n0", &policy),
+            &fed.identities[0],
+            &MODEL,
+            &journal(&fed, 0),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&err, SecureClientError::KeySubstitution { node, reason } if node == "n1" && reason.contains("not signed")),
+            "{err}"
+        );
         // Nor does relaying n2's certificate for n1, or dropping n1's binding.
         let ann = announcement(&fed, 1);
         let mut swapped = fed.bindings.clone();
         swapped[1] = SignedBinding { node: "n1".into(), ..fed.bindings[2].clone() };
-        let err = ClientRound::new(ann.clone(), &swapped, &verifier(&fed, "n0", &policy), &fed.identities[0], &MODEL, &journal(&fed, 0)).unwrap_err();
+        let err = ClientRound::new(
+            ann.clone(),
+            &swapped,
+            &verifier(&fed, "n0", &policy),
+            &fed.identities[0],
+            &MODEL,
+            &journal(&fed, 0),
+        )
+        .unwrap_err();
         assert!(matches!(&err, SecureClientError::KeySubstitution { node, .. } if node == "n1"), "{err}");
-        let err = ClientRound::new(ann, &fed.bindings[..1], &verifier(&fed, "n0", &policy), &fed.identities[0], &MODEL, &journal(&fed, 0)).unwrap_err();
+        let err = ClientRound::new(
+            ann,
+            &fed.bindings[..1],
+            &verifier(&fed, "n0", &policy),
+            &fed.identities[0],
+            &MODEL,
+            &journal(&fed, 0),
+        )
+        .unwrap_err();
         assert!(matches!(&err, SecureClientError::KeySubstitution { .. }), "{err}");
     }
 
@@ -518,7 +607,9 @@ mod tests {
         let fed = federation(5);
         let policy = ClientSecureAggregation::default();
         let v = verifier(&fed, "n0", &policy);
-        let check = |ann: RoundAnnouncement| ClientRound::new(ann, &fed.bindings, &v, &fed.identities[0], &MODEL, &journal(&fed, 0));
+        let check = |ann: RoundAnnouncement| {
+            ClientRound::new(ann, &fed.bindings, &v, &fed.identities[0], &MODEL, &journal(&fed, 0))
+        };
         let mut ann = announcement(&fed, 1);
         ann.params = SecAggParams::toy_insecure(16);
         assert!(matches!(check(ann), Err(SecureClientError::BelowFloor(_))));
@@ -531,11 +622,21 @@ mod tests {
         assert!(matches!(check(ann), Err(SecureClientError::BelowFloor(_))));
         let strict = ClientSecureAggregation { min_threshold: 5, ..ClientSecureAggregation::default() };
         let v5 = verifier(&fed, "n0", &strict);
-        let err = ClientRound::new(announcement(&fed, 1), &fed.bindings, &v5, &fed.identities[0], &MODEL, &journal(&fed, 0)).unwrap_err();
+        let err =
+            ClientRound::new(announcement(&fed, 1), &fed.bindings, &v5, &fed.identities[0], &MODEL, &journal(&fed, 0))
+                .unwrap_err();
         assert!(matches!(err, SecureClientError::BelowFloor(m) if m.contains("min_threshold")));
         let strong = ClientSecureAggregation { min_statistical_security: 200, ..ClientSecureAggregation::default() };
         let v200 = verifier(&fed, "n0", &strong);
-        let err = ClientRound::new(announcement(&fed, 1), &fed.bindings, &v200, &fed.identities[0], &MODEL, &journal(&fed, 0)).unwrap_err();
+        let err = ClientRound::new(
+            announcement(&fed, 1),
+            &fed.bindings,
+            &v200,
+            &fed.identities[0],
+            &MODEL,
+            &journal(&fed, 0),
+        )
+        .unwrap_err();
         assert!(matches!(err, SecureClientError::BelowFloor(m) if m.contains("flooding")));
         // The honest announcement passes.
         check(announcement(&fed, 1)).unwrap();
@@ -548,7 +649,15 @@ mod tests {
         let policy = ClientSecureAggregation::default();
         let ann = announcement(&fed, 1);
         let other = [0.25, 0.5];
-        let err = ClientRound::new(ann, &fed.bindings, &verifier(&fed, "n0", &policy), &fed.identities[0], &other, &journal(&fed, 0)).unwrap_err();
+        let err = ClientRound::new(
+            ann,
+            &fed.bindings,
+            &verifier(&fed, "n0", &policy),
+            &fed.identities[0],
+            &other,
+            &journal(&fed, 0),
+        )
+        .unwrap_err();
         assert!(matches!(err, SecureClientError::ModelMismatch), "{err}");
     }
 
@@ -561,7 +670,17 @@ mod tests {
         let ann = announcement(&fed, 1);
         let names = ["n0", "n1", "n2", "n3"];
         let mut rounds: Vec<ClientRound> = (0..4)
-            .map(|i| ClientRound::new(ann.clone(), &fed.bindings, &verifier(&fed, names[i], &policy), &fed.identities[i], &MODEL, &journal(&fed, i)).unwrap())
+            .map(|i| {
+                ClientRound::new(
+                    ann.clone(),
+                    &fed.bindings,
+                    &verifier(&fed, names[i], &policy),
+                    &fed.identities[i],
+                    &MODEL,
+                    &journal(&fed, i),
+                )
+                .unwrap()
+            })
             .collect();
         let mut mail: Vec<Vec<(String, Vec<u8>)>> = vec![Vec::new(); 4];
         for i in 0..4 {
@@ -585,11 +704,23 @@ mod tests {
             len: 3,
         };
         let non_signer = DecryptionRequest { consents: consents[..2].to_vec(), ..base.clone() };
-        assert!(matches!(rounds[0].answer(&non_signer, &mut j), Err(SecureClientError::Decrypt(DecryptError::MissingConsent(_)))));
-        let forged = DecryptionRequest { consents: vec![consents[0], consents[1], Consent { participant: ids[2], ..consents[3] }], ..base.clone() };
-        assert!(matches!(rounds[0].answer(&forged, &mut j), Err(SecureClientError::Decrypt(DecryptError::BadConsent(_)))));
+        assert!(matches!(
+            rounds[0].answer(&non_signer, &mut j),
+            Err(SecureClientError::Decrypt(DecryptError::MissingConsent(_)))
+        ));
+        let forged = DecryptionRequest {
+            consents: vec![consents[0], consents[1], Consent { participant: ids[2], ..consents[3] }],
+            ..base.clone()
+        };
+        assert!(matches!(
+            rounds[0].answer(&forged, &mut j),
+            Err(SecureClientError::Decrypt(DecryptError::BadConsent(_)))
+        ));
         let elsewhere = DecryptionRequest { announcement: cohort_crypto::AnnouncementHash([7; 32]), ..base.clone() };
-        assert!(matches!(rounds[0].answer(&elsewhere, &mut j), Err(SecureClientError::Decrypt(DecryptError::WrongAnnouncement { .. }))));
+        assert!(matches!(
+            rounds[0].answer(&elsewhere, &mut j),
+            Err(SecureClientError::Decrypt(DecryptError::WrongAnnouncement { .. }))
+        ));
         // None of the refusals consumed the round: the honest request is answered.
         rounds[0].answer(&base, &mut j).unwrap();
     }

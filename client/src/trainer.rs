@@ -59,7 +59,13 @@ fn batch(data: &Dataset) -> Batch<'_> {
 ///
 /// # Errors
 /// [`TrainError`] for mismatched shapes or divergence.
-pub fn train_sgd(spec: &ModelSpec, global: &[f32], data: &Dataset, config: &SgdConfig, mu: Option<f64>) -> Result<TrainOutput, TrainError> {
+pub fn train_sgd(
+    spec: &ModelSpec,
+    global: &[f32],
+    data: &Dataset,
+    config: &SgdConfig,
+    mu: Option<f64>,
+) -> Result<TrainOutput, TrainError> {
     let net = network(spec, global, data)?;
     let proximal = mu.map(|mu| (mu, global));
     Ok(sgd::train_sgd(net, global, batch(data), config, proximal, &mut rand::rng())?)

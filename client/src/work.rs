@@ -3,11 +3,11 @@
 use crate::data::LocalData;
 use crate::node::{ClientError, LocalWork, Participation, TaskSettings, TrainOutcome};
 use crate::trainer;
-use cohort_dp::sgd::SgdConfig;
+use cohort_core::Round;
 use cohort_core::config::FederationPlan;
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::model::ModelSpec;
-use cohort_core::Round;
+use cohort_dp::sgd::SgdConfig;
 
 /// Trains and evaluates with plain (non-private) minibatch SGD.
 #[derive(Debug, Default)]

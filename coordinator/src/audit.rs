@@ -38,7 +38,9 @@
 //! assert_eq!(cumulative_epsilon(ledger.records()).unwrap(), eps);
 //! ```
 
-use cohort_core::ledger::{self, ADD_REMOVE, LedgerError, LedgerRecord, Mechanism, PrivacyEvent, RecordBody, verify_chain};
+use cohort_core::ledger::{
+    self, ADD_REMOVE, LedgerError, LedgerRecord, Mechanism, PrivacyEvent, RecordBody, verify_chain,
+};
 use cohort_dp::accountant::{
     ACCOUNTANT_NAME, ACCOUNTANT_VERSION, AccountantError, AccountantKind, PrivacyAccount, SampledGaussian,
 };
@@ -130,9 +132,13 @@ impl NodeAccount {
                 if r.body.accountant.is_empty() {
                     return Err(AuditError::UnknownAccountant { seq, name: String::new() });
                 }
-                SampledGaussian { q, sigma, steps }.validate().map_err(|source| AuditError::Accountant { seq, source })?;
+                SampledGaussian { q, sigma, steps }
+                    .validate()
+                    .map_err(|source| AuditError::Accountant { seq, source })?;
             }
-            PrivacyEvent::PureEpsilon(e) if !(e.is_finite() && e >= 0.0) => return Err(AuditError::PureEpsilon { seq }),
+            PrivacyEvent::PureEpsilon(e) if !(e.is_finite() && e >= 0.0) => {
+                return Err(AuditError::PureEpsilon { seq });
+            }
             PrivacyEvent::PureEpsilon(_) => {}
         }
         self.events.push(event);
@@ -145,7 +151,9 @@ impl NodeAccount {
         let err = |source| AuditError::Accountant { seq, source };
         for event in &self.events {
             match *event {
-                PrivacyEvent::SampledGaussian { q, sigma, steps } => account.add_sampled_gaussian(&SampledGaussian { q, sigma, steps }),
+                PrivacyEvent::SampledGaussian { q, sigma, steps } => {
+                    account.add_sampled_gaussian(&SampledGaussian { q, sigma, steps })
+                }
                 PrivacyEvent::PureEpsilon(e) => account.add_pure(e),
             }
             .map_err(err)?;
@@ -187,7 +195,8 @@ pub fn cumulative_epsilon_after(records: &[LedgerRecord], draft: &RecordBody) ->
         }
         account.add(r)?;
     }
-    let next = LedgerRecord { body: draft.clone(), hash: String::new(), signer: String::new(), signature: String::new() };
+    let next =
+        LedgerRecord { body: draft.clone(), hash: String::new(), signer: String::new(), signature: String::new() };
     account.add(&next)?;
     account.epsilon(draft.seq, draft.delta)
 }
@@ -298,7 +307,13 @@ pub fn verify_records_with(records: &[LedgerRecord], trusted: Option<&[String]>)
     let mut accounts: BTreeMap<&str, (NodeAccount, Option<f64>, usize)> = BTreeMap::new();
     let checked = failure.as_ref().map_or(records.len(), |f| f.line.saturating_sub(1));
     for (i, r) in records.iter().enumerate().take(checked) {
-        let fail = |kind, reason: String| AuditFailure { line: i + 1, node: r.body.node.clone(), seq: r.body.seq, kind, reason };
+        let fail = |kind, reason: String| AuditFailure {
+            line: i + 1,
+            node: r.body.node.clone(),
+            seq: r.body.seq,
+            kind,
+            reason,
+        };
         let (account, recomputed, count) = accounts.entry(r.body.node.as_str()).or_default();
         match account.add(r).and_then(|()| account.epsilon(r.body.seq, r.body.delta)) {
             Err(e) => {
@@ -322,7 +337,10 @@ pub fn verify_records_with(records: &[LedgerRecord], trusted: Option<&[String]>)
                 *count += 1;
             }
         }
-        if r.privacy_event().is_some() && r.body.accountant == ACCOUNTANT_NAME && r.body.accountant_version != ACCOUNTANT_VERSION {
+        if r.privacy_event().is_some()
+            && r.body.accountant == ACCOUNTANT_NAME
+            && r.body.accountant_version != ACCOUNTANT_VERSION
+        {
             let w = format!(
                 "node {} records accountant version {:?}; the auditor has {ACCOUNTANT_VERSION:?}",
                 r.body.node, r.body.accountant_version
@@ -514,7 +532,12 @@ pub struct ComplianceReport {
 
 impl ComplianceReport {
     /// Assembles the report. A client's budget comes from `budgets`, else from its last record.
-    pub fn new(records: &[LedgerRecord], verdict: &AuditVerdict, budgets: &BTreeMap<String, f64>, versions: &[VersionPrivacy]) -> Self {
+    pub fn new(
+        records: &[LedgerRecord],
+        verdict: &AuditVerdict,
+        budgets: &BTreeMap<String, f64>,
+        versions: &[VersionPrivacy],
+    ) -> Self {
         let mut by_node: BTreeMap<&str, Vec<&LedgerRecord>> = BTreeMap::new();
         for r in records {
             by_node.entry(&r.body.node).or_default().push(r);
@@ -541,7 +564,12 @@ impl ComplianceReport {
                     verified: audit.is_some_and(|a| a.verified),
                     series: rs
                         .iter()
-                        .map(|r| EpsilonPoint { seq: r.body.seq, round: r.body.round, mechanism: r.body.mechanism, epsilon: r.body.cumulative_epsilon })
+                        .map(|r| EpsilonPoint {
+                            seq: r.body.seq,
+                            round: r.body.round,
+                            mechanism: r.body.mechanism,
+                            epsilon: r.body.cumulative_epsilon,
+                        })
                         .collect(),
                 })
             })
@@ -598,7 +626,10 @@ fn markdown(d: &ComplianceReport) -> String {
     }
     let _ = writeln!(s, "Accountant: {}  \nComposition: {}\n", d.accountant, d.composition_rule);
     let _ = writeln!(s, "## Clients\n");
-    let _ = writeln!(s, "| Client | Budget ε | Spent ε | Recomputed ε | Remaining ε | δ | DP-SGD | Releases | Declined | Verified |");
+    let _ = writeln!(
+        s,
+        "| Client | Budget ε | Spent ε | Recomputed ε | Remaining ε | δ | DP-SGD | Releases | Declined | Verified |"
+    );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|");
     for c in &d.clients {
         let _ = writeln!(
@@ -685,7 +716,10 @@ fn html(d: &ComplianceReport) -> String {
         esc(&d.accountant),
         esc(&d.composition_rule)
     );
-    let _ = writeln!(s, "<h2>Clients</h2>\n<table>\n<tr><th>Client</th><th>Budget ε</th><th>Spent ε</th><th>Recomputed ε</th><th>Remaining ε</th><th>δ</th><th>DP-SGD</th><th>Releases</th><th>Declined</th><th>Verified</th></tr>");
+    let _ = writeln!(
+        s,
+        "<h2>Clients</h2>\n<table>\n<tr><th>Client</th><th>Budget ε</th><th>Spent ε</th><th>Recomputed ε</th><th>Remaining ε</th><th>δ</th><th>DP-SGD</th><th>Releases</th><th>Declined</th><th>Verified</th></tr>"
+    );
     for c in &d.clients {
         let _ = writeln!(
             s,
@@ -713,10 +747,20 @@ fn html(d: &ComplianceReport) -> String {
     if d.versions.is_empty() {
         let _ = writeln!(s, "<p>No model versions were given.</p>");
     } else {
-        let _ = writeln!(s, "<table>\n<tr><th>Model</th><th>Version</th><th>Round</th><th>Clients (cumulative ε)</th></tr>");
+        let _ = writeln!(
+            s,
+            "<table>\n<tr><th>Model</th><th>Version</th><th>Round</th><th>Clients (cumulative ε)</th></tr>"
+        );
         for v in &d.versions {
             let clients: Vec<String> = v.clients.iter().map(|(c, e)| format!("{} ({e:.6})", esc(c))).collect();
-            let _ = writeln!(s, "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>", esc(&v.name), v.version, v.round, clients.join(", "));
+            let _ = writeln!(
+                s,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&v.name),
+                v.version,
+                v.round,
+                clients.join(", ")
+            );
         }
         let _ = writeln!(s, "</table>");
     }
@@ -735,7 +779,13 @@ fn svg_chart(c: &ClientPrivacy) -> String {
     const B: f64 = 40.0;
     let xs: Vec<f64> = c.series.iter().map(|p| p.round.unwrap_or(p.seq) as f64).collect();
     let (x0, x1) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
-    let (x0, x1) = if x0.is_finite() && x1 > x0 { (x0, x1) } else if x0.is_finite() { (x0 - 1.0, x0 + 1.0) } else { (0.0, 1.0) };
+    let (x0, x1) = if x0.is_finite() && x1 > x0 {
+        (x0, x1)
+    } else if x0.is_finite() {
+        (x0 - 1.0, x0 + 1.0)
+    } else {
+        (0.0, 1.0)
+    };
     let top = c.series.iter().map(|p| p.epsilon).fold(c.budget, f64::max);
     let y1 = if top.is_finite() && top > 0.0 { top * 1.1 } else { 1.0 };
     let px = |x: f64| L + (x - x0) / (x1 - x0) * (W - L - R);
@@ -752,26 +802,58 @@ fn svg_chart(c: &ClientPrivacy) -> String {
         let v = y1 * f64::from(i) / 4.0;
         let y = py(v);
         let _ = write!(s, "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>", W - R);
-        let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{v:.2}</text>", L - 6.0, y + 4.0);
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{v:.2}</text>",
+            L - 6.0,
+            y + 4.0
+        );
     }
     let _ = write!(s, "<line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{:.1}\" stroke=\"#333\"/>", H - B);
     let _ = write!(s, "<line x1=\"{L}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/>", H - B, W - R, H - B);
     let ticks = 6.min((x1 - x0).round() as u64).max(1);
     for i in 0..=ticks {
         let v = x0 + (x1 - x0) * i as f64 / ticks as f64;
-        let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{v:.0}</text>", px(v), H - B + 16.0);
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{v:.0}</text>",
+            px(v),
+            H - B + 16.0
+        );
     }
-    let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\">round</text>", (L + W - R) / 2.0, H - 6.0);
-    let _ = write!(s, "<text x=\"14\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 14 {:.1})\">ε</text>", (T + H - B) / 2.0, (T + H - B) / 2.0);
+    let _ = write!(
+        s,
+        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\">round</text>",
+        (L + W - R) / 2.0,
+        H - 6.0
+    );
+    let _ = write!(
+        s,
+        "<text x=\"14\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 14 {:.1})\">ε</text>",
+        (T + H - B) / 2.0,
+        (T + H - B) / 2.0
+    );
     // Budget.
     if c.budget.is_finite() && c.budget > 0.0 {
         let y = py(c.budget);
-        let _ = write!(s, "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#b91c1c\" stroke-dasharray=\"6 4\"/>", W - R);
-        let _ = write!(s, "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#b91c1c\" text-anchor=\"end\">budget ε = {}</text>", W - R - 4.0, y - 4.0, c.budget);
+        let _ = write!(
+            s,
+            "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#b91c1c\" stroke-dasharray=\"6 4\"/>",
+            W - R
+        );
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#b91c1c\" text-anchor=\"end\">budget ε = {}</text>",
+            W - R - 4.0,
+            y - 4.0,
+            c.budget
+        );
     }
     // The curve.
-    let points: Vec<String> = c.series.iter().zip(&xs).map(|(p, &x)| format!("{:.1},{:.1}", px(x), py(p.epsilon))).collect();
-    let _ = write!(s, "<polyline fill=\"none\" stroke=\"#1d4ed8\" stroke-width=\"2\" points=\"{}\"/>", points.join(" "));
+    let points: Vec<String> =
+        c.series.iter().zip(&xs).map(|(p, &x)| format!("{:.1},{:.1}", px(x), py(p.epsilon))).collect();
+    let _ =
+        write!(s, "<polyline fill=\"none\" stroke=\"#1d4ed8\" stroke-width=\"2\" points=\"{}\"/>", points.join(" "));
     for (p, &x) in c.series.iter().zip(&xs) {
         let colour = if p.mechanism == Mechanism::Decline { "#b91c1c" } else { "#1d4ed8" };
         let round = p.round.map_or_else(|| "-".to_owned(), |r| r.to_string());
@@ -820,13 +902,18 @@ mod tests {
     #[test]
     fn a_chain_cut_short_is_caught_by_the_registry_anchor() {
         let (_dir, records) = two_nodes();
-        let last_eps = |node: &str, rs: &[LedgerRecord]| rs.iter().rev().find(|r| r.body.node == node).unwrap().body.cumulative_epsilon;
+        let last_eps = |node: &str, rs: &[LedgerRecord]| {
+            rs.iter().rev().find(|r| r.body.node == node).unwrap().body.cumulative_epsilon
+        };
         let anchors = |rs: &[LedgerRecord]| {
             vec![VersionPrivacy {
                 name: "m".into(),
                 version: 2,
                 round: 2,
-                clients: vec![("hospital-a".into(), last_eps("hospital-a", rs)), ("hospital-<b>".into(), last_eps("hospital-<b>", rs))],
+                clients: vec![
+                    ("hospital-a".into(), last_eps("hospital-a", rs)),
+                    ("hospital-<b>".into(), last_eps("hospital-<b>", rs)),
+                ],
             }]
         };
         let versions = anchors(&records);
@@ -842,7 +929,10 @@ mod tests {
         assert!(verdict.is_ok(), "the chain alone cannot see a cut end");
         check_against_registry(&mut verdict, &cut, &versions);
         let failure = verdict.failure.expect("the cut is caught");
-        assert_eq!((failure.kind, failure.node.as_str(), failure.seq), (FailureKind::Truncated, "hospital-<b>", removed.body.seq));
+        assert_eq!(
+            (failure.kind, failure.node.as_str(), failure.seq),
+            (FailureKind::Truncated, "hospital-<b>", removed.body.seq)
+        );
         assert!(!verdict.nodes.iter().find(|n| n.node == "hospital-<b>").unwrap().verified);
 
         // A node the registry knows but the ledger lacks entirely.
@@ -854,8 +944,13 @@ mod tests {
 
     fn two_nodes() -> (tempfile::TempDir, Vec<LedgerRecord>) {
         let dir = tempfile::tempdir().unwrap();
-        let a = node_ledger(dir.path(), "hospital-a", &[Mechanism::OpenDpCount, Mechanism::DpSgd, Mechanism::DpSgd, Mechanism::Decline]);
-        let b = node_ledger(dir.path(), "hospital-<b>", &[Mechanism::DpSgd, Mechanism::OpenDpHistogram, Mechanism::DpSgd]);
+        let a = node_ledger(
+            dir.path(),
+            "hospital-a",
+            &[Mechanism::OpenDpCount, Mechanism::DpSgd, Mechanism::DpSgd, Mechanism::Decline],
+        );
+        let b =
+            node_ledger(dir.path(), "hospital-<b>", &[Mechanism::DpSgd, Mechanism::OpenDpHistogram, Mechanism::DpSgd]);
         // Interleave the two nodes, as in a coordinator's merged export.
         let mut all = Vec::new();
         for i in 0..a.len().max(b.len()) {
@@ -876,7 +971,9 @@ mod tests {
         account.add_sampled_gaussian(&SampledGaussian { q: 0.01, sigma: 1.0, steps: 400 }).unwrap();
         let composed = account.epsilon(1e-5).unwrap();
         assert_eq!(cumulative_epsilon(&a).unwrap(), composed);
-        let basic = cohort_dp::accountant::epsilon(&[SampledGaussian { q: 0.01, sigma: 1.0, steps: 200 }; 2], 1e-5).unwrap() + 0.1;
+        let basic = cohort_dp::accountant::epsilon(&[SampledGaussian { q: 0.01, sigma: 1.0, steps: 200 }; 2], 1e-5)
+            .unwrap()
+            + 0.1;
         assert!(composed <= basic && composed > basic - 0.1, "{composed} vs {basic}");
         // A lone pure release at δ > 0 costs a hair less than its ε under PLD (randomized response's PLD).
         let alone = cumulative_epsilon(&a[..1]).unwrap();
@@ -981,7 +1078,12 @@ mod tests {
         let (_dir, records) = two_nodes();
         let verdict = verify_records(&records);
         let budgets = BTreeMap::from([("hospital-a".to_owned(), 5.0)]);
-        let versions = vec![VersionPrivacy { name: "sepsis".into(), version: 2, round: 3, clients: vec![("hospital-a".into(), 0.7), ("hospital-<b>".into(), 0.9)] }];
+        let versions = vec![VersionPrivacy {
+            name: "sepsis".into(),
+            version: 2,
+            round: 3,
+            clients: vec![("hospital-a".into(), 0.7), ("hospital-<b>".into(), 0.9)],
+        }];
         let html = report(&records, &verdict, &budgets, &versions, ReportFormat::Html);
         balanced(&html).unwrap();
         assert_eq!(html.matches("<svg ").count(), 2);
@@ -990,8 +1092,10 @@ mod tests {
         assert!(html.contains("PASSED"));
         assert!(html.contains("hospital-&lt;b&gt;") && !html.contains("hospital-<b>"));
         assert!(!html.contains("<script") && !html.contains("src=") && !html.contains("href="));
-        let json: serde_json::Value = serde_json::from_str(&report(&records, &verdict, &budgets, &versions, ReportFormat::Json)).unwrap();
-        let client = |name: &str| json["clients"].as_array().unwrap().iter().find(|c| c["node"] == name).unwrap().clone();
+        let json: serde_json::Value =
+            serde_json::from_str(&report(&records, &verdict, &budgets, &versions, ReportFormat::Json)).unwrap();
+        let client =
+            |name: &str| json["clients"].as_array().unwrap().iter().find(|c| c["node"] == name).unwrap().clone();
         let a = client("hospital-a");
         assert_eq!(a["budget"], 5.0);
         assert_eq!(client("hospital-<b>")["budget"], 3.0); // from the ledger
@@ -1008,7 +1112,8 @@ mod tests {
         let verdict = verify_records(&bad);
         assert!(report(&bad, &verdict, &budgets, &versions, ReportFormat::Html).contains("FAILED"));
         assert!(report(&bad, &verdict, &budgets, &versions, ReportFormat::Markdown).contains("FAILED"));
-        let json: serde_json::Value = serde_json::from_str(&report(&bad, &verdict, &budgets, &versions, ReportFormat::Json)).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&report(&bad, &verdict, &budgets, &versions, ReportFormat::Json)).unwrap();
         assert_eq!(json["verification"]["failure"]["line"], 4, "{:?}", verdict.failure);
         assert_eq!(json["verification"]["failure"]["seq"], 2);
     }

@@ -7,11 +7,11 @@ use crate::registry::{NewVersion, PrivacySpend, Registry, RegistryError, Version
 use crate::round::RoundSummary;
 use crate::service::NodeInfo;
 use crate::strategy::Strategy;
+use cohort_core::NodeName;
 use cohort_core::config::FederationPlan;
+use cohort_core::ledger::{ChainError, LedgerError, LedgerRecord, read_jsonl, verify_chain};
 use cohort_core::metrics::FederatedEval;
 use cohort_core::model::parameters_to_bytes;
-use cohort_core::ledger::{read_jsonl, verify_chain, ChainError, LedgerError, LedgerRecord};
-use cohort_core::NodeName;
 use std::collections::BTreeMap;
 
 /// What the recorder did with a round.
@@ -163,13 +163,19 @@ impl Recorder {
             data_fingerprints: summary
                 .contributors
                 .iter()
-                .filter_map(|n| nodes.get(n).filter(|i| i.data_fingerprint.len() == 64).map(|i| (n.0.clone(), i.data_fingerprint.clone())))
+                .filter_map(|n| {
+                    nodes
+                        .get(n)
+                        .filter(|i| i.data_fingerprint.len() == 64)
+                        .map(|i| (n.0.clone(), i.data_fingerprint.clone()))
+                })
                 .collect(),
             metrics: summary.metrics.clone(),
             slices: summary.slices.iter().map(|(n, m)| (n.0.clone(), m.clone())).collect(),
-            central: self.central.as_ref().and_then(|c| {
-                c.evaluate(global).map_err(|e| tracing::warn!(round = summary.round.0, "{e}")).ok()
-            }),
+            central: self
+                .central
+                .as_ref()
+                .and_then(|c| c.evaluate(global).map_err(|e| tracing::warn!(round = summary.round.0, "{e}")).ok()),
             privacy: privacy.clone(),
             // The configured mode plus, for secure rounds, the parameters (N, q, noise, f, R) and who answered.
             secure_aggregation: {
@@ -185,7 +191,12 @@ impl Recorder {
             schema: serde_json::to_value(&self.plan.schema).unwrap_or_default(),
             model_spec: serde_json::to_value(&self.plan.model).unwrap_or_default(),
         };
-        let record = self.registry.register_round(&self.plan.federation_id, &new, &parameters_to_bytes(global), &strategy.state())?;
+        let record = self.registry.register_round(
+            &self.plan.federation_id,
+            &new,
+            &parameters_to_bytes(global),
+            &strategy.state(),
+        )?;
         let decision = match record.evaluation() {
             Some(candidate) => {
                 let production: Option<FederatedEval> = self.registry.production(&name)?.and_then(|p| p.evaluation());

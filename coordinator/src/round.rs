@@ -2,9 +2,11 @@
 //! messages and the current time, and reads back tasks and events, so every transition is testable without a
 //! network or a clock.
 
-use crate::secure::{Outcome, Poll, RoundStart, SecureError, SecureEvent, SecureRound, SecureRoundRecord, SecureSettings};
-use cohort_core::binding::SignedBinding;
+use crate::secure::{
+    Outcome, Poll, RoundStart, SecureError, SecureEvent, SecureRound, SecureRoundRecord, SecureSettings,
+};
 use crate::strategy::{AggregateError, Strategy, WeightedSum};
+use cohort_core::binding::SignedBinding;
 use cohort_core::config::FederationPlan;
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::{ModelVersion, NodeName, Round};
@@ -335,7 +337,12 @@ impl RoundMachine {
     /// # Errors
     /// [`RoundError::NotInRoster`]; [`SecureError::MissingKeys`] in a secure federation when
     /// `binding` is None.
-    pub fn announce(&mut self, node: &NodeName, binding: Option<SignedBinding>, reported_examples: f64) -> Result<(), RoundError> {
+    pub fn announce(
+        &mut self,
+        node: &NodeName,
+        binding: Option<SignedBinding>,
+        reported_examples: f64,
+    ) -> Result<(), RoundError> {
         if !self.roster.contains(node) {
             return Err(RoundError::NotInRoster(node.clone()));
         }
@@ -499,7 +506,12 @@ impl RoundMachine {
         })
     }
 
-    fn training_for(&mut self, node: &NodeName, round: Round, version: ModelVersion) -> Result<&mut Training, RoundError> {
+    fn training_for(
+        &mut self,
+        node: &NodeName,
+        round: Round,
+        version: ModelVersion,
+    ) -> Result<&mut Training, RoundError> {
         self.check_member(node)?;
         let current = self.version;
         let phase = self.phase_name();
@@ -571,7 +583,14 @@ impl RoundMachine {
     ///
     /// # Errors
     /// [`RoundError`] for a stale round or an unselected or duplicate sender.
-    pub fn decline(&mut self, node: &NodeName, round: Round, version: ModelVersion, reason: &str, now: Instant) -> Result<(), RoundError> {
+    pub fn decline(
+        &mut self,
+        node: &NodeName,
+        round: Round,
+        version: ModelVersion,
+        reason: &str,
+        now: Instant,
+    ) -> Result<(), RoundError> {
         let t = self.training_for(node, round, version)?;
         t.answered.insert(node.clone());
         t.declined.push((node.clone(), reason.to_owned()));
@@ -580,7 +599,12 @@ impl RoundMachine {
         Ok(())
     }
 
-    fn secure_for(&mut self, node: &NodeName, round: Round, version: ModelVersion) -> Result<&mut Training, RoundError> {
+    fn secure_for(
+        &mut self,
+        node: &NodeName,
+        round: Round,
+        version: ModelVersion,
+    ) -> Result<&mut Training, RoundError> {
         self.check_member(node)?;
         let current = self.version;
         let phase = self.phase_name();
@@ -656,7 +680,12 @@ impl RoundMachine {
     ///
     /// # Errors
     /// [`RoundError`] naming why the upload would be refused.
-    pub fn check_secure_update(&mut self, node: &NodeName, round: Round, version: ModelVersion) -> Result<usize, RoundError> {
+    pub fn check_secure_update(
+        &mut self,
+        node: &NodeName,
+        round: Round,
+        version: ModelVersion,
+    ) -> Result<usize, RoundError> {
         let t = self.secure_for(node, round, version)?;
         if t.answered.contains(node) {
             return Err(RoundError::Duplicate(node.clone()));
@@ -789,14 +818,21 @@ impl RoundMachine {
                     for e in secure_events {
                         self.events.push(match e {
                             SecureEvent::KeyHoldersFixed(key_holders) => Event::KeyHoldersFixed { round, key_holders },
-                            SecureEvent::ParticipantsAnnounced(participants) => Event::ParticipantsAnnounced { round, participants },
-                            SecureEvent::DecryptionRequested(responders) => Event::DecryptionRequested { round, responders },
+                            SecureEvent::ParticipantsAnnounced(participants) => {
+                                Event::ParticipantsAnnounced { round, participants }
+                            }
+                            SecureEvent::DecryptionRequested(responders) => {
+                                Event::DecryptionRequested { round, responders }
+                            }
                         });
                     }
                     match outcome {
                         Outcome::Pending => None,
                         Outcome::Failed { stage, got, required, reason } => {
-                            tracing::warn!(round = round.0, "secure round failed in the {stage} stage: {reason} ({got} of {required})");
+                            tracing::warn!(
+                                round = round.0,
+                                "secure round failed in the {stage} stage: {reason} ({got} of {required})"
+                            );
                             self.events.push(Event::RoundFailed { round, updates: got, required });
                             Some(self.start_round(now))
                         }
@@ -893,11 +929,16 @@ impl RoundMachine {
             }
             Err(err) => {
                 tracing::error!(round = t.round.0, "aggregation failed: {err}");
-                self.events.push(Event::RoundFailed { round: t.round, updates: 0, required: self.settings.min_clients });
+                self.events.push(Event::RoundFailed {
+                    round: t.round,
+                    updates: 0,
+                    required: self.settings.min_clients,
+                });
                 return self.start_round(now);
             }
         }
-        let train_loss = if t.losses.is_empty() { f64::NAN } else { t.losses.iter().sum::<f64>() / t.losses.len() as f64 };
+        let train_loss =
+            if t.losses.is_empty() { f64::NAN } else { t.losses.iter().sum::<f64>() / t.losses.len() as f64 };
         self.events.push(Event::Aggregated {
             round: t.round,
             version: self.version,
@@ -945,8 +986,17 @@ mod tests {
     use crate::strategy::FedAvg;
 
     fn machine(roster: &[&str], min: usize, rounds: u64) -> RoundMachine {
-        let settings = RoundSettings { rounds, min_clients: min, deadline: Duration::from_secs(10), clients_per_round: None };
-        RoundMachine::new("f", roster.iter().map(|n| NodeName::from(*n)), settings, Box::new(FedAvg), vec![0.0, 0.0], Round(0), ModelVersion(0))
+        let settings =
+            RoundSettings { rounds, min_clients: min, deadline: Duration::from_secs(10), clients_per_round: None };
+        RoundMachine::new(
+            "f",
+            roster.iter().map(|n| NodeName::from(*n)),
+            settings,
+            Box::new(FedAvg),
+            vec![0.0, 0.0],
+            Round(0),
+            ModelVersion(0),
+        )
     }
 
     fn metrics(acc: f64, n: u64) -> EvalMetrics {
@@ -985,12 +1035,27 @@ mod tests {
         assert!(matches!(m.check_federation("other"), Err(RoundError::WrongFederation { .. })));
         m.join(&a, now).unwrap();
         m.join(&b, now).unwrap();
-        assert!(matches!(m.submit_update(&a, Round(2), ModelVersion(0), &[0.0, 0.0], 1, 0.0, now), Err(RoundError::WrongRound { .. })));
-        assert!(matches!(m.submit_update(&a, Round(1), ModelVersion(7), &[0.0, 0.0], 1, 0.0, now), Err(RoundError::WrongModelVersion { .. })));
-        assert!(matches!(m.submit_update(&a, Round(1), ModelVersion(0), &[0.0], 1, 0.0, now), Err(RoundError::BadUpdate(_))));
+        assert!(matches!(
+            m.submit_update(&a, Round(2), ModelVersion(0), &[0.0, 0.0], 1, 0.0, now),
+            Err(RoundError::WrongRound { .. })
+        ));
+        assert!(matches!(
+            m.submit_update(&a, Round(1), ModelVersion(7), &[0.0, 0.0], 1, 0.0, now),
+            Err(RoundError::WrongModelVersion { .. })
+        ));
+        assert!(matches!(
+            m.submit_update(&a, Round(1), ModelVersion(0), &[0.0], 1, 0.0, now),
+            Err(RoundError::BadUpdate(_))
+        ));
         m.submit_update(&a, Round(1), ModelVersion(0), &[0.0, 0.0], 1, 0.0, now).unwrap();
-        assert_eq!(m.submit_update(&a, Round(1), ModelVersion(0), &[0.0, 0.0], 1, 0.0, now), Err(RoundError::Duplicate(a.clone())));
-        assert!(matches!(m.report_evaluation(&a, Round(1), ModelVersion(0), metrics(1.0, 1), now), Err(RoundError::Unexpected(_))));
+        assert_eq!(
+            m.submit_update(&a, Round(1), ModelVersion(0), &[0.0, 0.0], 1, 0.0, now),
+            Err(RoundError::Duplicate(a.clone()))
+        );
+        assert!(matches!(
+            m.report_evaluation(&a, Round(1), ModelVersion(0), metrics(1.0, 1), now),
+            Err(RoundError::Unexpected(_))
+        ));
     }
 
     #[test]

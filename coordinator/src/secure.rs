@@ -13,12 +13,12 @@
 //!    [`DecryptionRequest`]; when all `t` partials are in, the sum is decoded.
 
 use crate::strategy::WeightedSum;
-use cohort_core::binding::SignedBinding;
 use cohort_core::NodeName;
+use cohort_core::binding::SignedBinding;
 use cohort_crypto::announce::collusion_policy;
 use cohort_crypto::{
-    AggregateBody, AnnouncedParticipant, Aggregator, Consent, DecryptionRequest, MaskSeed, NodePublicKeys,
-    ParamsSummary, ParticipantId, PartialDecryption, RoundAnnouncement, RoundId, SecAggContext, SecAggParams, combine,
+    AggregateBody, Aggregator, AnnouncedParticipant, Consent, DecryptionRequest, MaskSeed, NodePublicKeys,
+    ParamsSummary, PartialDecryption, ParticipantId, RoundAnnouncement, RoundId, SecAggContext, SecAggParams, combine,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -327,12 +327,20 @@ impl SecureRound {
     /// # Errors
     /// [`SecureError::MissingKeys`] for a selected node without bound keys; [`SecureError::Config`] when the
     /// collusion policy cannot be met by this round.
-    pub fn start(settings: &SecureSettings, start: RoundStart<'_>, now: Instant, phase_time: Duration) -> Result<Self, SecureError> {
+    pub fn start(
+        settings: &SecureSettings,
+        start: RoundStart<'_>,
+        now: Instant,
+        phase_time: Duration,
+    ) -> Result<Self, SecureError> {
         let mut participants = Vec::with_capacity(start.selected.len());
         let mut bindings = Vec::with_capacity(start.selected.len());
         let mut ids = BTreeMap::new();
         for (i, node) in start.selected.iter().enumerate() {
-            let id = u32::try_from(i + 1).ok().and_then(ParticipantId::new).ok_or_else(|| SecureError::Config("too many participants".into()))?;
+            let id = u32::try_from(i + 1)
+                .ok()
+                .and_then(ParticipantId::new)
+                .ok_or_else(|| SecureError::Config("too many participants".into()))?;
             let binding = start.bindings.get(node).ok_or_else(|| SecureError::MissingKeys(node.clone()))?;
             let keys = NodePublicKeys { x25519: binding.keys.x25519, ed25519: binding.keys.share_ed25519 };
             participants.push(AnnouncedParticipant { name: node.0.clone(), id, keys });
@@ -342,8 +350,13 @@ impl SecureRound {
         let n = participants.len();
         let (threshold, min_participants) = settings.policy_for(n)?;
         // n_ref: the largest reported count maps to half the largest weight, leaving room for noisy reports.
-        let max_examples =
-            start.selected.iter().filter_map(|n| start.examples.get(n)).copied().filter(|x| x.is_finite()).fold(1.0f64, f64::max);
+        let max_examples = start
+            .selected
+            .iter()
+            .filter_map(|n| start.examples.get(n))
+            .copied()
+            .filter(|x| x.is_finite())
+            .fold(1.0f64, f64::max);
         let reference_examples = max_examples / (settings.ctx.params().max_weight / 2.0);
         let model_sha256 = model_digest(start.model);
         let announcement = RoundAnnouncement {
@@ -421,7 +434,12 @@ impl SecureRound {
     /// # Errors
     /// [`SecureError`] for the wrong stage, a non-participant, a second submission, an invalid consent, or a
     /// malformed set of envelopes; nothing is stored then.
-    pub fn submit_shares(&mut self, node: &NodeName, envelopes: Vec<(NodeName, Vec<u8>)>, consent: &[u8]) -> Result<(), SecureError> {
+    pub fn submit_shares(
+        &mut self,
+        node: &NodeName,
+        envelopes: Vec<(NodeName, Vec<u8>)>,
+        consent: &[u8],
+    ) -> Result<(), SecureError> {
         self.expect(Stage::Sharing, "share submission")?;
         let Some(&participant) = self.ids.get(node) else {
             return Err(SecureError::NotParticipant(node.clone()));
@@ -436,13 +454,18 @@ impl SecureRound {
         let mut recipients = BTreeSet::new();
         for (to, blob) in &envelopes {
             if to == node || !self.ids.contains_key(to) {
-                return Err(SecureError::BadShares(format!("envelope addressed to {to}, who is not another participant")));
+                return Err(SecureError::BadShares(format!(
+                    "envelope addressed to {to}, who is not another participant"
+                )));
             }
             if !recipients.insert(to.clone()) {
                 return Err(SecureError::BadShares(format!("two envelopes for {to}")));
             }
             if blob.len() > max {
-                return Err(SecureError::BadShares(format!("envelope for {to} has {} bytes, at most {max} expected", blob.len())));
+                return Err(SecureError::BadShares(format!(
+                    "envelope for {to} has {} bytes, at most {max} expected",
+                    blob.len()
+                )));
             }
         }
         if recipients.len() + 1 != self.ids.len() {
@@ -532,7 +555,8 @@ impl SecureRound {
                 self.pollers.push(node.clone());
             }
             if self.pollers.len() >= self.threshold() {
-                let participants: Vec<ParticipantId> = self.aggregate.as_ref().map(|a| a.participants().to_vec()).unwrap_or_default();
+                let participants: Vec<ParticipantId> =
+                    self.aggregate.as_ref().map(|a| a.participants().to_vec()).unwrap_or_default();
                 let consents = participants.iter().filter_map(|p| self.consents.get(p).cloned()).collect();
                 let responders = self.pollers.iter().filter_map(|n| self.ids.get(n).copied()).collect();
                 self.request = Some(DecryptionRequest {
@@ -575,16 +599,27 @@ impl SecureRound {
     /// As [`SecureRound::check_partial`]; [`SecureError::BadPartial`] for a wrong length.
     pub fn add_partial(&mut self, node: &NodeName, values: Vec<u64>) -> Result<(), SecureError> {
         self.check_partial(node)?;
-        self.ctx.check_partial(self.announcement.model_len, &values).map_err(|e| SecureError::BadPartial(e.to_string()))?;
+        self.ctx
+            .check_partial(self.announcement.model_len, &values)
+            .map_err(|e| SecureError::BadPartial(e.to_string()))?;
         let responder = self.ids.get(node).copied().ok_or_else(|| SecureError::NotParticipant(node.clone()))?;
         let announcement = self.announcement.hash();
-        self.partials.insert(node.clone(), PartialDecryption { round: self.announcement.round, announcement, responder, values });
+        self.partials.insert(
+            node.clone(),
+            PartialDecryption { round: self.announcement.round, announcement, responder, values },
+        );
         Ok(())
     }
 
     /// Advances through the stages as messages and deadlines allow. `answered` are the selected
     /// nodes that uploaded or declined; `min_updates` the federation's `min_clients`.
-    pub fn step(&mut self, now: Instant, answered: &BTreeSet<NodeName>, min_updates: usize, events: &mut Vec<SecureEvent>) -> Outcome {
+    pub fn step(
+        &mut self,
+        now: Instant,
+        answered: &BTreeSet<NodeName>,
+        min_updates: usize,
+        events: &mut Vec<SecureEvent>,
+    ) -> Outcome {
         loop {
             let late = now >= self.deadline;
             match self.stage {
@@ -628,7 +663,11 @@ impl SecureRound {
                         return self.decode();
                     }
                     if late {
-                        return self.fail(self.partials.len(), t, "too few key holders answered the decryption request".into());
+                        return self.fail(
+                            self.partials.len(),
+                            t,
+                            "too few key holders answered the decryption request".into(),
+                        );
                     }
                     return Outcome::Pending;
                 }
@@ -692,14 +731,14 @@ pub fn model_digest(model: &[f32]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cohort_crypto::announce::{decode_sealed, encode_sealed};
-    use cohort_crypto::shamir::share_round_key;
     use cohort_core::binding::BoundKeys;
+    use cohort_crypto::announce::{decode_sealed, encode_sealed};
+    use cohort_crypto::envelope::open_share_for;
+    use cohort_crypto::shamir::share_round_key;
     use cohort_crypto::{
         DecryptError, KeyHolder, MemoryJournal, NodeIdentity, RoundSecretKey, Weight, allocate_and_encrypt_update,
         seal_share, sign_consent,
     };
-    use cohort_crypto::envelope::open_share_for;
 
     /// A client driven in memory with the real crypto calls, as `cohort_client::secure` does.
     struct Client {
@@ -717,7 +756,10 @@ mod tests {
             .map(|c| {
                 let k = c.identity.public_keys();
                 let keys = BoundKeys { x25519: k.x25519, share_ed25519: k.ed25519, ledger_ed25519: None };
-                (c.name.clone(), SignedBinding { node: c.name.0.clone(), certificate_der: Vec::new(), keys, signature: Vec::new() })
+                (
+                    c.name.clone(),
+                    SignedBinding { node: c.name.0.clone(), certificate_der: Vec::new(), keys, signature: Vec::new() },
+                )
             })
             .collect()
     }
@@ -727,12 +769,24 @@ mod tests {
         let now = Instant::now();
         let settings = SecureSettings::new(&SecAggParams::default(), c, None, Some(min)).unwrap();
         let clients: Vec<Client> = (0..n)
-            .map(|i| Client { name: NodeName(format!("c{i}")), identity: NodeIdentity::generate(), key: None, own: None, holder: None })
+            .map(|i| Client {
+                name: NodeName(format!("c{i}")),
+                identity: NodeIdentity::generate(),
+                key: None,
+                own: None,
+                holder: None,
+            })
             .collect();
         let names: Vec<NodeName> = clients.iter().map(|c| c.name.clone()).collect();
         let bindings = bindings(&clients);
         let examples = clients.iter().enumerate().map(|(i, c)| (c.name.clone(), 10.0 * (i + 1) as f64)).collect();
-        let start = RoundStart { federation: "f", selected: &names, bindings: &bindings, examples: &examples, model: &[0.0; 3] };
+        let start = RoundStart {
+            federation: "f",
+            selected: &names,
+            bindings: &bindings,
+            examples: &examples,
+            model: &[0.0; 3],
+        };
         let round = SecureRound::start(&settings, start, now, Duration::from_secs(10)).unwrap();
         (round, clients, now)
     }
@@ -768,7 +822,8 @@ mod tests {
         for (from, blob) in delivery.envelopes {
             let p = ann.participant(&from.0).unwrap();
             let sc = ann.share_context(p.id, me);
-            let s = open_share_for(&ctx, &c.identity, &p.keys, &sc, &decode_sealed(sc.clone(), &blob).unwrap()).unwrap();
+            let s =
+                open_share_for(&ctx, &c.identity, &p.keys, &sc, &decode_sealed(sc.clone(), &blob).unwrap()).unwrap();
             holder.receive_share(p.id, s).unwrap();
         }
         c.holder = Some(holder);
@@ -778,7 +833,16 @@ mod tests {
         let ann = round.announcement().clone();
         let ctx = ann.params.build().unwrap();
         let w = Weight::new(&ctx, ann.weight_for(examples)).unwrap();
-        let body = allocate_and_encrypt_update(&ctx, ann.round, &ann.seed, c.key.as_ref().unwrap(), delta, w, &mut rand::rng()).unwrap();
+        let body = allocate_and_encrypt_update(
+            &ctx,
+            ann.round,
+            &ann.seed,
+            c.key.as_ref().unwrap(),
+            delta,
+            w,
+            &mut rand::rng(),
+        )
+        .unwrap();
         round.add_upload(&c.name, &body).unwrap();
     }
 
@@ -818,10 +882,13 @@ mod tests {
         let (Poll::Decrypt(request), true) = round.poll(&clients[2].name) else { panic!("request expected") };
         assert_eq!(round.poll(&clients[3].name), (Poll::Wait, false));
         for i in [1, 4, 2] {
-            let partial = clients[i].holder.as_mut().unwrap().partial_decrypt(&request, &mut MemoryJournal::default()).unwrap();
+            let partial =
+                clients[i].holder.as_mut().unwrap().partial_decrypt(&request, &mut MemoryJournal::default()).unwrap();
             round.add_partial(&clients[i].name, partial.values).unwrap();
         }
-        let Outcome::Decoded { sum, record } = round.step(later, &answered(&up), 1, &mut events) else { panic!("decoded expected") };
+        let Outcome::Decoded { sum, record } = round.step(later, &answered(&up), 1, &mut events) else {
+            panic!("decoded expected")
+        };
         assert_eq!(record.responders.len(), 3);
         assert_eq!(record.participants.len(), 4);
         assert_eq!(record.key_holders.len(), 5);
@@ -847,16 +914,28 @@ mod tests {
         // A malformed submission: too few envelopes.
         let ann = round.announcement().clone();
         let consent4 = sign_consent(&clients[4].identity, ann.participant("c4").unwrap().id, &ann.hash());
-        assert!(matches!(round.submit_shares(&clients[4].name, vec![], &consent4.signature), Err(SecureError::BadShares(_))));
+        assert!(matches!(
+            round.submit_shares(&clients[4].name, vec![], &consent4.signature),
+            Err(SecureError::BadShares(_))
+        ));
         // A consent signed by another node, or over another announcement, is refused before anything is stored.
         let forged = sign_consent(&clients[0].identity, ann.participant("c4").unwrap().id, &ann.hash());
-        assert_eq!(round.submit_shares(&clients[4].name, vec![], &forged.signature), Err(SecureError::BadConsent(clients[4].name.clone())));
-        assert_eq!(round.submit_shares(&clients[4].name, vec![], &[0; 10]), Err(SecureError::BadConsent(clients[4].name.clone())));
+        assert_eq!(
+            round.submit_shares(&clients[4].name, vec![], &forged.signature),
+            Err(SecureError::BadConsent(clients[4].name.clone()))
+        );
+        assert_eq!(
+            round.submit_shares(&clients[4].name, vec![], &[0; 10]),
+            Err(SecureError::BadConsent(clients[4].name.clone()))
+        );
         let later = now + Duration::from_secs(11);
         assert!(matches!(round.step(later, &BTreeSet::new(), 1, &mut events), Outcome::Pending));
         // Client 4 missed the sharing deadline: it is not a key holder and may not upload.
         assert_eq!(round.shares_for(&clients[4].name), Err(SecureError::NotAKeyHolder(clients[4].name.clone())));
-        assert!(matches!(round.submit_shares(&clients[4].name, vec![], &consent4.signature), Err(SecureError::WrongStage { .. })));
+        assert!(matches!(
+            round.submit_shares(&clients[4].name, vec![], &consent4.signature),
+            Err(SecureError::WrongStage { .. })
+        ));
         assert_eq!(round.check_upload(&clients[4].name), Err(SecureError::NotAKeyHolder(clients[4].name.clone())));
         for c in clients[..4].iter_mut() {
             open(&round, c);
@@ -874,7 +953,8 @@ mod tests {
         // A key holder refuses a request for a set below min_participants, and answers at most once.
         let ann = round.announcement().clone();
         let ids: Vec<ParticipantId> = ann.participants.iter().map(|p| p.id).collect();
-        let consents: Vec<Consent> = clients.iter().zip(&ids).map(|(c, &id)| sign_consent(&c.identity, id, &ann.hash())).collect();
+        let consents: Vec<Consent> =
+            clients.iter().zip(&ids).map(|(c, &id)| sign_consent(&c.identity, id, &ann.hash())).collect();
         let holder = clients[0].holder.as_mut().unwrap();
         let mut journal = MemoryJournal::default();
         let small = DecryptionRequest {
@@ -885,8 +965,12 @@ mod tests {
             responders: ids[..3].to_vec(),
             len: 4,
         };
-        assert_eq!(holder.partial_decrypt(&small, &mut journal), Err(DecryptError::TooFewParticipants { got: 2, min: 3 }));
-        let full = DecryptionRequest { participants: ids[..4].to_vec(), consents: consents[..4].to_vec(), ..small.clone() };
+        assert_eq!(
+            holder.partial_decrypt(&small, &mut journal),
+            Err(DecryptError::TooFewParticipants { got: 2, min: 3 })
+        );
+        let full =
+            DecryptionRequest { participants: ids[..4].to_vec(), consents: consents[..4].to_vec(), ..small.clone() };
         holder.partial_decrypt(&full, &mut journal).unwrap();
         assert_eq!(holder.partial_decrypt(&full, &mut journal), Err(DecryptError::AlreadyAnswered));
     }
@@ -918,6 +1002,9 @@ mod tests {
         assert!(matches!(round.add_partial(&clients[0].name, p.values), Err(SecureError::Duplicate { .. })));
         // A responder that never answers: the round fails at the decryption deadline.
         let late = now + Duration::from_secs(11);
-        assert!(matches!(round.step(late, &answered(&all), 1, &mut events), Outcome::Failed { got: 1, required: 2, .. }));
+        assert!(matches!(
+            round.step(late, &answered(&all), 1, &mut events),
+            Outcome::Failed { got: 1, required: 2, .. }
+        ));
     }
 }

@@ -1,21 +1,21 @@
 //! The coordinator process: a TLS listener that logs refused handshakes, the tonic server, a deadline ticker, and
 //! the run loop that ends when the federation is finished.
 
-use crate::round::{Event, RoundMachine, RoundSettings, RoundSummary};
-use crate::secure::SecureSettings;
-use cohort_crypto::SecAggParams;
-use crate::service::{FederationService, Shared};
 use crate::gate::GateConfig;
 use crate::recorder::Recorder;
 use crate::registry::Registry;
+use crate::round::{Event, RoundMachine, RoundSettings, RoundSummary};
+use crate::secure::SecureSettings;
+use crate::service::{FederationService, Shared};
 use crate::strategy;
-use cohort_core::model::parameters_from_bytes;
-use sha2::{Digest, Sha256};
-use cohort_core::config::{CoordinatorConfig, FederationPlan, SecureAggregationMode};
 use cohort_core::binding::FederationTrust;
+use cohort_core::config::{CoordinatorConfig, FederationPlan, SecureAggregationMode};
+use cohort_core::model::parameters_from_bytes;
 use cohort_core::tls::{describe_server_handshake_failure, server_config};
-use cohort_core::wire::{proto, MAX_MESSAGE_BYTES};
+use cohort_core::wire::{MAX_MESSAGE_BYTES, proto};
 use cohort_core::{ModelVersion, NodeName, Round};
+use cohort_crypto::SecAggParams;
+use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -111,9 +111,18 @@ pub fn secure_settings(config: &CoordinatorConfig) -> Result<Option<SecureSettin
         return Ok(None);
     }
     let incompatible = |e: crate::secure::SecureError| CoordinatorError::Incompatible(e.to_string());
-    let settings = SecureSettings::new(&SecAggParams::default(), section.max_colluders, section.threshold, section.min_participants)
-        .map_err(incompatible)?;
-    let per_round = config.training.clients_per_round.map_or(config.roster.len(), |k| k.max(config.training.min_clients)).min(config.roster.len());
+    let settings = SecureSettings::new(
+        &SecAggParams::default(),
+        section.max_colluders,
+        section.threshold,
+        section.min_participants,
+    )
+    .map_err(incompatible)?;
+    let per_round = config
+        .training
+        .clients_per_round
+        .map_or(config.roster.len(), |k| k.max(config.training.min_clients))
+        .min(config.roster.len());
     if settings.quorum() > config.roster.len() {
         return Err(CoordinatorError::Incompatible(format!(
             "secure aggregation with max_colluders = {} needs at least {} clients (threshold and min_participants) but the \
@@ -154,14 +163,18 @@ impl Coordinator {
         check_strategy(strategy.as_ref(), config.secure_aggregation.mode)?;
         let secure = secure_settings(config)?;
         let gate: GateConfig = match &config.gate {
-            Some(table) => table.clone().try_into().map_err(|e| CoordinatorError::Incompatible(format!("invalid [gate] section: {e}")))?,
+            Some(table) => table
+                .clone()
+                .try_into()
+                .map_err(|e| CoordinatorError::Incompatible(format!("invalid [gate] section: {e}")))?,
             None => GateConfig::default(),
         };
         gate.validate().map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
         // Everything that can be checked without touching the data directory comes first, so a start that fails
         // on a missing certificate or a bad test set leaves no state behind.
         let tls = server_config(&config.tls.files())?;
-        let trust = FederationTrust::load(&config.tls.ca_cert).map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
+        let trust =
+            FederationTrust::load(&config.tls.ca_cert).map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
         let central = match &config.central_test_set {
             Some(path) => {
                 let central = crate::central::CentralEval::load(path, &config.schema, plan.model.clone())?;
@@ -171,19 +184,26 @@ impl Coordinator {
             None => None,
         };
         let registry = Registry::open(&config.data_dir).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
-        let checkpoint = registry.load_checkpoint(&config.federation_id).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
+        let checkpoint =
+            registry.load_checkpoint(&config.federation_id).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| CoordinatorError::Bind { addr: config.listen.clone(), source })?;
         let mut strategy = strategy;
         let (global, completed) = match checkpoint {
             Some(cp) => {
-                let global = parameters_from_bytes(&cp.model_bytes).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
+                let global =
+                    parameters_from_bytes(&cp.model_bytes).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
                 plan.model.check_parameters(&global).map_err(|e| {
                     CoordinatorError::Registry(format!("checkpoint does not fit the configured model: {e}"))
                 })?;
                 strategy.restore(&cp.strategy_state);
-                tracing::info!(round = cp.round.0, "resuming federation {} after round {}", config.federation_id, cp.round);
+                tracing::info!(
+                    round = cp.round.0,
+                    "resuming federation {} after round {}",
+                    config.federation_id,
+                    cp.round
+                );
                 (global, cp.round)
             }
             None => (plan.model.initial_parameters(&mut rand::rng()), Round(0)),
@@ -215,7 +235,14 @@ impl Coordinator {
             recorder = recorder.with_central(central);
         }
         shared.set_recorder(recorder);
-        Ok(Self { listener, acceptor: TlsAcceptor::from(Arc::new(tls)), shared, trust, resumed_after: completed, guarantee })
+        Ok(Self {
+            listener,
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            shared,
+            trust,
+            resumed_after: completed,
+            guarantee,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -292,9 +319,10 @@ impl Coordinator {
                 () = shutdown => {}
             }
         };
-        let service = proto::federation_server::FederationServer::new(wrap(FederationService::new(shared.clone(), trust)))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let service =
+            proto::federation_server::FederationServer::new(wrap(FederationService::new(shared.clone(), trust)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let result = tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop)
@@ -367,6 +395,8 @@ mod tests {
         let err = check_strategy(&Median, SecureAggregationMode::ThresholdRlwe).unwrap_err();
         assert!(err.to_string().contains("median needs individual updates"), "{err}");
         assert!(check_strategy(&Median, SecureAggregationMode::None).is_ok());
-        assert!(check_strategy(&strategy::FedAdam::new(0.1, 0.9, 0.99, 1e-3), SecureAggregationMode::ThresholdRlwe).is_ok());
+        assert!(
+            check_strategy(&strategy::FedAdam::new(0.1, 0.9, 0.99, 1e-3), SecureAggregationMode::ThresholdRlwe).is_ok()
+        );
     }
 }

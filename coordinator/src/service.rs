@@ -5,10 +5,10 @@ use crate::recorder::{Recorded, Recorder};
 use crate::round::{Event, RoundError, RoundMachine, Task};
 use crate::secure::SecureError;
 use cohort_core::binding::{BoundKeys, FederationTrust, SignedBinding, UnixTime};
-use cohort_core::pki::Role;
 use cohort_core::config::FederationPlan;
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::model::{parameters_from_bytes, parameters_sha256, parameters_to_bytes};
+use cohort_core::pki::Role;
 use cohort_core::tls::peer_identity;
 use cohort_core::wire::{self, BodyAssembler, proto};
 use cohort_core::{ModelVersion, NodeName, Round};
@@ -177,7 +177,10 @@ pub fn status_of(err: &RoundError) -> Status {
         RoundError::NotJoined(_) => Status::unauthenticated(msg),
         RoundError::BadUpdate(_) | RoundError::BadReport(_) => Status::invalid_argument(msg),
         RoundError::Secure(
-            SecureError::BadShares(_) | SecureError::BadBody(_) | SecureError::BadPartial(_) | SecureError::PlaintextRefused,
+            SecureError::BadShares(_)
+            | SecureError::BadBody(_)
+            | SecureError::BadPartial(_)
+            | SecureError::PlaintextRefused,
         ) => Status::invalid_argument(msg),
         RoundError::Secure(SecureError::MissingKeys(_) | SecureError::BadConsent(_)) => Status::invalid_argument(msg),
         RoundError::Secure(SecureError::Duplicate { .. }) => Status::already_exists(msg),
@@ -204,10 +207,15 @@ impl FederationService {
     ///
     /// # Errors
     /// [`Status::invalid_argument`] for a signature that does not verify (the keys are then not the node's).
-    fn binding_of(&self, node: &NodeName, request: &Request<proto::JoinRequest>) -> Result<Option<SignedBinding>, Status> {
+    fn binding_of(
+        &self,
+        node: &NodeName,
+        request: &Request<proto::JoinRequest>,
+    ) -> Result<Option<SignedBinding>, Status> {
         let req = request.get_ref();
         let key = |bytes: &[u8]| <[u8; 32]>::try_from(bytes).ok();
-        let (Some(x25519), Some(share_ed25519)) = (key(&req.encryption_public_key), key(&req.share_signing_public_key)) else {
+        let (Some(x25519), Some(share_ed25519)) = (key(&req.encryption_public_key), key(&req.share_signing_public_key))
+        else {
             return Ok(None);
         };
         let ledger_ed25519 = key(&req.signing_public_key);
@@ -308,7 +316,9 @@ impl FederationService {
 impl proto::federation_server::Federation for FederationService {
     async fn join(&self, request: Request<proto::JoinRequest>) -> Result<Response<proto::JoinResponse>, Status> {
         let node = self.identify(&request)?;
-        self.shared.with_machine(|m| m.check_federation(&request.get_ref().federation_id)).map_err(|e| status_of(&e))?;
+        self.shared
+            .with_machine(|m| m.check_federation(&request.get_ref().federation_id))
+            .map_err(|e| status_of(&e))?;
         let binding = self.binding_of(&node, &request)?;
         let req = request.into_inner();
         // Keys first: a round this join starts must already know them.
@@ -320,9 +330,7 @@ impl proto::federation_server::Federation for FederationService {
         // start, so in a secure federation only the second join counts towards starting a round.
         let discovery_only = req.data_fingerprint.is_empty() && self.shared.with_machine(|m| m.is_secure());
         if !discovery_only {
-            self.shared
-                .with_machine(|m| m.join(&node, Instant::now()))
-                .map_err(|e| self.refuse(&node, "join", e))?;
+            self.shared.with_machine(|m| m.join(&node, Instant::now())).map_err(|e| self.refuse(&node, "join", e))?;
         }
         lock(&self.shared.nodes).insert(
             node.clone(),
@@ -418,11 +426,16 @@ impl proto::federation_server::Federation for FederationService {
         };
         let bytes = parameters_to_bytes(&model);
         let mut messages = vec![Ok(proto::TaskChunk { body: Some(proto::task_chunk::Body::Header(header)) })];
-        messages.extend(wire::chunks(&bytes).map(|c| Ok(proto::TaskChunk { body: Some(proto::task_chunk::Body::ModelChunk(c)) })));
+        messages.extend(
+            wire::chunks(&bytes).map(|c| Ok(proto::TaskChunk { body: Some(proto::task_chunk::Body::ModelChunk(c)) })),
+        );
         Ok(Response::new(Box::pin(tokio_stream::iter(messages))))
     }
 
-    async fn upload_update(&self, request: Request<Streaming<proto::UpdateChunk>>) -> Result<Response<proto::Ack>, Status> {
+    async fn upload_update(
+        &self,
+        request: Request<Streaming<proto::UpdateChunk>>,
+    ) -> Result<Response<proto::Ack>, Status> {
         let node = self.identify(&request)?;
         let mut stream = request.into_inner();
         let header = match stream.next().await {
@@ -446,7 +459,9 @@ impl proto::federation_server::Federation for FederationService {
             return Err(self.refuse(&node, "update", err));
         }
         // Refuse stale, duplicate or unselected uploads before reading the body.
-        self.shared.with_machine(|m| m.check_update(&node, round, version)).map_err(|e| self.refuse(&node, "update", e))?;
+        self.shared
+            .with_machine(|m| m.check_update(&node, round, version))
+            .map_err(|e| self.refuse(&node, "update", e))?;
         let mut body = BodyAssembler::new(expected * 4);
         while let Some(chunk) = stream.next().await {
             match chunk?.body {
@@ -481,7 +496,10 @@ impl proto::federation_server::Federation for FederationService {
         Ok(Response::new(proto::Ack { accepted: true, message: String::new() }))
     }
 
-    async fn report_evaluation(&self, request: Request<proto::EvaluationReport>) -> Result<Response<proto::Ack>, Status> {
+    async fn report_evaluation(
+        &self,
+        request: Request<proto::EvaluationReport>,
+    ) -> Result<Response<proto::Ack>, Status> {
         let node = self.identify(&request)?;
         let req = request.into_inner();
         let (round, version) = self.check_ref(req.round.as_ref())?;
@@ -512,7 +530,10 @@ impl proto::federation_server::Federation for FederationService {
         Ok(Response::new(proto::Ack { accepted: true, message: String::new() }))
     }
 
-    async fn fetch_shares(&self, request: Request<proto::ShareRequest>) -> Result<Response<proto::ShareBundle>, Status> {
+    async fn fetch_shares(
+        &self,
+        request: Request<proto::ShareRequest>,
+    ) -> Result<Response<proto::ShareBundle>, Status> {
         let node = self.identify(&request)?;
         let req = request.into_inner();
         let (round, version) = self.check_ref(req.round.as_ref())?;
@@ -533,7 +554,12 @@ impl proto::federation_server::Federation for FederationService {
         };
         let rref = Some(wire::round_ref(&self.shared.plan.federation_id, round, version));
         let Some(delivery) = delivery else {
-            return Ok(Response::new(proto::ShareBundle { round: rref, envelopes: Vec::new(), participants_json: String::new(), ready: false }));
+            return Ok(Response::new(proto::ShareBundle {
+                round: rref,
+                envelopes: Vec::new(),
+                participants_json: String::new(),
+                ready: false,
+            }));
         };
         let holders: Vec<&str> = delivery.key_holders.iter().map(|n| n.0.as_str()).collect();
         let participants_json = serde_json::to_string(&holders).map_err(|e| Status::internal(e.to_string()))?;

@@ -16,10 +16,10 @@
 use crate::pki::Role;
 use crate::tls::summarize;
 use rustls::SignatureScheme;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor};
 /// The time at which certificates are checked (rustls' type, re-exported for callers).
 pub use rustls::pki_types::UnixTime;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, TrustAnchor};
 use rustls::sign::SigningKey;
 use std::path::Path;
 use std::sync::Arc;
@@ -140,7 +140,8 @@ impl CertSigner {
             path: path.display().to_string(),
             reason: e.to_string(),
         })?;
-        let key = rustls::crypto::ring::sign::any_ecdsa_type(&der).map_err(|e| BindingError::UnsupportedKey(e.to_string()))?;
+        let key = rustls::crypto::ring::sign::any_ecdsa_type(&der)
+            .map_err(|e| BindingError::UnsupportedKey(e.to_string()))?;
         Ok(Self { key })
     }
 
@@ -169,7 +170,8 @@ impl FederationTrust {
     /// # Errors
     /// [`BindingError::Pem`].
     pub fn load(ca_path: &Path) -> Result<Self, BindingError> {
-        let pem_err = |reason: String| BindingError::Pem { what: "CA certificate", path: ca_path.display().to_string(), reason };
+        let pem_err =
+            |reason: String| BindingError::Pem { what: "CA certificate", path: ca_path.display().to_string(), reason };
         let certs = CertificateDer::pem_file_iter(ca_path)
             .map_err(|e| pem_err(e.to_string()))?
             .collect::<Result<Vec<_>, _>>()
@@ -266,11 +268,20 @@ mod tests {
         );
         // A dropped ledger key.
         let no_ledger = SignedBinding { keys: BoundKeys { ledger_ed25519: None, ..good.keys }, ..good.clone() };
-        assert!(matches!(trust.verify_binding(&no_ledger, "fed", "hospital-a", Role::Client, now), Err(BindingError::BadSignature(_))));
+        assert!(matches!(
+            trust.verify_binding(&no_ledger, "fed", "hospital-a", Role::Client, now),
+            Err(BindingError::BadSignature(_))
+        ));
         // Another federation's statement.
-        assert!(matches!(trust.verify_binding(&good, "other", "hospital-a", Role::Client, now), Err(BindingError::BadSignature(_))));
+        assert!(matches!(
+            trust.verify_binding(&good, "other", "hospital-a", Role::Client, now),
+            Err(BindingError::BadSignature(_))
+        ));
         // The certificate of another participant.
-        assert!(matches!(trust.verify_binding(&good, "fed", "hospital-b", Role::Client, now), Err(BindingError::WrongName { .. })));
+        assert!(matches!(
+            trust.verify_binding(&good, "fed", "hospital-b", Role::Client, now),
+            Err(BindingError::WrongName { .. })
+        ));
         // A coordinator certificate cannot stand in for a client.
         let (_, coord) = node(dir.path(), &ca, "coordinator", Role::Coordinator);
         assert!(matches!(
@@ -281,12 +292,21 @@ mod tests {
         let other_ca = dir.path().join("other-ca");
         init_ca(&other_ca, "fed").unwrap();
         let (_, foreign) = node(&dir.path().join("x"), &other_ca, "hospital-a", Role::Client);
-        assert!(matches!(trust.verify_binding(&foreign, "fed", "hospital-a", Role::Client, now), Err(BindingError::Certificate { .. })));
+        assert!(matches!(
+            trust.verify_binding(&foreign, "fed", "hospital-a", Role::Client, now),
+            Err(BindingError::Certificate { .. })
+        ));
         // Expired at the time of verification.
         let far = UnixTime::since_unix_epoch(std::time::Duration::from_secs(now.as_secs() + 400 * 86_400));
-        assert!(matches!(trust.verify_binding(&good, "fed", "hospital-a", Role::Client, far), Err(BindingError::Certificate { .. })));
+        assert!(matches!(
+            trust.verify_binding(&good, "fed", "hospital-a", Role::Client, far),
+            Err(BindingError::Certificate { .. })
+        ));
         // Garbage certificate bytes.
         let garbage = SignedBinding { certificate_der: vec![0x30, 0x03, 1, 2, 3], ..good };
-        assert!(matches!(trust.verify_binding(&garbage, "fed", "hospital-a", Role::Client, now), Err(BindingError::Certificate { .. })));
+        assert!(matches!(
+            trust.verify_binding(&garbage, "fed", "hospital-a", Role::Client, now),
+            Err(BindingError::Certificate { .. })
+        ));
     }
 }

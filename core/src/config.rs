@@ -122,7 +122,9 @@ impl Schema {
                     self.features.len()
                 )));
             }
-            if let Some((i, [lo, hi])) = bounds.iter().enumerate().find(|(_, [lo, hi])| !(lo.is_finite() && hi.is_finite() && lo < hi)) {
+            if let Some((i, [lo, hi])) =
+                bounds.iter().enumerate().find(|(_, [lo, hi])| !(lo.is_finite() && hi.is_finite() && lo < hi))
+            {
                 return Err(ConfigError::Invalid(format!(
                     "schema.bounds for {:?} is [{lo}, {hi}]: it must be finite with lower < upper",
                     self.features[i]
@@ -307,7 +309,12 @@ fn default_max_colluders() -> usize {
 
 impl Default for SecureAggregationSection {
     fn default() -> Self {
-        Self { mode: SecureAggregationMode::None, max_colluders: default_max_colluders(), threshold: None, min_participants: None }
+        Self {
+            mode: SecureAggregationMode::None,
+            max_colluders: default_max_colluders(),
+            threshold: None,
+            min_participants: None,
+        }
     }
 }
 
@@ -579,7 +586,11 @@ impl PrivacySection {
         let mut parts = Vec::new();
         let mut total = 0.0;
         if let Some(target) = self.dp_sgd_target() {
-            let key = if self.target_epsilon.is_some() { "privacy.target_epsilon" } else { "the default DP-SGD share (90% of the budget)" };
+            let key = if self.target_epsilon.is_some() {
+                "privacy.target_epsilon"
+            } else {
+                "the default DP-SGD share (90% of the budget)"
+            };
             parts.push(format!("{key} {target}"));
             total += target;
         }
@@ -801,13 +812,15 @@ mu = 0.5
     fn privacy_shares_that_cannot_fit_the_budget_are_named() {
         let base = PrivacySection::default();
         base.check_shares().unwrap();
-        let err = PrivacySection { feature_stats_epsilon: Some(5.0), ..base.clone() }.check_shares().unwrap_err().to_string();
+        let err =
+            PrivacySection { feature_stats_epsilon: Some(5.0), ..base.clone() }.check_shares().unwrap_err().to_string();
         assert!(err.contains("privacy.feature_stats_epsilon 5") && err.contains("privacy.epsilon_budget = 3"), "{err}");
         let err = PrivacySection { target_epsilon: Some(2.95), ..base.clone() }.check_shares().unwrap_err().to_string();
         assert!(err.contains("privacy.target_epsilon 2.95") && err.contains("release_epsilon"), "{err}");
         // With σ fixed there is no DP-SGD target to check; the releases alone must fit.
         PrivacySection { noise_multiplier: Some(1.0), target_epsilon: None, ..base.clone() }.check_shares().unwrap();
-        let err = PrivacySection { noise_multiplier: Some(1.0), release_epsilon: 2.0, ..base }.check_shares().unwrap_err();
+        let err =
+            PrivacySection { noise_multiplier: Some(1.0), release_epsilon: 2.0, ..base }.check_shares().unwrap_err();
         assert!(err.to_string().contains("2 × privacy.release_epsilon 2"), "{err}");
     }
 

@@ -155,10 +155,10 @@ pub fn load_csv(path: &Path, schema: &Schema) -> Result<Dataset, DataError> {
     let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(path).map_err(|e| read_err(&e))?;
     let headers = reader.headers().map_err(|e| read_err(&e))?.clone();
     let index_of = |column: &str| {
-        headers.iter().position(|h| h.trim() == column).ok_or_else(|| DataError::MissingColumn {
-            path: path.to_owned(),
-            column: column.to_owned(),
-        })
+        headers
+            .iter()
+            .position(|h| h.trim() == column)
+            .ok_or_else(|| DataError::MissingColumn { path: path.to_owned(), column: column.to_owned() })
     };
     let feature_idx = schema.features.iter().map(|f| index_of(f)).collect::<Result<Vec<_>, _>>()?;
     let label_idx = index_of(&schema.label)?;
@@ -168,7 +168,12 @@ pub fn load_csv(path: &Path, schema: &Schema) -> Result<Dataset, DataError> {
         let line = i as u64 + 2;
         let record = record.map_err(|e| read_err(&e))?;
         let parse = |idx: usize, column: &str| -> Result<f64, DataError> {
-            let bad = |problem: String| DataError::BadValue { path: path.to_owned(), line, column: column.to_owned(), problem };
+            let bad = |problem: String| DataError::BadValue {
+                path: path.to_owned(),
+                line,
+                column: column.to_owned(),
+                problem,
+            };
             let raw = record.get(idx).ok_or_else(|| bad("missing value".into()))?.trim();
             let v: f64 = raw.parse().map_err(|_| bad(format!("{raw:?} is not a number")))?;
             if v.is_finite() { Ok(v) } else { Err(bad(format!("{raw:?} is not finite"))) }
@@ -216,8 +221,9 @@ pub fn prepare(
 ) -> Result<LocalData, DataError> {
     let all = load_csv(path, schema)?;
     let d = all.dims;
-    let (hold_rows, train_rows): (Vec<usize>, Vec<usize>) = (0..all.rows())
-        .partition(|&r| secret.holds_out(split_seed, &all.features[r * d..(r + 1) * d], all.targets[r], holdout_fraction));
+    let (hold_rows, train_rows): (Vec<usize>, Vec<usize>) = (0..all.rows()).partition(|&r| {
+        secret.holds_out(split_seed, &all.features[r * d..(r + 1) * d], all.targets[r], holdout_fraction)
+    });
     let mut train = all.select(&train_rows);
     let mut holdout = all.select(&hold_rows);
     if train.rows() == 0 {
@@ -234,7 +240,13 @@ mod tests {
     use super::*;
 
     fn schema() -> Schema {
-        Schema { features: vec!["a".into(), "b".into()], label: "y".into(), task: TaskKind::Binary, classes: None, bounds: None }
+        Schema {
+            features: vec!["a".into(), "b".into()],
+            label: "y".into(),
+            task: TaskKind::Binary,
+            classes: None,
+            bounds: None,
+        }
     }
 
     fn write(text: &str) -> (tempfile::TempDir, PathBuf) {
@@ -281,7 +293,10 @@ mod tests {
         let n = one.train.rows() as f32;
         let mean_a: f32 = one.train.features.chunks(2).map(|r| r[0]).sum::<f32>() / n;
         assert!(mean_a.abs() < 1e-5);
-        assert_ne!(one.fingerprint, prepare(&p, &schema(), 0.2, 7, &NodeSecret::from_bytes([4; 32])).unwrap().fingerprint);
+        assert_ne!(
+            one.fingerprint,
+            prepare(&p, &schema(), 0.2, 7, &NodeSecret::from_bytes([4; 32])).unwrap().fingerprint
+        );
     }
 
     /// Adding one row to a data set moves no other row between the splits (a seeded shuffle moved about a
@@ -293,7 +308,8 @@ mod tests {
         let (_e, large) = write(&format!("a,b,y\n{}\n500,5,1\n", rows.join("\n")));
         let secret = NodeSecret::from_bytes([5; 32]);
         let schema = Schema { bounds: Some(vec![[0.0, 1000.0], [0.0, 20.0]]), ..schema() };
-        let (a, b) = (prepare(&small, &schema, 0.2, 0, &secret).unwrap(), prepare(&large, &schema, 0.2, 0, &secret).unwrap());
+        let (a, b) =
+            (prepare(&small, &schema, 0.2, 0, &secret).unwrap(), prepare(&large, &schema, 0.2, 0, &secret).unwrap());
         let rows_of = |d: &Dataset| d.features.chunks(2).map(|r| (r[0].to_bits(), r[1].to_bits())).collect::<Vec<_>>();
         let (train_a, train_b) = (rows_of(&a.train), rows_of(&b.train));
         let (hold_a, hold_b) = (rows_of(&a.holdout), rows_of(&b.holdout));

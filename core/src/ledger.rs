@@ -379,7 +379,10 @@ pub fn verify_chain(records: &[LedgerRecord], trusted: Option<&[String]>) -> Res
             )));
         }
         if r.body.prev_hash != expected_prev {
-            return Err(bad("prev_hash does not link to the node's previous record (a record was removed, inserted or moved)".into()));
+            return Err(bad(
+                "prev_hash does not link to the node's previous record (a record was removed, inserted or moved)"
+                    .into(),
+            ));
         }
         if signer.is_some_and(|s| s != r.signer) {
             return Err(bad("it is signed by a different key than the rest of the node's chain".into()));
@@ -424,7 +427,9 @@ pub fn read_jsonl(reader: impl BufRead) -> Result<Vec<LedgerRecord>, LedgerError
         if line.trim().is_empty() {
             continue;
         }
-        out.push(serde_json::from_str(&line).map_err(|e| LedgerError::Malformed { line: i + 1, message: e.to_string() })?);
+        out.push(
+            serde_json::from_str(&line).map_err(|e| LedgerError::Malformed { line: i + 1, message: e.to_string() })?,
+        );
     }
     Ok(out)
 }
@@ -639,7 +644,8 @@ impl Ledger {
         for (i, row) in rows.enumerate() {
             let json = row.map_err(self.db_err())?;
             records.push(
-                serde_json::from_str(&json).map_err(|e| LedgerError::Malformed { line: i + 1, message: e.to_string() })?,
+                serde_json::from_str(&json)
+                    .map_err(|e| LedgerError::Malformed { line: i + 1, message: e.to_string() })?,
             );
         }
         verify_chain(&records, Some(&[self.public_key()]))?;
@@ -699,7 +705,8 @@ impl Ledger {
         body.validate()?;
         let mut conn = self.connect()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(self.db_err())?;
-        let stored: i64 = tx.query_row("SELECT COUNT(*) FROM ledger_records", [], |r| r.get(0)).map_err(self.db_err())?;
+        let stored: i64 =
+            tx.query_row("SELECT COUNT(*) FROM ledger_records", [], |r| r.get(0)).map_err(self.db_err())?;
         let mut records = None;
         if usize::try_from(stored).ok() != Some(self.records.len()) {
             records = Some(self.load(&tx)?);
@@ -967,7 +974,9 @@ mod tests {
     fn bad_drafts_and_malformed_lines_are_clear_errors() {
         let dir = tempfile::tempdir().unwrap();
         let mut l = Ledger::open(dir.path()).unwrap();
-        assert!(matches!(l.append(draft("a", f64::INFINITY)), Err(LedgerError::Invalid(m)) if m.contains("cumulative_epsilon")));
+        assert!(
+            matches!(l.append(draft("a", f64::INFINITY)), Err(LedgerError::Invalid(m)) if m.contains("cumulative_epsilon"))
+        );
         assert!(matches!(l.append(draft("", 0.0)), Err(LedgerError::Invalid(_))));
         let pure = RecordBody::new("a", "00", Mechanism::OpenDpCount);
         assert!(matches!(l.append(pure.clone()), Err(LedgerError::Invalid(m)) if m.contains("epsilon_spent")));

@@ -151,7 +151,10 @@ impl<'a> IssueRequest<'a> {
 pub fn issue(ca_dir: &Path, request: &IssueRequest<'_>, out: &Path) -> Result<NodeFiles, PkiError> {
     check_name(request.name)?;
     if request.not_after <= request.not_before {
-        return Err(PkiError::BadValidity(format!("not_after {} is not after not_before {}", request.not_after, request.not_before)));
+        return Err(PkiError::BadValidity(format!(
+            "not_after {} is not after not_before {}",
+            request.not_after, request.not_before
+        )));
     }
     let ca_cert_path = ca_dir.join(CA_CERT_FILE);
     let ca_key_path = ca_dir.join(CA_KEY_FILE);
@@ -252,7 +255,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         init_ca(dir.path(), "demo").unwrap();
         let now = OffsetDateTime::now_utc();
-        let req = IssueRequest { name: "x", role: Role::Client, sans: &[], not_before: now, not_after: now - Duration::days(1) };
+        let req = IssueRequest {
+            name: "x",
+            role: Role::Client,
+            sans: &[],
+            not_before: now,
+            not_after: now - Duration::days(1),
+        };
         assert!(matches!(issue(dir.path(), &req, &dir.path().join("x")), Err(PkiError::BadValidity(_))));
     }
 

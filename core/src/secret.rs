@@ -53,13 +53,15 @@ impl NodeSecret {
         let err = |message: String| SecretError { path: path.display().to_string(), message };
         match std::fs::read(&path).map(Zeroizing::new) {
             Ok(bytes) => {
-                let bytes: [u8; 32] = bytes.as_slice().try_into().map_err(|_| err(format!("{} bytes, expected 32", bytes.len())))?;
+                let bytes: [u8; 32] =
+                    bytes.as_slice().try_into().map_err(|_| err(format!("{} bytes, expected 32", bytes.len())))?;
                 Ok(Self::from_bytes(bytes))
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
                 let mut bytes = Zeroizing::new([0u8; 32]);
-                rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut()).map_err(|e| err(e.to_string()))?;
+                rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut())
+                    .map_err(|e| err(e.to_string()))?;
                 let mut options = std::fs::OpenOptions::new();
                 options.write(true).create_new(true);
                 #[cfg(unix)]
@@ -69,7 +71,9 @@ impl NodeSecret {
                 }
                 match options.open(&path) {
                     Ok(mut file) => {
-                        file.write_all(bytes.as_ref()).and_then(|()| file.sync_all()).map_err(|e| err(e.to_string()))?;
+                        file.write_all(bytes.as_ref())
+                            .and_then(|()| file.sync_all())
+                            .map_err(|e| err(e.to_string()))?;
                         Ok(Self(bytes))
                     }
                     // Another process created it first: use that one.
@@ -148,7 +152,9 @@ mod tests {
         assert!((1800..=2200).contains(&held), "{held}");
         assert!(!(0..100).any(|i| secret.holds_out(0, &[i as f32], 1.0, 0.0)), "fraction 0 holds nothing out");
         // Another split id gives another split.
-        let moved = (0..1000).filter(|i| secret.holds_out(0, &[*i as f32], 0.0, 0.5) != secret.holds_out(1, &[*i as f32], 0.0, 0.5)).count();
+        let moved = (0..1000)
+            .filter(|i| secret.holds_out(0, &[*i as f32], 0.0, 0.5) != secret.holds_out(1, &[*i as f32], 0.0, 0.5))
+            .count();
         assert!(moved > 300, "{moved}");
     }
 }

@@ -12,9 +12,11 @@ use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
-use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{AlertDescription, CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    AlertDescription, CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme,
+};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,8 +68,11 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 /// # Errors
 /// [`TlsError::Pem`] when the file is unreadable or holds no key.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| TlsError::Pem { what: "private key", path: path.to_owned(), reason: e.to_string() })
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        what: "private key",
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// The trust store holding only the federation CA.
@@ -237,9 +242,9 @@ pub fn describe_cert_error(err: &rustls::Error) -> String {
         rustls::Error::InvalidCertificate(CertificateError::Expired | CertificateError::ExpiredContext { .. }) => {
             "it has expired".into()
         }
-        rustls::Error::InvalidCertificate(CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. }) => {
-            "it is not valid yet".into()
-        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => "it is not valid yet".into(),
         rustls::Error::NoCertificatesPresented => "no client certificate was presented".into(),
         other => other.to_string(),
     }
@@ -382,7 +387,10 @@ pub async fn preflight(addr: &str, server_name: &str, files: &NodeFiles) -> Resu
     let mut byte = [0u8; 1];
     match tokio::time::timeout(std::time::Duration::from_secs(10), tls.read(&mut byte)).await {
         Ok(Ok(n)) if n > 0 => Ok(Preflight::Accepted),
-        Ok(Ok(_)) => Ok(Preflight::Refused(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "the coordinator closed the connection"))),
+        Ok(Ok(_)) => Ok(Preflight::Refused(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "the coordinator closed the connection",
+        ))),
         Ok(Err(e)) => Ok(Preflight::Refused(e)),
         // A silent server still completed the handshake.
         Err(_) => Ok(Preflight::Accepted),

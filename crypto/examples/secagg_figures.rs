@@ -12,23 +12,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
+    let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
     let params = args.first().copied().unwrap_or(1_000_000);
     let clients = args.get(1).copied().unwrap_or(10);
     let c = args.get(2).copied().unwrap_or(1);
     let ctx = SecAggParams::default().build()?;
     let (t, min) = collusion_policy(clients, c)?;
     let mut rng = ChaCha20Rng::from_os_rng();
-    let updates: Vec<Vec<f32>> = (0..clients)
-        .map(|_| {
-            (0..params)
-                .map(|_| rng.random_range(-1.0f32..1.0))
-                .collect()
-        })
-        .collect();
+    let updates: Vec<Vec<f32>> =
+        (0..clients).map(|_| (0..params).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
     let weights: Vec<f64> = (0..clients).map(|i| 1.0 + (i % 16) as f64 * 0.9).collect();
     let refs: Vec<&[f32]> = updates.iter().map(|u| u.as_slice()).collect();
     let mut cfg = SimConfig::new(clients, c)?;
@@ -37,12 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let total: f64 = weights.iter().sum();
     let max_abs_error = (0..params)
         .map(|k| {
-            let exact = updates
-                .iter()
-                .zip(&weights)
-                .map(|(u, w)| f64::from(u[k]) * w)
-                .sum::<f64>()
-                / total;
+            let exact = updates.iter().zip(&weights).map(|(u, w)| f64::from(u[k]) * w).sum::<f64>() / total;
             (out.mean[k] - exact).abs()
         })
         .fold(0.0, f64::max);

@@ -121,44 +121,23 @@ impl Aggregator {
     /// [`AggregateError::ChunkOutOfRange`], [`AggregateError::WrongLength`],
     /// [`AggregateError::OutOfRange`], [`AggregateError::DuplicateChunk`],
     /// [`AggregateError::TooManyClients`]. On error the sum is unchanged.
-    pub fn add_chunk(
-        &mut self,
-        client: ParticipantId,
-        chunk: usize,
-        body: &[u64],
-    ) -> Result<(), AggregateError> {
+    pub fn add_chunk(&mut self, client: ParticipantId, chunk: usize, body: &[u64]) -> Result<(), AggregateError> {
         if chunk >= self.chunks {
-            return Err(AggregateError::ChunkOutOfRange {
-                client,
-                chunk,
-                chunks: self.chunks,
-            });
+            return Err(AggregateError::ChunkOutOfRange { client, chunk, chunks: self.chunks });
         }
         let range = self.ctx.chunk_residues(chunk, self.len);
         if body.len() != range.len() {
-            return Err(AggregateError::WrongLength {
-                client,
-                chunk,
-                expected: range.len(),
-                got: body.len(),
-            });
+            return Err(AggregateError::WrongLength { client, chunk, expected: range.len(), got: body.len() });
         }
         if self.ctx.check_chunk(body).is_err() {
             return Err(AggregateError::OutOfRange { client, chunk });
         }
         let (word, bit) = (chunk / 64, 1u64 << (chunk % 64));
-        if !self.received.contains_key(&client)
-            && self.received.len() >= self.ctx.params().max_clients as usize
-        {
-            return Err(AggregateError::TooManyClients {
-                max: self.ctx.params().max_clients,
-            });
+        if !self.received.contains_key(&client) && self.received.len() >= self.ctx.params().max_clients as usize {
+            return Err(AggregateError::TooManyClients { max: self.ctx.params().max_clients });
         }
         let words = self.chunks.div_ceil(64);
-        let entry = self
-            .received
-            .entry(client)
-            .or_insert_with(|| (vec![0; words], 0));
+        let entry = self.received.entry(client).or_insert_with(|| (vec![0; words], 0));
         if entry.0[word] & bit != 0 {
             return Err(AggregateError::DuplicateChunk { client, chunk });
         }
@@ -182,27 +161,14 @@ impl Aggregator {
     /// not have `ctx.residues_len(len)` residues, [`AggregateError::OutOfRange`] for an unreduced
     /// residue, [`AggregateError::DuplicateChunk`] (chunk 0) if the client already sent chunks; all
     /// checked before anything is added.
-    pub fn add_client(
-        &mut self,
-        client: ParticipantId,
-        bodies: &[u64],
-    ) -> Result<(), AggregateError> {
+    pub fn add_client(&mut self, client: ParticipantId, bodies: &[u64]) -> Result<(), AggregateError> {
         let expected = self.ctx.residues_len(self.len);
         if bodies.len() != expected {
-            return Err(AggregateError::WrongLength {
-                client,
-                chunk: 0,
-                expected,
-                got: bodies.len(),
-            });
+            return Err(AggregateError::WrongLength { client, chunk: 0, expected, got: bodies.len() });
         }
         // Validate every chunk before adding any, so a bad body leaves no partial upload behind.
         for j in 0..self.chunks {
-            if self
-                .ctx
-                .check_chunk(&bodies[self.ctx.chunk_residues(j, self.len)])
-                .is_err()
-            {
+            if self.ctx.check_chunk(&bodies[self.ctx.chunk_residues(j, self.len)]).is_err() {
                 return Err(AggregateError::OutOfRange { client, chunk: j });
             }
         }
@@ -217,11 +183,7 @@ impl Aggregator {
 
     /// Clients that have sent every chunk.
     pub fn complete_clients(&self) -> Vec<ParticipantId> {
-        self.received
-            .iter()
-            .filter(|(_, (_, n))| *n == self.chunks)
-            .map(|(id, _)| *id)
-            .collect()
+        self.received.iter().filter(|(_, (_, n))| *n == self.chunks).map(|(id, _)| *id).collect()
     }
 
     /// Closes the aggregate.
@@ -237,10 +199,7 @@ impl Aggregator {
         if self.received.is_empty() {
             return Err(AggregateError::Empty);
         }
-        Ok(AggregateBody {
-            participants: self.received.into_keys().collect(),
-            sum: self.sum,
-        })
+        Ok(AggregateBody { participants: self.received.into_keys().collect(), sum: self.sum })
     }
 }
 
@@ -271,32 +230,19 @@ mod tests {
         let b: Vec<u64> = (0..total).map(|r| 2 * r as u64 + 1).collect();
         agg.add_client(id(1), &a).unwrap();
         for j in [2, 0, 1] {
-            agg.add_chunk(id(2), j, &b[ctx.chunk_residues(j, len)])
-                .unwrap();
+            agg.add_chunk(id(2), j, &b[ctx.chunk_residues(j, len)]).unwrap();
         }
         assert_eq!(
             agg.add_chunk(id(2), 1, &b[48..96]),
-            Err(AggregateError::DuplicateChunk {
-                client: id(2),
-                chunk: 1
-            })
+            Err(AggregateError::DuplicateChunk { client: id(2), chunk: 1 })
         );
         assert_eq!(
             agg.add_chunk(id(3), 3, &b[..6]),
-            Err(AggregateError::ChunkOutOfRange {
-                client: id(3),
-                chunk: 3,
-                chunks: 3
-            })
+            Err(AggregateError::ChunkOutOfRange { client: id(3), chunk: 3, chunks: 3 })
         );
         assert_eq!(
             agg.add_chunk(id(3), 2, &b[..48]),
-            Err(AggregateError::WrongLength {
-                client: id(3),
-                chunk: 2,
-                expected: 6,
-                got: 48
-            })
+            Err(AggregateError::WrongLength { client: id(3), chunk: 2, expected: 6, got: 48 })
         );
         // q_1 − 1 is fine in the prime-1 block but not in the prime-2 block (q_2 < q_1).
         let mut bad = vec![0u64; 48];
@@ -304,34 +250,16 @@ mod tests {
         assert!(agg.add_chunk(id(3), 0, &bad).is_ok());
         let mut agg2 = Aggregator::new(&ctx, len);
         bad[40] = q[1] - 1;
-        assert_eq!(
-            agg2.add_chunk(id(3), 0, &bad),
-            Err(AggregateError::OutOfRange {
-                client: id(3),
-                chunk: 0
-            })
-        );
+        assert_eq!(agg2.add_chunk(id(3), 0, &bad), Err(AggregateError::OutOfRange { client: id(3), chunk: 0 }));
         let mut bad_body = b.clone();
         bad_body[101] = q[0];
-        assert_eq!(
-            agg2.add_client(id(4), &bad_body),
-            Err(AggregateError::OutOfRange {
-                client: id(4),
-                chunk: 2
-            })
-        );
-        assert!(
-            agg2.complete_clients().is_empty(),
-            "nothing added from a refused body"
-        );
+        assert_eq!(agg2.add_client(id(4), &bad_body), Err(AggregateError::OutOfRange { client: id(4), chunk: 2 }));
+        assert!(agg2.complete_clients().is_empty(), "nothing added from a refused body");
         assert!(agg.add_client(id(5), &b[..101]).is_err());
         let mut agg = Aggregator::new(&ctx, len);
         agg.add_client(id(1), &a).unwrap();
         agg.add_client(id(2), &b).unwrap();
-        assert!(matches!(
-            agg.add_client(id(2), &b),
-            Err(AggregateError::DuplicateChunk { .. })
-        ));
+        assert!(matches!(agg.add_client(id(2), &b), Err(AggregateError::DuplicateChunk { .. })));
         let out = agg.finish().unwrap();
         assert_eq!(out.participants(), &[id(1), id(2)]);
         // (q − 1 − r) + (2r + 1) = q + r ≡ r.
@@ -341,9 +269,6 @@ mod tests {
         let mut agg = Aggregator::new(&ctx, len);
         agg.add_chunk(id(4), 0, &b[..48]).unwrap();
         assert_eq!(agg.finish().unwrap_err(), AggregateError::Incomplete(id(4)));
-        assert_eq!(
-            Aggregator::new(&ctx, len).finish().unwrap_err(),
-            AggregateError::Empty
-        );
+        assert_eq!(Aggregator::new(&ctx, len).finish().unwrap_err(), AggregateError::Empty);
     }
 }

@@ -78,9 +78,7 @@ pub enum AnnouncementError {
         n: usize,
     },
     /// No threshold and minimum set size can meet the collusion bound for these `n` and `c`.
-    #[error(
-        "no secure policy for n = {n} participants with c = {max_colluders} colluders: {reason}"
-    )]
+    #[error("no secure policy for n = {n} participants with c = {max_colluders} colluders: {reason}")]
     ImpossiblePolicy {
         /// Number of participants.
         n: usize,
@@ -104,9 +102,7 @@ pub enum AnnouncementError {
     #[error("reference example count {0} is not positive")]
     BadReference(f64),
     /// The model length is zero or, with the weight coordinate, exceeds `max_coordinates`.
-    #[error(
-        "model length {model_len} must be >= 1 with model_len + 1 <= max_coordinates = {max_coordinates}"
-    )]
+    #[error("model length {model_len} must be >= 1 with model_len + 1 <= max_coordinates = {max_coordinates}")]
     BadModelLength {
         /// Announced model length.
         model_len: usize,
@@ -171,9 +167,7 @@ mod sig_serde {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 64], D::Error> {
         let v = Vec::<u8>::deserialize(d)?;
-        v.as_slice()
-            .try_into()
-            .map_err(|_| serde::de::Error::invalid_length(v.len(), &"64 signature bytes"))
+        v.as_slice().try_into().map_err(|_| serde::de::Error::invalid_length(v.len(), &"64 signature bytes"))
     }
 }
 
@@ -188,15 +182,8 @@ fn consent_message(participant: ParticipantId, hash: &AnnouncementHash) -> Vec<u
 /// Signs `participant`'s consent to the announcement with hash `hash`, with the node's Ed25519
 /// share-signing key. The caller must have validated the announcement and checked that the model
 /// it trains has the announced hash.
-pub fn sign_consent(
-    identity: &NodeIdentity,
-    participant: ParticipantId,
-    hash: &AnnouncementHash,
-) -> Consent {
-    Consent {
-        participant,
-        signature: identity.sign(&consent_message(participant, hash)),
-    }
+pub fn sign_consent(identity: &NodeIdentity, participant: ParticipantId, hash: &AnnouncementHash) -> Consent {
+    Consent { participant, signature: identity.sign(&consent_message(participant, hash)) }
 }
 
 /// The smallest secure threshold and minimum decryption set for `n` participants of which up to
@@ -216,14 +203,11 @@ pub fn sign_consent(
 /// assert!(collusion_policy(3, 2).is_err());
 /// ```
 pub fn collusion_policy(n: usize, c: usize) -> Result<(usize, usize), AnnouncementError> {
-    let t = n
-        .checked_add(c)
-        .map(|s| s / 2 + 1)
-        .ok_or(AnnouncementError::ImpossiblePolicy {
-            n,
-            max_colluders: c,
-            reason: "n + c overflows",
-        })?;
+    let t = n.checked_add(c).map(|s| s / 2 + 1).ok_or(AnnouncementError::ImpossiblePolicy {
+        n,
+        max_colluders: c,
+        reason: "n + c overflows",
+    })?;
     if t > n {
         return Err(AnnouncementError::ImpossiblePolicy {
             n,
@@ -332,11 +316,7 @@ impl RoundAnnouncement {
             participants,
         } = self;
         let mut c = Canon::new(b"cohort/secagg/announcement/v1");
-        c.str(0x01, federation)
-            .u64(0x02, round.0)
-            .bytes(0x03, nonce)
-            .bytes(0x04, model_sha256)
-            .bytes(0x05, &seed.0);
+        c.str(0x01, federation).u64(0x02, round.0).bytes(0x03, nonce).bytes(0x04, model_sha256).bytes(0x05, &seed.0);
         params.write_canonical(&mut c);
         c.usize(0x06, *threshold)
             .usize(0x07, *min_participants)
@@ -347,10 +327,7 @@ impl RoundAnnouncement {
         for p in participants {
             let AnnouncedParticipant { name, id, keys } = p;
             let NodePublicKeys { x25519, ed25519 } = keys;
-            c.str(0x10, name)
-                .u64(0x11, u64::from(id.get()))
-                .bytes(0x12, x25519)
-                .bytes(0x13, ed25519);
+            c.str(0x10, name).u64(0x11, u64::from(id.get())).bytes(0x12, x25519).bytes(0x13, ed25519);
         }
         c.finish()
     }
@@ -377,11 +354,7 @@ impl RoundAnnouncement {
         let t = self.threshold;
         // 2t > n + c, in exact integer arithmetic (u128 cannot overflow for usize inputs).
         if 2 * (t as u128) <= n as u128 + c as u128 || t > n {
-            return Err(AnnouncementError::BadThreshold {
-                threshold: t,
-                n,
-                max_colluders: c,
-            });
+            return Err(AnnouncementError::BadThreshold { threshold: t, n, max_colluders: c });
         }
         let required = c.saturating_add(2);
         if self.min_participants < required {
@@ -391,17 +364,11 @@ impl RoundAnnouncement {
             });
         }
         if self.min_participants > n {
-            return Err(AnnouncementError::MinParticipantsTooLarge {
-                min_participants: self.min_participants,
-                n,
-            });
+            return Err(AnnouncementError::MinParticipantsTooLarge { min_participants: self.min_participants, n });
         }
         self.params.validate()?;
         if n > self.params.max_clients as usize {
-            return Err(AnnouncementError::TooMany {
-                n,
-                max: self.params.max_clients,
-            });
+            return Err(AnnouncementError::TooMany { n, max: self.params.max_clients });
         }
         if !(self.reference_examples > 0.0 && self.reference_examples.is_finite()) {
             return Err(AnnouncementError::BadReference(self.reference_examples));
@@ -439,18 +406,10 @@ impl RoundAnnouncement {
         consent: &Consent,
     ) -> Result<(), AnnouncementError> {
         let who = consent.participant;
-        let p = self
-            .by_id(who)
-            .ok_or(AnnouncementError::UnknownParticipant(who))?;
-        let key = p
-            .keys
-            .verifying_key()
-            .map_err(|_| AnnouncementError::BadConsent(who))?;
-        key.verify_strict(
-            &consent_message(who, hash),
-            &Signature::from_bytes(&consent.signature),
-        )
-        .map_err(|_| AnnouncementError::BadConsent(who))
+        let p = self.by_id(who).ok_or(AnnouncementError::UnknownParticipant(who))?;
+        let key = p.keys.verifying_key().map_err(|_| AnnouncementError::BadConsent(who))?;
+        key.verify_strict(&consent_message(who, hash), &Signature::from_bytes(&consent.signature))
+            .map_err(|_| AnnouncementError::BadConsent(who))
     }
 
     /// The envelope binding context for a share from `sender` to `recipient` under this
@@ -467,36 +426,21 @@ impl RoundAnnouncement {
         sender: ParticipantId,
         recipient: ParticipantId,
     ) -> ShareContext {
-        ShareContext {
-            federation: self.federation.clone(),
-            round: self.round,
-            announcement,
-            sender,
-            recipient,
-        }
+        ShareContext { federation: self.federation.clone(), round: self.round, announcement, sender, recipient }
     }
 
     /// The contexts of every share `sender` seals, one per announced participant in announced
     /// order (the hash is computed once).
     pub fn share_contexts_from(&self, sender: ParticipantId) -> Vec<(ParticipantId, ShareContext)> {
         let h = self.hash();
-        self.participants
-            .iter()
-            .map(|p| (p.id, self.context_with(h, sender, p.id)))
-            .collect()
+        self.participants.iter().map(|p| (p.id, self.context_with(h, sender, p.id))).collect()
     }
 
     /// The contexts of every share `recipient` opens, one per announced participant in announced
     /// order (the hash is computed once).
-    pub fn share_contexts_to(
-        &self,
-        recipient: ParticipantId,
-    ) -> Vec<(ParticipantId, ShareContext)> {
+    pub fn share_contexts_to(&self, recipient: ParticipantId) -> Vec<(ParticipantId, ShareContext)> {
         let h = self.hash();
-        self.participants
-            .iter()
-            .map(|p| (p.id, self.context_with(h, p.id, recipient)))
-            .collect()
+        self.participants.iter().map(|p| (p.id, self.context_with(h, p.id, recipient))).collect()
     }
 }
 
@@ -554,9 +498,7 @@ mod tests {
 
     fn announcement(n: u32, t: usize) -> (RoundAnnouncement, Vec<NodeIdentity>) {
         let mut rng = ChaCha20Rng::seed_from_u64(u64::from(n));
-        let ids: Vec<NodeIdentity> = (0..n)
-            .map(|_| NodeIdentity::generate_with(&mut rng))
-            .collect();
+        let ids: Vec<NodeIdentity> = (0..n).map(|_| NodeIdentity::generate_with(&mut rng)).collect();
         let a = RoundAnnouncement {
             federation: "f".into(),
             round: RoundId(1),
@@ -586,45 +528,20 @@ mod tests {
         // The old majority rule t = n/2 + 1 = 3 is refused with c = 1: 2·3 ≤ 5 + 1.
         assert_eq!(
             announcement(5, 3).0.validate(),
-            Err(AnnouncementError::BadThreshold {
-                threshold: 3,
-                n: 5,
-                max_colluders: 1
-            })
+            Err(AnnouncementError::BadThreshold { threshold: 3, n: 5, max_colluders: 1 })
         );
-        assert!(matches!(
-            announcement(4, 5).0.validate(),
-            Err(AnnouncementError::BadThreshold { .. })
-        ));
+        assert!(matches!(announcement(4, 5).0.validate(), Err(AnnouncementError::BadThreshold { .. })));
         let (mut a, _) = announcement(5, 4);
         a.max_colluders = 0;
         a.threshold = 3;
         assert!(a.validate().is_ok());
         a.min_participants = 1;
-        assert_eq!(
-            a.validate(),
-            Err(AnnouncementError::MinParticipantsTooSmall {
-                min_participants: 1,
-                required: 2
-            })
-        );
+        assert_eq!(a.validate(), Err(AnnouncementError::MinParticipantsTooSmall { min_participants: 1, required: 2 }));
         let (mut a, _) = announcement(5, 4);
         a.min_participants = 2; // c = 1 needs 3
-        assert_eq!(
-            a.validate(),
-            Err(AnnouncementError::MinParticipantsTooSmall {
-                min_participants: 2,
-                required: 3
-            })
-        );
+        assert_eq!(a.validate(), Err(AnnouncementError::MinParticipantsTooSmall { min_participants: 2, required: 3 }));
         a.min_participants = 6;
-        assert_eq!(
-            a.validate(),
-            Err(AnnouncementError::MinParticipantsTooLarge {
-                min_participants: 6,
-                n: 5
-            })
-        );
+        assert_eq!(a.validate(), Err(AnnouncementError::MinParticipantsTooLarge { min_participants: 6, n: 5 }));
         let (mut a, _) = announcement(5, 4);
         a.participants[1].name = "n1".into();
         assert!(matches!(a.validate(), Err(AnnouncementError::Duplicate(_))));
@@ -633,36 +550,21 @@ mod tests {
         assert!(matches!(a.validate(), Err(AnnouncementError::Duplicate(_))));
         let (mut a, _) = announcement(5, 4);
         a.model_len = 0;
-        assert!(matches!(
-            a.validate(),
-            Err(AnnouncementError::BadModelLength { .. })
-        ));
+        assert!(matches!(a.validate(), Err(AnnouncementError::BadModelLength { .. })));
         a.model_len = a.params.max_coordinates;
-        assert!(matches!(
-            a.validate(),
-            Err(AnnouncementError::BadModelLength { .. })
-        ));
+        assert!(matches!(a.validate(), Err(AnnouncementError::BadModelLength { .. })));
         a.model_len = a.params.max_coordinates - 1;
         assert!(a.validate().is_ok());
         let (mut a, _) = announcement(5, 4);
         a.reference_examples = f64::NAN;
-        assert!(matches!(
-            a.validate(),
-            Err(AnnouncementError::BadReference(_))
-        ));
+        assert!(matches!(a.validate(), Err(AnnouncementError::BadReference(_))));
         let (mut a, _) = announcement(5, 4);
         a.params.error_eta = 2;
         assert!(matches!(a.validate(), Err(AnnouncementError::Params(_))));
         let (a, _) = announcement(5, 4);
         assert_eq!(a.weight_for(20), 2.0);
         assert_eq!(a.weight_for(10_000), 16.0);
-        assert!(
-            decode_sealed(
-                a.share_context(a.participants[0].id, a.participants[1].id),
-                &[0; 50]
-            )
-            .is_err()
-        );
+        assert!(decode_sealed(a.share_context(a.participants[0].id, a.participants[1].id), &[0; 50]).is_err());
     }
 
     #[test]
@@ -672,18 +574,9 @@ mod tests {
         assert_eq!(collusion_policy(10, 1), Ok((6, 3)));
         assert_eq!(collusion_policy(10, 3), Ok((7, 5)));
         assert_eq!(collusion_policy(2, 0), Ok((2, 2)));
-        assert!(matches!(
-            collusion_policy(3, 2),
-            Err(AnnouncementError::ImpossiblePolicy { .. })
-        ));
-        assert!(matches!(
-            collusion_policy(1, 0),
-            Err(AnnouncementError::ImpossiblePolicy { .. })
-        ));
-        assert!(matches!(
-            collusion_policy(4, 3),
-            Err(AnnouncementError::ImpossiblePolicy { .. })
-        ));
+        assert!(matches!(collusion_policy(3, 2), Err(AnnouncementError::ImpossiblePolicy { .. })));
+        assert!(matches!(collusion_policy(1, 0), Err(AnnouncementError::ImpossiblePolicy { .. })));
+        assert!(matches!(collusion_policy(4, 3), Err(AnnouncementError::ImpossiblePolicy { .. })));
         for n in 1..40 {
             for c in 0..n {
                 if let Ok((t, min)) = collusion_policy(n, c) {
@@ -697,19 +590,14 @@ mod tests {
 
     /// Subsets of {0..n} of size k, as bitmasks.
     fn subsets(n: usize, k: usize) -> Vec<u32> {
-        (0u32..1 << n)
-            .filter(|m| m.count_ones() as usize == k)
-            .collect()
+        (0u32..1 << n).filter(|m| m.count_ones() as usize == k).collect()
     }
 
     /// Whether the coordinator can obtain two decryptions: two responder sets of size `t` whose
     /// intersection holds only colluders (at most `c` members, the colluders' choice).
     fn split_exists(n: usize, c: usize, t: usize) -> bool {
         let sets = subsets(n, t);
-        sets.iter().any(|a| {
-            sets.iter()
-                .any(|b| a != b && (a & b).count_ones() as usize <= c)
-        })
+        sets.iter().any(|a| sets.iter().any(|b| a != b && (a & b).count_ones() as usize <= c))
     }
 
     /// No split under `collusion_policy`, by enumeration for every small (n, c); and the old rule
@@ -803,32 +691,17 @@ mod tests {
         assert_eq!(a.verify_consent(&c), Ok(()));
         // Another participant's key, another hash, a tampered signature, an unknown id.
         let forged = sign_consent(&ids[1], p1, &h);
-        assert_eq!(
-            a.verify_consent(&forged),
-            Err(AnnouncementError::BadConsent(p1))
-        );
+        assert_eq!(a.verify_consent(&forged), Err(AnnouncementError::BadConsent(p1)));
         let other = sign_consent(&ids[0], p1, &AnnouncementHash([9; 32]));
-        assert_eq!(
-            a.verify_consent(&other),
-            Err(AnnouncementError::BadConsent(p1))
-        );
+        assert_eq!(a.verify_consent(&other), Err(AnnouncementError::BadConsent(p1)));
         let mut t = c;
         t.signature[10] ^= 1;
         assert_eq!(a.verify_consent(&t), Err(AnnouncementError::BadConsent(p1)));
         let stranger = ParticipantId::new(99).unwrap();
         let s = sign_consent(&ids[0], stranger, &h);
-        assert_eq!(
-            a.verify_consent(&s),
-            Err(AnnouncementError::UnknownParticipant(stranger))
-        );
+        assert_eq!(a.verify_consent(&s), Err(AnnouncementError::UnknownParticipant(stranger)));
         // A consent signed for p1 does not count for p2 even with p1's key listed for p2.
-        let relabelled = Consent {
-            participant: a.participants[1].id,
-            ..c
-        };
-        assert_eq!(
-            a.verify_consent(&relabelled),
-            Err(AnnouncementError::BadConsent(a.participants[1].id))
-        );
+        let relabelled = Consent { participant: a.participants[1].id, ..c };
+        assert_eq!(a.verify_consent(&relabelled), Err(AnnouncementError::BadConsent(a.participants[1].id)));
     }
 }

@@ -15,16 +15,13 @@ pub(crate) struct Canon {
 impl Canon {
     /// A new encoding that starts with the length-prefixed domain separator `domain`.
     pub(crate) fn new(domain: &[u8]) -> Self {
-        let mut c = Self {
-            bytes: Vec::with_capacity(256),
-        };
+        let mut c = Self { bytes: Vec::with_capacity(256) };
         c.raw_bytes(domain);
         c
     }
 
     fn raw_bytes(&mut self, b: &[u8]) {
-        self.bytes
-            .extend_from_slice(&(b.len() as u64).to_le_bytes());
+        self.bytes.extend_from_slice(&(b.len() as u64).to_le_bytes());
         self.bytes.extend_from_slice(b);
     }
 

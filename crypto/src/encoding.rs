@@ -130,11 +130,7 @@ pub fn check_finite(update: &[f32]) -> Result<(), EncodingError> {
     if update.iter().all(|x| x.is_finite()) {
         return Ok(());
     }
-    let (index, &value) = update
-        .iter()
-        .enumerate()
-        .find(|(_, x)| !x.is_finite())
-        .unwrap_or((0, &f32::NAN));
+    let (index, &value) = update.iter().enumerate().find(|(_, x)| !x.is_finite()).unwrap_or((0, &f32::NAN));
     Err(EncodingError::NotFinite { index, value })
 }
 
@@ -150,10 +146,7 @@ pub fn encode_weighted_update(
     weight: Weight,
 ) -> Result<(), EncodingError> {
     if out.len() != update.len() + 1 {
-        return Err(EncodingError::LengthMismatch {
-            expected: update.len() + 1,
-            got: out.len(),
-        });
+        return Err(EncodingError::LengthMismatch { expected: update.len() + 1, got: out.len() });
     }
     check_finite(update)?;
     let (clip, s) = (ctx.params().clip, scale(ctx));
@@ -192,10 +185,7 @@ pub fn encode_weight(ctx: &SecAggContext, weight: Weight) -> i64 {
 #[inline]
 pub fn pack_slots(ctx: &SecAggContext, values: &[i64]) -> Result<i128, EncodingError> {
     if values.len() > ctx.slots() {
-        return Err(EncodingError::LengthMismatch {
-            expected: ctx.slots(),
-            got: values.len(),
-        });
+        return Err(EncodingError::LengthMismatch { expected: ctx.slots(), got: values.len() });
     }
     let bound = ctx.derived().per_client_bound;
     if let Some(&m) = values.iter().find(|m| m.unsigned_abs() > bound) {
@@ -207,10 +197,7 @@ pub fn pack_slots(ctx: &SecAggContext, values: &[i64]) -> Result<i128, EncodingE
 /// `Σ_j m_j·2^(j·w)` for values already bounded by the validated headroom.
 #[inline(always)]
 pub(crate) fn pack_unchecked(w: u32, values: &[i64]) -> i128 {
-    values
-        .iter()
-        .rev()
-        .fold(0i128, |acc, &m| (acc << w) + i128::from(m))
+    values.iter().rev().fold(0i128, |acc, &m| (acc << w) + i128::from(m))
 }
 
 /// Unpacks `V = Σ_j m_j·2^(j·w)` into `out` (length ≤ `slots`), borrow-aware: each slot is the
@@ -255,11 +242,7 @@ pub(crate) fn unpack_slots(ctx: &SecAggContext, v: i128, out: &mut [i64]) -> Res
 /// # Errors
 /// `Err(())` if the value is not `Δ·V + noise` with `|noise| ≤ noise_bound` and valid slots.
 #[inline]
-pub(crate) fn decode_coefficient(
-    ctx: &SecAggContext,
-    residues: &[u64],
-    out: &mut [i64],
-) -> Result<(), ()> {
+pub(crate) fn decode_coefficient(ctx: &SecAggContext, residues: &[u64], out: &mut [i64]) -> Result<(), ()> {
     let x = crt_centered(ctx.rns(), residues);
     let (v, e) = x.round_shift(ctx.derived().delta_bits).ok_or(())?;
     if e.unsigned_abs() > ctx.derived().noise_bound {
@@ -315,30 +298,17 @@ mod tests {
         assert_eq!(encode_value(&ctx, f32::MAX, one).unwrap(), 4 << 16);
         assert_eq!(encode_value(&ctx, -f32::MAX, one).unwrap(), -(4 << 16));
         for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
-            assert!(matches!(
-                encode_value(&ctx, bad, one),
-                Err(EncodingError::NotFinite { .. })
-            ));
+            assert!(matches!(encode_value(&ctx, bad, one), Err(EncodingError::NotFinite { .. })));
         }
         let mut out = vec![7i64; 4];
-        let err =
-            encode_weighted_update(&mut out, &ctx, &[1.0, f32::INFINITY, 0.0], one).unwrap_err();
-        assert_eq!(
-            err,
-            EncodingError::NotFinite {
-                index: 1,
-                value: f32::INFINITY
-            }
-        );
+        let err = encode_weighted_update(&mut out, &ctx, &[1.0, f32::INFINITY, 0.0], one).unwrap_err();
+        assert_eq!(err, EncodingError::NotFinite { index: 1, value: f32::INFINITY });
         assert_eq!(out, vec![7; 4], "nothing written on error");
         assert!(Weight::new(&ctx, -1.0).is_err());
         assert!(Weight::new(&ctx, f64::NAN).is_err());
         assert!(Weight::new(&ctx, 17.0).is_err());
         assert!(Weight::new(&ctx, 16.0).is_ok());
-        assert_eq!(
-            decode_weighted_mean(&[5, 0]),
-            Err(EncodingError::ZeroWeight)
-        );
+        assert_eq!(decode_weighted_mean(&[5, 0]), Err(EncodingError::ZeroWeight));
     }
 
     /// Residues of `Δ·V + e` per prime.
@@ -348,11 +318,7 @@ mod tests {
             .map(|i| {
                 let d = rns.div[i];
                 let q = d.divisor();
-                let dv = crate::ring::mul_mod_fast(
-                    crate::ring::reduce_i128(v, d),
-                    rns.slot_scale[i][0],
-                    d,
-                );
+                let dv = crate::ring::mul_mod_fast(crate::ring::reduce_i128(v, d), rns.slot_scale[i][0], d);
                 crate::ring::add_mod(dv, crate::ring::reduce_i128(e, d), q)
             })
             .collect()
@@ -374,8 +340,7 @@ mod tests {
         let noise = ctx.derived().noise_bound as i128;
         for signs in [[1, 1, 1], [-1, -1, -1], [1, -1, 1], [-1, 1, -1]] {
             let sums: Vec<i64> = signs.iter().map(|s| s * m * n).collect();
-            let v = pack_slots(&ctx, &[m * signs[0], m * signs[1], m * signs[2]]).unwrap()
-                * i128::from(n);
+            let v = pack_slots(&ctx, &[m * signs[0], m * signs[1], m * signs[2]]).unwrap() * i128::from(n);
             assert_eq!(v, pack_unchecked(32, &sums));
             for e in [-noise, noise, 0] {
                 let mut out = [0i64; 3];
@@ -384,16 +349,10 @@ mod tests {
             }
             // Beyond the noise bound: refused, not silently wrong.
             let mut out = [0i64; 3];
-            assert!(
-                decode_coefficient(&ctx, &residues(&ctx, v, noise + 1), &mut out).is_err()
-                    || out.to_vec() == sums
-            );
+            assert!(decode_coefficient(&ctx, &residues(&ctx, v, noise + 1), &mut out).is_err() || out.to_vec() == sums);
         }
         let bound = ctx.derived().per_client_bound as i64;
-        assert!(matches!(
-            pack_slots(&ctx, &[bound + 1]),
-            Err(EncodingError::MessageTooLarge { .. })
-        ));
+        assert!(matches!(pack_slots(&ctx, &[bound + 1]), Err(EncodingError::MessageTooLarge { .. })));
         assert!(pack_slots(&ctx, &[0; 4]).is_err());
     }
 
@@ -425,15 +384,8 @@ mod tests {
     #[test]
     fn weighted_mean_round_trip() {
         let ctx = SecAggParams::default().build().unwrap();
-        let a = allocate_and_encode_weighted_update(
-            &ctx,
-            &[1.0, -2.0],
-            Weight::new(&ctx, 3.0).unwrap(),
-        )
-        .unwrap();
-        let b =
-            allocate_and_encode_weighted_update(&ctx, &[0.0, 2.0], Weight::new(&ctx, 1.0).unwrap())
-                .unwrap();
+        let a = allocate_and_encode_weighted_update(&ctx, &[1.0, -2.0], Weight::new(&ctx, 3.0).unwrap()).unwrap();
+        let b = allocate_and_encode_weighted_update(&ctx, &[0.0, 2.0], Weight::new(&ctx, 1.0).unwrap()).unwrap();
         let sum: Vec<i64> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
         assert_eq!(decode_weighted_mean(&sum).unwrap(), vec![0.75, -1.0]);
         assert_eq!(decode_sum(&ctx, &[1 << 16]), vec![1.0]);

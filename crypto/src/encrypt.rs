@@ -70,18 +70,13 @@ pub fn encrypt_messages<R: CryptoRng + ?Sized>(
     }
     let expected = ctx.residues_len(messages.len());
     if out.len() != expected {
-        return Err(EncryptError::LengthMismatch {
-            expected,
-            got: out.len(),
-        });
+        return Err(EncryptError::LengthMismatch { expected, got: out.len() });
     }
     let bound = ctx.derived().per_client_bound;
     if let Some(&m) = messages.iter().find(|m| m.unsigned_abs() > bound) {
         return Err(EncodingError::MessageTooLarge { value: m, bound }.into());
     }
-    encrypt_with(out, ctx, round, seed, key, rng, messages.len(), |c| {
-        messages[c]
-    });
+    encrypt_with(out, ctx, round, seed, key, rng, messages.len(), |c| messages[c]);
     Ok(())
 }
 
@@ -125,11 +120,7 @@ fn encrypt_with<R: CryptoRng + ?Sized>(
             for i in 0..primes {
                 let (d, q) = (rns.div[i], rns.moduli[i]);
                 let dv = mul_mod_fast(reduce_i128(v, d), rns.slot_scale[i][0], d);
-                let ev = if e < 0 {
-                    q - e.unsigned_abs()
-                } else {
-                    e as u64
-                };
+                let ev = if e < 0 { q - e.unsigned_abs() } else { e as u64 };
                 chunk_out[i * c + t] = add_mod(add_mod(a_s[i * n + t], dv, q), ev, q);
             }
         }
@@ -170,10 +161,7 @@ pub fn encrypt_update<R: CryptoRng + ?Sized>(
 ) -> Result<(), EncryptError> {
     let expected = ctx.body_len(update.len());
     if out.len() != expected {
-        return Err(EncryptError::LengthMismatch {
-            expected,
-            got: out.len(),
-        });
+        return Err(EncryptError::LengthMismatch { expected, got: out.len() });
     }
     check_finite(update)?;
     let p = ctx.params();
@@ -181,11 +169,7 @@ pub fn encrypt_update<R: CryptoRng + ?Sized>(
     let w_code = encode_weight(ctx, weight);
     let last = update.len();
     encrypt_with(out, ctx, round, seed, key, rng, last + 1, |c| {
-        if c == last {
-            w_code
-        } else {
-            (f64::from(update[c]).clamp(-clip, clip) * w * scale).round() as i64
-        }
+        if c == last { w_code } else { (f64::from(update[c]).clamp(-clip, clip) * w * scale).round() as i64 }
     });
     Ok(())
 }
@@ -244,9 +228,7 @@ mod tests {
                 })
                 .collect();
             for (t, coefficient) in coefficients.enumerate() {
-                let residues: Vec<u64> = (0..p)
-                    .map(|i| sub_mod(body[i * c + t], a_s[i][t], ctx.moduli()[i]))
-                    .collect();
+                let residues: Vec<u64> = (0..p).map(|i| sub_mod(body[i * c + t], a_s[i][t], ctx.moduli()[i])).collect();
                 let range = coefficient * 3..(coefficient * 3 + 3).min(len);
                 crate::encoding::decode_coefficient(&ctx, &residues, &mut decoded[range]).unwrap();
             }
@@ -255,42 +237,17 @@ mod tests {
         let mut short = vec![0u64; 3];
         assert_eq!(
             encrypt_messages(&mut short, &ctx, RoundId(9), &seed, &key, &msgs, &mut rng),
-            Err(EncryptError::LengthMismatch {
-                expected: 402,
-                got: 3
-            })
+            Err(EncryptError::LengthMismatch { expected: 402, got: 3 })
         );
         let mut one = vec![0u64; 3];
         assert!(matches!(
-            encrypt_messages(
-                &mut one,
-                &ctx,
-                RoundId(9),
-                &seed,
-                &key,
-                &[bound + 1],
-                &mut rng
-            ),
-            Err(EncryptError::Encoding(
-                EncodingError::MessageTooLarge { .. }
-            ))
+            encrypt_messages(&mut one, &ctx, RoundId(9), &seed, &key, &[bound + 1], &mut rng),
+            Err(EncryptError::Encoding(EncodingError::MessageTooLarge { .. }))
         ));
         let mut out = vec![5u64; 3];
         assert!(matches!(
-            encrypt_update(
-                &mut out,
-                &ctx,
-                RoundId(9),
-                &seed,
-                &key,
-                &[1.0, f32::NAN],
-                Weight::one(),
-                &mut rng
-            ),
-            Err(EncryptError::Encoding(EncodingError::NotFinite {
-                index: 1,
-                ..
-            }))
+            encrypt_update(&mut out, &ctx, RoundId(9), &seed, &key, &[1.0, f32::NAN], Weight::one(), &mut rng),
+            Err(EncryptError::Encoding(EncodingError::NotFinite { index: 1, .. }))
         ));
         assert_eq!(out, vec![5; 3]);
         let mut empty: Vec<u64> = vec![];

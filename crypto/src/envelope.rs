@@ -143,12 +143,7 @@ fn transcript(ad: &[u8], eph: &[u8; 32], ct: &[u8]) -> Vec<u8> {
     t
 }
 
-fn derive_key(
-    shared: &[u8; 32],
-    eph: &[u8; 32],
-    recipient: &[u8; 32],
-    ad: &[u8],
-) -> Zeroizing<[u8; 32]> {
+fn derive_key(shared: &[u8; 32], eph: &[u8; 32], recipient: &[u8; 32], ad: &[u8]) -> Zeroizing<[u8; 32]> {
     let mut salt = [0u8; 64];
     salt[..32].copy_from_slice(eph);
     salt[32..].copy_from_slice(recipient);
@@ -208,23 +203,10 @@ pub fn seal_share_with<R: CryptoRng + ?Sized>(
     let cipher = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()));
     let plaintext = share.to_bytes();
     let ciphertext = cipher
-        .encrypt(
-            Nonce::from_slice(&[0u8; 12]),
-            Payload {
-                msg: &plaintext,
-                aad: &ad,
-            },
-        )
+        .encrypt(Nonce::from_slice(&[0u8; 12]), Payload { msg: &plaintext, aad: &ad })
         .map_err(|_| EnvelopeError::Malformed("plaintext too long"))?;
-    let signature = sender
-        .sign(&transcript(&ad, &eph_pub, &ciphertext))
-        .to_vec();
-    Ok(SealedShare {
-        context: context.clone(),
-        ephemeral_public: eph_pub,
-        ciphertext,
-        signature,
-    })
+    let signature = sender.sign(&transcript(&ad, &eph_pub, &ciphertext)).to_vec();
+    Ok(SealedShare { context: context.clone(), ephemeral_public: eph_pub, ciphertext, signature })
 }
 
 /// Opens an envelope addressed to `recipient`, checking binding, signature and authenticity, and
@@ -252,39 +234,22 @@ pub fn open_share(
         });
     }
     if got.round != expected.round {
-        return Err(EnvelopeError::WrongRound {
-            expected: expected.round,
-            got: got.round,
-        });
+        return Err(EnvelopeError::WrongRound { expected: expected.round, got: got.round });
     }
     if got.announcement != expected.announcement {
-        return Err(EnvelopeError::WrongAnnouncement {
-            expected: expected.announcement,
-            got: got.announcement,
-        });
+        return Err(EnvelopeError::WrongAnnouncement { expected: expected.announcement, got: got.announcement });
     }
     if got.recipient != expected.recipient {
-        return Err(EnvelopeError::WrongRecipient {
-            expected: expected.recipient,
-            got: got.recipient,
-        });
+        return Err(EnvelopeError::WrongRecipient { expected: expected.recipient, got: got.recipient });
     }
     if got.sender != expected.sender {
-        return Err(EnvelopeError::WrongSender {
-            expected: expected.sender,
-            got: got.sender,
-        });
+        return Err(EnvelopeError::WrongSender { expected: expected.sender, got: got.sender });
     }
     if envelope.ciphertext.len() != 8 * n * moduli.len() + 16 {
-        return Err(EnvelopeError::Malformed(
-            "ciphertext length does not match the share length",
-        ));
+        return Err(EnvelopeError::Malformed("ciphertext length does not match the share length"));
     }
-    let sig_bytes: [u8; 64] = envelope
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| EnvelopeError::Malformed("signature length"))?;
+    let sig_bytes: [u8; 64] =
+        envelope.signature.as_slice().try_into().map_err(|_| EnvelopeError::Malformed("signature length"))?;
     let ad = expected.associated_data();
     sender
         .verifying_key()?
@@ -293,9 +258,7 @@ pub fn open_share(
             &Signature::from_bytes(&sig_bytes),
         )
         .map_err(|_| EnvelopeError::BadSignature)?;
-    let shared = recipient
-        .encryption_secret()
-        .diffie_hellman(&XPublicKey::from(envelope.ephemeral_public));
+    let shared = recipient.encryption_secret().diffie_hellman(&XPublicKey::from(envelope.ephemeral_public));
     if !shared.was_contributory() {
         return Err(EnvelopeError::Malformed("low-order ephemeral key"));
     }
@@ -304,13 +267,7 @@ pub fn open_share(
     let cipher = ChaCha20Poly1305::new(Key::from_slice(key.as_ref()));
     let plaintext = Zeroizing::new(
         cipher
-            .decrypt(
-                Nonce::from_slice(&[0u8; 12]),
-                Payload {
-                    msg: &envelope.ciphertext,
-                    aad: &ad,
-                },
-            )
+            .decrypt(Nonce::from_slice(&[0u8; 12]), Payload { msg: &envelope.ciphertext, aad: &ad })
             .map_err(|_| EnvelopeError::Tampered)?,
     );
     Ok(KeyShare::from_bytes(&plaintext, n, moduli)?)
@@ -327,14 +284,7 @@ pub fn open_share_for(
     expected: &ShareContext,
     envelope: &SealedShare,
 ) -> Result<KeyShare, EnvelopeError> {
-    open_share(
-        ctx.polynomial_size(),
-        ctx.moduli(),
-        recipient,
-        sender,
-        expected,
-        envelope,
-    )
+    open_share(ctx.polynomial_size(), ctx.moduli(), recipient, sender, expected, envelope)
 }
 
 #[cfg(test)]
@@ -364,10 +314,7 @@ mod tests {
     fn round_trip() {
         let (a, b, ctx, share) = setup();
         let env = seal_share(&a, &b.public_keys(), &ctx, &share).unwrap();
-        assert_eq!(
-            open_share(16, &M, &b, &a.public_keys(), &ctx, &env).unwrap(),
-            share
-        );
+        assert_eq!(open_share(16, &M, &b, &a.public_keys(), &ctx, &env).unwrap(), share);
         // The relay sees no plaintext.
         let pt = share.to_bytes();
         assert!(!env.ciphertext.windows(8).any(|w| w == &pt[..8]));
@@ -377,8 +324,7 @@ mod tests {
     fn rejections_are_typed() {
         let (a, b, ctx, share) = setup();
         let env = seal_share(&a, &b.public_keys(), &ctx, &share).unwrap();
-        let open =
-            |e: &SealedShare, exp: &ShareContext| open_share(16, &M, &b, &a.public_keys(), exp, e);
+        let open = |e: &SealedShare, exp: &ShareContext| open_share(16, &M, &b, &a.public_keys(), exp, e);
 
         let mut t = env.clone();
         t.ciphertext[3] ^= 1;
@@ -394,53 +340,20 @@ mod tests {
         let forged = seal_share(&mallory, &b.public_keys(), &ctx, &share).unwrap();
         assert_eq!(open(&forged, &ctx), Err(EnvelopeError::BadSignature));
         // Binding: relabelled context fails the comparison, or the signature if also expected.
-        let wrong_round = ShareContext {
-            round: RoundId(8),
-            ..ctx.clone()
-        };
-        assert_eq!(
-            open(&env, &wrong_round),
-            Err(EnvelopeError::WrongRound {
-                expected: RoundId(8),
-                got: RoundId(7)
-            })
-        );
+        let wrong_round = ShareContext { round: RoundId(8), ..ctx.clone() };
+        assert_eq!(open(&env, &wrong_round), Err(EnvelopeError::WrongRound { expected: RoundId(8), got: RoundId(7) }));
         let mut relabelled = env.clone();
         relabelled.context.round = RoundId(8);
-        assert_eq!(
-            open(&relabelled, &wrong_round),
-            Err(EnvelopeError::BadSignature)
-        );
-        let other = ShareContext {
-            recipient: ParticipantId::new(3).unwrap(),
-            ..ctx.clone()
-        };
-        assert!(matches!(
-            open(&env, &other),
-            Err(EnvelopeError::WrongRecipient { .. })
-        ));
-        let other = ShareContext {
-            federation: "fed-b".into(),
-            ..ctx.clone()
-        };
-        assert!(matches!(
-            open(&env, &other),
-            Err(EnvelopeError::WrongFederation { .. })
-        ));
-        let other = ShareContext {
-            sender: ParticipantId::new(9).unwrap(),
-            ..ctx.clone()
-        };
-        assert!(matches!(
-            open(&env, &other),
-            Err(EnvelopeError::WrongSender { .. })
-        ));
+        assert_eq!(open(&relabelled, &wrong_round), Err(EnvelopeError::BadSignature));
+        let other = ShareContext { recipient: ParticipantId::new(3).unwrap(), ..ctx.clone() };
+        assert!(matches!(open(&env, &other), Err(EnvelopeError::WrongRecipient { .. })));
+        let other = ShareContext { federation: "fed-b".into(), ..ctx.clone() };
+        assert!(matches!(open(&env, &other), Err(EnvelopeError::WrongFederation { .. })));
+        let other = ShareContext { sender: ParticipantId::new(9).unwrap(), ..ctx.clone() };
+        assert!(matches!(open(&env, &other), Err(EnvelopeError::WrongSender { .. })));
         // Another announcement with the same round id: refused by the binding, and a relabelled
         // context fails the signature (the hash is in the signed associated data).
-        let other = ShareContext {
-            announcement: AnnouncementHash([6; 32]),
-            ..ctx.clone()
-        };
+        let other = ShareContext { announcement: AnnouncementHash([6; 32]), ..ctx.clone() };
         assert_eq!(
             open(&env, &other),
             Err(EnvelopeError::WrongAnnouncement {
@@ -456,9 +369,6 @@ mod tests {
         let misdirected = seal_share(&a, &c.public_keys(), &ctx, &share).unwrap();
         assert_eq!(open(&misdirected, &ctx), Err(EnvelopeError::Tampered));
         // Wrong share length for these parameters.
-        assert!(matches!(
-            open_share(32, &M, &b, &a.public_keys(), &ctx, &env),
-            Err(EnvelopeError::Malformed(_))
-        ));
+        assert!(matches!(open_share(32, &M, &b, &a.public_keys(), &ctx, &env), Err(EnvelopeError::Malformed(_))));
     }
 }

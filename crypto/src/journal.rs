@@ -37,11 +37,7 @@ pub trait AnswerJournal {
     /// # Errors
     /// [`JournalError::AlreadyAnswered`] if any answer for `round` (under any announcement) was
     /// recorded before; [`JournalError::Storage`] if it cannot be recorded durably.
-    fn record_answer(
-        &mut self,
-        round: RoundId,
-        announcement: &AnnouncementHash,
-    ) -> Result<(), JournalError>;
+    fn record_answer(&mut self, round: RoundId, announcement: &AnnouncementHash) -> Result<(), JournalError>;
 }
 
 /// An in-memory [`AnswerJournal`] for tests and simulations. **Not durable**: a real client must
@@ -64,11 +60,7 @@ impl MemoryJournal {
 }
 
 impl AnswerJournal for MemoryJournal {
-    fn record_answer(
-        &mut self,
-        round: RoundId,
-        announcement: &AnnouncementHash,
-    ) -> Result<(), JournalError> {
+    fn record_answer(&mut self, round: RoundId, announcement: &AnnouncementHash) -> Result<(), JournalError> {
         if self.answered.contains_key(&round) {
             return Err(JournalError::AlreadyAnswered);
         }
@@ -86,14 +78,8 @@ mod tests {
         let mut j = MemoryJournal::new();
         let (a, b) = (AnnouncementHash([1; 32]), AnnouncementHash([2; 32]));
         assert_eq!(j.record_answer(RoundId(1), &a), Ok(()));
-        assert_eq!(
-            j.record_answer(RoundId(1), &a),
-            Err(JournalError::AlreadyAnswered)
-        );
-        assert_eq!(
-            j.record_answer(RoundId(1), &b),
-            Err(JournalError::AlreadyAnswered)
-        );
+        assert_eq!(j.record_answer(RoundId(1), &a), Err(JournalError::AlreadyAnswered));
+        assert_eq!(j.record_answer(RoundId(1), &b), Err(JournalError::AlreadyAnswered));
         assert_eq!(j.record_answer(RoundId(2), &b), Ok(()));
         assert_eq!(j.answered(RoundId(1)), Some(a));
         assert_eq!(j.answered(RoundId(3)), None);

@@ -208,11 +208,7 @@ fn distinct(set: &[ParticipantId]) -> Result<BTreeSet<ParticipantId>, DecryptErr
 #[inline(always)]
 fn smudging_sample<R: CryptoRng + ?Sized>(rng: &mut R, b: u32) -> i128 {
     let lo = u128::from(rng.next_u64());
-    let bits = if b < 64 {
-        lo
-    } else {
-        lo | (u128::from(rng.next_u64()) << 64)
-    };
+    let bits = if b < 64 { lo } else { lo | (u128::from(rng.next_u64()) << 64) };
     (bits & ((1u128 << (b + 1)) - 1)) as i128 - (1i128 << b)
 }
 
@@ -238,11 +234,7 @@ impl KeyHolder {
     /// [`DecryptError::Announcement`] for an invalid announcement,
     /// [`DecryptError::ParamsMismatch`] if `ctx` was built from other parameters,
     /// [`DecryptError::NotAParticipant`] if `me` is not announced.
-    pub fn new(
-        ctx: &SecAggContext,
-        announcement: &RoundAnnouncement,
-        me: ParticipantId,
-    ) -> Result<Self, DecryptError> {
+    pub fn new(ctx: &SecAggContext, announcement: &RoundAnnouncement, me: ParticipantId) -> Result<Self, DecryptError> {
         announcement.validate()?;
         if *ctx.params() != announcement.params {
             return Err(DecryptError::ParamsMismatch);
@@ -287,11 +279,7 @@ impl KeyHolder {
     /// # Errors
     /// [`DecryptError::NotAParticipant`], [`DecryptError::DuplicateShare`],
     /// [`DecryptError::BadShareLength`].
-    pub fn receive_share(
-        &mut self,
-        sender: ParticipantId,
-        share: KeyShare,
-    ) -> Result<(), DecryptError> {
+    pub fn receive_share(&mut self, sender: ParticipantId, share: KeyShare) -> Result<(), DecryptError> {
         if self.announcement.by_id(sender).is_none() {
             return Err(DecryptError::NotAParticipant(sender));
         }
@@ -325,25 +313,16 @@ impl KeyHolder {
     fn check_request(&self, request: &DecryptionRequest) -> Result<Vec<u64>, DecryptError> {
         let round = self.announcement.round;
         if request.round != round {
-            return Err(DecryptError::WrongRound {
-                expected: round,
-                got: request.round,
-            });
+            return Err(DecryptError::WrongRound { expected: round, got: request.round });
         }
         if request.announcement != self.hash {
-            return Err(DecryptError::WrongAnnouncement {
-                expected: self.hash,
-                got: request.announcement,
-            });
+            return Err(DecryptError::WrongAnnouncement { expected: self.hash, got: request.announcement });
         }
         if self.answered {
             return Err(DecryptError::AlreadyAnswered);
         }
         if request.len != self.len {
-            return Err(DecryptError::LengthMismatch {
-                expected: self.len,
-                got: request.len,
-            });
+            return Err(DecryptError::LengthMismatch { expected: self.len, got: request.len });
         }
         let max = self.ctx.params().max_clients;
         // The decryption set S.
@@ -351,24 +330,15 @@ impl KeyHolder {
             return Err(DecryptError::EmptyParticipantSet);
         }
         let participants = distinct(&request.participants)?;
-        if let Some(&p) = participants
-            .iter()
-            .find(|p| self.announcement.by_id(**p).is_none())
-        {
+        if let Some(&p) = participants.iter().find(|p| self.announcement.by_id(**p).is_none()) {
             return Err(DecryptError::NotAParticipant(p));
         }
         let min = self.announcement.min_participants;
         if participants.len() < min {
-            return Err(DecryptError::TooFewParticipants {
-                got: participants.len(),
-                min,
-            });
+            return Err(DecryptError::TooFewParticipants { got: participants.len(), min });
         }
         if participants.len() > max as usize {
-            return Err(DecryptError::TooManyParticipants {
-                got: participants.len(),
-                max,
-            });
+            return Err(DecryptError::TooManyParticipants { got: participants.len(), max });
         }
         // Exactly one valid consent per member of S, none from outside S.
         let mut consented = BTreeSet::new();
@@ -390,10 +360,7 @@ impl KeyHolder {
         }
         // The responder set T.
         let responders = distinct(&request.responders)?;
-        if let Some(&p) = responders
-            .iter()
-            .find(|p| self.announcement.by_id(**p).is_none())
-        {
+        if let Some(&p) = responders.iter().find(|p| self.announcement.by_id(**p).is_none()) {
             return Err(DecryptError::NotAParticipant(p));
         }
         if !responders.contains(&self.me) {
@@ -401,16 +368,9 @@ impl KeyHolder {
         }
         let threshold = self.announcement.threshold;
         if responders.len() < threshold {
-            return Err(DecryptError::NotEnoughPartials {
-                got: responders.len(),
-                threshold,
-            });
+            return Err(DecryptError::NotEnoughPartials { got: responders.len(), threshold });
         }
-        Ok(lagrange_at_zero_rns(
-            self.ctx.moduli(),
-            &request.responders,
-            self.me,
-        )?)
+        Ok(lagrange_at_zero_rns(self.ctx.moduli(), &request.responders, self.me)?)
     }
 
     /// Answers `request`, at most once per round. Every check happens first (a refused request
@@ -439,12 +399,10 @@ impl KeyHolder {
         rng: &mut R,
     ) -> Result<PartialDecryption, DecryptError> {
         let lambdas = self.check_request(request)?;
-        journal
-            .record_answer(self.announcement.round, &self.hash)
-            .map_err(|e| match e {
-                JournalError::AlreadyAnswered => DecryptError::AlreadyAnswered,
-                other => DecryptError::Journal(other),
-            })?;
+        journal.record_answer(self.announcement.round, &self.hash).map_err(|e| match e {
+            JournalError::AlreadyAnswered => DecryptError::AlreadyAnswered,
+            other => DecryptError::Journal(other),
+        })?;
         self.answered = true;
         let participants = distinct(&request.participants)?;
         let ctx = &self.ctx;
@@ -489,12 +447,7 @@ impl KeyHolder {
                 }
             }
         }
-        Ok(PartialDecryption {
-            round: self.announcement.round,
-            announcement: self.hash,
-            responder: self.me,
-            values,
-        })
+        Ok(PartialDecryption { round: self.announcement.round, announcement: self.hash, responder: self.me, values })
     }
 }
 
@@ -516,10 +469,7 @@ pub fn combine(
 ) -> Result<Vec<i64>, DecryptError> {
     let responders = distinct(&request.responders)?;
     if responders.len() < threshold || partials.len() < threshold {
-        return Err(DecryptError::NotEnoughPartials {
-            got: responders.len().min(partials.len()),
-            threshold,
-        });
+        return Err(DecryptError::NotEnoughPartials { got: responders.len().min(partials.len()), threshold });
     }
     let participants = distinct(&request.participants)?;
     if !participants.iter().eq(aggregate.participants().iter()) {
@@ -527,24 +477,15 @@ pub fn combine(
     }
     let residues = ctx.residues_len(request.len);
     if aggregate.sum().len() != residues {
-        return Err(DecryptError::LengthMismatch {
-            expected: residues,
-            got: aggregate.sum().len(),
-        });
+        return Err(DecryptError::LengthMismatch { expected: residues, got: aggregate.sum().len() });
     }
     let mut seen = BTreeSet::new();
     for p in partials {
         if p.round != request.round {
-            return Err(DecryptError::WrongRound {
-                expected: request.round,
-                got: p.round,
-            });
+            return Err(DecryptError::WrongRound { expected: request.round, got: p.round });
         }
         if p.announcement != request.announcement {
-            return Err(DecryptError::WrongAnnouncement {
-                expected: request.announcement,
-                got: p.announcement,
-            });
+            return Err(DecryptError::WrongAnnouncement { expected: request.announcement, got: p.announcement });
         }
         if !responders.contains(&p.responder) {
             return Err(DecryptError::ResponderMismatch(p.responder));
@@ -553,10 +494,7 @@ pub fn combine(
             return Err(DecryptError::Duplicate(p.responder));
         }
         if p.values.len() != residues {
-            return Err(DecryptError::LengthMismatch {
-                expected: residues,
-                got: p.values.len(),
-            });
+            return Err(DecryptError::LengthMismatch { expected: residues, got: p.values.len() });
         }
     }
     if let Some(&missing) = responders.iter().find(|r| !seen.contains(r)) {
@@ -575,16 +513,11 @@ pub(crate) fn combine_unchecked(
 ) -> Result<Vec<i64>, DecryptError> {
     let residues = ctx.residues_len(len);
     if aggregate.len() != residues {
-        return Err(DecryptError::LengthMismatch {
-            expected: residues,
-            got: aggregate.len(),
-        });
+        return Err(DecryptError::LengthMismatch { expected: residues, got: aggregate.len() });
     }
     for p in partials {
         ctx.check_residues(len, &p.values).map_err(|e| match e {
-            LayoutError::WrongLength { expected, got } => {
-                DecryptError::LengthMismatch { expected, got }
-            }
+            LayoutError::WrongLength { expected, got } => DecryptError::LengthMismatch { expected, got },
             _ => DecryptError::OutOfRange(p.responder),
         })?;
     }
@@ -613,8 +546,7 @@ pub(crate) fn combine_unchecked(
             }
             let first = coefficient * k;
             let slots = first..(first + k).min(len);
-            decode_coefficient(ctx, &residue[..primes], &mut out[slots])
-                .map_err(|()| DecryptError::Garbled(first))?;
+            decode_coefficient(ctx, &residue[..primes], &mut out[slots]).map_err(|()| DecryptError::Garbled(first))?;
         }
     }
     Ok(out)

@@ -66,19 +66,13 @@ impl SecretRng {
     pub fn from_os() -> Self {
         let mut seed = Zeroizing::new([0u8; 32]);
         #[allow(clippy::expect_used)]
-        OsRng
-            .try_fill_bytes(seed.as_mut())
-            .expect("operating system random source failed");
-        Self {
-            inner: ChaCha20Rng::from_seed(*seed),
-        }
+        OsRng.try_fill_bytes(seed.as_mut()).expect("operating system random source failed");
+        Self { inner: ChaCha20Rng::from_seed(*seed) }
     }
 
     /// A generator seeded from `seed` (tests and reproducible simulations).
     pub fn from_seed_bytes(seed: &Zeroizing<[u8; 32]>) -> Self {
-        Self {
-            inner: ChaCha20Rng::from_seed(**seed),
-        }
+        Self { inner: ChaCha20Rng::from_seed(**seed) }
     }
 }
 
@@ -118,9 +112,7 @@ pub struct RoundSecretKey {
 
 impl std::fmt::Debug for RoundSecretKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoundSecretKey")
-            .field("n", &self.n)
-            .finish_non_exhaustive()
+        f.debug_struct("RoundSecretKey").field("n", &self.n).finish_non_exhaustive()
     }
 }
 
@@ -196,9 +188,7 @@ pub struct NodeIdentity {
 
 impl std::fmt::Debug for NodeIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NodeIdentity")
-            .field("public", &self.public_keys())
-            .finish_non_exhaustive()
+        f.debug_struct("NodeIdentity").field("public", &self.public_keys()).finish_non_exhaustive()
     }
 }
 
@@ -223,10 +213,7 @@ impl NodeIdentity {
         let mut e = Zeroizing::new([0u8; 32]);
         x.copy_from_slice(&bytes[..32]);
         e.copy_from_slice(&bytes[32..]);
-        Self {
-            encryption: StaticSecret::from(*x),
-            signing: SigningKey::from_bytes(&e),
-        }
+        Self { encryption: StaticSecret::from(*x), signing: SigningKey::from_bytes(&e) }
     }
 
     /// Restores an identity from [`NodeIdentity::to_secret_bytes`] (the owner's local storage).
@@ -243,10 +230,7 @@ impl NodeIdentity {
     /// ```
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
         let arr: &[u8; NODE_SECRET_LEN] =
-            bytes.try_into().map_err(|_| KeyError::BadSecretLength {
-                expected: NODE_SECRET_LEN,
-                got: bytes.len(),
-            })?;
+            bytes.try_into().map_err(|_| KeyError::BadSecretLength { expected: NODE_SECRET_LEN, got: bytes.len() })?;
         Ok(Self::from_secret_array(arr))
     }
 
@@ -351,10 +335,7 @@ mod tests {
         assert!(id.public_keys().verifying_key().is_ok());
         assert_eq!(
             NodeIdentity::from_secret_bytes(&[0; 10]).unwrap_err(),
-            KeyError::BadSecretLength {
-                expected: 64,
-                got: 10
-            }
+            KeyError::BadSecretLength { expected: 64, got: 10 }
         );
         assert!(!format!("{id:?}").contains(&format!("{:?}", &id.to_secret_bytes()[..4])));
     }

@@ -53,8 +53,8 @@ pub mod sim;
 
 pub use aggregate::{AggregateBody, AggregateError, Aggregator};
 pub use announce::{
-    AnnouncedParticipant, AnnouncementError, AnnouncementHash, Consent, RoundAnnouncement,
-    collusion_policy, sign_consent,
+    AnnouncedParticipant, AnnouncementError, AnnouncementHash, Consent, RoundAnnouncement, collusion_policy,
+    sign_consent,
 };
 pub use encoding::{EncodingError, Weight};
 pub use encrypt::{EncryptError, allocate_and_encrypt_update, encrypt_update};

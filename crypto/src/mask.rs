@@ -38,9 +38,7 @@ impl MaskSeed {
         h.update(b"cohort/secagg/mask/v2");
         h.update(round.0.to_le_bytes());
         h.update(self.0);
-        MaskExpander {
-            key: h.finalize().into(),
-        }
+        MaskExpander { key: h.finalize().into() }
     }
 }
 

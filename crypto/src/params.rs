@@ -60,25 +60,15 @@ use thiserror::Error;
 
 /// The default RNS moduli: the three largest primes below 2^62 with `q ≡ 1 (mod 2^14)`, so each
 /// supports negacyclic NTTs up to `N = 8192`. `q_0 = 2^62 − 2^16 + 1`.
-pub const DEFAULT_MODULI: [u64; 3] = [
-    0x3fff_ffff_ffff_0001,
-    0x3fff_ffff_fffe_8001,
-    0x3fff_ffff_fff1_c001,
-];
+pub const DEFAULT_MODULI: [u64; 3] = [0x3fff_ffff_ffff_0001, 0x3fff_ffff_fffe_8001, 0x3fff_ffff_fff1_c001];
 
 /// Largest number of RNS primes supported (the CRT value must fit in 192 bits).
 pub const MAX_PRIMES: usize = 3;
 
 /// Largest `log2 Q` allowed at 128-bit classical security for ternary secrets, by ring degree,
 /// from the HE Security Standard (homomorphicencryption.org, 2018), Table 1.
-const HE_STANDARD_MAX_LOG_Q: [(usize, u64); 6] = [
-    (1024, 27),
-    (2048, 54),
-    (4096, 109),
-    (8192, 218),
-    (16384, 438),
-    (32768, 881),
-];
+const HE_STANDARD_MAX_LOG_Q: [(usize, u64); 6] =
+    [(1024, 27), (2048, 54), (4096, 109), (8192, 218), (16384, 438), (32768, 881)];
 
 /// Envelope overhead: ephemeral key (32), signature (64) and AEAD tag (16).
 const ENVELOPE_OVERHEAD: usize = 32 + 64 + 16;
@@ -203,22 +193,14 @@ impl Default for SecAggParams {
 
 /// Smallest `k` with `2^k ≥ x` (`x ≥ 1`).
 fn ceil_log2(x: u128) -> u32 {
-    if x <= 1 {
-        0
-    } else {
-        128 - (x - 1).leading_zeros()
-    }
+    if x <= 1 { 0 } else { 128 - (x - 1).leading_zeros() }
 }
 
 impl SecAggParams {
     /// Toy parameters, **not secure**: ring degree `n` (≥ 16, power of two), otherwise the
     /// default encoding, moduli and flooding. For fast tests of the algebra only.
     pub fn toy_insecure(n: usize) -> Self {
-        Self {
-            polynomial_size: n,
-            insecure_toy: true,
-            ..Self::default()
-        }
+        Self { polynomial_size: n, insecure_toy: true, ..Self::default() }
     }
 
     /// Builder-style setter for the encoding parameters.
@@ -295,16 +277,9 @@ impl SecAggParams {
         }
         let log_q = q_big.bits();
         if !self.insecure_toy {
-            let max_log_q = HE_STANDARD_MAX_LOG_Q
-                .iter()
-                .find(|(deg, _)| *deg == n)
-                .map_or(0, |(_, b)| *b);
+            let max_log_q = HE_STANDARD_MAX_LOG_Q.iter().find(|(deg, _)| *deg == n).map_or(0, |(_, b)| *b);
             if log_q > max_log_q {
-                return Err(ParamsError::Insecure {
-                    n,
-                    log_q,
-                    max_log_q,
-                });
+                return Err(ParamsError::Insecure { n, log_q, max_log_q });
             }
             if self.error_eta < 21 {
                 return Err(ParamsError::ErrorTooNarrow(self.error_eta));
@@ -317,39 +292,25 @@ impl SecAggParams {
             return Err(ParamsError::BadEncoding("error_eta must be in [1, 32]"));
         }
         if self.flooding_bits == 0 || self.flooding_bits > 128 {
-            return Err(ParamsError::BadEncoding(
-                "flooding_bits must be in [1, 128]",
-            ));
+            return Err(ParamsError::BadEncoding("flooding_bits must be in [1, 128]"));
         }
         if self.fraction_bits > 40 {
             return Err(ParamsError::BadEncoding("fraction_bits must be <= 40"));
         }
         if !(self.clip.is_finite() && self.clip > 0.0 && self.clip <= 1e9) {
-            return Err(ParamsError::BadEncoding(
-                "clip must be finite, > 0 and <= 1e9",
-            ));
+            return Err(ParamsError::BadEncoding("clip must be finite, > 0 and <= 1e9"));
         }
         if !(self.max_weight.is_finite() && self.max_weight > 0.0 && self.max_weight <= 1e9) {
-            return Err(ParamsError::BadEncoding(
-                "max_weight must be finite, > 0 and <= 1e9",
-            ));
+            return Err(ParamsError::BadEncoding("max_weight must be finite, > 0 and <= 1e9"));
         }
         if self.max_clients == 0 {
             return Err(ParamsError::BadEncoding("max_clients must be >= 1"));
         }
         if self.max_coordinates == 0 || self.max_coordinates > 1 << 32 {
-            return Err(ParamsError::BadEncoding(
-                "max_coordinates must be in [1, 2^32]",
-            ));
+            return Err(ParamsError::BadEncoding("max_coordinates must be in [1, 2^32]"));
         }
-        if self.slots == 0
-            || self.slot_bits < 2
-            || self.slot_bits > 63
-            || self.slots * self.slot_bits > 120
-        {
-            return Err(ParamsError::BadEncoding(
-                "need slots >= 1, 2 <= slot_bits <= 63, slots * slot_bits <= 120",
-            ));
+        if self.slots == 0 || self.slot_bits < 2 || self.slot_bits > 63 || self.slots * self.slot_bits > 120 {
+            return Err(ParamsError::BadEncoding("need slots >= 1, 2 <= slot_bits <= 63, slots * slot_bits <= 120"));
         }
 
         // Flooding: b = smallest integer with L·B_e ≤ 2^(b + 1 − λ).
@@ -361,9 +322,8 @@ impl SecAggParams {
         if smudging_bits > 100 {
             return Err(too_big("smudging width above 2^100"));
         }
-        let noise_bound = (clients << smudging_bits)
-            .checked_add(error_bound)
-            .ok_or_else(|| too_big("noise bound overflows"))?;
+        let noise_bound =
+            (clients << smudging_bits).checked_add(error_bound).ok_or_else(|| too_big("noise bound overflows"))?;
         // Δ = 2^d, the smallest power of two above 2·noise_bound (so |noise| < Δ/2).
         let delta_bits = 128 - (2 * noise_bound).leading_zeros();
         if delta_bits > 126 {
@@ -390,8 +350,7 @@ impl SecAggParams {
         for j in 0..self.slots {
             packed += BigUint::one() << (j * w);
         }
-        let total =
-            ((BigUint::from(message_bound) * packed) << delta_bits) + BigUint::from(noise_bound);
+        let total = ((BigUint::from(message_bound) * packed) << delta_bits) + BigUint::from(noise_bound);
         let half_q = (&q_big - 1u32) >> 1;
         if total > half_q {
             return Err(ParamsError::HeadroomExceeded(format!(
@@ -436,17 +395,9 @@ impl SecAggParams {
             .iter()
             .map(|&q| Plan::try_new(n, q).ok_or(ParamsError::BadModulus { modulus: q, n }))
             .collect::<Result<Vec<_>, _>>()?;
-        let rns = Rns::new(&self.moduli, derived.delta_bits, self.slot_bits, self.slots).ok_or(
-            ParamsError::BadModulus {
-                modulus: self.moduli[0],
-                n,
-            },
-        )?;
-        Ok(SecAggContext {
-            params: self.clone(),
-            derived,
-            inner: Arc::new(Inner { plans, rns }),
-        })
+        let rns = Rns::new(&self.moduli, derived.delta_bits, self.slot_bits, self.slots)
+            .ok_or(ParamsError::BadModulus { modulus: self.moduli[0], n })?;
+        Ok(SecAggContext { params: self.clone(), derived, inner: Arc::new(Inner { plans, rns }) })
     }
 }
 
@@ -489,35 +440,19 @@ impl Rns {
         let div = moduli.iter().map(|&q| Div64::new(q)).collect();
         let slot_scale = moduli
             .iter()
-            .map(|&q| {
-                (0..slots)
-                    .map(|j| pow_mod(2, u64::from(delta_bits + j * slot_bits), q))
-                    .collect()
-            })
+            .map(|&q| (0..slots).map(|j| pow_mod(2, u64::from(delta_bits + j * slot_bits), q)).collect())
             .collect();
         let garner = moduli
             .iter()
             .enumerate()
-            .map(|(i, &qi)| {
-                moduli[..i]
-                    .iter()
-                    .map(|&qj| inv_mod(qj % qi, qi))
-                    .collect::<Option<Vec<_>>>()
-            })
+            .map(|(i, &qi)| moduli[..i].iter().map(|&qj| inv_mod(qj % qi, qi)).collect::<Option<Vec<_>>>())
             .collect::<Option<Vec<_>>>()?;
         let mut q = I192::from_u64(1);
         for &m in moduli {
             q = q.mul_add_u64(m, 0);
         }
         let half_q = q.wrapping_sub(I192::from_u64(1)).shr1();
-        Some(Self {
-            moduli: moduli.to_vec(),
-            div,
-            slot_scale,
-            garner,
-            q,
-            half_q,
-        })
+        Some(Self { moduli: moduli.to_vec(), div, slot_scale, garner, q, half_q })
     }
 }
 
@@ -576,8 +511,7 @@ impl SecAggContext {
     /// decryptions of one round over `len` coordinates and their simulation from the sum alone
     /// (see the module docs). At most `−flooding_bits` for `len ≤ max_coordinates`.
     pub fn statistical_distance_log2(&self, len: usize) -> f64 {
-        (len as f64 * self.derived.error_bound as f64).log2()
-            - f64::from(self.derived.smudging_bits + 1)
+        (len as f64 * self.derived.error_bound as f64).log2() - f64::from(self.derived.smudging_bits + 1)
     }
 
     /// Ring coefficients holding a vector of `len` coordinates: `⌈len / slots⌉`.
@@ -639,15 +573,11 @@ impl SecAggContext {
     pub fn check_residues(&self, len: usize, values: &[u64]) -> Result<(), LayoutError> {
         let expected = self.residues_len(len);
         if values.len() != expected {
-            return Err(LayoutError::WrongLength {
-                expected,
-                got: values.len(),
-            });
+            return Err(LayoutError::WrongLength { expected, got: values.len() });
         }
         for j in 0..self.num_chunks(len) {
             let r = self.chunk_residues(j, len);
-            self.check_chunk(&values[r.clone()])
-                .map_err(|i| LayoutError::Unreduced { index: r.start + i })?;
+            self.check_chunk(&values[r.clone()]).map_err(|i| LayoutError::Unreduced { index: r.start + i })?;
         }
         Ok(())
     }
@@ -689,13 +619,9 @@ impl SecAggContext {
     /// As [`check_residues`](Self::check_residues).
     pub fn check_share(&self, values: &[u64]) -> Result<(), LayoutError> {
         if values.len() != self.share_len() {
-            return Err(LayoutError::WrongLength {
-                expected: self.share_len(),
-                got: values.len(),
-            });
+            return Err(LayoutError::WrongLength { expected: self.share_len(), got: values.len() });
         }
-        self.check_chunk(values)
-            .map_err(|index| LayoutError::Unreduced { index })
+        self.check_chunk(values).map_err(|index| LayoutError::Unreduced { index })
     }
 
     /// A serializable record of the parameters, for every round record.
@@ -720,10 +646,7 @@ impl SecAggContext {
                 p.error_eta,
                 (f64::from(p.error_eta) / 2.0).sqrt()
             ),
-            smudging_distribution: format!(
-                "uniform [-2^{0}, 2^{0}) per key holder",
-                d.smudging_bits
-            ),
+            smudging_distribution: format!("uniform [-2^{0}, 2^{0}) per key holder", d.smudging_bits),
             delta_bits: d.delta_bits,
             smudging_bits: d.smudging_bits,
             flooding_bits: p.flooding_bits,
@@ -812,13 +735,9 @@ mod tests {
     /// ≤ 2^-40, with b − 1 it is above (exact integer arithmetic).
     #[test]
     fn flooding_width_is_tight() {
-        for (clients, coords, lambda) in [
-            (256u32, 1usize << 24, 40u32),
-            (10, 1 << 20, 40),
-            (1, 1, 40),
-            (256, 1 << 24, 64),
-            (3, 1000, 41),
-        ] {
+        for (clients, coords, lambda) in
+            [(256u32, 1usize << 24, 40u32), (10, 1 << 20, 40), (1, 1, 40), (256, 1 << 24, 64), (3, 1000, 41)]
+        {
             let slots = if lambda > 40 { 2 } else { 3 };
             let p = SecAggParams {
                 max_clients: clients,
@@ -832,10 +751,7 @@ mod tests {
             let b = d.smudging_bits;
             // L·B_e / 2^(b+1) ≤ 2^-λ  ⇔  L·B_e ≤ 2^(b+1−λ).
             assert!(lb <= 1u128 << (b + 1 - lambda), "{clients} {coords}");
-            assert!(
-                lb > 1u128 << (b - lambda),
-                "{clients} {coords}: b − 1 would suffice"
-            );
+            assert!(lb > 1u128 << (b - lambda), "{clients} {coords}: b − 1 would suffice");
             let ctx = p.build().unwrap();
             assert!(ctx.statistical_distance_log2(coords) <= -f64::from(lambda));
             assert!(ctx.statistical_distance_log2(coords) > -f64::from(lambda) - 1.0);
@@ -865,104 +781,37 @@ mod tests {
 
     #[test]
     fn rejects_insecure_and_bad() {
-        let p = SecAggParams {
-            polynomial_size: 4096,
-            ..SecAggParams::default()
-        };
-        assert!(matches!(
-            p.validate(),
-            Err(ParamsError::Insecure {
-                n: 4096,
-                log_q: 186,
-                max_log_q: 109
-            })
-        ));
-        let p = SecAggParams {
-            error_eta: 4,
-            ..SecAggParams::default()
-        };
+        let p = SecAggParams { polynomial_size: 4096, ..SecAggParams::default() };
+        assert!(matches!(p.validate(), Err(ParamsError::Insecure { n: 4096, log_q: 186, max_log_q: 109 })));
+        let p = SecAggParams { error_eta: 4, ..SecAggParams::default() };
         assert_eq!(p.validate(), Err(ParamsError::ErrorTooNarrow(4)));
-        let p = SecAggParams {
-            flooding_bits: 39,
-            ..SecAggParams::default()
-        };
+        let p = SecAggParams { flooding_bits: 39, ..SecAggParams::default() };
         assert_eq!(p.validate(), Err(ParamsError::FloodingTooWeak(39)));
-        let p = SecAggParams {
-            polynomial_size: 3000,
-            ..SecAggParams::default()
-        };
+        let p = SecAggParams { polynomial_size: 3000, ..SecAggParams::default() };
         assert_eq!(p.validate(), Err(ParamsError::BadPolynomialSize(3000)));
-        let p = SecAggParams {
-            moduli: vec![(1 << 61) + 1],
-            ..SecAggParams::default()
-        };
+        let p = SecAggParams { moduli: vec![(1 << 61) + 1], ..SecAggParams::default() };
         assert!(matches!(p.validate(), Err(ParamsError::BadModulus { .. })));
-        let p = SecAggParams {
-            moduli: vec![DEFAULT_MODULI[0]; 2],
-            ..SecAggParams::default()
-        };
+        let p = SecAggParams { moduli: vec![DEFAULT_MODULI[0]; 2], ..SecAggParams::default() };
         assert!(matches!(p.validate(), Err(ParamsError::BadModulus { .. })));
-        let p = SecAggParams {
-            moduli: vec![],
-            ..SecAggParams::default()
-        };
+        let p = SecAggParams { moduli: vec![], ..SecAggParams::default() };
         assert_eq!(p.validate(), Err(ParamsError::BadModulusCount(0)));
         // Headroom: too many clients for 32-bit slots; 4 slots do not fit; 2 primes too small.
         let p = SecAggParams::default().with_max_clients(1 << 10);
-        assert!(matches!(
-            p.validate(),
-            Err(ParamsError::HeadroomExceeded(_))
-        ));
-        let p = SecAggParams {
-            slots: 4,
-            ..SecAggParams::default()
-        };
+        assert!(matches!(p.validate(), Err(ParamsError::HeadroomExceeded(_))));
+        let p = SecAggParams { slots: 4, ..SecAggParams::default() };
         assert!(matches!(p.validate(), Err(ParamsError::BadEncoding(_))));
-        let p = SecAggParams {
-            slot_bits: 36,
-            ..SecAggParams::default()
-        }; // 86 + 3·36 > 185
-        assert!(matches!(
-            p.validate(),
-            Err(ParamsError::HeadroomExceeded(_))
-        ));
-        let p = SecAggParams {
-            slots: 4,
-            slot_bits: 24,
-            max_clients: 2,
-            ..SecAggParams::default()
-        };
-        assert!(matches!(
-            p.validate(),
-            Err(ParamsError::HeadroomExceeded(_))
-        )); // slot sums need 24 bits
-        let p = SecAggParams {
-            moduli: DEFAULT_MODULI[..2].to_vec(),
-            ..SecAggParams::default()
-        };
-        assert!(matches!(
-            p.validate(),
-            Err(ParamsError::HeadroomExceeded(_))
-        ));
-        let p = SecAggParams {
-            slot_bits: 31,
-            ..SecAggParams::default()
-        };
-        assert!(matches!(
-            p.validate(),
-            Err(ParamsError::HeadroomExceeded(_))
-        ));
+        let p = SecAggParams { slot_bits: 36, ..SecAggParams::default() }; // 86 + 3·36 > 185
+        assert!(matches!(p.validate(), Err(ParamsError::HeadroomExceeded(_))));
+        let p = SecAggParams { slots: 4, slot_bits: 24, max_clients: 2, ..SecAggParams::default() };
+        assert!(matches!(p.validate(), Err(ParamsError::HeadroomExceeded(_)))); // slot sums need 24 bits
+        let p = SecAggParams { moduli: DEFAULT_MODULI[..2].to_vec(), ..SecAggParams::default() };
+        assert!(matches!(p.validate(), Err(ParamsError::HeadroomExceeded(_))));
+        let p = SecAggParams { slot_bits: 31, ..SecAggParams::default() };
+        assert!(matches!(p.validate(), Err(ParamsError::HeadroomExceeded(_))));
         let p = SecAggParams::default().with_encoding(16, f64::NAN, 1.0);
         assert!(matches!(p.validate(), Err(ParamsError::BadEncoding(_))));
         assert!(SecAggParams::toy_insecure(64).build().is_ok());
-        assert!(
-            SecAggParams {
-                flooding_bits: 10,
-                ..SecAggParams::toy_insecure(16)
-            }
-            .build()
-            .is_ok()
-        );
+        assert!(SecAggParams { flooding_bits: 10, ..SecAggParams::toy_insecure(16) }.build().is_ok());
     }
 
     #[test]
@@ -981,17 +830,8 @@ mod tests {
         v[97] = DEFAULT_MODULI[0] - 1; // prime 0 of the last chunk (2 coefficients): fine
         assert_eq!(ctx.check_residues(len, &v), Ok(()));
         v[98] = DEFAULT_MODULI[0] - 1; // prime 1 block: q_0 − 1 ≥ q_1
-        assert_eq!(
-            ctx.check_residues(len, &v),
-            Err(LayoutError::Unreduced { index: 98 })
-        );
-        assert_eq!(
-            ctx.check_body(99, &v[..5]),
-            Err(LayoutError::WrongLength {
-                expected: 102,
-                got: 5
-            })
-        );
+        assert_eq!(ctx.check_residues(len, &v), Err(LayoutError::Unreduced { index: 98 }));
+        assert_eq!(ctx.check_body(99, &v[..5]), Err(LayoutError::WrongLength { expected: 102, got: 5 }));
         assert_eq!(ctx.max_sealed_len(), 112 + 8 * 48);
         assert!(ctx.check_share(&[0; 48]).is_ok());
         assert!(ctx.check_share(&[0; 47]).is_err());

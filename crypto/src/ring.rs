@@ -72,11 +72,7 @@ pub fn from_signed(x: i64, q: u64) -> u64 {
 /// Centered lift of `x ∈ Z_q` to `(−q/2, q/2]`.
 #[inline(always)]
 pub fn to_centered(x: u64, q: u64) -> i64 {
-    if x > q / 2 {
-        -((q - x) as i64)
-    } else {
-        x as i64
-    }
+    if x > q / 2 { -((q - x) as i64) } else { x as i64 }
 }
 
 /// `lhs += rhs (mod q)` coefficient-wise (tfhe `slice_wrapping_add_assign_custom_mod`).
@@ -169,9 +165,7 @@ impl I192 {
         let (a0, c0) = self.0[0].overflowing_add(rhs.0[0]);
         let (a1, c1a) = self.0[1].overflowing_add(rhs.0[1]);
         let (a1, c1b) = a1.overflowing_add(u64::from(c0));
-        let a2 = self.0[2]
-            .wrapping_add(rhs.0[2])
-            .wrapping_add(u64::from(c1a | c1b));
+        let a2 = self.0[2].wrapping_add(rhs.0[2]).wrapping_add(u64::from(c1a | c1b));
         Self([a0, a1, a2])
     }
 
@@ -181,20 +175,14 @@ impl I192 {
         let (a0, b0) = self.0[0].overflowing_sub(rhs.0[0]);
         let (a1, b1a) = self.0[1].overflowing_sub(rhs.0[1]);
         let (a1, b1b) = a1.overflowing_sub(u64::from(b0));
-        let a2 = self.0[2]
-            .wrapping_sub(rhs.0[2])
-            .wrapping_sub(u64::from(b1a | b1b));
+        let a2 = self.0[2].wrapping_sub(rhs.0[2]).wrapping_sub(u64::from(b1a | b1b));
         Self([a0, a1, a2])
     }
 
     /// Logical shift right by one.
     pub fn shr1(self) -> Self {
         let l = self.0;
-        Self([
-            (l[0] >> 1) | (l[1] << 63),
-            (l[1] >> 1) | (l[2] << 63),
-            l[2] >> 1,
-        ])
+        Self([(l[0] >> 1) | (l[1] << 63), (l[1] >> 1) | (l[2] << 63), l[2] >> 1])
     }
 
     /// Unsigned comparison `self > rhs`.
@@ -221,11 +209,7 @@ impl I192 {
         let ext = [x.0[0], x.0[1], x.0[2], fill, fill];
         let (q, r) = ((d / 64) as usize, d % 64);
         let limb = |i: usize| {
-            if r == 0 {
-                ext[i + q]
-            } else {
-                (ext[i + q] >> r) | (ext[i + q + 1] << (64 - r))
-            }
+            if r == 0 { ext[i + q] } else { (ext[i + q] >> r) | (ext[i + q + 1] << (64 - r)) }
         };
         let (p0, p1, p2) = (limb(0), limb(1), limb(2));
         if p2 != if (p1 as i64) < 0 { u64::MAX } else { 0 } {
@@ -260,11 +244,7 @@ pub(crate) fn crt_centered(rns: &Rns, residues: &[u64]) -> I192 {
     for i in (0..k - 1).rev() {
         acc = acc.mul_add_u64(rns.moduli[i], v[i]);
     }
-    if acc.gt_unsigned(rns.half_q) {
-        acc.wrapping_sub(rns.q)
-    } else {
-        acc
-    }
+    if acc.gt_unsigned(rns.half_q) { acc.wrapping_sub(rns.q) } else { acc }
 }
 
 #[cfg(test)]
@@ -317,13 +297,8 @@ mod tests {
     }
 
     fn to_bigint(x: I192) -> BigInt {
-        let u =
-            BigUint::from(x.0[0]) + (BigUint::from(x.0[1]) << 64) + (BigUint::from(x.0[2]) << 128);
-        if (x.0[2] as i64) < 0 {
-            BigInt::from(u) - (BigInt::from(1) << 192)
-        } else {
-            BigInt::from(u)
-        }
+        let u = BigUint::from(x.0[0]) + (BigUint::from(x.0[1]) << 64) + (BigUint::from(x.0[2]) << 128);
+        if (x.0[2] as i64) < 0 { BigInt::from(u) - (BigInt::from(1) << 192) } else { BigInt::from(u) }
     }
 
     proptest! {

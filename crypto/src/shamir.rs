@@ -69,9 +69,7 @@ pub struct KeyShare {
 
 impl std::fmt::Debug for KeyShare {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyShare")
-            .field("len", &self.values.len())
-            .finish_non_exhaustive()
+        f.debug_struct("KeyShare").field("len", &self.values.len()).finish_non_exhaustive()
     }
 }
 
@@ -130,10 +128,7 @@ impl KeyShare {
     pub fn from_bytes(bytes: &[u8], n: usize, moduli: &[u64]) -> Result<Self, ShamirError> {
         let expected = n * moduli.len();
         if bytes.len() != expected * 8 {
-            return Err(ShamirError::BadShareLength {
-                expected,
-                got: bytes.len() / 8,
-            });
+            return Err(ShamirError::BadShareLength { expected, got: bytes.len() / 8 });
         }
         let mut values = Vec::with_capacity(expected);
         for c in bytes.chunks_exact(8) {
@@ -184,10 +179,7 @@ pub fn share_secret<R: CryptoRng + ?Sized>(
     rng: &mut R,
 ) -> Result<Vec<(ParticipantId, KeyShare)>, ShamirError> {
     if threshold == 0 || threshold > holders.len() || 2 * threshold <= holders.len() {
-        return Err(ShamirError::BadThreshold {
-            threshold,
-            holders: holders.len(),
-        });
+        return Err(ShamirError::BadThreshold { threshold, holders: holders.len() });
     }
     check_blocks(secret, moduli)?;
     for &q in moduli {
@@ -195,17 +187,8 @@ pub fn share_secret<R: CryptoRng + ?Sized>(
     }
     let n = secret.len() / moduli.len();
     // Exact capacities: no reallocation leaves unwiped copies of share values behind.
-    let mut out: Vec<(ParticipantId, KeyShare)> = holders
-        .iter()
-        .map(|&h| {
-            (
-                h,
-                KeyShare {
-                    values: Vec::with_capacity(secret.len()),
-                },
-            )
-        })
-        .collect();
+    let mut out: Vec<(ParticipantId, KeyShare)> =
+        holders.iter().map(|&h| (h, KeyShare { values: Vec::with_capacity(secret.len()) })).collect();
     for (i, &q) in moduli.iter().enumerate() {
         let block = &secret[i * n..(i + 1) * n];
         let shift = q.leading_zeros();
@@ -257,11 +240,7 @@ pub fn share_round_key<R: CryptoRng + ?Sized>(
 ///
 /// # Errors
 /// [`ShamirError::NotInSet`] if `k ∉ points`; duplicate or invalid points.
-pub fn lagrange_at_zero(
-    q: u64,
-    points: &[ParticipantId],
-    k: ParticipantId,
-) -> Result<u64, ShamirError> {
+pub fn lagrange_at_zero(q: u64, points: &[ParticipantId], k: ParticipantId) -> Result<u64, ShamirError> {
     check_holders(points, q)?;
     if !points.contains(&k) {
         return Err(ShamirError::NotInSet(k));
@@ -287,10 +266,7 @@ pub fn lagrange_at_zero_rns(
     points: &[ParticipantId],
     k: ParticipantId,
 ) -> Result<Vec<u64>, ShamirError> {
-    moduli
-        .iter()
-        .map(|&q| lagrange_at_zero(q, points, k))
-        .collect()
+    moduli.iter().map(|&q| lagrange_at_zero(q, points, k)).collect()
 }
 
 /// Reconstructs the secret (prime-major residues) from shares by Lagrange interpolation at 0,
@@ -299,10 +275,7 @@ pub fn lagrange_at_zero_rns(
 ///
 /// # Errors
 /// [`ShamirError::Empty`], [`ShamirError::BadShareLength`] on mismatched lengths, invalid points.
-pub fn reconstruct(
-    moduli: &[u64],
-    shares: &[(ParticipantId, &KeyShare)],
-) -> Result<Vec<u64>, ShamirError> {
+pub fn reconstruct(moduli: &[u64], shares: &[(ParticipantId, &KeyShare)]) -> Result<Vec<u64>, ShamirError> {
     let first = shares.first().ok_or(ShamirError::Empty)?;
     let len = first.1.values.len();
     check_blocks(&first.1.values, moduli)?;
@@ -311,10 +284,7 @@ pub fn reconstruct(
     let mut out = vec![0u64; len];
     for (id, share) in shares {
         if share.values.len() != len {
-            return Err(ShamirError::BadShareLength {
-                expected: len,
-                got: share.values.len(),
-            });
+            return Err(ShamirError::BadShareLength { expected: len, got: share.values.len() });
         }
         let lambdas = lagrange_at_zero_rns(moduli, &points, *id)?;
         for (i, (&q, &lambda)) in moduli.iter().zip(&lambdas).enumerate() {
@@ -338,9 +308,7 @@ mod tests {
     const Q: u64 = DEFAULT_MODULI[0];
 
     fn ids(n: u32) -> Vec<ParticipantId> {
-        (1..=n)
-            .map(|i| ParticipantId::new(i * 7 + 3).unwrap())
-            .collect()
+        (1..=n).map(|i| ParticipantId::new(i * 7 + 3).unwrap()).collect()
     }
 
     proptest! {
@@ -403,10 +371,7 @@ mod tests {
             let bucket = |b: u64| (0..257u64).filter(|x| x * 16 / 257 == b).count() as f64 / 257.0;
             let chi_pair = chi(&pair, &|i| bucket(i as u64 / 16) * bucket(i as u64 % 16));
             // 256 and 255 degrees of freedom: the 1e-4 upper quantile is about 360.
-            assert!(
-                chi_single < 360.0,
-                "secret {secret}: chi2 single {chi_single}"
-            );
+            assert!(chi_single < 360.0, "secret {secret}: chi2 single {chi_single}");
             assert!(chi_pair < 360.0, "secret {secret}: chi2 pair {chi_pair}");
         }
     }
@@ -417,27 +382,15 @@ mod tests {
         let h = ids(4);
         assert_eq!(
             share_secret(&[Q], &[1], 2, &h, &mut rng).unwrap_err(),
-            ShamirError::BadThreshold {
-                threshold: 2,
-                holders: 4
-            }
+            ShamirError::BadThreshold { threshold: 2, holders: 4 }
         );
         assert_eq!(
             share_secret(&[Q], &[1], 5, &h, &mut rng).unwrap_err(),
-            ShamirError::BadThreshold {
-                threshold: 5,
-                holders: 4
-            }
+            ShamirError::BadThreshold { threshold: 5, holders: 4 }
         );
         let dup = vec![h[0], h[1], h[0]];
-        assert_eq!(
-            share_secret(&[Q], &[1], 2, &dup, &mut rng).unwrap_err(),
-            ShamirError::DuplicateHolder(h[0])
-        );
-        assert_eq!(
-            share_secret(&[Q], &[Q], 3, &h, &mut rng).unwrap_err(),
-            ShamirError::OutOfRange
-        );
+        assert_eq!(share_secret(&[Q], &[1], 2, &dup, &mut rng).unwrap_err(), ShamirError::DuplicateHolder(h[0]));
+        assert_eq!(share_secret(&[Q], &[Q], 3, &h, &mut rng).unwrap_err(), ShamirError::OutOfRange);
         // Residue 1 of the second prime's block is ≥ q_1.
         assert_eq!(
             share_secret(&DEFAULT_MODULI, &[0, 0, Q - 1, 0, 0, 0], 3, &h, &mut rng).unwrap_err(),
@@ -448,19 +401,10 @@ mod tests {
             Err(ShamirError::BadShareLength { .. })
         ));
         let big = ParticipantId::new(300).unwrap();
-        assert_eq!(
-            lagrange_at_zero(257, &[big], big).unwrap_err(),
-            ShamirError::BadCoordinate(big)
-        );
-        assert_eq!(
-            lagrange_at_zero(Q, &h[..2], h[3]).unwrap_err(),
-            ShamirError::NotInSet(h[3])
-        );
+        assert_eq!(lagrange_at_zero(257, &[big], big).unwrap_err(), ShamirError::BadCoordinate(big));
+        assert_eq!(lagrange_at_zero(Q, &h[..2], h[3]).unwrap_err(), ShamirError::NotInSet(h[3]));
         let share = KeyShare::from_values(vec![1, 2, 3], &DEFAULT_MODULI).unwrap();
-        assert_eq!(
-            KeyShare::from_bytes(&share.to_bytes(), 1, &DEFAULT_MODULI).unwrap(),
-            share
-        );
+        assert_eq!(KeyShare::from_bytes(&share.to_bytes(), 1, &DEFAULT_MODULI).unwrap(), share);
         assert!(KeyShare::from_bytes(&share.to_bytes(), 2, &DEFAULT_MODULI).is_err());
         assert!(KeyShare::from_values(vec![Q], &[Q]).is_err());
         assert!(KeyShare::from_values(vec![1, 2], &DEFAULT_MODULI).is_err());

@@ -5,9 +5,7 @@
 //! crates and call the same functions.
 
 use crate::aggregate::{AggregateError, Aggregator};
-use crate::announce::{
-    AnnouncedParticipant, AnnouncementError, RoundAnnouncement, collusion_policy, sign_consent,
-};
+use crate::announce::{AnnouncedParticipant, AnnouncementError, RoundAnnouncement, collusion_policy, sign_consent};
 use crate::encoding::{EncodingError, Weight, decode_weighted_mean};
 use crate::encrypt::{EncryptError, encrypt_update};
 use crate::envelope::{EnvelopeError, open_share_for, seal_share_with};
@@ -174,9 +172,7 @@ pub fn run_secure_round<R: CryptoRng + ?Sized>(
 ) -> Result<SecureRoundOutcome, SimError> {
     let n = updates.len();
     if n == 0 || weights.len() != n {
-        return Err(SimError::Config(
-            "need one weight per update and at least one update",
-        ));
+        return Err(SimError::Config("need one weight per update and at least one update"));
     }
     let p = updates[0].len();
     if updates.iter().any(|u| u.len() != p) {
@@ -194,15 +190,9 @@ pub fn run_secure_round<R: CryptoRng + ?Sized>(
     let hash = announcement.hash();
     let (round, seed) = (announcement.round, announcement.seed);
     let ids = announcement.participant_ids();
-    let consents: Vec<_> = identities
-        .iter()
-        .zip(&ids)
-        .map(|(k, &id)| sign_consent(k, id, &hash))
-        .collect();
-    let mut holders: Vec<KeyHolder> = ids
-        .iter()
-        .map(|&id| KeyHolder::new(ctx, &announcement, id))
-        .collect::<Result<_, _>>()?;
+    let consents: Vec<_> = identities.iter().zip(&ids).map(|(k, &id)| sign_consent(k, id, &hash)).collect();
+    let mut holders: Vec<KeyHolder> =
+        ids.iter().map(|&id| KeyHolder::new(ctx, &announcement, id)).collect::<Result<_, _>>()?;
     let mut journals = vec![MemoryJournal::new(); n];
     let t0 = Instant::now();
     let mut keys = Vec::with_capacity(n);
@@ -213,13 +203,7 @@ pub fn run_secure_round<R: CryptoRng + ?Sized>(
         for (k, ((holder_id, share), (_, sc))) in shares.into_iter().zip(contexts).enumerate() {
             debug_assert_eq!(holder_id, sc.recipient);
             let share = if config.envelopes && k != i {
-                let env = seal_share_with(
-                    &identities[i],
-                    &identities[k].public_keys(),
-                    &sc,
-                    &share,
-                    rng,
-                )?;
+                let env = seal_share_with(&identities[i], &identities[k].public_keys(), &sc, &share, rng)?;
                 open_share_for(ctx, &identities[k], &identities[i].public_keys(), &sc, &env)?
             } else {
                 share
@@ -235,16 +219,7 @@ pub fn run_secure_round<R: CryptoRng + ?Sized>(
     let t0 = Instant::now();
     for i in 0..n {
         let w = Weight::new(ctx, weights[i])?;
-        encrypt_update(
-            &mut bodies[i],
-            ctx,
-            round,
-            &seed,
-            &keys[i],
-            updates[i],
-            w,
-            rng,
-        )?;
+        encrypt_update(&mut bodies[i], ctx, round, &seed, &keys[i], updates[i], w, rng)?;
     }
     let encrypt = t0.elapsed();
     drop(keys);
@@ -260,15 +235,9 @@ pub fn run_secure_round<R: CryptoRng + ?Sized>(
 
     // Decrypt with the first t holders still online.
     let t0 = Instant::now();
-    let online: Vec<usize> = (0..n)
-        .filter(|k| !config.dropped_holders.contains(k))
-        .collect();
+    let online: Vec<usize> = (0..n).filter(|k| !config.dropped_holders.contains(k)).collect();
     if online.len() < config.threshold {
-        return Err(DecryptError::NotEnoughPartials {
-            got: online.len(),
-            threshold: config.threshold,
-        }
-        .into());
+        return Err(DecryptError::NotEnoughPartials { got: online.len(), threshold: config.threshold }.into());
     }
     let responders: Vec<usize> = online[..config.threshold].to_vec();
     let request = DecryptionRequest {
@@ -292,12 +261,7 @@ pub fn run_secure_round<R: CryptoRng + ?Sized>(
         mean,
         upload_bytes_per_client: ctx.residues_len(len) * 8,
         announcement,
-        timings: RoundTimings {
-            setup,
-            encrypt,
-            aggregate,
-            decrypt,
-        },
+        timings: RoundTimings { setup, encrypt, aggregate, decrypt },
     })
 }
 
@@ -318,8 +282,7 @@ mod tests {
     fn expected_sums(ctx: &SecAggContext, updates: &[Vec<f32>], weights: &[f64]) -> Vec<i64> {
         let mut acc = vec![0i64; updates[0].len() + 1];
         for (u, &w) in updates.iter().zip(weights) {
-            let e =
-                allocate_and_encode_weighted_update(ctx, u, Weight::new(ctx, w).unwrap()).unwrap();
+            let e = allocate_and_encode_weighted_update(ctx, u, Weight::new(ctx, w).unwrap()).unwrap();
             acc.iter_mut().zip(e).for_each(|(a, x)| *a += x);
         }
         acc
@@ -379,9 +342,7 @@ mod tests {
         let ctx = SecAggParams::default().build().unwrap();
         let mut rng = ChaCha20Rng::seed_from_u64(42);
         let p = 5000;
-        let updates: Vec<Vec<f32>> = (0..7)
-            .map(|_| (0..p).map(|_| rng.random_range(-1.0f32..1.0)).collect())
-            .collect();
+        let updates: Vec<Vec<f32>> = (0..7).map(|_| (0..p).map(|_| rng.random_range(-1.0f32..1.0)).collect()).collect();
         let weights = [1.0, 2.0, 3.0, 0.5, 4.0, 1.5, 2.5];
         let mut cfg = SimConfig::new(7, 1).unwrap();
         assert_eq!((cfg.threshold, cfg.min_participants), (5, 3));
@@ -391,25 +352,14 @@ mod tests {
         assert_eq!(out.sums, expected_sums(&ctx, &updates, &weights));
         let total: f64 = weights.iter().sum();
         for c in 0..p {
-            let exact: f64 = updates
-                .iter()
-                .zip(&weights)
-                .map(|(u, w)| f64::from(u[c]) * w)
-                .sum::<f64>()
-                / total;
-            assert!(
-                (out.mean[c] - exact).abs() <= ctx.quantization_step(),
-                "coord {c}"
-            );
+            let exact: f64 = updates.iter().zip(&weights).map(|(u, w)| f64::from(u[c]) * w).sum::<f64>() / total;
+            assert!((out.mean[c] - exact).abs() <= ctx.quantization_step(), "coord {c}");
         }
         assert_eq!(out.upload_bytes_per_client, (p + 1) * 8);
         cfg.dropped_holders = vec![0, 1, 3];
         assert!(matches!(
             run_secure_round(&ctx, &refs, &weights, &cfg, &mut rng),
-            Err(SimError::Decrypt(DecryptError::NotEnoughPartials {
-                got: 4,
-                threshold: 5
-            }))
+            Err(SimError::Decrypt(DecryptError::NotEnoughPartials { got: 4, threshold: 5 }))
         ));
     }
 
@@ -437,9 +387,7 @@ mod tests {
     impl Fixture {
         /// The consents of the members `set` (indices).
         fn consents(&self, set: &[usize]) -> Vec<Consent> {
-            set.iter()
-                .map(|&i| sign_consent(&self.identities[i], self.ids[i], &self.hash))
-                .collect()
+            set.iter().map(|&i| sign_consent(&self.identities[i], self.ids[i], &self.hash)).collect()
         }
 
         fn request(&self, set: &[usize], responders: &[usize]) -> DecryptionRequest {
@@ -464,29 +412,19 @@ mod tests {
         fn expected(&self, set: &[usize]) -> Vec<i64> {
             let mut acc = vec![0i64; self.len];
             for &i in set {
-                acc.iter_mut()
-                    .zip(&self.encodings[i])
-                    .for_each(|(a, x)| *a += x);
+                acc.iter_mut().zip(&self.encodings[i]).for_each(|(a, x)| *a += x);
             }
             acc
         }
 
         /// Holder `k` answers `request` with its own journal.
-        fn answer(
-            &mut self,
-            k: usize,
-            request: &DecryptionRequest,
-        ) -> Result<PartialDecryption, DecryptError> {
+        fn answer(&mut self, k: usize, request: &DecryptionRequest) -> Result<PartialDecryption, DecryptError> {
             self.holders[k].partial_decrypt(request, &mut self.journals[k])
         }
 
         /// A freshly built holder `k` (a restart, or a colluder's second instance) holding the
         /// same shares.
-        fn rebuilt_holder(
-            &self,
-            k: usize,
-            shares: &[(ParticipantId, crate::shamir::KeyShare)],
-        ) -> KeyHolder {
+        fn rebuilt_holder(&self, k: usize, shares: &[(ParticipantId, crate::shamir::KeyShare)]) -> KeyHolder {
             let mut h = KeyHolder::new(&self.ctx, &self.announcement, self.ids[k]).unwrap();
             for (sender, share) in shares {
                 h.receive_share(*sender, share.clone()).unwrap();
@@ -507,9 +445,7 @@ mod tests {
         let ctx = SecAggParams::toy_insecure(64).build().unwrap(); // toy parameters, not secure
         let mut rng = ChaCha20Rng::seed_from_u64(3);
         let len = 100;
-        let identities: Vec<NodeIdentity> = (0..n)
-            .map(|_| NodeIdentity::generate_with(&mut rng))
-            .collect();
+        let identities: Vec<NodeIdentity> = (0..n).map(|_| NodeIdentity::generate_with(&mut rng)).collect();
         let cfg = SimConfig {
             max_colluders: c,
             threshold: t,
@@ -521,25 +457,17 @@ mod tests {
         let announcement = announce(&ctx, &identities, len - 1, &cfg, &mut rng).unwrap();
         let hash = announcement.hash();
         let ids = announcement.participant_ids();
-        let mut holders: Vec<KeyHolder> = ids
-            .iter()
-            .map(|&id| KeyHolder::new(&ctx, &announcement, id).unwrap())
-            .collect();
+        let mut holders: Vec<KeyHolder> =
+            ids.iter().map(|&id| KeyHolder::new(&ctx, &announcement, id).unwrap()).collect();
         let mut held = vec![vec![]; n];
         let (mut bodies, mut encodings) = (vec![], vec![]);
         for &sender in &ids {
             let key = RoundSecretKey::generate_with(&ctx, &mut rng);
-            for (k, (_, share)) in share_round_key(&ctx, &key, t, &ids, &mut rng)
-                .unwrap()
-                .into_iter()
-                .enumerate()
-            {
+            for (k, (_, share)) in share_round_key(&ctx, &key, t, &ids, &mut rng).unwrap().into_iter().enumerate() {
                 held[k].push((sender, share.clone()));
                 holders[k].receive_share(sender, share).unwrap();
             }
-            let u: Vec<f32> = (0..len - 1)
-                .map(|_| rng.random_range(-1.0f32..1.0))
-                .collect();
+            let u: Vec<f32> = (0..len - 1).map(|_| rng.random_range(-1.0f32..1.0)).collect();
             let body = crate::encrypt::allocate_and_encrypt_update(
                 &ctx,
                 announcement.round,
@@ -573,41 +501,22 @@ mod tests {
         let (mut f, _) = fixture(5, 3, 2, 0);
         let all = [0, 1, 2, 3, 4];
         let request = f.request(&all, &[0, 1, 2]);
-        let partials: Vec<PartialDecryption> =
-            (0..3).map(|k| f.answer(k, &request).unwrap()).collect();
+        let partials: Vec<PartialDecryption> = (0..3).map(|k| f.answer(k, &request).unwrap()).collect();
         let agg = f.aggregate(&all);
-        assert_eq!(
-            combine(&f.ctx, &request, 3, &agg, &partials).unwrap(),
-            f.expected(&all)
-        );
+        assert_eq!(combine(&f.ctx, &request, 3, &agg, &partials).unwrap(), f.expected(&all));
         // t − 1 partials: typed refusal ...
         assert_eq!(
             combine(&f.ctx, &request, 3, &agg, &partials[..2]),
-            Err(DecryptError::NotEnoughPartials {
-                got: 2,
-                threshold: 3
-            })
+            Err(DecryptError::NotEnoughPartials { got: 2, threshold: 3 })
         );
         // ... and forcing the arithmetic anyway yields garbage, not the sum.
-        assert!(matches!(
-            combine_unchecked(&f.ctx, f.len, agg.sum(), &partials[..2]),
-            Err(DecryptError::Garbled(_))
-        ));
+        assert!(matches!(combine_unchecked(&f.ctx, f.len, agg.sum(), &partials[..2]), Err(DecryptError::Garbled(_))));
         // A request naming only t − 1 responders is refused by the holders themselves.
         let small = f.request(&all, &[3, 4]);
-        assert_eq!(
-            f.answer(3, &small),
-            Err(DecryptError::NotEnoughPartials {
-                got: 2,
-                threshold: 3
-            })
-        );
+        assert_eq!(f.answer(3, &small), Err(DecryptError::NotEnoughPartials { got: 2, threshold: 3 }));
         // Partials for another responder set do not combine.
         let wrong = f.request(&all, &[0, 1, 4]);
-        assert!(matches!(
-            combine(&f.ctx, &wrong, 3, &agg, &partials),
-            Err(DecryptError::ResponderMismatch(_))
-        ));
+        assert!(matches!(combine(&f.ctx, &wrong, 3, &agg, &partials), Err(DecryptError::ResponderMismatch(_))));
     }
 
     /// One test per refusal of a key holder, each with its typed error; none consumes the answer.
@@ -624,55 +533,29 @@ mod tests {
         let hash = f.hash;
         check(
             &mut f,
-            DecryptionRequest {
-                round: RoundId(6),
-                ..request.clone()
-            },
-            DecryptError::WrongRound {
-                expected: RoundId(1),
-                got: RoundId(6),
-            },
+            DecryptionRequest { round: RoundId(6), ..request.clone() },
+            DecryptError::WrongRound { expected: RoundId(1), got: RoundId(6) },
         );
         // A decryption request naming another announcement.
         let other = AnnouncementHash([0xee; 32]);
         check(
             &mut f,
-            DecryptionRequest {
-                announcement: other,
-                ..request.clone()
-            },
-            DecryptError::WrongAnnouncement {
-                expected: hash,
-                got: other,
-            },
+            DecryptionRequest { announcement: other, ..request.clone() },
+            DecryptError::WrongAnnouncement { expected: hash, got: other },
         );
         check(
             &mut f,
-            DecryptionRequest {
-                len: 7,
-                ..request.clone()
-            },
-            DecryptError::LengthMismatch {
-                expected: 100,
-                got: 7,
-            },
+            DecryptionRequest { len: 7, ..request.clone() },
+            DecryptError::LengthMismatch { expected: 100, got: 7 },
         );
         check(
             &mut f,
-            DecryptionRequest {
-                participants: vec![],
-                consents: vec![],
-                ..request.clone()
-            },
+            DecryptionRequest { participants: vec![], consents: vec![], ..request.clone() },
             DecryptError::EmptyParticipantSet,
         );
         // S below min_participants (3 = c + 2).
         let r = f.request(&[0, 1], &[0, 1, 2, 3]);
-        check(
-            &mut f,
-            r,
-            DecryptError::TooFewParticipants { got: 2, min: 3 },
-        );
+        check(&mut f, r, DecryptError::TooFewParticipants { got: 2, min: 3 });
         // S containing a non-participant.
         let mut r = f.request(&[0, 1, 2], &[0, 1, 2, 3]);
         r.participants.push(stranger);
@@ -691,18 +574,14 @@ mod tests {
         check(&mut f, r, DecryptError::BadConsent(ids[2]));
         // A consent from a non-member of S, and a duplicate consent.
         let mut r = f.request(&[0, 1, 2], &[0, 1, 2, 3]);
-        r.consents
-            .push(sign_consent(&f.identities[4], ids[4], &f.hash));
+        r.consents.push(sign_consent(&f.identities[4], ids[4], &f.hash));
         check(&mut f, r, DecryptError::UnexpectedConsent(ids[4]));
         let mut r = request.clone();
         r.consents.push(r.consents[0]);
         check(&mut f, r, DecryptError::UnexpectedConsent(ids[0]));
         check(
             &mut f,
-            DecryptionRequest {
-                participants: vec![ids[0], ids[0], ids[1]],
-                ..request.clone()
-            },
+            DecryptionRequest { participants: vec![ids[0], ids[0], ids[1]], ..request.clone() },
             DecryptError::Duplicate(ids[0]),
         );
         let r = f.request(&all, &[1, 2, 3, 4]);
@@ -711,20 +590,11 @@ mod tests {
         r.responders.push(stranger);
         check(&mut f, r, DecryptError::NotAParticipant(stranger));
         let r = f.request(&all, &[0, 1, 2]);
-        check(
-            &mut f,
-            r,
-            DecryptError::NotEnoughPartials {
-                got: 3,
-                threshold: 4,
-            },
-        );
+        check(&mut f, r, DecryptError::NotEnoughPartials { got: 3, threshold: 4 });
         // A storage failure of the journal releases nothing and does not mark the holder.
         assert_eq!(
             f.holders[0].partial_decrypt(&request, &mut BrokenJournal),
-            Err(DecryptError::Journal(JournalError::Storage(
-                "disk full".into()
-            )))
+            Err(DecryptError::Journal(JournalError::Storage("disk full".into())))
         );
         // Refusals above did not consume the answer; the first valid request does.
         assert!(!f.holders[0].has_answered());
@@ -737,41 +607,26 @@ mod tests {
         // Shares: from strangers, duplicates, wrong lengths.
         let moduli = f.ctx.moduli().to_vec();
         let share = |v: Vec<u64>| crate::shamir::KeyShare::from_values(v, &moduli).unwrap();
-        assert_eq!(
-            f.holders[0].receive_share(ids[0], share(vec![0; 192])),
-            Err(DecryptError::DuplicateShare(ids[0]))
-        );
+        assert_eq!(f.holders[0].receive_share(ids[0], share(vec![0; 192])), Err(DecryptError::DuplicateShare(ids[0])));
         assert_eq!(
             f.holders[0].receive_share(stranger, share(vec![0; 192])),
             Err(DecryptError::NotAParticipant(stranger))
         );
         let mut h = KeyHolder::new(&f.ctx, &f.announcement, ids[1]).unwrap();
-        assert!(matches!(
-            h.receive_share(ids[0], share(vec![0; 3])),
-            Err(DecryptError::BadShareLength { .. })
-        ));
+        assert!(matches!(h.receive_share(ids[0], share(vec![0; 3])), Err(DecryptError::BadShareLength { .. })));
         // A holder needs a share from every member of S.
         let mut j = MemoryJournal::new();
-        assert_eq!(
-            h.partial_decrypt(&request, &mut j),
-            Err(DecryptError::MissingShare(ids[0]))
-        );
+        assert_eq!(h.partial_decrypt(&request, &mut j), Err(DecryptError::MissingShare(ids[0])));
         // Holders refuse to be built for invalid announcements, other parameters, or strangers.
         assert_eq!(
             KeyHolder::new(&f.ctx, &f.announcement, stranger).unwrap_err(),
             DecryptError::NotAParticipant(stranger)
         );
         let other_ctx = SecAggParams::toy_insecure(32).build().unwrap();
-        assert_eq!(
-            KeyHolder::new(&other_ctx, &f.announcement, ids[0]).unwrap_err(),
-            DecryptError::ParamsMismatch
-        );
+        assert_eq!(KeyHolder::new(&other_ctx, &f.announcement, ids[0]).unwrap_err(), DecryptError::ParamsMismatch);
         let mut weak = f.announcement.clone();
         weak.threshold = 3;
-        assert!(matches!(
-            KeyHolder::new(&f.ctx, &weak, ids[0]),
-            Err(DecryptError::Announcement(_))
-        ));
+        assert!(matches!(KeyHolder::new(&f.ctx, &weak, ids[0]), Err(DecryptError::Announcement(_))));
     }
 
     /// A restarted key holder (fresh instance, same announcement, same durable journal) refuses
@@ -784,21 +639,14 @@ mod tests {
         let second = f.request(&[0, 1, 2, 3], &[0, 1, 2, 4]);
         let mut restarted = f.rebuilt_holder(2, &held[2]);
         assert!(!restarted.has_answered());
-        assert_eq!(
-            restarted.partial_decrypt(&second, &mut f.journals[2]),
-            Err(DecryptError::AlreadyAnswered)
-        );
+        assert_eq!(restarted.partial_decrypt(&second, &mut f.journals[2]), Err(DecryptError::AlreadyAnswered));
         // A journal keyed by round refuses another announcement reusing the round id, too.
         assert_eq!(
             f.journals[2].record_answer(RoundId(1), &AnnouncementHash([1; 32])),
             Err(JournalError::AlreadyAnswered)
         );
         // The same holder with a fresh (lost) journal would answer: the journal is what stops it.
-        assert!(
-            restarted
-                .partial_decrypt(&second, &mut MemoryJournal::new())
-                .is_ok()
-        );
+        assert!(restarted.partial_decrypt(&second, &mut MemoryJournal::new()).is_ok());
     }
 
     /// An envelope sealed under announcement A is refused under announcement B, even though B
@@ -814,32 +662,15 @@ mod tests {
         let ctx_b = b.share_context(s, r);
         assert_ne!(ctx_a.announcement, ctx_b.announcement);
         let share = &held[1][0].1;
-        let env = seal_share_with(
-            &f.identities[0],
-            &f.identities[1].public_keys(),
-            &ctx_a,
-            share,
-            &mut rand::rng(),
-        )
-        .unwrap();
-        let open = |expected: &crate::envelope::ShareContext,
-                    env: &crate::envelope::SealedShare| {
-            open_share(
-                64,
-                f.ctx.moduli(),
-                &f.identities[1],
-                &f.identities[0].public_keys(),
-                expected,
-                env,
-            )
+        let env =
+            seal_share_with(&f.identities[0], &f.identities[1].public_keys(), &ctx_a, share, &mut rand::rng()).unwrap();
+        let open = |expected: &crate::envelope::ShareContext, env: &crate::envelope::SealedShare| {
+            open_share(64, f.ctx.moduli(), &f.identities[1], &f.identities[0].public_keys(), expected, env)
         };
         assert_eq!(open(&ctx_a, &env).unwrap(), *share);
         assert_eq!(
             open(&ctx_b, &env),
-            Err(EnvelopeError::WrongAnnouncement {
-                expected: ctx_b.announcement,
-                got: ctx_a.announcement
-            })
+            Err(EnvelopeError::WrongAnnouncement { expected: ctx_b.announcement, got: ctx_a.announcement })
         );
         let mut relabelled = env.clone();
         relabelled.context = ctx_b.clone();
@@ -857,24 +688,14 @@ mod tests {
         let s1 = [0, 1, 2, 3, 4];
         let s2 = [1, 2, 3, 4]; // everyone but victim 0
         let (r1, r2) = (f.request(&s1, &[0, 1, 2]), f.request(&s2, &[2, 3, 4]));
-        let p1: Vec<_> = [0, 1, 2]
-            .iter()
-            .map(|&k| f.answer(k, &r1).unwrap())
-            .collect();
+        let p1: Vec<_> = [0, 1, 2].iter().map(|&k| f.answer(k, &r1).unwrap()).collect();
         let mut colluder = f.rebuilt_holder(2, &held[2]);
         let mut p2: Vec<_> = [3, 4].iter().map(|&k| f.answer(k, &r2).unwrap()).collect();
-        p2.push(
-            colluder
-                .partial_decrypt(&r2, &mut MemoryJournal::new())
-                .unwrap(),
-        );
+        p2.push(colluder.partial_decrypt(&r2, &mut MemoryJournal::new()).unwrap());
         let sum1 = combine(&f.ctx, &r1, 3, &f.aggregate(&s1), &p1).unwrap();
         let sum2 = combine(&f.ctx, &r2, 3, &f.aggregate(&s2), &p2).unwrap();
         let victim: Vec<i64> = sum1.iter().zip(&sum2).map(|(a, b)| a - b).collect();
-        assert_eq!(
-            victim, f.encodings[0],
-            "the split reveals client 0's update"
-        );
+        assert_eq!(victim, f.encodings[0], "the split reveals client 0's update");
 
         // collusion_policy(5, 1) = (4, 3): every two responder sets of 4 share >= 3 holders, so
         // at least one honest holder would have to answer twice.
@@ -885,18 +706,10 @@ mod tests {
             f.answer(k, &r1).unwrap();
         }
         let mut colluder = f.rebuilt_holder(2, &held[2]);
-        assert!(
-            colluder
-                .partial_decrypt(&r2, &mut MemoryJournal::new())
-                .is_ok()
-        );
+        assert!(colluder.partial_decrypt(&r2, &mut MemoryJournal::new()).is_ok());
         assert_eq!(f.answer(4, &r2).map(|_| ()), Ok(()));
         for k in [1, 3] {
-            assert_eq!(
-                f.answer(k, &r2),
-                Err(DecryptError::AlreadyAnswered),
-                "honest holder {k}"
-            );
+            assert_eq!(f.answer(k, &r2), Err(DecryptError::AlreadyAnswered), "honest holder {k}");
         }
     }
 
@@ -905,38 +718,19 @@ mod tests {
         let (mut f, _) = fixture(3, 2, 2, 0);
         let all = [0, 1, 2];
         let request = f.request(&all, &[0, 1]);
-        let mut partials: Vec<PartialDecryption> =
-            (0..2).map(|k| f.answer(k, &request).unwrap()).collect();
+        let mut partials: Vec<PartialDecryption> = (0..2).map(|k| f.answer(k, &request).unwrap()).collect();
         let agg = f.aggregate(&all);
-        assert_eq!(
-            combine(&f.ctx, &request, 2, &agg, &partials).unwrap(),
-            f.expected(&all)
-        );
+        assert_eq!(combine(&f.ctx, &request, 2, &agg, &partials).unwrap(), f.expected(&all));
         let other = f.request(&[0, 1], &[0, 1]);
-        assert_eq!(
-            combine(&f.ctx, &other, 2, &agg, &partials),
-            Err(DecryptError::ParticipantSetMismatch)
-        );
+        assert_eq!(combine(&f.ctx, &other, 2, &agg, &partials), Err(DecryptError::ParticipantSetMismatch));
         let mut wrong = partials.clone();
         wrong[0].announcement = AnnouncementHash([3; 32]);
-        assert!(matches!(
-            combine(&f.ctx, &request, 2, &agg, &wrong),
-            Err(DecryptError::WrongAnnouncement { .. })
-        ));
+        assert!(matches!(combine(&f.ctx, &request, 2, &agg, &wrong), Err(DecryptError::WrongAnnouncement { .. })));
         partials[1].values.pop();
-        assert!(matches!(
-            combine(&f.ctx, &request, 2, &agg, &partials),
-            Err(DecryptError::LengthMismatch { .. })
-        ));
+        assert!(matches!(combine(&f.ctx, &request, 2, &agg, &partials), Err(DecryptError::LengthMismatch { .. })));
         partials[1].values.push(f.ctx.moduli()[0]);
-        assert!(matches!(
-            combine(&f.ctx, &request, 2, &agg, &partials),
-            Err(DecryptError::OutOfRange(_))
-        ));
+        assert!(matches!(combine(&f.ctx, &request, 2, &agg, &partials), Err(DecryptError::OutOfRange(_))));
         partials[1].round = RoundId(4);
-        assert!(matches!(
-            combine(&f.ctx, &request, 2, &agg, &partials),
-            Err(DecryptError::WrongRound { .. })
-        ));
+        assert!(matches!(combine(&f.ctx, &request, 2, &agg, &partials), Err(DecryptError::WrongRound { .. })));
     }
 }

@@ -20,7 +20,7 @@
 //! visiting order ([`flatten_gradients`]), clips and sums. It is slow (one backward per example) and exists to
 //! check the fast path and to serve models that are not dense stacks.
 
-use crate::dense::{read, features_tensor, Batch, DenseError, DenseStack, Loss};
+use crate::dense::{Batch, DenseError, DenseStack, Loss, features_tensor, read};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor, TensorData};
 
@@ -94,12 +94,22 @@ pub struct ClippedSum {
 ///
 /// # Errors
 /// [`ClipError::Dense`] for a loss or batch that does not fit the model, or a failed readback.
-pub fn ghost_clipped_sum(model: &DenseStack, loss: Loss, batch: Batch<'_>, clip: ClipNorm) -> Result<ClippedSum, ClipError> {
+pub fn ghost_clipped_sum(
+    model: &DenseStack,
+    loss: Loss,
+    batch: Batch<'_>,
+    clip: ClipNorm,
+) -> Result<ClippedSum, ClipError> {
     loss.check_outputs(model.outputs())?;
     batch.validate(model.inputs(), loss)?;
     let rows = batch.rows();
     if rows == 0 {
-        return Ok(ClippedSum { gradient: vec![0.0; model.parameter_count()], loss_sum: 0.0, norms: Vec::new(), clipped: 0 });
+        return Ok(ClippedSum {
+            gradient: vec![0.0; model.parameter_count()],
+            loss_sum: 0.0,
+            norms: Vec::new(),
+            clipped: 0,
+        });
     }
     let model = model.valid();
     let device = model.device().inner();
@@ -231,7 +241,12 @@ pub fn reference_clipped_sum<M: Module>(
 ///
 /// # Errors
 /// [`ClipError::Dense`] for a loss or batch that does not fit.
-pub fn reference_clipped_sum_dense(model: &DenseStack, loss: Loss, batch: Batch<'_>, clip: ClipNorm) -> Result<ClippedSum, ClipError> {
+pub fn reference_clipped_sum_dense(
+    model: &DenseStack,
+    loss: Loss,
+    batch: Batch<'_>,
+    clip: ClipNorm,
+) -> Result<ClippedSum, ClipError> {
     loss.check_outputs(model.outputs())?;
     let dims = model.inputs();
     batch.validate(dims, loss)?;
@@ -318,7 +333,11 @@ mod tests {
     fn unclipped_fast_path_equals_the_ordinary_summed_gradient() {
         let huge = ClipNorm::new(1e30).unwrap();
         for sizes in [vec![3, 2], vec![4, 5, 3], vec![6, 8, 7, 4], vec![2, 3, 3, 1]] {
-            let loss = if sizes.last() == Some(&1) { Loss::SquaredError } else { Loss::CrossEntropy { classes: *sizes.last().unwrap() } };
+            let loss = if sizes.last() == Some(&1) {
+                Loss::SquaredError
+            } else {
+                Loss::CrossEntropy { classes: *sizes.last().unwrap() }
+            };
             let (params, features, targets) = setup(&sizes, 9, 3, loss);
             let batch = Batch::new(&features, &targets);
             let fast = ghost_clipped_sum(&model(&sizes, &params), loss, batch, huge).unwrap();
@@ -339,7 +358,8 @@ mod tests {
         let c = ClipNorm::new(0.01).unwrap();
         // Each single example, clipped, has norm exactly C (all norms here exceed 0.01).
         for i in 0..5 {
-            let one = ghost_clipped_sum(&m, loss, Batch::new(&features[i * 4..(i + 1) * 4], &targets[i..=i]), c).unwrap();
+            let one =
+                ghost_clipped_sum(&m, loss, Batch::new(&features[i * 4..(i + 1) * 4], &targets[i..=i]), c).unwrap();
             let norm = one.gradient.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
             assert!((norm - 0.01).abs() < 1e-6, "{norm}");
             assert_eq!(one.clipped, 1);
@@ -360,13 +380,18 @@ mod tests {
         assert_eq!(empty.gradient, vec![0.0; 6]);
         assert_eq!(reference_clipped_sum_dense(&m, ce, Batch::new(&[], &[]), c).unwrap().gradient, vec![0.0; 6]);
         assert!(matches!(ghost_clipped_sum(&m, ce, Batch::new(&[0.0; 3], &[0.0]), c), Err(ClipError::Dense(_))));
-        assert!(matches!(ghost_clipped_sum(&m, Loss::SquaredError, Batch::new(&[0.0; 2], &[0.0]), c), Err(ClipError::Dense(_))));
+        assert!(matches!(
+            ghost_clipped_sum(&m, Loss::SquaredError, Batch::new(&[0.0; 2], &[0.0]), c),
+            Err(ClipError::Dense(_))
+        ));
         for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
             assert!(ClipNorm::new(bad).is_err());
         }
         // The reference path refuses a module whose losses autodiff does not track.
         let plain = m.valid();
-        let r = reference_clipped_sum(&plain, 1, c, |m, _| Ok(ce.summed(m.forward(Tensor::zeros([1, 2], &inference_device())), &[0.0])?));
+        let r = reference_clipped_sum(&plain, 1, c, |m, _| {
+            Ok(ce.summed(m.forward(Tensor::zeros([1, 2], &inference_device())), &[0.0])?)
+        });
         assert!(matches!(r, Err(ClipError::NotTracked(0))));
     }
 }

@@ -32,7 +32,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{activation, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData, activation};
 use rand::Rng;
 
 /// A model, data or loss shape that does not fit.
@@ -232,7 +232,10 @@ pub fn parameter_count(sizes: &[usize]) -> usize {
 /// # Errors
 /// [`DenseError::Sizes`] when they are not valid.
 pub fn validate_sizes(sizes: &[usize]) -> Result<(), DenseError> {
-    let overflow = sizes.windows(2).try_fold(0usize, |acc, w| w[0].checked_mul(w[1])?.checked_add(w[1])?.checked_add(acc)).is_none();
+    let overflow = sizes
+        .windows(2)
+        .try_fold(0usize, |acc, w| w[0].checked_mul(w[1])?.checked_add(w[1])?.checked_add(acc))
+        .is_none();
     if sizes.len() < 2 || sizes.contains(&0) || overflow {
         return Err(DenseError::Sizes(sizes.to_vec()));
     }
@@ -568,10 +571,12 @@ mod tests {
         for (sizes, loss) in [(vec![2, 3, 2], Loss::CrossEntropy { classes: 2 }), (vec![3, 4, 1], Loss::SquaredError)] {
             let params = wavy(parameter_count(&sizes), 0.7, 0.3, 0.5);
             let features = wavy(8 * sizes[0], 1.3, 0.1, 1.5);
-            let targets: Vec<f32> = (0..8).map(|i| if loss == Loss::SquaredError { i as f32 * 0.3 } else { (i % 2) as f32 }).collect();
+            let targets: Vec<f32> =
+                (0..8).map(|i| if loss == Loss::SquaredError { i as f32 * 0.3 } else { (i % 2) as f32 }).collect();
             let batch = Batch::new(&features, &targets);
             let device = training_device();
-            let (grad, _) = DenseStack::from_flat(&sizes, &params, &device).unwrap().summed_gradient(loss, batch).unwrap();
+            let (grad, _) =
+                DenseStack::from_flat(&sizes, &params, &device).unwrap().summed_gradient(loss, batch).unwrap();
             for j in [0, 4, 9, params.len() - 1] {
                 let h = 1e-3;
                 let at = |delta: f32| {
@@ -580,7 +585,11 @@ mod tests {
                     DenseStack::from_flat(&sizes, &p, &device).unwrap().summed_gradient(loss, batch).unwrap().1
                 };
                 let fd = (at(h) - at(-h)) / (2.0 * f64::from(h));
-                assert!((fd - f64::from(grad[j])).abs() < 2e-2 * (1.0 + fd.abs()), "{sizes:?} param {j}: fd {fd} vs {}", grad[j]);
+                assert!(
+                    (fd - f64::from(grad[j])).abs() < 2e-2 * (1.0 + fd.abs()),
+                    "{sizes:?} param {j}: fd {fd} vs {}",
+                    grad[j]
+                );
             }
         }
     }
@@ -618,19 +627,29 @@ mod tests {
             DenseStack::from_flat(&[2, 2], &[0.0; 5], &device),
             Err(DenseError::ParameterCount { expected: 6, actual: 5 })
         ));
-        assert!(matches!(DenseStack::from_flat(&[1, 1], &[0.0, f32::NAN], &device), Err(DenseError::NonFiniteParameter(1))));
+        assert!(matches!(
+            DenseStack::from_flat(&[1, 1], &[0.0, f32::NAN], &device),
+            Err(DenseError::NonFiniteParameter(1))
+        ));
         let model = DenseStack::from_flat(&[2, 2], &[0.0; 6], &device).unwrap();
         let ce = Loss::CrossEntropy { classes: 2 };
         assert!(matches!(model.summed_gradient(ce, Batch::new(&[0.0; 2], &[5.0])), Err(DenseError::Target { .. })));
         assert!(matches!(model.summed_gradient(ce, Batch::new(&[0.0; 2], &[0.5])), Err(DenseError::Target { .. })));
         assert!(matches!(model.summed_gradient(ce, Batch::new(&[0.0; 3], &[0.0])), Err(DenseError::Features { .. })));
-        assert!(matches!(model.summed_gradient(ce, Batch::new(&[0.0, f32::INFINITY], &[0.0])), Err(DenseError::NonFiniteFeature(1))));
-        assert!(matches!(model.summed_gradient(Loss::SquaredError, Batch::new(&[0.0; 2], &[0.0])), Err(DenseError::LossShape { .. })));
+        assert!(matches!(
+            model.summed_gradient(ce, Batch::new(&[0.0, f32::INFINITY], &[0.0])),
+            Err(DenseError::NonFiniteFeature(1))
+        ));
+        assert!(matches!(
+            model.summed_gradient(Loss::SquaredError, Batch::new(&[0.0; 2], &[0.0])),
+            Err(DenseError::LossShape { .. })
+        ));
         assert!(matches!(model.predict(&[0.0; 3]), Err(DenseError::Features { .. })));
         // A model on a plain device gives the same gradient as one on the training device.
         let params = [0.3, -0.2, 0.1, 0.4, 0.05, -0.1];
         let batch = Batch::new(&[1.0, -2.0, 0.5, 0.5], &[1.0, 0.0]);
-        let plain = DenseStack::from_flat(&[2, 2], &params, &inference_device()).unwrap().summed_gradient(ce, batch).unwrap();
+        let plain =
+            DenseStack::from_flat(&[2, 2], &params, &inference_device()).unwrap().summed_gradient(ce, batch).unwrap();
         let tracked = DenseStack::from_flat(&[2, 2], &params, &device).unwrap().summed_gradient(ce, batch).unwrap();
         assert_eq!(plain, tracked);
     }

@@ -232,7 +232,12 @@ pub fn noisy_count(n: usize, epsilon: Epsilon) -> Result<Release<i64>, ReleaseEr
     let count = i64::try_from(n).map_err(|_| ReleaseError::TooLarge(n))?;
     // d_in = 1 on the count: adding or removing one record changes it by one.
     let m = fit_scale(e, &1i64, |scale| {
-        make_laplace::<_, _, MaxDivergence>(AtomDomain::<i64>::new_non_nan(), AbsoluteDistance::<i64>::default(), scale, None)
+        make_laplace::<_, _, MaxDivergence>(
+            AtomDomain::<i64>::new_non_nan(),
+            AbsoluteDistance::<i64>::default(),
+            scale,
+            None,
+        )
     })?;
     Ok(Release { value: m.invoke(&count)?, epsilon, mechanism: "count/discrete-laplace" })
 }
@@ -267,7 +272,12 @@ pub fn label_histogram(labels: &[usize], classes: usize, epsilon: Epsilon) -> Re
             (0..classes).collect(),
             false,
         )?;
-        t >> make_laplace::<_, _, MaxDivergence>(VectorDomain::new(AtomDomain::new_non_nan()), L1Distance::default(), scale, None)?
+        t >> make_laplace::<_, _, MaxDivergence>(
+            VectorDomain::new(AtomDomain::new_non_nan()),
+            L1Distance::default(),
+            scale,
+            None,
+        )?
     })?;
     let mut counts = m.invoke(&labels.to_vec())?;
     counts.truncate(classes);
@@ -332,7 +342,12 @@ pub fn feature_statistics(
 const FEATURE_STATS: &str = "feature-stats/laplace+quantile";
 
 /// Statistics of one column, spending `share` four times.
-fn column_statistics(column: &[Option<f64>], b: ColumnBounds, share: f64, options: StatsOptions) -> Result<ColumnStats, ReleaseError> {
+fn column_statistics(
+    column: &[Option<f64>],
+    b: ColumnBounds,
+    share: f64,
+    options: StatsOptions,
+) -> Result<ColumnStats, ReleaseError> {
     // NaN marks missing for OpenDP's `make_drop_null`; `Some(NaN)` is missing as well.
     let data: Vec<f64> = column.iter().map(|v| v.unwrap_or(f64::NAN)).collect();
     let is_missing: Vec<bool> = data.iter().map(|v| v.is_nan()).collect();
@@ -345,7 +360,12 @@ fn column_statistics(column: &[Option<f64>], b: ColumnBounds, share: f64, option
             vec![false, true],
             false,
         )?;
-        t >> make_laplace::<_, _, MaxDivergence>(VectorDomain::new(AtomDomain::new_non_nan()), L1Distance::default(), scale, None)?
+        t >> make_laplace::<_, _, MaxDivergence>(
+            VectorDomain::new(AtomDomain::new_non_nan()),
+            L1Distance::default(),
+            scale,
+            None,
+        )?
     })?;
     let counts = m_counts.invoke(&is_missing)?;
     let present = counts.first().copied().unwrap_or(0).max(0) as f64;
@@ -378,7 +398,14 @@ fn column_statistics(column: &[Option<f64>], b: ColumnBounds, share: f64, option
     let quantile = |alpha: f64| -> Result<f64, ReleaseError> {
         let m = fit_scale(share, &1u32, |scale| {
             let t = clamped()?;
-            let q = make_private_quantile(t.output_domain.clone(), SymmetricDistance, MaxDivergence, candidates.clone(), alpha, scale)?;
+            let q = make_private_quantile(
+                t.output_domain.clone(),
+                SymmetricDistance,
+                MaxDivergence,
+                candidates.clone(),
+                alpha,
+                scale,
+            )?;
             t >> q
         })?;
         Ok(m.invoke(&data)?)
@@ -427,7 +454,8 @@ mod tests {
     #[test]
     fn feature_statistics_are_close() {
         // Column 0: values 0..10 uniform, 20% missing. Column 1: constant 3.0 plus values out of bounds.
-        let c0: Vec<Option<f64>> = (0..20_000).map(|i| if i % 5 == 0 { None } else { Some(f64::from(i % 1000) / 100.0) }).collect();
+        let c0: Vec<Option<f64>> =
+            (0..20_000).map(|i| if i % 5 == 0 { None } else { Some(f64::from(i % 1000) / 100.0) }).collect();
         let c1: Vec<Option<f64>> = (0..20_000).map(|i| if i % 2 == 0 { Some(3.0) } else { Some(1e9) }).collect();
         let bounds = [ColumnBounds::new(0.0, 10.0).unwrap(), ColumnBounds::new(-5.0, 5.0).unwrap()];
         let r = feature_statistics(&[c0, c1], &bounds, eps(16.0), StatsOptions::default()).unwrap();
@@ -449,7 +477,8 @@ mod tests {
     #[test]
     fn all_missing_column_has_no_mean() {
         let c = vec![None; 1000];
-        let r = feature_statistics(&[c], &[ColumnBounds::new(0.0, 1.0).unwrap()], eps(40.0), StatsOptions::default()).unwrap();
+        let r = feature_statistics(&[c], &[ColumnBounds::new(0.0, 1.0).unwrap()], eps(40.0), StatsOptions::default())
+            .unwrap();
         let s = r.value[0];
         assert!(s.mean.is_none() && s.present < 1.0, "{s:?}");
         assert!((s.missing_rate.unwrap() - 1.0).abs() < 1e-3);
@@ -460,13 +489,19 @@ mod tests {
         assert!(matches!(noisy_count(10, Epsilon::ZERO), Err(ReleaseError::Epsilon(_))));
         assert!(matches!(noisy_count(10, Epsilon::INFINITY), Err(ReleaseError::Epsilon(_))));
         assert!(matches!(label_histogram(&[0, 1], 0, eps(1.0)), Err(ReleaseError::NoClasses)));
-        assert!(matches!(label_histogram(&[0, 5], 3, eps(1.0)), Err(ReleaseError::LabelOutOfRange { label: 5, classes: 3 })));
+        assert!(matches!(
+            label_histogram(&[0, 5], 3, eps(1.0)),
+            Err(ReleaseError::LabelOutOfRange { label: 5, classes: 3 })
+        ));
         assert!(matches!(ColumnBounds::new(1.0, 1.0), Err(ReleaseError::Bounds { .. })));
         assert!(matches!(ColumnBounds::new(f64::NAN, 1.0), Err(ReleaseError::Bounds { .. })));
         assert!(matches!(ColumnBounds::new(0.0, f64::INFINITY), Err(ReleaseError::Bounds { .. })));
         let b = ColumnBounds::new(0.0, 1.0).unwrap();
         let col = vec![vec![Some(0.5)]];
-        assert!(matches!(feature_statistics(&col, &[], eps(1.0), StatsOptions::default()), Err(ReleaseError::ColumnMismatch { .. })));
+        assert!(matches!(
+            feature_statistics(&col, &[], eps(1.0), StatsOptions::default()),
+            Err(ReleaseError::ColumnMismatch { .. })
+        ));
         for tail in [0.0, 0.5, f64::NAN] {
             let o = StatsOptions { tail, ..StatsOptions::default() };
             assert!(matches!(feature_statistics(&col, &[b], eps(1.0), o), Err(ReleaseError::Tail(_))));
@@ -485,7 +520,8 @@ mod tests {
                     >> make_clamp(VectorDomain::new(AtomDomain::new_non_nan()), SymmetricDistance, (-3.0, 7.0))?;
                 let t = t?;
                 let t = (t.clone() >> make_sum(t.output_domain.clone(), SymmetricDistance)?)?;
-                let noise = make_laplace::<_, _, MaxDivergence>(t.output_domain.clone(), t.output_metric.clone(), scale, None)?;
+                let noise =
+                    make_laplace::<_, _, MaxDivergence>(t.output_domain.clone(), t.output_metric.clone(), scale, None)?;
                 t >> noise
             })
             .unwrap();

@@ -159,7 +159,10 @@ mod tests {
             assert!(SampleRate::new(bad).is_err());
         }
         let q = SampleRate::new(0.5).unwrap();
-        assert_eq!(PoissonSampler::from_insecure_seed(1).sample(64, q), PoissonSampler::from_insecure_seed(1).sample(64, q));
+        assert_eq!(
+            PoissonSampler::from_insecure_seed(1).sample(64, q),
+            PoissonSampler::from_insecure_seed(1).sample(64, q)
+        );
         assert!(!PoissonSampler::from_os().is_insecure());
         assert!(PoissonSampler::from_insecure_seed(1).is_insecure());
     }

@@ -40,12 +40,12 @@
 //! assert_eq!(out.summary.dp.unwrap().steps, 4);
 //! ```
 
-use crate::clip::{ghost_clipped_sum, ClipError, ClipNorm};
-use crate::dense::{check_parameters, inference_device, Batch, DenseError, DenseStack, Loss};
+use crate::clip::{ClipError, ClipNorm, ghost_clipped_sum};
+use crate::dense::{Batch, DenseError, DenseStack, Loss, check_parameters, inference_device};
 use crate::noise::{GaussianNoise, NoiseMultiplier};
 use crate::sampling::{PoissonSampler, SampleRate};
-use rand::seq::SliceRandom;
 use rand::Rng;
+use rand::seq::SliceRandom;
 
 /// Training that cannot proceed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -357,7 +357,12 @@ fn noise_std(config: &DpSgdConfig) -> f64 {
 }
 
 /// The ghost-clipped gradient sum of `batch` at `params` (zero for an empty batch) and what the step saw.
-fn clipped_gradient(net: Network<'_>, params: &[f32], batch: Batch<'_>, clip: ClipNorm) -> Result<(Vec<f32>, StepStats), SgdError> {
+fn clipped_gradient(
+    net: Network<'_>,
+    params: &[f32],
+    batch: Batch<'_>,
+    clip: ClipNorm,
+) -> Result<(Vec<f32>, StepStats), SgdError> {
     if batch.rows() == 0 {
         return Ok((vec![0.0f32; params.len()], StepStats { loss_sum: 0.0, rows: 0, clipped: 0 }));
     }
@@ -366,7 +371,14 @@ fn clipped_gradient(net: Network<'_>, params: &[f32], batch: Batch<'_>, clip: Cl
 }
 
 /// `params ← params − η·((gradient + noise)/expected + proximal term)`.
-fn apply_noisy_update(params: &mut [f32], mut gradient: Vec<f32>, noise: &[f32], expected: f64, lr: f64, proximal: Option<(f64, &[f32])>) {
+fn apply_noisy_update(
+    params: &mut [f32],
+    mut gradient: Vec<f32>,
+    noise: &[f32],
+    expected: f64,
+    lr: f64,
+    proximal: Option<(f64, &[f32])>,
+) {
     for (g, z) in gradient.iter_mut().zip(noise) {
         *g += z;
     }
@@ -583,16 +595,22 @@ mod tests {
         let data = Batch::new(&x, &y);
         for sizes in [vec![2, 2], vec![2, 8, 2]] {
             let net = Network::new(&sizes, CE2).unwrap();
-            let start = crate::dense::random_parameters(&sizes, &mut rand_chacha::ChaCha20Rng::seed_from_u64(4)).unwrap();
+            let start =
+                crate::dense::random_parameters(&sizes, &mut rand_chacha::ChaCha20Rng::seed_from_u64(4)).unwrap();
             let before = mean_loss(net, &start, data).unwrap().unwrap();
             let dp_config = config(1.0, 0.1, TrainingLength::Epochs(5.0), 0.5);
             let dp = train_dp(net, &start, data, &dp_config, None, &mut DpRandomness::from_insecure_seed(1)).unwrap();
             assert_eq!(dp.summary.steps, 50);
-            assert_eq!(dp.summary.dp, Some(DpAccounting { sample_rate: 0.1, noise_multiplier: 1.0, clip_norm: 1.0, steps: 50 }));
+            assert_eq!(
+                dp.summary.dp,
+                Some(DpAccounting { sample_rate: 0.1, noise_multiplier: 1.0, clip_norm: 1.0, steps: 50 })
+            );
             assert!(mean_loss(net, &dp.params, data).unwrap().unwrap() < 0.5 * before, "{sizes:?}");
             assert!(accuracy(net, &dp.params, &x, &y) > 0.95);
             let plain_config = SgdConfig { epochs: 2, batch_size: 32, learning_rate: 0.5 };
-            let plain = train_sgd(net, &start, data, &plain_config, None, &mut rand_chacha::ChaCha20Rng::seed_from_u64(2)).unwrap();
+            let plain =
+                train_sgd(net, &start, data, &plain_config, None, &mut rand_chacha::ChaCha20Rng::seed_from_u64(2))
+                    .unwrap();
             assert_eq!(plain.summary.steps, 2 * 13);
             assert_eq!(plain.summary.examples, 800);
             assert!(plain.summary.dp.is_none());
@@ -611,9 +629,25 @@ mod tests {
         let start = vec![0.0; 3];
         let data = Batch::new(&x, &y);
         let before = mean_loss(net, &start, data).unwrap().unwrap();
-        let plain = train_sgd(net, &start, data, &SgdConfig { epochs: 20, batch_size: 16, learning_rate: 0.1 }, None, &mut rand::rng()).unwrap();
+        let plain = train_sgd(
+            net,
+            &start,
+            data,
+            &SgdConfig { epochs: 20, batch_size: 16, learning_rate: 0.1 },
+            None,
+            &mut rand::rng(),
+        )
+        .unwrap();
         assert!(mean_loss(net, &plain.params, data).unwrap().unwrap() < 1e-3 * before);
-        let dp = train_dp(net, &start, data, &config(0.5, 0.1, TrainingLength::Steps(300), 0.1), None, &mut DpRandomness::from_insecure_seed(3)).unwrap();
+        let dp = train_dp(
+            net,
+            &start,
+            data,
+            &config(0.5, 0.1, TrainingLength::Steps(300), 0.1),
+            None,
+            &mut DpRandomness::from_insecure_seed(3),
+        )
+        .unwrap();
         assert!(mean_loss(net, &dp.params, data).unwrap().unwrap() < 0.1 * before);
     }
 
@@ -625,7 +659,16 @@ mod tests {
         let (records, sigma, lr) = (40, 2.0, 0.3);
         let cfg = config(sigma, 0.05, TrainingLength::Steps(1), lr);
         let mut params = start.clone();
-        let stats = dp_step(net, &mut params, Batch::new(&[], &[]), &cfg, records, None, &mut GaussianNoise::from_insecure_seed(9)).unwrap();
+        let stats = dp_step(
+            net,
+            &mut params,
+            Batch::new(&[], &[]),
+            &cfg,
+            records,
+            None,
+            &mut GaussianNoise::from_insecure_seed(9),
+        )
+        .unwrap();
         assert_eq!(stats.rows, 0);
         // Replay the noise: the update is −η·N(0, σ²C²)/(q·n) with q·n = 2, not divided by the realized 0.
         let mut noise = vec![0.0f32; start.len()];
@@ -637,7 +680,15 @@ mod tests {
         }
         // A whole run whose batches are empty (q·n tiny) does not panic or produce NaN.
         let (x, y) = blobs(10);
-        let out = train_dp(net, &start, Batch::new(&x, &y), &config(1.0, 1e-6, TrainingLength::Steps(3), 1e-6), None, &mut DpRandomness::from_insecure_seed(2)).unwrap();
+        let out = train_dp(
+            net,
+            &start,
+            Batch::new(&x, &y),
+            &config(1.0, 1e-6, TrainingLength::Steps(3), 1e-6),
+            None,
+            &mut DpRandomness::from_insecure_seed(2),
+        )
+        .unwrap();
         assert_eq!(out.summary.examples, 0);
         assert_eq!(out.summary.mean_loss, None);
         assert!(out.params.iter().all(|v| v.is_finite()));
@@ -652,7 +703,8 @@ mod tests {
         let (x, y) = blobs(6);
         let cfg = config(0.0, 0.5, TrainingLength::Steps(1), 1.0);
         let mut params = start.clone();
-        dp_step(net, &mut params, Batch::new(&x, &y), &cfg, 20, None, &mut GaussianNoise::from_insecure_seed(1)).unwrap();
+        dp_step(net, &mut params, Batch::new(&x, &y), &cfg, 20, None, &mut GaussianNoise::from_insecure_seed(1))
+            .unwrap();
         let model = DenseStack::from_flat(&sizes, &start, &inference_device()).unwrap();
         let sum = ghost_clipped_sum(&model, CE2, Batch::new(&x, &y), cfg.clip_norm).unwrap();
         for ((p, s), g) in params.iter().zip(&start).zip(&sum.gradient) {
@@ -666,11 +718,26 @@ mod tests {
         let net = Network::new(&sizes, CE2).unwrap();
         let (x, y) = blobs(50);
         let start = vec![0.1; parameter_count(&sizes)];
-        let out = train_dp(net, &start, Batch::new(&x, &y), &config(1e4, 0.2, TrainingLength::Steps(20), 1e-3), None, &mut DpRandomness::from_insecure_seed(3)).unwrap();
+        let out = train_dp(
+            net,
+            &start,
+            Batch::new(&x, &y),
+            &config(1e4, 0.2, TrainingLength::Steps(20), 1e-3),
+            None,
+            &mut DpRandomness::from_insecure_seed(3),
+        )
+        .unwrap();
         assert!(out.params.iter().all(|v| v.is_finite()));
         assert_eq!(out.summary.steps, 20);
         // ...and a learning rate that overflows is a typed error, not NaN parameters.
-        let bad = train_dp(net, &start, Batch::new(&x, &y), &config(1e4, 0.2, TrainingLength::Steps(20), 1e35), None, &mut DpRandomness::from_insecure_seed(3));
+        let bad = train_dp(
+            net,
+            &start,
+            Batch::new(&x, &y),
+            &config(1e4, 0.2, TrainingLength::Steps(20), 1e35),
+            None,
+            &mut DpRandomness::from_insecure_seed(3),
+        );
         assert!(matches!(bad, Err(SgdError::Diverged(_)) | Err(SgdError::Dense(_))), "{bad:?}");
     }
 
@@ -684,7 +751,9 @@ mod tests {
         let cfg = SgdConfig { epochs: 3, batch_size: 16, learning_rate: 0.5 };
         let dist = |p: &[f32]| p.iter().map(|v| v * v).sum::<f32>();
         let free = train_sgd(net, &global, data, &cfg, None, &mut rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
-        let prox = train_sgd(net, &global, data, &cfg, Some((1.0, &global)), &mut rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
+        let prox =
+            train_sgd(net, &global, data, &cfg, Some((1.0, &global)), &mut rand_chacha::ChaCha20Rng::seed_from_u64(1))
+                .unwrap();
         assert!(dist(&prox.params) < 0.8 * dist(&free.params));
         // Exact form: with an empty batch, one step is w ← w − η·μ(w − w_g).
         let mut w = vec![1.0f32; 6];
@@ -700,15 +769,43 @@ mod tests {
         let p = vec![0.0; 6];
         let mut rng = DpRandomness::from_insecure_seed(0);
         assert!(matches!(Network::new(&[2, 3], CE2), Err(SgdError::Dense(DenseError::LossShape { .. }))));
-        assert!(matches!(train_dp(net, &p[..5], data, &config(1.0, 0.5, TrainingLength::Steps(1), 0.1), None, &mut rng), Err(SgdError::Dense(_))));
-        assert!(matches!(train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Steps(1), -0.1), None, &mut rng), Err(SgdError::LearningRate(_))));
-        assert!(matches!(train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Epochs(f64::NAN), 0.1), None, &mut rng), Err(SgdError::Epochs(_))));
-        assert!(matches!(train_dp(net, &p, Batch::new(&[], &[]), &config(1.0, 0.5, TrainingLength::Steps(1), 0.1), None, &mut rng), Err(SgdError::NoRecords)));
-        assert!(matches!(train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Steps(1), 0.1), Some((1.0, &p[..3])), &mut rng), Err(SgdError::Proximal(_))));
-        assert!(matches!(train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Steps(1), 0.1), Some((-1.0, &p)), &mut rng), Err(SgdError::Proximal(_))));
+        assert!(matches!(
+            train_dp(net, &p[..5], data, &config(1.0, 0.5, TrainingLength::Steps(1), 0.1), None, &mut rng),
+            Err(SgdError::Dense(_))
+        ));
+        assert!(matches!(
+            train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Steps(1), -0.1), None, &mut rng),
+            Err(SgdError::LearningRate(_))
+        ));
+        assert!(matches!(
+            train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Epochs(f64::NAN), 0.1), None, &mut rng),
+            Err(SgdError::Epochs(_))
+        ));
+        assert!(matches!(
+            train_dp(net, &p, Batch::new(&[], &[]), &config(1.0, 0.5, TrainingLength::Steps(1), 0.1), None, &mut rng),
+            Err(SgdError::NoRecords)
+        ));
+        assert!(matches!(
+            train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Steps(1), 0.1), Some((1.0, &p[..3])), &mut rng),
+            Err(SgdError::Proximal(_))
+        ));
+        assert!(matches!(
+            train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Steps(1), 0.1), Some((-1.0, &p)), &mut rng),
+            Err(SgdError::Proximal(_))
+        ));
         let sgd_cfg = SgdConfig { epochs: 1, batch_size: 0, learning_rate: 0.1 };
         assert!(matches!(train_sgd(net, &p, data, &sgd_cfg, None, &mut rand::rng()), Err(SgdError::BatchSize)));
-        assert!(matches!(train_sgd(net, &p, Batch::new(&x, &y[..3]), &SgdConfig { batch_size: 2, ..sgd_cfg }, None, &mut rand::rng()), Err(SgdError::Dense(_))));
+        assert!(matches!(
+            train_sgd(
+                net,
+                &p,
+                Batch::new(&x, &y[..3]),
+                &SgdConfig { batch_size: 2, ..sgd_cfg },
+                None,
+                &mut rand::rng()
+            ),
+            Err(SgdError::Dense(_))
+        ));
         assert_eq!(config(1.0, 0.01, TrainingLength::Epochs(2.5), 0.1).steps().unwrap(), 250);
     }
 }

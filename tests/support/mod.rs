@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 use cohort_core::config::{
-    ClientConfig, CoordinatorConfig, CoordinatorEndpoint, DataSection, ModelSection, PrivacySection, Schema,
-    ClientSecureAggregation, SecureAggregationMode, SecureAggregationSection, StrategyConfig, TlsSection, TrainingSection,
+    ClientConfig, ClientSecureAggregation, CoordinatorConfig, CoordinatorEndpoint, DataSection, ModelSection,
+    PrivacySection, Schema, SecureAggregationMode, SecureAggregationSection, StrategyConfig, TlsSection,
+    TrainingSection,
 };
 use cohort_core::model::TaskKind;
 use cohort_core::pki::{self, IssueRequest, NodeFiles, Role};
@@ -30,8 +31,15 @@ impl Fixture {
         let ca = dir.path().join("ca");
         pki::init_ca(&ca, FEDERATION).unwrap();
         let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-        let files = pki::issue(&ca, &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 1), &dir.path().join("coordinator")).unwrap();
-        let csv = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/breast_cancer.csv")).unwrap();
+        let files = pki::issue(
+            &ca,
+            &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 1),
+            &dir.path().join("coordinator"),
+        )
+        .unwrap();
+        let csv =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/breast_cancer.csv"))
+                .unwrap();
         let mut lines = csv.lines();
         let header: Vec<String> = lines.next().unwrap().split(',').map(str::to_owned).collect();
         let rows: Vec<String> = lines.map(str::to_owned).collect();
@@ -67,11 +75,23 @@ impl Fixture {
 
     /// Issues a client certificate from this federation's CA.
     pub(crate) fn issue(&self, name: &str) -> NodeFiles {
-        pki::issue(&self.ca_dir(), &IssueRequest::valid_for_days(name, Role::Client, &[], 1), &self.dir.path().join(name)).unwrap()
+        pki::issue(
+            &self.ca_dir(),
+            &IssueRequest::valid_for_days(name, Role::Client, &[], 1),
+            &self.dir.path().join(name),
+        )
+        .unwrap()
     }
 
     /// Writes the rows `[from, to)` (interleaved selection `i % of == part`) as this client's CSV and returns its config.
-    pub(crate) fn client(&self, name: &str, files: &NodeFiles, part: usize, of: usize, addr: std::net::SocketAddr) -> ClientConfig {
+    pub(crate) fn client(
+        &self,
+        name: &str,
+        files: &NodeFiles,
+        part: usize,
+        of: usize,
+        addr: std::net::SocketAddr,
+    ) -> ClientConfig {
         let path = self.dir.path().join(format!("{name}.csv"));
         let rows: Vec<&String> = self.rows.iter().enumerate().filter(|(i, _)| i % of == part).map(|(_, r)| r).collect();
         let body: Vec<&str> = rows.iter().map(|s| s.as_str()).collect();

@@ -14,8 +14,8 @@
 //!   returned, so the coarse stage affects speed, not safety.
 
 use super::{
-    AccountantError, AccountantKind, DEFAULT_ACCOUNTANT, Delta, Epsilon, NoiseMultiplier,
-    PldAccountant, SampleRate, epsilon_for,
+    AccountantError, AccountantKind, DEFAULT_ACCOUNTANT, Delta, Epsilon, NoiseMultiplier, PldAccountant, SampleRate,
+    epsilon_for,
 };
 
 /// Largest noise multiplier the search tries before declaring a target unreachable.
@@ -66,30 +66,12 @@ pub fn calibrate_noise(
 }
 
 fn unreachable(t: f64, delta: Delta, q: SampleRate, steps: u64) -> AccountantError {
-    AccountantError::Unreachable {
-        target: t,
-        delta: delta.get(),
-        q: q.get(),
-        steps,
-        limit: SIGMA_LIMIT,
-    }
+    AccountantError::Unreachable { target: t, delta: delta.get(), q: q.get(), steps, limit: SIGMA_LIMIT }
 }
 
-fn calibrate_rdp(
-    t: f64,
-    delta: Delta,
-    q: SampleRate,
-    steps: u64,
-) -> Result<NoiseMultiplier, AccountantError> {
+fn calibrate_rdp(t: f64, delta: Delta, q: SampleRate, steps: u64) -> Result<NoiseMultiplier, AccountantError> {
     let eps = |sigma: f64| -> Result<f64, AccountantError> {
-        Ok(epsilon_for(
-            q,
-            NoiseMultiplier::new(sigma)?,
-            steps,
-            delta,
-            AccountantKind::Rdp,
-        )?
-        .get())
+        Ok(epsilon_for(q, NoiseMultiplier::new(sigma)?, steps, delta, AccountantKind::Rdp)?.get())
     };
     // Bracket: grow hi until it meets the target; lo is the last σ known to miss it (0 always misses, unless
     // nothing is spent at all, in which case the smallest σ is 0).
@@ -123,12 +105,7 @@ fn pld_epsilon(
     Ok(acc.epsilon(delta).get())
 }
 
-fn calibrate_pld(
-    t: f64,
-    delta: Delta,
-    q: SampleRate,
-    steps: u64,
-) -> Result<NoiseMultiplier, AccountantError> {
+fn calibrate_pld(t: f64, delta: Delta, q: SampleRate, steps: u64) -> Result<NoiseMultiplier, AccountantError> {
     let fine = |sigma: f64| pld_epsilon(super::pld::DEFAULT_DISCRETIZATION, q, sigma, steps, delta);
     let coarse = |sigma: f64| pld_epsilon(PLD_COARSE_DISCRETIZATION, q, sigma, steps, delta);
     if fine(0.0)? <= t {
@@ -263,10 +240,7 @@ mod tests {
                 "calibrate {kind} ε={target}: σ = {:.6} (dp-accounting {expected}), achieved ε = {achieved:.6}",
                 sigma.get()
             );
-            assert!(
-                (sigma.get() - expected).abs() < 1e-3,
-                "{kind} ε={target}: σ={sigma} vs {expected}"
-            );
+            assert!((sigma.get() - expected).abs() < 1e-3, "{kind} ε={target}: σ={sigma} vs {expected}");
             assert!(achieved <= target);
             // Minimal to the tolerance: a slightly smaller σ misses the target.
             let below = NoiseMultiplier::new(sigma.get() * (1.0 - 2.0 * tol)).unwrap();
@@ -277,10 +251,7 @@ mod tests {
     #[test]
     fn plain_calibrate_agrees() {
         assert!((calibrate(1.0, 1e-5, 0.01, 1000).unwrap() - 1.4146).abs() < 1e-3);
-        assert!(
-            (calibrate_with(AccountantKind::Rdp, 1.0, 1e-5, 0.01, 1000).unwrap() - 1.5131).abs()
-                < 1e-3
-        );
+        assert!((calibrate_with(AccountantKind::Rdp, 1.0, 1e-5, 0.01, 1000).unwrap() - 1.5131).abs() < 1e-3);
         assert_eq!(
             calibrate(2.0, 1e-5, 0.02, 200).unwrap(),
             calibrate_with(AccountantKind::Pld, 2.0, 1e-5, 0.02, 200).unwrap()
@@ -290,10 +261,8 @@ mod tests {
     #[test]
     fn calibration_is_monotone_in_the_target() {
         for kind in AccountantKind::ALL {
-            let sigmas: Vec<f64> = [0.5, 1.0, 2.0, 4.0]
-                .iter()
-                .map(|&t| calibrate_with(kind, t, 1e-5, 0.02, 500).unwrap())
-                .collect();
+            let sigmas: Vec<f64> =
+                [0.5, 1.0, 2.0, 4.0].iter().map(|&t| calibrate_with(kind, t, 1e-5, 0.02, 500).unwrap()).collect();
             assert!(sigmas.windows(2).all(|w| w[0] > w[1]), "{kind}: {sigmas:?}");
         }
         // More steps need more noise.
@@ -306,48 +275,21 @@ mod tests {
     fn bad_targets_and_unreachable() {
         for kind in AccountantKind::ALL {
             let c = |t: f64, d: f64, q: f64, s: u64| calibrate_with(kind, t, d, q, s);
-            assert!(matches!(
-                c(0.0, 1e-5, 0.01, 1000),
-                Err(AccountantError::Epsilon(_))
-            ));
-            assert!(matches!(
-                c(f64::INFINITY, 1e-5, 0.01, 1000),
-                Err(AccountantError::Epsilon(_))
-            ));
-            assert!(matches!(
-                c(f64::NAN, 1e-5, 0.01, 1000),
-                Err(AccountantError::Epsilon(_))
-            ));
-            assert!(matches!(
-                c(1.0, 0.0, 0.01, 1000),
-                Err(AccountantError::Delta(_))
-            ));
-            assert!(matches!(
-                c(1.0, 1e-5, 2.0, 1000),
-                Err(AccountantError::SampleRate(_))
-            ));
+            assert!(matches!(c(0.0, 1e-5, 0.01, 1000), Err(AccountantError::Epsilon(_))));
+            assert!(matches!(c(f64::INFINITY, 1e-5, 0.01, 1000), Err(AccountantError::Epsilon(_))));
+            assert!(matches!(c(f64::NAN, 1e-5, 0.01, 1000), Err(AccountantError::Epsilon(_))));
+            assert!(matches!(c(1.0, 0.0, 0.01, 1000), Err(AccountantError::Delta(_))));
+            assert!(matches!(c(1.0, 1e-5, 2.0, 1000), Err(AccountantError::SampleRate(_))));
             let err = c(1e-9, 1e-5, 1.0, 1000).unwrap_err();
-            assert!(
-                matches!(err, AccountantError::Unreachable { .. }),
-                "{kind}: {err}"
-            );
+            assert!(matches!(err, AccountantError::Unreachable { .. }), "{kind}: {err}");
             assert!(err.to_string().contains("no noise multiplier"));
             // Nothing spent: σ = 0 suffices.
             assert_eq!(c(1.0, 1e-5, 0.0, 1000).unwrap(), 0.0);
             assert_eq!(c(1.0, 1e-5, 0.5, 0).unwrap(), 0.0);
         }
-        let (t, d, q) = (
-            Epsilon::new(1.0).unwrap(),
-            Delta::new(1e-5).unwrap(),
-            SampleRate::new(0.1).unwrap(),
-        );
+        let (t, d, q) = (Epsilon::new(1.0).unwrap(), Delta::new(1e-5).unwrap(), SampleRate::new(0.1).unwrap());
         let sigma = calibrate_noise(t, d, q, 10, AccountantKind::Pld).unwrap();
-        assert!(
-            epsilon_for(q, sigma, 10, d, AccountantKind::Pld)
-                .unwrap()
-                .get()
-                <= 1.0
-        );
+        assert!(epsilon_for(q, sigma, 10, d, AccountantKind::Pld).unwrap().get() <= 1.0);
     }
 
     /// `cargo test --release -p cohort-dp calibrate_timing -- --ignored --nocapture`: PLD calibration over 10^4
@@ -355,28 +297,13 @@ mod tests {
     #[test]
     #[ignore = "timing report, run by hand"]
     fn calibrate_timing() {
-        for (q, target) in [
-            (0.001, 1.0),
-            (256.0 / 60000.0, 3.0),
-            (0.01, 8.0),
-            (0.01, 1.0),
-            (0.1, 10.0),
-        ] {
+        for (q, target) in [(0.001, 1.0), (256.0 / 60000.0, 3.0), (0.01, 8.0), (0.01, 1.0), (0.1, 10.0)] {
             let t0 = std::time::Instant::now();
             let sigma = calibrate(target, 1e-5, q, 10_000).unwrap();
             let took = t0.elapsed();
-            let achieved = super::super::epsilon(
-                &[super::super::SampledGaussian {
-                    q,
-                    sigma,
-                    steps: 10_000,
-                }],
-                1e-5,
-            )
-            .unwrap();
-            println!(
-                "PLD calibrate q={q:.6} ε={target} 10^4 steps: σ = {sigma:.6}, ε = {achieved:.6}, {took:?}"
-            );
+            let achieved =
+                super::super::epsilon(&[super::super::SampledGaussian { q, sigma, steps: 10_000 }], 1e-5).unwrap();
+            println!("PLD calibrate q={q:.6} ε={target} 10^4 steps: σ = {sigma:.6}, ε = {achieved:.6}, {took:?}");
             assert!(achieved <= target);
         }
     }

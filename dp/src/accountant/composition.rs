@@ -28,8 +28,8 @@
 
 use super::pld::PldAccountant;
 use super::{
-    AccountantError, AccountantKind, DEFAULT_ACCOUNTANT, Delta, Epsilon, NoiseMultiplier,
-    RdpAccountant, SampleRate, SampledGaussian, epsilon_from_rdp,
+    AccountantError, AccountantKind, DEFAULT_ACCOUNTANT, Delta, Epsilon, NoiseMultiplier, RdpAccountant, SampleRate,
+    SampledGaussian, epsilon_from_rdp,
 };
 
 /// A running account of one node's privacy spend under the composition rule of the [module docs](self), by one
@@ -71,10 +71,7 @@ impl PrivacyAccount {
     /// An account that has spent nothing, by accountant `kind`.
     #[must_use]
     pub fn with_accountant(kind: AccountantKind) -> Self {
-        Self {
-            kind,
-            events: PldAccountant::new(),
-        }
+        Self { kind, events: PldAccountant::new() }
     }
 
     /// The accountant of this account.
@@ -87,10 +84,7 @@ impl PrivacyAccount {
     ///
     /// # Errors
     /// [`AccountantError::SampleRate`] or [`AccountantError::NoiseMultiplier`]; the account is then unchanged.
-    pub fn add_sampled_gaussian(
-        &mut self,
-        event: &SampledGaussian,
-    ) -> Result<&mut Self, AccountantError> {
+    pub fn add_sampled_gaussian(&mut self, event: &SampledGaussian) -> Result<&mut Self, AccountantError> {
         self.events.compose_event(event)?;
         Ok(self)
     }
@@ -152,28 +146,18 @@ impl PrivacyAccount {
                 for (q, sigma, steps) in self.events.gaussian_groups() {
                     rdp.compose(SampleRate(q), NoiseMultiplier(sigma), steps);
                 }
-                let gaussian = if self.has_gaussians() {
-                    rdp.epsilon(delta).get()
-                } else {
-                    0.0
-                };
+                let gaussian = if self.has_gaussians() { rdp.epsilon(delta).get() } else { 0.0 };
                 let mut curve = rdp.rdp().to_vec();
                 for (eps, count) in self.events.pure_groups() {
                     for (r, &a) in curve.iter_mut().zip(rdp.orders()) {
                         *r += count as f64 * eps.min(a * eps * eps / 2.0);
                     }
                 }
-                Ok((
-                    epsilon_from_rdp(rdp.orders(), &curve, delta.get())?,
-                    gaussian,
-                ))
+                Ok((epsilon_from_rdp(rdp.orders(), &curve, delta.get())?, gaussian))
             }
             AccountantKind::Pld => {
                 let (gaussian, full) = self.events.plds();
-                Ok((
-                    full.epsilon_for_delta(delta.get()),
-                    gaussian.epsilon_for_delta(delta.get()),
-                ))
+                Ok((full.epsilon_for_delta(delta.get()), gaussian.epsilon_for_delta(delta.get())))
             }
         }
     }
@@ -183,11 +167,7 @@ impl PrivacyAccount {
 mod tests {
     use super::*;
 
-    const EVENT: SampledGaussian = SampledGaussian {
-        q: 0.01,
-        sigma: 1.0,
-        steps: 1000,
-    };
+    const EVENT: SampledGaussian = SampledGaussian { q: 0.01, sigma: 1.0, steps: 1000 };
 
     #[test]
     fn without_pure_releases_the_rule_is_the_accountant() {
@@ -200,23 +180,14 @@ mod tests {
             assert_eq!(account.epsilon_basic(1e-5).unwrap(), direct);
         }
         assert_eq!(PrivacyAccount::default().kind(), AccountantKind::Pld);
-        assert_eq!(
-            PrivacyAccount::new(),
-            PrivacyAccount::with_accountant(AccountantKind::Pld)
-        );
+        assert_eq!(PrivacyAccount::new(), PrivacyAccount::with_accountant(AccountantKind::Pld));
     }
 
     #[test]
     fn pure_releases_fold_into_the_rdp_curve() {
         // min(ε, αε²/2) at every order: checked against the curve built by hand.
         let mut account = PrivacyAccount::with_accountant(AccountantKind::Rdp);
-        account
-            .add_sampled_gaussian(&EVENT)
-            .unwrap()
-            .add_pure(0.1)
-            .unwrap()
-            .add_pure(1.5)
-            .unwrap();
+        account.add_sampled_gaussian(&EVENT).unwrap().add_pure(0.1).unwrap().add_pure(1.5).unwrap();
         let mut rdp = RdpAccountant::new();
         rdp.compose_event(&EVENT).unwrap();
         let curve: Vec<f64> = rdp
@@ -243,15 +214,7 @@ mod tests {
             (Some(EVENT), &[0.1, 0.25], 2.041460),
             (None, &[0.5, 0.5, 0.5], 1.499959),
             (None, &[0.1; 20], 1.597981),
-            (
-                Some(SampledGaussian {
-                    q: 1.0,
-                    sigma: 5.0,
-                    steps: 10,
-                }),
-                &[1.0],
-                3.546953,
-            ),
+            (Some(SampledGaussian { q: 1.0, sigma: 5.0, steps: 10 }), &[1.0], 3.546953),
         ];
         for (event, pures, expected) in cases {
             let mut account = PrivacyAccount::new();
@@ -263,13 +226,8 @@ mod tests {
             }
             let got = account.epsilon(1e-5).unwrap();
             let basic = account.epsilon_basic(1e-5).unwrap();
-            println!(
-                "PLD {event:?} + {pures:?}: {got:.6} (dp-accounting {expected}), basic {basic:.6}"
-            );
-            assert!(
-                (got - expected).abs() < 1e-4_f64.max(1e-5 * expected),
-                "{got} vs {expected}"
-            );
+            println!("PLD {event:?} + {pures:?}: {got:.6} (dp-accounting {expected}), basic {basic:.6}");
+            assert!((got - expected).abs() < 1e-4_f64.max(1e-5 * expected), "{got} vs {expected}");
             assert!(got <= basic);
         }
     }
@@ -277,21 +235,9 @@ mod tests {
     #[test]
     fn the_new_rule_never_exceeds_the_old_one() {
         let events = [
-            SampledGaussian {
-                q: 0.01,
-                sigma: 1.0,
-                steps: 1000,
-            },
-            SampledGaussian {
-                q: 0.2,
-                sigma: 3.0,
-                steps: 20,
-            },
-            SampledGaussian {
-                q: 1.0,
-                sigma: 8.0,
-                steps: 3,
-            },
+            SampledGaussian { q: 0.01, sigma: 1.0, steps: 1000 },
+            SampledGaussian { q: 0.2, sigma: 3.0, steps: 20 },
+            SampledGaussian { q: 1.0, sigma: 8.0, steps: 3 },
         ];
         for kind in AccountantKind::ALL {
             for pures in [&[0.01][..], &[0.1, 0.1], &[1.0, 0.5, 0.05], &[5.0]] {
@@ -302,19 +248,10 @@ mod tests {
                     for &p in pures {
                         account.add_pure(p).unwrap();
                     }
-                    let (new, old) = (
-                        account.epsilon(1e-5).unwrap(),
-                        account.epsilon_basic(1e-5).unwrap(),
-                    );
+                    let (new, old) = (account.epsilon(1e-5).unwrap(), account.epsilon_basic(1e-5).unwrap());
                     let sum: f64 = pures.iter().sum();
-                    assert!(
-                        (old - (alone + sum)).abs() < 1e-12,
-                        "{kind} {e:?} {pures:?}"
-                    );
-                    assert!(
-                        new <= old && new >= alone,
-                        "{kind} {e:?} {pures:?}: new {new}, old {old}"
-                    );
+                    assert!((old - (alone + sum)).abs() < 1e-12, "{kind} {e:?} {pures:?}");
+                    assert!(new <= old && new >= alone, "{kind} {e:?} {pures:?}: new {new}, old {old}");
                 }
             }
         }
@@ -323,22 +260,10 @@ mod tests {
     #[test]
     fn the_rule_is_independent_of_the_order() {
         let items: [Result<SampledGaussian, f64>; 6] = [
-            Ok(SampledGaussian {
-                q: 0.01,
-                sigma: 1.0,
-                steps: 300,
-            }),
+            Ok(SampledGaussian { q: 0.01, sigma: 1.0, steps: 300 }),
             Err(0.1),
-            Ok(SampledGaussian {
-                q: 0.05,
-                sigma: 2.0,
-                steps: 40,
-            }),
-            Ok(SampledGaussian {
-                q: 0.01,
-                sigma: 1.0,
-                steps: 700,
-            }),
+            Ok(SampledGaussian { q: 0.05, sigma: 2.0, steps: 40 }),
+            Ok(SampledGaussian { q: 0.01, sigma: 1.0, steps: 700 }),
             Err(0.25),
             Err(0.1),
         ];
@@ -370,15 +295,7 @@ mod tests {
             assert!(account.add_pure(-1.0).is_err());
             assert!(account.add_pure(f64::NAN).is_err());
             assert!(account.add_pure(f64::INFINITY).is_err());
-            assert!(
-                account
-                    .add_sampled_gaussian(&SampledGaussian {
-                        q: 2.0,
-                        sigma: 1.0,
-                        steps: 1
-                    })
-                    .is_err()
-            );
+            assert!(account.add_sampled_gaussian(&SampledGaussian { q: 2.0, sigma: 1.0, steps: 1 }).is_err());
             assert_eq!(account, PrivacyAccount::with_accountant(kind));
             // Without DP-SGD events δ is not consulted when out of range: pure DP.
             assert_eq!(account.epsilon(0.0).unwrap(), 0.0);
@@ -386,18 +303,9 @@ mod tests {
             assert_eq!(account.epsilon(0.0).unwrap(), 0.3);
             assert!(account.epsilon(1e-5).unwrap() <= 0.3);
             account.add_sampled_gaussian(&EVENT).unwrap();
-            assert!(matches!(
-                account.epsilon(0.0),
-                Err(AccountantError::Delta(_))
-            ));
+            assert!(matches!(account.epsilon(0.0), Err(AccountantError::Delta(_))));
             // σ = 0: no guarantee.
-            account
-                .add_sampled_gaussian(&SampledGaussian {
-                    q: 0.1,
-                    sigma: 0.0,
-                    steps: 1,
-                })
-                .unwrap();
+            account.add_sampled_gaussian(&SampledGaussian { q: 0.1, sigma: 0.0, steps: 1 }).unwrap();
             assert_eq!(account.epsilon(1e-5).unwrap(), f64::INFINITY);
         }
     }

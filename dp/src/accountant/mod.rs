@@ -80,9 +80,7 @@ pub enum AccountantError {
     #[error("ε = {0} must be a number ≥ 0 (a calibration target must be finite and > 0)")]
     Epsilon(f64),
     /// No noise multiplier up to the search limit meets the target.
-    #[error(
-        "no noise multiplier up to {limit} reaches ε = {target} at δ = {delta} (q = {q}, {steps} steps)"
-    )]
+    #[error("no noise multiplier up to {limit} reaches ε = {target} at δ = {delta} (q = {q}, {steps} steps)")]
     Unreachable {
         /// Target ε.
         target: f64,
@@ -169,25 +167,10 @@ macro_rules! newtype {
     };
 }
 
-newtype!(
-    SampleRate,
-    SampleRate,
-    |v| (0.0..=1.0).contains(&v),
-    "sampling rate in [0, 1]"
-);
-newtype!(
-    NoiseMultiplier,
-    NoiseMultiplier,
-    |v| v >= 0.0 && v.is_finite(),
-    "noise multiplier, finite and ≥ 0"
-);
+newtype!(SampleRate, SampleRate, |v| (0.0..=1.0).contains(&v), "sampling rate in [0, 1]");
+newtype!(NoiseMultiplier, NoiseMultiplier, |v| v >= 0.0 && v.is_finite(), "noise multiplier, finite and ≥ 0");
 newtype!(Delta, Delta, |v| v > 0.0 && v < 1.0, "δ in (0, 1)");
-newtype!(
-    Epsilon,
-    Epsilon,
-    |v| v >= 0.0,
-    "ε ≥ 0 (+∞ allowed, NaN not)"
-);
+newtype!(Epsilon, Epsilon, |v| v >= 0.0, "ε ≥ 0 (+∞ allowed, NaN not)");
 
 impl Epsilon {
     /// No privacy guarantee.
@@ -204,9 +187,7 @@ impl Epsilon {
 
 /// Which accountant computes ε. Its [`name`](Self::name) and [`version`](Self::version) are recorded in ledgers
 /// so an auditor can recompute every ε with the same computation. The default is [`Pld`](Self::Pld).
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[non_exhaustive]
 pub enum AccountantKind {
@@ -326,11 +307,7 @@ pub fn epsilon(events: &[SampledGaussian], delta: f64) -> Result<f64, Accountant
 /// let pld = epsilon_with(AccountantKind::Pld, &events, 1e-5).unwrap();
 /// assert!((rdp - 2.1014).abs() < 1e-3 && (pld - 1.8282).abs() < 1e-3); // dp-accounting 0.6.0
 /// ```
-pub fn epsilon_with(
-    kind: AccountantKind,
-    events: &[SampledGaussian],
-    delta: f64,
-) -> Result<f64, AccountantError> {
+pub fn epsilon_with(kind: AccountantKind, events: &[SampledGaussian], delta: f64) -> Result<f64, AccountantError> {
     let delta = Delta::new(delta)?;
     match kind {
         AccountantKind::Rdp => {
@@ -392,45 +369,18 @@ mod tests {
 
     #[test]
     fn newtypes_reject_out_of_range_and_nan() {
-        assert!(matches!(
-            SampleRate::new(-0.1),
-            Err(AccountantError::SampleRate(_))
-        ));
-        assert!(matches!(
-            SampleRate::new(1.1),
-            Err(AccountantError::SampleRate(_))
-        ));
-        assert!(matches!(
-            SampleRate::new(f64::NAN),
-            Err(AccountantError::SampleRate(_))
-        ));
+        assert!(matches!(SampleRate::new(-0.1), Err(AccountantError::SampleRate(_))));
+        assert!(matches!(SampleRate::new(1.1), Err(AccountantError::SampleRate(_))));
+        assert!(matches!(SampleRate::new(f64::NAN), Err(AccountantError::SampleRate(_))));
         assert!(SampleRate::new(0.0).is_ok() && SampleRate::new(1.0).is_ok());
-        assert!(matches!(
-            NoiseMultiplier::new(-1.0),
-            Err(AccountantError::NoiseMultiplier(_))
-        ));
-        assert!(matches!(
-            NoiseMultiplier::new(f64::INFINITY),
-            Err(AccountantError::NoiseMultiplier(_))
-        ));
-        assert!(matches!(
-            NoiseMultiplier::new(f64::NAN),
-            Err(AccountantError::NoiseMultiplier(_))
-        ));
+        assert!(matches!(NoiseMultiplier::new(-1.0), Err(AccountantError::NoiseMultiplier(_))));
+        assert!(matches!(NoiseMultiplier::new(f64::INFINITY), Err(AccountantError::NoiseMultiplier(_))));
+        assert!(matches!(NoiseMultiplier::new(f64::NAN), Err(AccountantError::NoiseMultiplier(_))));
         assert!(matches!(Delta::new(0.0), Err(AccountantError::Delta(_))));
         assert!(matches!(Delta::new(1.0), Err(AccountantError::Delta(_))));
-        assert!(matches!(
-            Delta::new(f64::NAN),
-            Err(AccountantError::Delta(_))
-        ));
-        assert!(matches!(
-            Epsilon::new(-1e-9),
-            Err(AccountantError::Epsilon(_))
-        ));
-        assert!(matches!(
-            Epsilon::new(f64::NAN),
-            Err(AccountantError::Epsilon(_))
-        ));
+        assert!(matches!(Delta::new(f64::NAN), Err(AccountantError::Delta(_))));
+        assert!(matches!(Epsilon::new(-1e-9), Err(AccountantError::Epsilon(_))));
+        assert!(matches!(Epsilon::new(f64::NAN), Err(AccountantError::Epsilon(_))));
         assert_eq!(Epsilon::new(f64::INFINITY).unwrap(), Epsilon::INFINITY);
     }
 
@@ -442,14 +392,8 @@ mod tests {
         assert_eq!(ACCOUNTANT_NAME, AccountantKind::default().name());
         assert_eq!(ACCOUNTANT_VERSION, AccountantKind::default().version());
         assert_eq!(AccountantKind::Rdp.name(), "rdp-poisson-gaussian");
-        assert!(matches!(
-            "moments".parse::<AccountantKind>(),
-            Err(AccountantError::UnknownAccountant(_))
-        ));
-        assert!(matches!(
-            "".parse::<AccountantKind>(),
-            Err(AccountantError::UnknownAccountant(_))
-        ));
+        assert!(matches!("moments".parse::<AccountantKind>(), Err(AccountantError::UnknownAccountant(_))));
+        assert!(matches!("".parse::<AccountantKind>(), Err(AccountantError::UnknownAccountant(_))));
     }
 
     #[test]
@@ -459,9 +403,7 @@ mod tests {
             assert_eq!(kind.name().parse::<AccountantKind>().unwrap(), kind);
             assert_eq!(kind.to_string().parse::<AccountantKind>().unwrap(), kind);
             // The serde form is the short name.
-            let de = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(
-                kind.short_name(),
-            );
+            let de = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(kind.short_name());
             let v = <AccountantKind as serde::Deserialize>::deserialize(de).unwrap();
             assert_eq!(v, kind);
             assert!(!kind.version().is_empty());
@@ -474,16 +416,7 @@ mod tests {
     #[test]
     fn plain_and_typed_layers_agree() {
         for kind in AccountantKind::ALL {
-            let plain = epsilon_with(
-                kind,
-                &[SampledGaussian {
-                    q: 0.01,
-                    sigma: 1.0,
-                    steps: 1000,
-                }],
-                1e-5,
-            )
-            .unwrap();
+            let plain = epsilon_with(kind, &[SampledGaussian { q: 0.01, sigma: 1.0, steps: 1000 }], 1e-5).unwrap();
             let typed = epsilon_for(
                 SampleRate::new(0.01).unwrap(),
                 NoiseMultiplier::new(1.0).unwrap(),
@@ -494,37 +427,13 @@ mod tests {
             .unwrap();
             assert_eq!(plain, typed.get());
         }
-        let default = epsilon(
-            &[SampledGaussian {
-                q: 0.01,
-                sigma: 1.0,
-                steps: 1000,
-            }],
-            1e-5,
-        )
-        .unwrap();
+        let default = epsilon(&[SampledGaussian { q: 0.01, sigma: 1.0, steps: 1000 }], 1e-5).unwrap();
         assert_eq!(
             default,
-            epsilon_with(
-                AccountantKind::Pld,
-                &[SampledGaussian {
-                    q: 0.01,
-                    sigma: 1.0,
-                    steps: 1000
-                }],
-                1e-5
-            )
-            .unwrap()
+            epsilon_with(AccountantKind::Pld, &[SampledGaussian { q: 0.01, sigma: 1.0, steps: 1000 }], 1e-5).unwrap()
         );
         assert!(matches!(
-            epsilon(
-                &[SampledGaussian {
-                    q: 1.5,
-                    sigma: 1.0,
-                    steps: 1
-                }],
-                1e-5
-            ),
+            epsilon(&[SampledGaussian { q: 1.5, sigma: 1.0, steps: 1 }], 1e-5),
             Err(AccountantError::SampleRate(_))
         ));
         assert!(matches!(epsilon(&[], 0.0), Err(AccountantError::Delta(_))));

@@ -154,11 +154,7 @@ fn gaussian_delta(sigma: f64, loss: f64) -> f64 {
 
 /// ln(1 − q + q·e^b) (`common.log_a_times_exp_b_plus_c(q, b, 1 − q)`).
 fn log_mix(q: f64, b: f64) -> f64 {
-    if b > 0.0 {
-        b + q.ln() + ((1.0 - q) / q * (-b).exp()).ln_1p()
-    } else {
-        (q * b.exp_m1()).ln_1p()
-    }
+    if b > 0.0 { b + q.ln() + ((1.0 - q) / q * (-b).exp()).ln_1p() } else { (q * b.exp_m1()).ln_1p() }
 }
 
 /// The sampled Gaussian's privacy loss at x for the remove direction: ln(1 − q + q·exp((−1/2 − x)/σ²)).
@@ -198,23 +194,13 @@ impl PldPmf {
     /// The PLD of a mechanism that reveals nothing: all mass at loss 0.
     #[must_use]
     pub fn identity(discretization: f64) -> Self {
-        Self {
-            discretization,
-            lower: 0,
-            probs: vec![1.0],
-            infinity_mass: 0.0,
-        }
+        Self { discretization, lower: 0, probs: vec![1.0], infinity_mass: 0.0 }
     }
 
     /// The PLD of a mechanism with no guarantee: all mass at +∞.
     #[must_use]
     pub fn non_private(discretization: f64) -> Self {
-        Self {
-            discretization,
-            lower: 0,
-            probs: vec![0.0],
-            infinity_mass: 1.0,
-        }
+        Self { discretization, lower: 0, probs: vec![0.0], infinity_mass: 1.0 }
     }
 
     /// The discretization interval Δ.
@@ -251,12 +237,7 @@ impl PldPmf {
 
     /// Connect-the-dots PMF of one step of the Poisson-subsampled Gaussian in one direction
     /// (`_create_pld_pmf_from_monotone_privacy_loss` with `use_connect_dots = True`); 0 < q ≤ 1, σ > 0.
-    fn sampled_gaussian(
-        q: f64,
-        sigma: f64,
-        adjacency: Adjacency,
-        discretization: f64,
-    ) -> Result<Self, TooLarge> {
+    fn sampled_gaussian(q: f64, sigma: f64, adjacency: Adjacency, discretization: f64) -> Result<Self, TooLarge> {
         // Remove: x ∈ [−zσ − 1, zσ]; the loss decreases in x. Add is the mirror image: its losses are the
         // negated remove losses at −x, so its bounds are the negated remove bounds.
         let top = loss_remove(q, sigma, -X_TRUNCATION * sigma - 1.0);
@@ -274,21 +255,15 @@ impl PldPmf {
         // Both are integers of magnitude < 2^53 here, so the casts are exact.
         let (lo, hi) = (lo as i64, hi as i64);
         let n = (hi - lo + 1) as usize;
-        let mut deltas: Vec<f64> = (lo..=hi)
-            .map(|i| sampled_gaussian_delta(q, sigma, adjacency, i as f64 * discretization))
-            .collect();
+        let mut deltas: Vec<f64> =
+            (lo..=hi).map(|i| sampled_gaussian_delta(q, sigma, adjacency, i as f64 * discretization)).collect();
         // δ is non-increasing in ε; enforce it against rounding (`np.minimum.accumulate`).
         for i in 1..n {
             deltas[i] = deltas[i].min(deltas[i - 1]);
         }
         let infinity_mass = deltas[n - 1];
         if n == 1 {
-            return Ok(Self {
-                discretization,
-                lower: lo,
-                probs: vec![1.0 - deltas[0]],
-                infinity_mass,
-            });
+            return Ok(Self { discretization, lower: lo, probs: vec![1.0 - deltas[0]], infinity_mass });
         }
         let (em1, e) = (discretization.exp_m1(), discretization.exp());
         let mut probs = vec![0.0; n];
@@ -300,12 +275,7 @@ impl PldPmf {
         for p in &mut probs {
             *p = p.max(0.0);
         }
-        Ok(Self {
-            discretization,
-            lower: lo,
-            probs,
-            infinity_mass,
-        })
+        Ok(Self { discretization, lower: lo, probs, infinity_mass })
     }
 
     /// Two-point PLD dominating every ε-DP mechanism (`from_privacy_parameters(ε, δ = 0)`).
@@ -317,12 +287,7 @@ impl PldPmf {
         let mut probs = vec![0.0; (up - down + 1) as usize];
         probs[(up - down) as usize] += 1.0 / (1.0 + (-epsilon).exp());
         probs[0] += 1.0 / (1.0 + epsilon.exp());
-        Self {
-            discretization,
-            lower: down,
-            probs,
-            infinity_mass: 0.0,
-        }
+        Self { discretization, lower: down, probs, infinity_mass: 0.0 }
     }
 
     /// δ(ε) of this discrete PLD: `infinity_mass + Σ_{loss > ε} p·(1 − e^{ε − loss})`.
@@ -361,11 +326,7 @@ impl PldPmf {
                 return l.max(0.0);
             }
         }
-        if upper <= lower + delta {
-            0.0
-        } else {
-            ((upper - delta) / lower).ln().max(0.0)
-        }
+        if upper <= lower + delta { 0.0 } else { ((upper - delta) / lower).ln().max(0.0) }
     }
 
     /// The composition of two PLDs: their convolution, tails beyond τ/2 on each side cut pessimistically
@@ -406,8 +367,7 @@ impl PldPmf {
             let scale = 1.0 / len as f64;
             fa[..n].iter().map(|c| (c.re * scale).max(0.0)).collect()
         };
-        let infinity =
-            self.infinity_mass + other.infinity_mass - self.infinity_mass * other.infinity_mass;
+        let infinity = self.infinity_mass + other.infinity_mass - self.infinity_mass * other.infinity_mass;
         let (offset, right_mass) = truncate_tails(&mut probs, tail_mass_truncation);
         Ok(Self {
             discretization: d,
@@ -446,18 +406,11 @@ impl PldPmf {
         inv.process(&mut f);
         let scale = 1.0 / len as f64;
         let start = lo.rem_euclid(len as i64) as usize;
-        let probs: Vec<f64> = (0..out_len)
-            .map(|k| (f[(start + k) % len].re * scale).max(0.0))
-            .collect();
+        let probs: Vec<f64> = (0..out_len).map(|k| (f[(start + k) % len].re * scale).max(0.0)).collect();
         let infinity_mass = tail_mass_truncation - (t * (-self.infinity_mass).ln_1p()).exp_m1();
         let times_i = i64::try_from(times).map_err(|_| TooLarge)?;
         let lower = self.lower.checked_mul(times_i).ok_or(TooLarge)? + lo;
-        Ok(Self {
-            discretization: self.discretization,
-            lower,
-            probs,
-            infinity_mass: infinity_mass.min(1.0),
-        })
+        Ok(Self { discretization: self.discretization, lower, probs, infinity_mass: infinity_mass.min(1.0) })
     }
 }
 
@@ -530,9 +483,7 @@ fn truncate_tails(probs: &mut Vec<f64>, tail_mass_truncation: f64) -> (i64, f64)
     };
     let n = probs.len();
     let left = prefix(&mut probs.iter().copied()).min(n - 1);
-    let right = (n - prefix(&mut probs.iter().rev().copied()))
-        .max(left + 1)
-        .min(n);
+    let right = (n - prefix(&mut probs.iter().rev().copied())).max(left + 1).min(n);
     let left_mass: f64 = probs[..left].iter().sum();
     let right_mass: f64 = probs[right..].iter().sum();
     probs.truncate(right);
@@ -563,19 +514,13 @@ impl PrivacyLossDistribution {
     /// Nothing released.
     #[must_use]
     pub fn identity(discretization: f64) -> Self {
-        Self {
-            remove: PldPmf::identity(discretization),
-            add: None,
-        }
+        Self { remove: PldPmf::identity(discretization), add: None }
     }
 
     /// No guarantee at all: every δ(ε) is 1.
     #[must_use]
     pub fn non_private(discretization: f64) -> Self {
-        Self {
-            remove: PldPmf::non_private(discretization),
-            add: None,
-        }
+        Self { remove: PldPmf::non_private(discretization), add: None }
     }
 
     /// One step of the Poisson-subsampled Gaussian with rate `q` and noise multiplier `sigma` (sensitivity 1),
@@ -598,18 +543,11 @@ impl PrivacyLossDistribution {
             return Ok(Self::identity(d));
         }
         if sigma.is_nan() || sigma <= 0.0 {
-            return Ok(Self {
-                remove: PldPmf::non_private(d),
-                add: None,
-            });
+            return Ok(Self { remove: PldPmf::non_private(d), add: None });
         }
         let q = q.min(1.0);
         let remove = PldPmf::sampled_gaussian(q, sigma, Adjacency::Remove, d)?;
-        let add = if q == 1.0 {
-            None
-        } else {
-            Some(PldPmf::sampled_gaussian(q, sigma, Adjacency::Add, d)?)
-        };
+        let add = if q == 1.0 { None } else { Some(PldPmf::sampled_gaussian(q, sigma, Adjacency::Add, d)?) };
         Ok(Self { remove, add })
     }
 
@@ -618,20 +556,10 @@ impl PrivacyLossDistribution {
     #[must_use]
     pub fn pure(epsilon: f64, discretization: f64) -> Self {
         let ratio = epsilon / discretization;
-        if epsilon.is_nan()
-            || epsilon == f64::INFINITY
-            || ratio.is_nan()
-            || ratio >= MAX_POINTS as f64 / 2.0
-        {
-            return Self {
-                remove: PldPmf::non_private(discretization),
-                add: None,
-            };
+        if epsilon.is_nan() || epsilon == f64::INFINITY || ratio.is_nan() || ratio >= MAX_POINTS as f64 / 2.0 {
+            return Self { remove: PldPmf::non_private(discretization), add: None };
         }
-        Self {
-            remove: PldPmf::pure(epsilon.max(0.0), discretization),
-            add: None,
-        }
+        Self { remove: PldPmf::pure(epsilon.max(0.0), discretization), add: None }
     }
 
     /// The remove-direction PLD.
@@ -681,13 +609,8 @@ impl PrivacyLossDistribution {
     /// [`PldAccountant`], which coarsens the grid instead).
     #[must_use]
     pub fn compose(&self, other: &Self) -> Self {
-        assert_eq!(
-            self.discretization(),
-            other.discretization(),
-            "PLDs of different discretizations"
-        );
-        self.try_compose(other)
-            .expect("composed PLD exceeds MAX_POINTS; use PldAccountant")
+        assert_eq!(self.discretization(), other.discretization(), "PLDs of different discretizations");
+        self.try_compose(other).expect("composed PLD exceeds MAX_POINTS; use PldAccountant")
     }
 
     /// `times`-fold self-composition.
@@ -696,26 +619,21 @@ impl PrivacyLossDistribution {
     /// If the result would exceed [`MAX_POINTS`] points (build through [`PldAccountant`] instead).
     #[must_use]
     pub fn self_compose(&self, times: u64) -> Self {
-        self.try_self_compose(times)
-            .expect("composed PLD exceeds MAX_POINTS; use PldAccountant")
+        self.try_self_compose(times).expect("composed PLD exceeds MAX_POINTS; use PldAccountant")
     }
 
     /// δ(ε): the larger of the two directions.
     #[must_use]
     pub fn delta_for_epsilon(&self, epsilon: f64) -> f64 {
         let r = self.remove.delta_for_epsilon(epsilon);
-        self.add
-            .as_ref()
-            .map_or(r, |a| r.max(a.delta_for_epsilon(epsilon)))
+        self.add.as_ref().map_or(r, |a| r.max(a.delta_for_epsilon(epsilon)))
     }
 
     /// ε(δ): the larger of the two directions.
     #[must_use]
     pub fn epsilon_for_delta(&self, delta: f64) -> f64 {
         let r = self.remove.epsilon_for_delta(delta);
-        self.add
-            .as_ref()
-            .map_or(r, |a| r.max(a.epsilon_for_delta(delta)))
+        self.add.as_ref().map_or(r, |a| r.max(a.epsilon_for_delta(delta)))
     }
 }
 
@@ -752,11 +670,7 @@ impl PldAccountant {
     /// An accountant at Δ = [`DEFAULT_DISCRETIZATION`] that has composed nothing.
     #[must_use]
     pub fn new() -> Self {
-        Self {
-            discretization: DEFAULT_DISCRETIZATION,
-            gaussians: BTreeMap::new(),
-            pure: BTreeMap::new(),
-        }
+        Self { discretization: DEFAULT_DISCRETIZATION, gaussians: BTreeMap::new(), pure: BTreeMap::new() }
     }
 
     /// An accountant at discretization interval Δ (smaller is tighter and slower; every Δ gives an upper bound).
@@ -767,10 +681,7 @@ impl PldAccountant {
         if !(discretization > 0.0 && discretization <= 1.0) {
             return Err(AccountantError::Discretization(discretization));
         }
-        Ok(Self {
-            discretization,
-            ..Self::new()
-        })
+        Ok(Self { discretization, ..Self::new() })
     }
 
     /// The discretization interval asked for.
@@ -784,10 +695,7 @@ impl PldAccountant {
         // +0.0 folds −0.0 into 0.0, so equal values have equal keys.
         let (q, sigma) = (q.get() + 0.0, sigma.get() + 0.0);
         if steps > 0 && q > 0.0 {
-            let s = self
-                .gaussians
-                .entry((q.to_bits(), sigma.to_bits()))
-                .or_insert(0);
+            let s = self.gaussians.entry((q.to_bits(), sigma.to_bits())).or_insert(0);
             *s = s.saturating_add(steps);
         }
         self
@@ -804,19 +712,14 @@ impl PldAccountant {
 
     /// Adds a pure ε-DP release (ε = +∞: no guarantee).
     pub fn compose_pure(&mut self, epsilon: Epsilon) -> &mut Self {
-        let c = self
-            .pure
-            .entry((epsilon.get() + 0.0).to_bits())
-            .or_insert(0);
+        let c = self.pure.entry((epsilon.get() + 0.0).to_bits()).or_insert(0);
         *c = c.saturating_add(1);
         self
     }
 
     /// The sampled Gaussian events, merged by (q, σ), in canonical order: (q, σ, total steps).
     pub(crate) fn gaussian_groups(&self) -> impl Iterator<Item = (f64, f64, u64)> + '_ {
-        self.gaussians
-            .iter()
-            .map(|(&(q, s), &t)| (f64::from_bits(q), f64::from_bits(s), t))
+        self.gaussians.iter().map(|(&(q, s), &t)| (f64::from_bits(q), f64::from_bits(s), t))
     }
 
     /// The pure releases, merged by ε, in canonical order: (ε, count).
@@ -852,17 +755,10 @@ impl PldAccountant {
         }
     }
 
-    fn try_plds(
-        &self,
-        d: f64,
-    ) -> Result<(PrivacyLossDistribution, PrivacyLossDistribution), TooLarge> {
+    fn try_plds(&self, d: f64) -> Result<(PrivacyLossDistribution, PrivacyLossDistribution), TooLarge> {
         let mut acc: Option<PrivacyLossDistribution> = None;
         for (&(q, sigma), &steps) in &self.gaussians {
-            let one = PrivacyLossDistribution::try_sampled_gaussian(
-                f64::from_bits(q),
-                f64::from_bits(sigma),
-                d,
-            )?;
+            let one = PrivacyLossDistribution::try_sampled_gaussian(f64::from_bits(q), f64::from_bits(sigma), d)?;
             let composed = one.try_self_compose(steps)?;
             acc = Some(match acc {
                 None => composed,
@@ -907,11 +803,7 @@ mod tests {
 
     fn eps(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
         let mut acc = PldAccountant::new();
-        acc.compose(
-            SampleRate::new(q).unwrap(),
-            NoiseMultiplier::new(sigma).unwrap(),
-            steps,
-        );
+        acc.compose(SampleRate::new(q).unwrap(), NoiseMultiplier::new(sigma).unwrap(), steps);
         acc.epsilon(Delta::new(delta).unwrap()).get()
     }
 
@@ -961,19 +853,10 @@ mod tests {
         ] {
             let t0 = std::time::Instant::now();
             let e = eps(q, s, t, 1e-5);
-            println!(
-                "PLD q={q:.6} σ={s} T={t}: ε = {e:.6} (dp-accounting {reference}) in {:?}",
-                t0.elapsed()
-            );
-            assert!(
-                (e - reference).abs() <= required(reference),
-                "q={q} σ={s} T={t}: {e} vs {reference}"
-            );
+            println!("PLD q={q:.6} σ={s} T={t}: ε = {e:.6} (dp-accounting {reference}) in {:?}", t0.elapsed());
+            assert!((e - reference).abs() <= required(reference), "q={q} σ={s} T={t}: {e} vs {reference}");
             // In fact the same computation: agreement to the printed digits.
-            assert!(
-                (e - reference).abs() < 1e-5,
-                "q={q} σ={s} T={t}: {e} vs {reference}"
-            );
+            assert!((e - reference).abs() < 1e-5, "q={q} σ={s} T={t}: {e} vs {reference}");
         }
         // q = 1: the exact value (Balle and Wang 2018) is 2.594383; never below it.
         let exact = exact_gaussian(5.0, 10, 1e-5);
@@ -1028,11 +911,7 @@ mod tests {
             let e = eps(q, s, t, 1e-5);
             let rdp = super::super::epsilon_with(
                 super::super::AccountantKind::Rdp,
-                &[SampledGaussian {
-                    q,
-                    sigma: s,
-                    steps: t,
-                }],
+                &[SampledGaussian { q, sigma: s, steps: t }],
                 1e-5,
             )
             .unwrap();
@@ -1040,20 +919,14 @@ mod tests {
                 "PLD q={q} σ={s} T={t}: ε = {e:.6} (dp-accounting {reference}, RDP {rdp:.6}) in {:?}",
                 t0.elapsed()
             );
-            assert!(
-                (e - reference).abs() <= required(reference),
-                "q={q} σ={s} T={t}: {e} vs {reference}"
-            );
+            assert!((e - reference).abs() <= required(reference), "q={q} σ={s} T={t}: {e} vs {reference}");
             worst = worst.max((e - reference).abs() / reference.max(1.0));
             // Sanity: RDP is an upper bound too, and PLD is the tighter one here.
             assert!(e <= rdp, "q={q} σ={s} T={t}: PLD {e} > RDP {rdp}");
             if t == 1 {
                 // One step: the exact ε is known in closed form; a pessimistic PLD is never below it.
                 let exact = exact_one_step(q, s, 1e-5);
-                assert!(
-                    e >= exact && e - exact < 1e-3,
-                    "q={q} σ={s}: {e} vs exact {exact}"
-                );
+                assert!(e >= exact && e - exact < 1e-3, "q={q} σ={s}: {e} vs exact {exact}");
             }
         }
         println!("largest difference to dp-accounting: {worst:.2e} (relative to max(1, ε))");
@@ -1063,40 +936,24 @@ mod tests {
     fn never_below_the_exact_gaussian() {
         // q = 1: T Gaussian mechanisms are one Gaussian with σ/√T, exact by Balle and Wang 2018. The references
         // are dp-accounting 0.6.0 PLD (which equals the exact value to 6 digits here).
-        for (s, t, reference) in [
-            (1.0, 1, 4.377178),
-            (2.0, 4, 4.377178),
-            (0.8, 100, 130.576706),
-            (5.0, 10, 2.594383),
-        ] {
+        for (s, t, reference) in [(1.0, 1, 4.377178), (2.0, 4, 4.377178), (0.8, 100, 130.576706), (5.0, 10, 2.594383)] {
             for delta in [1e-3, 1e-5, 1e-9] {
                 let (e, exact) = (eps(1.0, s, t, delta), exact_gaussian(s, t, delta));
-                assert!(
-                    e >= exact && e - exact < 1e-3 * exact.max(1.0),
-                    "σ={s} T={t} δ={delta}: {e} vs exact {exact}"
-                );
+                assert!(e >= exact && e - exact < 1e-3 * exact.max(1.0), "σ={s} T={t} δ={delta}: {e} vs exact {exact}");
             }
             let e = eps(1.0, s, t, 1e-5);
-            assert!(
-                (e - reference).abs() < 1e-5 * reference.max(1.0),
-                "σ={s} T={t}: {e} vs {reference}"
-            );
+            assert!((e - reference).abs() < 1e-5 * reference.max(1.0), "σ={s} T={t}: {e} vs {reference}");
         }
     }
 
     #[test]
     fn other_deltas_and_delta_for_epsilon() {
         // benches/peers/dp_accounting_reference.py, dp-accounting 0.6.0.
-        for (q, s, t, delta, reference) in [
-            (0.01, 1.0, 1000, 1e-3, 1.162518),
-            (0.01, 1.0, 1000, 1e-8, 2.697875),
-            (0.02, 0.8, 500, 1e-6, 5.440308),
-        ] {
+        for (q, s, t, delta, reference) in
+            [(0.01, 1.0, 1000, 1e-3, 1.162518), (0.01, 1.0, 1000, 1e-8, 2.697875), (0.02, 0.8, 500, 1e-6, 5.440308)]
+        {
             let e = eps(q, s, t, delta);
-            assert!(
-                (e - reference).abs() < 1e-5 * reference.max(1.0),
-                "{q} {s} {t} {delta}: {e} vs {reference}"
-            );
+            assert!((e - reference).abs() < 1e-5 * reference.max(1.0), "{q} {s} {t} {delta}: {e} vs {reference}");
         }
         for (q, s, t, e, reference) in [
             (0.01, 1.0, 1000, 1.0, 2.612496806e-03),
@@ -1104,16 +961,9 @@ mod tests {
             (1.0, 5.0, 10, 1.0, 2.442102837e-02),
         ] {
             let mut acc = PldAccountant::new();
-            acc.compose(
-                SampleRate::new(q).unwrap(),
-                NoiseMultiplier::new(s).unwrap(),
-                t,
-            );
+            acc.compose(SampleRate::new(q).unwrap(), NoiseMultiplier::new(s).unwrap(), t);
             let d = acc.delta(Epsilon::new(e).unwrap());
-            assert!(
-                (d / reference - 1.0).abs() < 1e-5,
-                "{q} {s} {t} ε={e}: δ = {d:e} vs {reference:e}"
-            );
+            assert!((d / reference - 1.0).abs() < 1e-5, "{q} {s} {t} ε={e}: δ = {d:e} vs {reference:e}");
             // And back.
             let back = acc.epsilon(Delta::new(d).unwrap()).get();
             assert!((back - e).abs() < 1e-6, "{back} vs {e}");
@@ -1123,11 +973,7 @@ mod tests {
     #[test]
     fn finer_grids_are_tighter_and_all_are_upper_bounds() {
         // Pessimistic at every Δ, and the estimate falls towards the exact value as Δ shrinks.
-        let (q, s, t) = (
-            SampleRate::new(0.05).unwrap(),
-            NoiseMultiplier::new(1.2).unwrap(),
-            200,
-        );
+        let (q, s, t) = (SampleRate::new(0.05).unwrap(), NoiseMultiplier::new(1.2).unwrap(), 200);
         let at = |d: f64| {
             let mut acc = PldAccountant::with_discretization(d).unwrap();
             acc.compose(q, s, t);
@@ -1136,47 +982,26 @@ mod tests {
         let (coarse, mid, fine) = (at(1e-2), at(1e-3), at(1e-4));
         println!("Δ = 1e-2, 1e-3, 1e-4: {coarse:.6} {mid:.6} {fine:.6}");
         assert!(coarse >= mid && mid >= fine, "{coarse} {mid} {fine}");
-        assert!(matches!(
-            PldAccountant::with_discretization(0.0),
-            Err(AccountantError::Discretization(_))
-        ));
-        assert!(matches!(
-            PldAccountant::with_discretization(f64::NAN),
-            Err(AccountantError::Discretization(_))
-        ));
+        assert!(matches!(PldAccountant::with_discretization(0.0), Err(AccountantError::Discretization(_))));
+        assert!(matches!(PldAccountant::with_discretization(f64::NAN), Err(AccountantError::Discretization(_))));
     }
 
     #[test]
     fn one_step_pmfs_are_distributions() {
-        for (q, s) in [
-            (0.01, 1.0),
-            (0.3, 0.7),
-            (1.0, 2.0),
-            (0.9, 10.0),
-            (1e-4, 1e3),
-        ] {
+        for (q, s) in [(0.01, 1.0), (0.3, 0.7), (1.0, 2.0), (0.9, 10.0), (1e-4, 1e3)] {
             let pld = PrivacyLossDistribution::sampled_gaussian(q, s, DEFAULT_DISCRETIZATION);
             for pmf in [pld.remove(), pld.add()] {
                 let total: f64 = pmf.probs().iter().sum::<f64>() + pmf.infinity_mass();
                 // Negative second differences from rounding are clamped to 0, which can only add mass (≤ 1e-6),
                 // and only raise δ.
-                assert!(
-                    (1.0 - 1e-12..1.0 + 1e-6).contains(&total),
-                    "q={q} σ={s}: total mass {total}"
-                );
+                assert!((1.0 - 1e-12..1.0 + 1e-6).contains(&total), "q={q} σ={s}: total mass {total}");
                 assert!(pmf.probs().iter().all(|&p| p >= 0.0) && pmf.infinity_mass() < 1e-20);
             }
             // The discrete δ-curve dominates the exact one (connect the dots on a convex curve).
             for e in [0.0, 0.01, 0.1, 0.5, 1.0, 2.0] {
-                for (adj, pmf) in [
-                    (Adjacency::Remove, pld.remove()),
-                    (Adjacency::Add, pld.add()),
-                ] {
+                for (adj, pmf) in [(Adjacency::Remove, pld.remove()), (Adjacency::Add, pld.add())] {
                     let exact = sampled_gaussian_delta(q, s, adj, e);
-                    assert!(
-                        pmf.delta_for_epsilon(e) >= exact - 1e-15,
-                        "q={q} σ={s} ε={e} {adj:?}"
-                    );
+                    assert!(pmf.delta_for_epsilon(e) >= exact - 1e-15, "q={q} σ={s} ε={e} {adj:?}");
                 }
             }
         }
@@ -1185,19 +1010,10 @@ mod tests {
     #[test]
     fn composition_of_different_events() {
         let d = Delta::new(1e-5).unwrap();
-        let (q1, s1) = (
-            SampleRate::new(0.01).unwrap(),
-            NoiseMultiplier::new(1.0).unwrap(),
-        );
-        let (q2, s2) = (
-            SampleRate::new(0.2).unwrap(),
-            NoiseMultiplier::new(3.0).unwrap(),
-        );
+        let (q1, s1) = (SampleRate::new(0.01).unwrap(), NoiseMultiplier::new(1.0).unwrap());
+        let (q2, s2) = (SampleRate::new(0.2).unwrap(), NoiseMultiplier::new(3.0).unwrap());
         let mut split = PldAccountant::new();
-        split
-            .compose(q1, s1, 300)
-            .compose(q2, s2, 20)
-            .compose(q1, s1, 700);
+        split.compose(q1, s1, 300).compose(q2, s2, 20).compose(q1, s1, 700);
         let mut whole = PldAccountant::new();
         whole.compose(q2, s2, 20).compose(q1, s1, 1000);
         assert_eq!(split, whole);
@@ -1217,11 +1033,7 @@ mod tests {
         assert_eq!(eps(0.5, 1.0, 0, 1e-5), 0.0);
         assert_eq!(eps(0.01, 0.0, 1, 1e-5), f64::INFINITY);
         let mut none = PldAccountant::new();
-        none.compose(
-            SampleRate::new(0.1).unwrap(),
-            NoiseMultiplier::new(0.0).unwrap(),
-            3,
-        );
+        none.compose(SampleRate::new(0.1).unwrap(), NoiseMultiplier::new(0.0).unwrap(), 3);
         assert_eq!(none.delta(Epsilon::new(10.0).unwrap()), 1.0);
         assert_eq!(PldAccountant::new().delta(Epsilon::ZERO), 0.0);
         let mut inf = PldAccountant::new();

@@ -358,7 +358,8 @@ mod tests {
         // a fractional order lies between its integer neighbours.
         for (q, s) in [(0.01, 1.0), (0.1, 0.8), (0.3, 2.0), (0.001, 0.5), (0.9, 1.5)] {
             for a in [2.0, 3.0, 5.0, 8.0] {
-                let (lo, mid, hi) = (rdp_step(q, s, a).unwrap(), rdp_step(q, s, a + 0.5).unwrap(), rdp_step(q, s, a + 1.0).unwrap());
+                let (lo, mid, hi) =
+                    (rdp_step(q, s, a).unwrap(), rdp_step(q, s, a + 0.5).unwrap(), rdp_step(q, s, a + 1.0).unwrap());
                 assert!(lo <= mid * (1.0 + 1e-9) && mid <= hi * (1.0 + 1e-9), "q={q} σ={s} α={a}: {lo} {mid} {hi}");
                 let near = rdp_step(q, s, a + 1e-7).unwrap();
                 assert!((near - lo).abs() <= 1e-4 * lo + 1e-12, "q={q} σ={s} α={a}: {near} vs {lo}");
