@@ -36,18 +36,13 @@ type TaskStream = Pin<Box<dyn Stream<Item = Result<proto::TaskChunk, Status>> + 
 
 impl SubstituteKeys {
     fn tamper(&self, mut chunk: proto::TaskChunk) -> proto::TaskChunk {
-        if let Some(proto::task_chunk::Body::Header(header)) = chunk.body.as_mut() {
-            if let Ok(mut settings) = serde_json::from_str::<serde_json::Value>(&header.settings_json) {
-                if let Some(participants) = settings.pointer_mut("/secure/participants").and_then(|p| p.as_array_mut())
-                {
-                    for p in participants {
-                        if p["name"] == self.victim.as_str() {
-                            p["keys"] = self.attacker.clone();
-                        }
-                    }
-                    header.settings_json = settings.to_string();
-                }
+        let Some(proto::task_chunk::Body::Header(header)) = chunk.body.as_mut() else { return chunk };
+        let Ok(mut settings) = serde_json::from_str::<serde_json::Value>(&header.settings_json) else { return chunk };
+        if let Some(participants) = settings.pointer_mut("/secure/participants").and_then(|p| p.as_array_mut()) {
+            for p in participants.iter_mut().filter(|p| p["name"] == self.victim.as_str()) {
+                p["keys"] = self.attacker.clone();
             }
+            header.settings_json = settings.to_string();
         }
         chunk
     }

@@ -118,7 +118,6 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
                 proto::UpdateChunk {
                     body: Some(proto::update_chunk::Body::Header(proto::UpdateHeader {
                         round: Some(round),
-                        num_examples: 10,
                         parameter_count: count,
                         train_loss: 0.1,
                         encoding: "f32-delta".into(),

@@ -7,7 +7,7 @@
 mod support;
 
 use cohort_client::data::LocalData;
-use cohort_client::node::{ClientError, LocalWork, Participation, TaskSettings, TrainOutcome};
+use cohort_client::node::{ClientError, JoinReleases, LocalWork, Participation, TaskSettings, TrainOutcome};
 use cohort_client::work::TrainingWork;
 use cohort_coordinator::round::Event;
 use cohort_core::config::{FederationPlan, SecureAggregationMode, SecureAggregationSection};
@@ -53,6 +53,11 @@ impl LocalWork for FixedWork {
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {
         self.inner.evaluate(params)
     }
+
+    /// The join count is the FedAvg weight in both modes: the same `10 · (index + 1)` as the updates carry.
+    fn join_releases(&mut self, _data: &LocalData) -> Result<JoinReleases, ClientError> {
+        Ok(JoinReleases { examples: 10.0 * (self.index + 1) as f64, label_histogram: Vec::new() })
+    }
 }
 
 struct Run {
@@ -90,10 +95,10 @@ async fn run(n: usize, mode: SecureAggregationMode, drop: Option<usize>) -> Run 
     let watcher = tokio::spawn(async move {
         let mut seen = Vec::new();
         while let Ok(event) = events.recv().await {
-            if let (Event::UpdateAccepted { node, .. }, Some((name, handle))) = (&event, &dropped) {
-                if node == name {
-                    handle.abort();
-                }
+            if let (Event::UpdateAccepted { node, .. }, Some((name, handle))) = (&event, &dropped)
+                && node == name
+            {
+                handle.abort();
             }
             let done = matches!(event, Event::Finished { .. });
             seen.push(event);

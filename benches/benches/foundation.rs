@@ -172,7 +172,7 @@ fn in_memory_rounds() -> Duration {
     for r in 1..=ROUNDS {
         let v = m.version();
         for n in [&a, &b] {
-            m.submit_update(n, Round(r), v, &[0.0; 4], 4, 0.0, now).unwrap();
+            m.submit_update(n, Round(r), v, &[0.0; 4], 0.0, now).unwrap();
         }
         for n in [&a, &b] {
             m.report_evaluation(n, Round(r), m.version(), EvalMetrics { examples: 1, values: Default::default() }, now)

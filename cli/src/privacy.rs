@@ -66,7 +66,8 @@ pub(crate) fn run(command: PrivacyCommand) -> anyhow::Result<()> {
             let (rounds, declines) = (count(Mechanism::DpSgd), count(Mechanism::Decline));
             let releases = count(Mechanism::OpenDpCount)
                 + count(Mechanism::OpenDpHistogram)
-                + count(Mechanism::OpenDpFeatureStats);
+                + count(Mechanism::OpenDpFeatureStats)
+                + count(Mechanism::OpenDpEvaluation);
             if json {
                 let out = serde_json::json!({
                     "node": config.name, "epsilon_budget": budget, "epsilon_spent": spent,

@@ -98,8 +98,8 @@ fn the_demo_ledger_verifies_from_the_data_dir_and_from_an_export() {
 
     let scratch = tempfile::tempdir().unwrap();
     let (path, lines) = export(scratch.path(), "ledger.jsonl");
-    // Per hospital: noisy count, label histogram, and one DP-SGD record per round.
-    assert_eq!(lines.len(), 3 * (2 + 3), "{lines:#?}");
+    // Per hospital: noisy count, label histogram, and per round one DP-SGD record and one DP evaluation.
+    assert_eq!(lines.len(), 3 * (2 + 3 + 3), "{lines:#?}");
     assert!(verify_file(&path).status.success());
 }
 
@@ -192,7 +192,7 @@ fn the_report_states_budgets_versions_and_the_verdict_in_every_format() {
         assert_eq!(budget, 3.0);
         assert!(spent > 0.0 && spent <= budget);
         assert!((budget - spent - remaining).abs() < 1e-12);
-        assert_eq!(c["series"].as_array().unwrap().len(), 5);
+        assert_eq!(c["series"].as_array().unwrap().len(), 8);
     }
     let versions = report["versions"].as_array().unwrap();
     assert_eq!(versions.len(), 3);

@@ -49,6 +49,17 @@ fn a_killed_coordinator_resumes_from_the_last_completed_round() {
     let header = lines.next().unwrap();
     let rows: Vec<&str> = lines.collect();
     let features: Vec<String> = header.split(',').filter(|h| *h != "malignant").map(|h| format!("{h:?}")).collect();
+    // DP-SGD needs declared feature bounds: the published data's ranges, widened by 10%.
+    let schema = cohort_core::config::Schema {
+        features: header.split(',').filter(|h| *h != "malignant").map(str::to_owned).collect(),
+        label: "malignant".into(),
+        task: cohort_core::model::TaskKind::Binary,
+        classes: None,
+        bounds: None,
+    };
+    let published = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/breast_cancer.csv");
+    let bounds = cohort_core::data::load_csv(&published, &schema).unwrap().widened_ranges(0.1);
+    let bounds: Vec<String> = bounds.iter().map(|[lo, hi]| format!("[{lo}, {hi}]")).collect();
     let port = free_port();
     let rounds = 8;
     std::fs::write(
@@ -56,9 +67,10 @@ fn a_killed_coordinator_resumes_from_the_last_completed_round() {
         format!(
             "federation_id = \"resume\"\nlisten = \"127.0.0.1:{port}\"\ndata_dir = \"registry\"\nroster = [\"a\", \"b\"]\n\
              [tls]\nca_cert = \"coordinator/ca.pem\"\ncert = \"coordinator/cert.pem\"\nkey = \"coordinator/key.pem\"\n\
-             [schema]\nlabel = \"malignant\"\ntask = \"binary\"\nfeatures = [{}]\n\
+             [schema]\nlabel = \"malignant\"\ntask = \"binary\"\nfeatures = [{}]\nbounds = [{}]\n\
              [model]\nname = \"bc\"\nhidden = [8]\n[training]\nrounds = {rounds}\nlocal_epochs = 3\nbatch_size = 4\nmin_clients = 2\nround_deadline_secs = 30\n",
-            features.join(", ")
+            features.join(", "),
+            bounds.join(", ")
         ),
     )
     .unwrap();
@@ -138,7 +150,7 @@ fn a_killed_coordinator_resumes_from_the_last_completed_round() {
     for name in ["a", "b"] {
         let own = hashes(None, &d.join(format!("{name}-data")));
         let copy = hashes(Some(name), &registry);
-        assert!(own.len() >= 2 + rounds as usize, "node {name} has {} records", own.len());
+        assert!(own.len() >= 2 + rounds, "node {name} has {} records", own.len());
         assert_eq!(copy, own, "the coordinator's copy of {name}'s ledger differs from the node's own");
     }
     ok(cohort().args(["audit", "verify", "--data-dir"]).arg(&registry));

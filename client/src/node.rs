@@ -142,6 +142,23 @@ pub trait LocalWork: Send {
     /// [`ClientError::Training`].
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError>;
 
+    /// The evaluation this node reports for global model `version` (digest `model_sha256`, parameters `params`),
+    /// given its exact local metrics `exact`. The default reports `exact` (a node without DP makes no privacy
+    /// promise); a DP node reports a recorded DP release instead, and nothing exact.
+    ///
+    /// # Errors
+    /// [`ClientError`] when the release cannot be made or recorded, or the node refuses to evaluate.
+    fn release_evaluation(
+        &mut self,
+        version: ModelVersion,
+        model_sha256: &str,
+        params: &[f32],
+        exact: &EvalMetrics,
+    ) -> Result<EvalMetrics, ClientError> {
+        let _ = (version, model_sha256, params);
+        Ok(exact.clone())
+    }
+
     /// Records that this node refuses a task (`round`, or the whole federation when None) because it runs
     /// below the node's own floor, and returns the signed ledger record as JSON for the decline message (empty
     /// when this node keeps no ledger).
@@ -537,7 +554,6 @@ async fn train_secure(
     let header = proto::UpdateHeader {
         round: Some(rref.clone()),
         // The weight travels encrypted in the last body coordinate; nothing per client travels in clear.
-        num_examples: 0,
         parameter_count: bodies.len() as u64,
         train_loss: f64::NAN,
         encoding: "rlwe-bodies".into(),
@@ -757,7 +773,6 @@ async fn run_session(
                             .upload(
                                 proto::UpdateHeader {
                                     round: Some(rref.clone()),
-                                    num_examples: outcome.examples,
                                     parameter_count: delta.len() as u64,
                                     train_loss: outcome.train_loss,
                                     encoding: "f32-delta".into(),
@@ -773,13 +788,25 @@ async fn run_session(
             proto::TaskKind::Evaluate => {
                 // The round's key material is no longer needed; drop (and zeroize) it.
                 secure_round = None;
+                // The exact figures stay on the node (in its report); what leaves is the node's release of them.
                 let metrics = compute(|| work.evaluate(&model))?;
-                let metrics_json = serde_json::to_string(&metrics).map_err(|e| ClientError::Local(e.to_string()))?;
+                let version = ModelVersion(rref.model_version);
+                let released =
+                    match compute(|| work.release_evaluation(version, &header.model_sha256, &model, &metrics)) {
+                        Ok(released) => released,
+                        Err(e @ ClientError::Policy(_)) => {
+                            tracing::warn!(node = %config.name, version = version.0, "{e}");
+                            EvalMetrics { examples: 0, values: Default::default() }
+                        }
+                        Err(e) => return Err(e),
+                    };
+                // The held-out count stays here too: the coordinator weights reports by the join count.
+                let sent = EvalMetrics { examples: 0, ..released };
+                let metrics_json = serde_json::to_string(&sent).map_err(|e| ClientError::Local(e.to_string()))?;
                 session
                     .report(proto::EvaluationReport {
                         round: Some(rref.clone()),
                         metrics_json,
-                        num_examples: local.holdout.rows() as u64,
                         ledger_jsonl: work.take_ledger_lines(),
                     })
                     .await?;

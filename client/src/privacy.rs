@@ -9,11 +9,11 @@
 use crate::data::LocalData;
 use crate::node::{ClientError, JoinReleases, LocalWork, Participation, TaskSettings, TrainOutcome};
 use crate::trainer;
-use cohort_core::Round;
 use cohort_core::config::{FederationPlan, PrivacySection};
 use cohort_core::ledger::{Ledger, LedgerRecord, Mechanism, PrivacyEvent, RecordBody};
-use cohort_core::metrics::EvalMetrics;
+use cohort_core::metrics::{self, EvalMetrics};
 use cohort_core::model::{ModelSpec, TaskKind};
+use cohort_core::{ModelVersion, Round};
 use cohort_dp::accountant::{self, Epsilon, PrivacyAccount, SampledGaussian};
 use cohort_dp::clip::ClipNorm;
 use cohort_dp::noise::NoiseMultiplier;
@@ -90,12 +90,23 @@ pub fn cumulative_epsilon(
 }
 
 struct State {
+    plan: FederationPlan,
     spec: ModelSpec,
     schema: cohort_core::config::Schema,
     data: LocalData,
-    schedule: DpSchedule,
+    /// Planned from the noisy example count once it is released (never from the exact count, which would then
+    /// leave the node as q = B/n and the step count in every ledger record).
+    schedule: Option<DpSchedule>,
+    /// The released noisy count of training examples: the node's FedAvg weight.
+    noisy_examples: Option<u64>,
     ledger: Ledger,
     reported: usize,
+}
+
+impl State {
+    fn schedule(&self) -> Result<DpSchedule, ClientError> {
+        self.schedule.ok_or_else(|| ClientError::Local("the DP-SGD schedule is planned after the join releases".into()))
+    }
 }
 
 /// Local work with DP-SGD and a self-enforced budget.
@@ -136,9 +147,9 @@ impl PrivateWork {
         cumulative_epsilon(s.ledger.records(), None, self.privacy.delta).ok()
     }
 
-    /// The schedule (None before it joined).
+    /// The schedule (None before the node joined and made its join releases).
     pub fn schedule(&self) -> Option<DpSchedule> {
-        self.state.as_ref().map(|s| s.schedule)
+        self.state.as_ref().and_then(|s| s.schedule)
     }
 
     /// Appends a record for `draft` with its cumulative ε computed by the composition rule.
@@ -152,15 +163,18 @@ impl PrivateWork {
             .map_err(|e| ClientError::Local(format!("cannot write the privacy ledger: {e}")))
     }
 
-    /// A draft record of this node's data set for `mechanism`, with the schedule's parameters.
+    /// A draft record of this node's data set for `mechanism`, with the schedule's parameters (zero before the
+    /// schedule is planned).
     fn draft(&self, mechanism: Mechanism, round: Option<Round>) -> Result<RecordBody, ClientError> {
         let s = self.state.as_ref().ok_or_else(|| ClientError::Local("the node has not joined".into()))?;
+        let (sample_rate, noise_multiplier, clip_norm) =
+            s.schedule.map_or((0.0, 0.0, 0.0), |d| (d.sample_rate, d.noise_multiplier, d.clip_norm));
         Ok(RecordBody {
             round: round.map(|r| r.0),
-            sample_rate: s.schedule.sample_rate,
-            noise_multiplier: s.schedule.noise_multiplier,
-            clip_norm: s.schedule.clip_norm,
-            delta: s.schedule.delta,
+            sample_rate,
+            noise_multiplier,
+            clip_norm,
+            delta: self.privacy.delta,
             accountant: accountant::ACCOUNTANT_NAME.into(),
             accountant_version: accountant::ACCOUNTANT_VERSION.into(),
             epsilon_budget: self.privacy.epsilon_budget,
@@ -191,18 +205,7 @@ impl PrivateWork {
         if let Some(value) = self.earlier_release(mechanism) {
             return Ok(value);
         }
-        // The same budget check as a DP-SGD round, before anything is computed from the data.
-        let (delta, budget) = (self.privacy.delta, self.privacy.epsilon_budget);
-        let records = self.state()?.ledger.records();
-        let would_be = cumulative_epsilon(records, Some(PrivacyEvent::PureEpsilon(epsilon.get())), delta)?;
-        if would_be > budget {
-            let spent = cumulative_epsilon(records, None, delta)?;
-            return Err(ClientError::Policy(format!(
-                "privacy budget: the {mechanism:?} release (ε = {}) would bring ε to {would_be:.4}, above this node's budget \
-                 of {budget} (spent {spent:.4}); nothing was released",
-                epsilon.get()
-            )));
-        }
+        self.check_budget(mechanism, epsilon)?;
         let released = make(epsilon).map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
         let value_json = serde_json::to_string(&released.value).map_err(|e| ClientError::Local(e.to_string()))?;
         let draft = RecordBody {
@@ -215,6 +218,26 @@ impl PrivateWork {
         };
         self.record(draft)?;
         Ok(released.value)
+    }
+
+    /// The same budget check as a DP-SGD round, before anything is computed from the data: a pure-ε release
+    /// of `epsilon` must keep the node within its budget.
+    ///
+    /// # Errors
+    /// [`ClientError::Policy`] naming the release, the ε it would bring and the budget.
+    fn check_budget(&mut self, mechanism: Mechanism, epsilon: Epsilon) -> Result<(), ClientError> {
+        let (delta, budget) = (self.privacy.delta, self.privacy.epsilon_budget);
+        let records = self.state()?.ledger.records();
+        let would_be = cumulative_epsilon(records, Some(PrivacyEvent::PureEpsilon(epsilon.get())), delta)?;
+        if would_be > budget {
+            let spent = cumulative_epsilon(records, None, delta)?;
+            return Err(ClientError::Policy(format!(
+                "privacy budget: the {mechanism:?} release (ε = {}) would bring ε to {would_be:.4}, above this node's budget \
+                 of {budget} (spent {spent:.4}); nothing was released",
+                epsilon.get()
+            )));
+        }
+        Ok(())
     }
 
     /// Releases DP feature statistics (mean, robust min and max, missing rate) of the raw training columns
@@ -264,17 +287,35 @@ impl PrivateWork {
 /// Prefix of the note of an OpenDP release record; the released value follows as JSON.
 const RELEASED_PREFIX: &str = "released ";
 
+/// What a DP evaluation record keeps: the model it evaluated and the noisy confusion matrix it released.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct EvaluationRelease {
+    model_sha256: String,
+    confusion: Vec<i64>,
+}
+
 impl LocalWork for PrivateWork {
     fn prepare(&mut self, plan: &FederationPlan, data: &LocalData) -> Result<(), ClientError> {
+        if plan.schema.bounds.is_none() {
+            return Err(ClientError::Policy(
+                "DP-SGD needs the federation schema to declare feature bounds (schema.bounds): without them each node \
+                 standardizes its features with its own exact means and deviations, so one record moves every other \
+                 record's features and DP-SGD's per-record guarantee fails. Ask the coordinator's operator to declare \
+                 [schema] bounds, or turn privacy off on this node ([privacy] enabled = false)"
+                    .into(),
+            ));
+        }
+        // Every share of the budget must fit, now that the federation's round count is known.
+        self.privacy.check_shares_for(Some(plan.training.rounds)).map_err(|e| ClientError::Policy(e.to_string()))?;
         let ledger = Ledger::open(&self.data_dir)
             .map_err(|e| ClientError::Local(format!("privacy ledger in {}: {e}", self.data_dir.display())))?;
-        let schedule = DpSchedule::plan(&self.privacy, plan, data.train.rows())?;
-        tracing::info!(node = %self.name, q = schedule.sample_rate, sigma = schedule.noise_multiplier, steps = schedule.steps_per_round, "DP-SGD schedule");
         self.state = Some(State {
+            plan: plan.clone(),
             spec: plan.model.clone(),
             schema: plan.schema.clone(),
             data: data.clone(),
-            schedule,
+            schedule: None,
+            noisy_examples: None,
             ledger,
             reported: 0,
         });
@@ -284,10 +325,11 @@ impl LocalWork for PrivateWork {
     fn participate(&mut self, round: Round, _settings: &TaskSettings) -> Result<Participation, ClientError> {
         let (delta, budget) = (self.privacy.delta, self.privacy.epsilon_budget);
         let s = self.state()?;
+        let schedule = s.schedule()?;
         let next = PrivacyEvent::SampledGaussian {
-            q: s.schedule.sample_rate,
-            sigma: s.schedule.noise_multiplier,
-            steps: s.schedule.steps_per_round,
+            q: schedule.sample_rate,
+            sigma: schedule.noise_multiplier,
+            steps: schedule.steps_per_round,
         };
         let spent = cumulative_epsilon(s.ledger.records(), None, delta)?;
         let would_be = cumulative_epsilon(s.ledger.records(), Some(next), delta)?;
@@ -334,23 +376,29 @@ impl LocalWork for PrivateWork {
     }
 
     fn train(&mut self, round: Round, global: &[f32], settings: &TaskSettings) -> Result<TrainOutcome, ClientError> {
-        let s = self
-            .state
-            .as_mut()
-            .ok_or_else(|| ClientError::Local("training requested before the node joined".into()))?;
+        let schedule = self.state()?.schedule()?;
         let bad = |e: &dyn std::fmt::Display| ClientError::Local(format!("DP-SGD settings: {e}"));
         let config = DpSgdConfig {
-            clip_norm: ClipNorm::new(s.schedule.clip_norm as f32).map_err(|e| bad(&e))?,
-            noise_multiplier: NoiseMultiplier::new(s.schedule.noise_multiplier).map_err(|e| bad(&e))?,
-            sample_rate: SampleRate::new(s.schedule.sample_rate).map_err(|e| bad(&e))?,
+            clip_norm: ClipNorm::new(schedule.clip_norm as f32).map_err(|e| bad(&e))?,
+            noise_multiplier: NoiseMultiplier::new(schedule.noise_multiplier).map_err(|e| bad(&e))?,
+            sample_rate: SampleRate::new(schedule.sample_rate).map_err(|e| bad(&e))?,
             learning_rate: settings.learning_rate,
-            length: TrainingLength::Steps(s.schedule.steps_per_round),
+            length: TrainingLength::Steps(schedule.steps_per_round),
         };
+        // Charged before any step touches the data: a run that fails part-way (divergence, a stopped noise
+        // worker, a crash) is over-counted, never under-counted.
+        self.record(RecordBody { steps: schedule.steps_per_round, ..self.draft(Mechanism::DpSgd, Some(round))? })?;
+        let s = self
+            .state
+            .as_ref()
+            .ok_or_else(|| ClientError::Local("training requested before the node joined".into()))?;
         let out =
             trainer::train_dp(&s.spec, global, &s.data.train, &config, settings.proximal_mu, &mut self.randomness)
-                .map_err(|e| ClientError::Training(e.to_string()))?;
-        let examples = s.data.train.rows() as u64;
-        self.record(RecordBody { steps: out.summary.steps, ..self.draft(Mechanism::DpSgd, Some(round))? })?;
+                .map_err(|e| {
+                    ClientError::Training(format!("{e} (the round's privacy spend is already in the ledger)"))
+                })?;
+        // The FedAvg weight is the released noisy count, never the exact one.
+        let examples = s.noisy_examples.unwrap_or(1);
         // The training loss is data-dependent and not differentially private: it stays on the node.
         Ok(TrainOutcome { params: out.params, train_loss: f64::NAN, examples })
     }
@@ -358,6 +406,75 @@ impl LocalWork for PrivateWork {
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {
         let s = self.state()?;
         trainer::evaluate(&s.spec, params, &s.data.holdout).map_err(|e| ClientError::Training(e.to_string()))
+    }
+
+    /// The DP evaluation of `version`: a noisy confusion matrix of the held-out rows (OpenDP, ε =
+    /// `privacy.evaluation_epsilon`), recorded in the ledger and charged to the budget, and the metrics derived
+    /// from it. A version is evaluated at most once: asked again for the same model, the node repeats its
+    /// release without spending; asked again with another model under the same version, it refuses. Over budget,
+    /// or for a regression task (no DP evaluation yet), it reports nothing.
+    fn release_evaluation(
+        &mut self,
+        version: ModelVersion,
+        model_sha256: &str,
+        params: &[f32],
+        _exact: &EvalMetrics,
+    ) -> Result<EvalMetrics, ClientError> {
+        let nothing = EvalMetrics { examples: 0, values: Default::default() };
+        let s = self.state()?;
+        let classes = s.spec.outputs();
+        if s.spec.task == TaskKind::Regression {
+            return Ok(nothing);
+        }
+        let earlier = s.ledger.records().iter().rev().find(|r| {
+            r.body.mechanism == Mechanism::OpenDpEvaluation
+                && r.body.round == Some(version.0)
+                && r.body.dataset_fingerprint == s.data.fingerprint
+        });
+        if let Some(r) = earlier {
+            let released: EvaluationRelease =
+                r.body.note.strip_prefix(RELEASED_PREFIX).and_then(|json| serde_json::from_str(json).ok()).ok_or_else(
+                    || ClientError::Local(format!("ledger record {} holds no evaluation release", r.body.seq)),
+                )?;
+            if released.model_sha256 != model_sha256 {
+                return Err(ClientError::Policy(format!(
+                    "refusing to evaluate model version {version} again with another model (sha256 {model_sha256}, \
+                     evaluated {}): a node evaluates each version once",
+                    released.model_sha256
+                )));
+            }
+            return metrics::from_confusion(&released.confusion, classes)
+                .map_err(|e| ClientError::Local(e.to_string()));
+        }
+        let rounds = s.plan.training.rounds;
+        let epsilon = Epsilon::new(self.privacy.evaluation_epsilon_for(rounds))
+            .map_err(|e| ClientError::Local(format!("privacy.evaluation_epsilon: {e}")))?;
+        if let Err(e) = self.check_budget(Mechanism::OpenDpEvaluation, epsilon) {
+            tracing::warn!(node = %self.name, version = version.0, "reporting no evaluation: {e}");
+            return Ok(nothing);
+        }
+        let s = self.state()?;
+        let probs =
+            trainer::predict(&s.spec, params, &s.data.holdout).map_err(|e| ClientError::Training(e.to_string()))?;
+        let cells = metrics::confusion_cells(&probs, classes, &s.data.holdout.class_ids())
+            .map_err(|e| ClientError::Training(e.to_string()))?;
+        let released = releases::label_histogram(&cells, classes * classes, epsilon)
+            .map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
+        let note = serde_json::to_string(&EvaluationRelease {
+            model_sha256: model_sha256.to_owned(),
+            confusion: released.value.clone(),
+        })
+        .map_err(|e| ClientError::Local(e.to_string()))?;
+        let draft = RecordBody {
+            epsilon_spent: Some(released.epsilon.get()),
+            sample_rate: 0.0,
+            noise_multiplier: 0.0,
+            clip_norm: 0.0,
+            note: format!("{RELEASED_PREFIX}{note}"),
+            ..self.draft(Mechanism::OpenDpEvaluation, Some(Round(version.0)))?
+        };
+        self.record(draft)?;
+        metrics::from_confusion(&released.value, classes).map_err(|e| ClientError::Local(e.to_string()))
     }
 
     fn take_ledger_lines(&mut self) -> String {
@@ -395,9 +512,16 @@ impl LocalWork for PrivateWork {
                 tracing::warn!(node = %self.name, "{warning}");
             }
         }
-        // Clamping the noisy count to at least 1 is post-processing.
-        let examples = count.first().map_or(1.0, |c| (*c).max(1) as f64);
-        Ok(JoinReleases { examples, label_histogram })
+        // Clamping the noisy count to at least 1 is post-processing, and so is everything planned from it: the
+        // FedAvg weight, q = B/n and the step count.
+        let noisy = count.first().map_or(1, |c| (*c).max(1) as u64);
+        let privacy = self.privacy.clone();
+        let s = self.state.as_mut().ok_or_else(|| ClientError::Local("the node has not joined".into()))?;
+        let schedule = DpSchedule::plan(&privacy, &s.plan, noisy as usize)?;
+        tracing::info!(node = %self.name, q = schedule.sample_rate, sigma = schedule.noise_multiplier, steps = schedule.steps_per_round, "DP-SGD schedule (from the noisy example count)");
+        s.schedule = Some(schedule);
+        s.noisy_examples = Some(noisy);
+        Ok(JoinReleases { examples: noisy as f64, label_histogram })
     }
 
     fn resend_ledger(&mut self) {
@@ -425,7 +549,7 @@ mod tests {
             label: "y".into(),
             task: TaskKind::Binary,
             classes: None,
-            bounds: None,
+            bounds: Some(vec![[-50.0, 50.0], [-50.0, 50.0]]),
         };
         FederationPlan {
             federation_id: "f".into(),
@@ -447,10 +571,16 @@ mod tests {
     }
 
     fn data(dir: &std::path::Path, plan: &FederationPlan) -> LocalData {
+        data_with_secret(dir, plan, 7)
+    }
+
+    /// The same rows under another node secret: another (salted) fingerprint, so another data set to the ledger.
+    fn data_with_secret(dir: &std::path::Path, plan: &FederationPlan, secret: u8) -> LocalData {
         let csv = dir.join("d.csv");
         let rows: Vec<String> = (0..60).map(|i| format!("{},{},{}", i % 7, (i * 3) % 5, i % 2)).collect();
         std::fs::write(&csv, format!("x,z,y\n{}\n", rows.join("\n"))).unwrap();
-        crate::data::prepare(&csv, &plan.schema, 0.2, 0, &cohort_core::secret::NodeSecret::from_bytes([7; 32])).unwrap()
+        crate::data::prepare(&csv, &plan.schema, 0.2, 0, &cohort_core::secret::NodeSecret::from_bytes([secret; 32]))
+            .unwrap()
     }
 
     #[test]
@@ -481,18 +611,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let plan = plan();
         let local = data(dir.path(), &plan);
-        // The config check would refuse these shares at start-up; a worker built around it still refuses at
-        // release time (a ledger that already spent, or a config written by hand).
-        let privacy = PrivacySection { epsilon_budget: 0.08, noise_multiplier: Some(1.0), ..PrivacySection::default() };
+        // The shares fit the budget (0.1 of releases, 0.002 of evaluations, out of 0.15), but the ledger already
+        // spent 0.1 on another data set: the second data set's count fits, its histogram does not.
+        let privacy = PrivacySection {
+            epsilon_budget: 0.15,
+            noise_multiplier: Some(1.0),
+            evaluation_epsilon: Some(0.001),
+            ..PrivacySection::default()
+        };
         let mut work = PrivateWork::new("h", dir.path().join("state"), privacy);
         work.prepare(&plan, &local).unwrap();
-        let err = work.join_releases(&local).unwrap_err();
+        work.join_releases(&local).unwrap();
+        let other = data_with_secret(dir.path(), &plan, 8);
+        work.prepare(&plan, &other).unwrap();
+        let err = work.join_releases(&other).unwrap_err();
         assert!(matches!(err, ClientError::Policy(_)), "{err:?}");
-        assert!(err.to_string().contains("above this node's budget of 0.08"), "{err}");
-        // The count (0.05) fit and was recorded; the histogram (another 0.05) did not, and left nothing behind.
+        assert!(err.to_string().contains("above this node's budget of 0.15"), "{err}");
+        // The first data set's two releases and the second's count were recorded; the refused histogram left
+        // nothing behind.
         let lines = work.take_ledger_lines();
-        assert_eq!(lines.lines().count(), 1, "{lines}");
-        assert!(work.spent().unwrap() <= 0.08);
+        assert_eq!(lines.lines().count(), 3, "{lines}");
+        assert!(work.spent().unwrap() <= 0.15);
     }
 
     #[test]
@@ -502,8 +641,12 @@ mod tests {
         // x takes values 0..6, well inside its range; z takes 0..4, far beyond its declared [-1, 1].
         plan.schema.bounds = Some(vec![[-50.0, 50.0], [-1.0, 1.0]]);
         let local = data(dir.path(), &plan);
-        let privacy =
-            PrivacySection { feature_stats_epsilon: Some(200.0), epsilon_budget: 1000.0, ..PrivacySection::default() };
+        let privacy = PrivacySection {
+            feature_stats_epsilon: Some(200.0),
+            epsilon_budget: 1000.0,
+            target_epsilon: Some(1.0),
+            ..PrivacySection::default()
+        };
         let mut work = PrivateWork::new("h", dir.path().join("state"), privacy);
         work.prepare(&plan, &local).unwrap();
         let warnings = work.check_features(&local, &[[-50.0, 50.0], [-1.0, 1.0]], 200.0).unwrap();
@@ -518,6 +661,6 @@ mod tests {
             .collect();
         assert_eq!(kinds, [Mechanism::OpenDpFeatureStats, Mechanism::OpenDpCount, Mechanism::OpenDpHistogram]);
         let spent = work.spent().unwrap();
-        assert!(spent <= 200.0 + 0.1 + 1e-9 && spent >= 200.0 - 1e-6, "{spent}");
+        assert!((200.0 - 1e-6..=200.0 + 0.1 + 1e-9).contains(&spent), "{spent}");
     }
 }

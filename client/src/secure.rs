@@ -385,6 +385,8 @@ impl ClientRound {
 }
 
 #[cfg(test)]
+// The tests index several per-node arrays (identities, journals, rounds, mailboxes) in step.
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use cohort_core::binding::{BoundKeys, CertSigner};

@@ -325,10 +325,13 @@ pub struct VersionRecord {
 }
 
 impl VersionRecord {
-    /// The version's evaluation as the gate consumes it (None when no client evaluated).
+    /// The version's evaluation as the gate consumes it: the coordinator's central test set when it has one
+    /// (exact figures on its own rows), else the hospitals' pooled metrics (DP releases under DP, noisy on small
+    /// held-out sets); the hospitals' slices either way. None when neither exists.
     pub fn evaluation(&self) -> Option<cohort_core::metrics::FederatedEval> {
-        self.metrics
+        self.central
             .clone()
+            .or_else(|| self.metrics.clone())
             .map(|aggregate| cohort_core::metrics::FederatedEval { aggregate, slices: self.slices.clone() })
     }
 }
@@ -1774,7 +1777,9 @@ mod tests {
         assert_eq!(g.compared_with, Some(Version(1)));
         assert_eq!(g.config, gate);
         assert!(!g.decision.promote);
-        assert_eq!(g.decision.reasons, ["accuracy 0.8500 is 0.0500 worse than production 0.9000 (tolerance 0.0000)"]);
+        // The gate judges the coordinator's central test set (0.88, 0.83 here) over the pooled federated
+        // figures (0.90, 0.85) when it has one.
+        assert_eq!(g.decision.reasons, ["accuracy 0.8300 is 0.0500 worse than production 0.8800 (tolerance 0.0000)"]);
         let v1_events = reg.stage_events("heart", Some(Version(1))).unwrap();
         assert_eq!(v1_events.last().unwrap().actor, "gate");
         assert_eq!(v1_events.last().unwrap().action, "gate");

@@ -174,8 +174,9 @@ pub enum Event {
         /// The responders R.
         responders: Vec<NodeName>,
     },
-    /// The evaluation of a round's model is complete.
-    Evaluated(RoundSummary),
+    /// The evaluation of a round's model is complete (boxed: the summary, with its secure-round record, is much
+    /// larger than every other event).
+    Evaluated(Box<RoundSummary>),
     /// All rounds are done.
     Finished {
         /// The final version.
@@ -205,6 +206,8 @@ pub struct RoundSummary {
     pub secure: Option<SecureRoundRecord>,
 }
 
+// One phase value exists per machine and it is replaced, not copied: boxing the training state buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Phase {
     Joining { since: Option<Instant> },
@@ -233,6 +236,9 @@ struct Evaluating {
     expected: BTreeSet<NodeName>,
     deadline: Instant,
 }
+
+/// The largest weight one node's update or evaluation gets (a reported count beyond it is capped).
+pub const MAX_WEIGHT: f64 = 1e9;
 
 /// Timing and quorum settings of the machine.
 #[derive(Debug, Clone)]
@@ -549,7 +555,15 @@ impl RoundMachine {
         Ok(())
     }
 
-    /// Accepts a plaintext training update: the delta from the global model and its example weight.
+    /// The FedAvg (and evaluation pooling) weight of `node`: its reported join count, a noisy DP release under
+    /// DP, capped at [`MAX_WEIGHT`]; 1 for a node that reported none. Never a number the node declares with its
+    /// update, so one node cannot take over the average by claiming a huge count there.
+    fn weight_of(&self, node: &NodeName) -> f64 {
+        self.examples.get(node).copied().unwrap_or(1.0).clamp(1.0, MAX_WEIGHT)
+    }
+
+    /// Accepts a plaintext training update: the delta from the global model, weighted by the node's
+    /// [`RoundMachine::weight_of`].
     ///
     /// # Errors
     /// [`RoundError`] for a stale round, a wrong version, an unselected or duplicate sender, or a malformed delta.
@@ -560,15 +574,15 @@ impl RoundMachine {
         round: Round,
         version: ModelVersion,
         delta: &[f32],
-        examples: u64,
         train_loss: f64,
         now: Instant,
     ) -> Result<(), RoundError> {
+        let weight = self.weight_of(node);
         let t = self.training_for(node, round, version)?;
         if t.secure.is_some() {
             return Err(SecureError::PlaintextRefused.into());
         }
-        t.sum.add(delta, examples as f64)?;
+        t.sum.add(delta, weight)?;
         t.answered.insert(node.clone());
         t.contributors.push(node.clone());
         if train_loss.is_finite() {
@@ -776,6 +790,8 @@ impl RoundMachine {
         now: Instant,
     ) -> Result<(), RoundError> {
         self.check_member(node)?;
+        // Pooled like the updates: by the node's join count, not by a count it declares in its report.
+        let weight = self.weight_of(node);
         let current = self.version;
         let phase = self.phase_name();
         let Phase::Evaluating(e) = &mut self.phase else {
@@ -790,7 +806,7 @@ impl RoundMachine {
         if !e.expected.remove(node) {
             return Err(RoundError::Duplicate(node.clone()));
         }
-        e.summary.slices.push((node.clone(), metrics));
+        e.summary.slices.push((node.clone(), EvalMetrics { examples: weight.round() as u64, ..metrics }));
         self.advance(now);
         Ok(())
     }
@@ -970,7 +986,7 @@ impl RoundMachine {
         e.summary.metrics = cohort_core::metrics::weighted_aggregate(&slices).ok();
         self.completed = e.summary.round;
         self.history.push(e.summary.clone());
-        self.events.push(Event::Evaluated(e.summary));
+        self.events.push(Event::Evaluated(Box::new(e.summary)));
         if self.completed.0 >= self.settings.rounds {
             self.events.push(Event::Finished { version: self.version });
             Phase::Finished
@@ -1008,20 +1024,24 @@ mod tests {
         let now = Instant::now();
         let (a, b) = (NodeName::from("a"), NodeName::from("b"));
         let mut m = machine(&["a", "b"], 2, 1);
+        // The nodes' (noisy) join counts are their weights.
+        m.announce(&a, None, 1.0).unwrap();
+        m.announce(&b, None, 2.0).unwrap();
         m.join(&a, now).unwrap();
         assert_eq!(m.task_for(&a, now).unwrap(), Task::Wait);
         m.join(&b, now).unwrap();
         assert_eq!(m.task_for(&a, now).unwrap(), Task::Train { round: Round(1), version: ModelVersion(0) });
-        m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 0.0], 1, 0.5, now).unwrap();
+        m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 0.0], 0.5, now).unwrap();
         assert_eq!(m.task_for(&a, now).unwrap(), Task::Wait);
-        m.submit_update(&b, Round(1), ModelVersion(0), &[4.0, 3.0], 2, 0.5, now).unwrap();
+        m.submit_update(&b, Round(1), ModelVersion(0), &[4.0, 3.0], 0.5, now).unwrap();
         assert_eq!(m.global(), &[3.0, 2.0]);
         assert_eq!(m.task_for(&b, now).unwrap(), Task::Evaluate { round: Round(1), version: ModelVersion(1) });
         m.report_evaluation(&a, Round(1), ModelVersion(1), metrics(1.0, 30), now).unwrap();
         m.report_evaluation(&b, Round(1), ModelVersion(1), metrics(0.6, 10), now).unwrap();
         assert!(m.is_finished());
         let summary = &m.history()[0];
-        assert!((summary.metrics.as_ref().unwrap().get("accuracy").unwrap() - 0.9).abs() < 1e-12);
+        // Pooled by the join counts 1 and 2, not by the 30 and 10 the reports claim.
+        assert!((summary.metrics.as_ref().unwrap().get("accuracy").unwrap() - 2.2 / 3.0).abs() < 1e-12);
         assert_eq!(summary.slices.len(), 2);
         assert_eq!(m.task_for(&a, now).unwrap(), Task::Finished { version: ModelVersion(1) });
     }
@@ -1036,20 +1056,20 @@ mod tests {
         m.join(&a, now).unwrap();
         m.join(&b, now).unwrap();
         assert!(matches!(
-            m.submit_update(&a, Round(2), ModelVersion(0), &[0.0, 0.0], 1, 0.0, now),
+            m.submit_update(&a, Round(2), ModelVersion(0), &[0.0, 0.0], 0.0, now),
             Err(RoundError::WrongRound { .. })
         ));
         assert!(matches!(
-            m.submit_update(&a, Round(1), ModelVersion(7), &[0.0, 0.0], 1, 0.0, now),
+            m.submit_update(&a, Round(1), ModelVersion(7), &[0.0, 0.0], 0.0, now),
             Err(RoundError::WrongModelVersion { .. })
         ));
         assert!(matches!(
-            m.submit_update(&a, Round(1), ModelVersion(0), &[0.0], 1, 0.0, now),
+            m.submit_update(&a, Round(1), ModelVersion(0), &[0.0], 0.0, now),
             Err(RoundError::BadUpdate(_))
         ));
-        m.submit_update(&a, Round(1), ModelVersion(0), &[0.0, 0.0], 1, 0.0, now).unwrap();
+        m.submit_update(&a, Round(1), ModelVersion(0), &[0.0, 0.0], 0.0, now).unwrap();
         assert_eq!(
-            m.submit_update(&a, Round(1), ModelVersion(0), &[0.0, 0.0], 1, 0.0, now),
+            m.submit_update(&a, Round(1), ModelVersion(0), &[0.0, 0.0], 0.0, now),
             Err(RoundError::Duplicate(a.clone()))
         );
         assert!(matches!(
@@ -1066,16 +1086,16 @@ mod tests {
         for n in [&a, &b, &c] {
             m.join(n, now).unwrap();
         }
-        m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 1.0], 1, 0.0, now).unwrap();
+        m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 1.0], 0.0, now).unwrap();
         m.advance(now + Duration::from_secs(11));
         // One update is below the quorum of two: the round is retried under the same number.
         let events = m.drain_events();
         assert!(events.iter().any(|e| matches!(e, Event::RoundFailed { round: Round(1), updates: 1, required: 2 })));
         assert_eq!(m.version(), ModelVersion(0));
         let later = now + Duration::from_secs(12);
-        m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 1.0], 1, 0.0, later).unwrap();
+        m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 1.0], 0.0, later).unwrap();
         m.decline(&c, Round(1), ModelVersion(0), "over budget", later).unwrap();
-        m.submit_update(&b, Round(1), ModelVersion(0), &[3.0, 3.0], 1, 0.0, later).unwrap();
+        m.submit_update(&b, Round(1), ModelVersion(0), &[3.0, 3.0], 0.0, later).unwrap();
         assert_eq!(m.version(), ModelVersion(1));
         assert_eq!(m.global(), &[2.0, 2.0]);
     }

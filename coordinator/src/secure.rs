@@ -221,6 +221,8 @@ pub enum SecureEvent {
 }
 
 /// Where the round stands after [`SecureRound::step`].
+// A transient value, returned once per step and matched at once.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outcome {
     /// Waiting for messages or a deadline.

@@ -474,11 +474,9 @@ impl proto::federation_server::Federation for FederationService {
         let bytes = body.finish().map_err(|e| Status::invalid_argument(e.to_string()))?;
         let delta = parameters_from_bytes(&bytes).map_err(|e| Status::invalid_argument(e.to_string()))?;
         self.shared
-            .with_machine(|m| {
-                m.submit_update(&node, round, version, &delta, header.num_examples, header.train_loss, Instant::now())
-            })
+            .with_machine(|m| m.submit_update(&node, round, version, &delta, header.train_loss, Instant::now()))
             .map_err(|e| self.refuse(&node, "update", e))?;
-        tracing::info!(node = %node, round = round.0, examples = header.num_examples, "update accepted");
+        tracing::info!(node = %node, round = round.0, "update accepted");
         Ok(Response::new(proto::Ack { accepted: true, message: String::new() }))
     }
 
@@ -509,7 +507,9 @@ impl proto::federation_server::Federation for FederationService {
         }
         let metrics: EvalMetrics = serde_json::from_str(&req.metrics_json)
             .map_err(|e| self.refuse(&node, "evaluation", RoundError::BadReport(e.to_string())))?;
-        metrics.validate().map_err(|e| self.refuse(&node, "evaluation", RoundError::BadReport(e.to_string())))?;
+        metrics
+            .validate_values()
+            .map_err(|e| self.refuse(&node, "evaluation", RoundError::BadReport(e.to_string())))?;
         self.shared
             .with_machine(|m| m.report_evaluation(&node, round, version, metrics, Instant::now()))
             .map_err(|e| self.refuse(&node, "evaluation", e))?;

@@ -136,10 +136,11 @@ impl Schema {
 }
 
 /// Which aggregation strategy the coordinator runs.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(tag = "name", rename_all = "lowercase", deny_unknown_fields)]
 pub enum StrategyConfig {
     /// FedAvg (McMahan et al. 2017): the example-weighted mean of client models.
+    #[default]
     Fedavg,
     /// FedProx (Li et al. 2020): FedAvg with a proximal term `mu/2 * |w - w_global|^2` in each client's loss.
     Fedprox {
@@ -178,12 +179,6 @@ fn default_beta2() -> f64 {
 }
 fn default_tau() -> f64 {
     1e-3
-}
-
-impl Default for StrategyConfig {
-    fn default() -> Self {
-        Self::Fedavg
-    }
 }
 
 /// Training settings of the federation.
@@ -559,11 +554,19 @@ pub struct PrivacySection {
     /// thousand rows to say anything; a smaller ε buys only noise.
     #[serde(default)]
     pub feature_stats_epsilon: Option<f64>,
+    /// ε of each DP evaluation of a global model version (a noisy confusion matrix of the held-out rows), the
+    /// only evaluation that leaves the node. Default: [`DEFAULT_EVALUATION_SHARE`] of the budget spread over the
+    /// federation's rounds.
+    #[serde(default)]
+    pub evaluation_epsilon: Option<f64>,
 }
 
 /// The share of the budget the planned DP-SGD rounds spend when neither `target_epsilon` nor
-/// `noise_multiplier` is set; the rest is left for the OpenDP releases.
-pub const DEFAULT_DP_SGD_SHARE: f64 = 0.9;
+/// `noise_multiplier` is set; the rest is left for the evaluations and the OpenDP join releases.
+pub const DEFAULT_DP_SGD_SHARE: f64 = 0.8;
+
+/// The share of the budget all DP evaluations spend together when `evaluation_epsilon` is not set.
+pub const DEFAULT_EVALUATION_SHARE: f64 = 0.1;
 
 impl PrivacySection {
     /// The ε the planned DP-SGD rounds aim at: `target_epsilon`, or [`DEFAULT_DP_SGD_SHARE`] of the budget
@@ -576,20 +579,36 @@ impl PrivacySection {
         }
     }
 
+    /// The ε of each DP evaluation in a federation of `rounds` rounds: `evaluation_epsilon`, or
+    /// [`DEFAULT_EVALUATION_SHARE`] of the budget over the rounds.
+    pub fn evaluation_epsilon_for(&self, rounds: u64) -> f64 {
+        self.evaluation_epsilon.unwrap_or(self.epsilon_budget * DEFAULT_EVALUATION_SHARE / rounds.max(1) as f64)
+    }
+
+    /// [`PrivacySection::check_shares_for`] with the default evaluation share (a config read before the
+    /// federation's round count is known; an explicit `evaluation_epsilon` is checked when the node joins).
+    ///
+    /// # Errors
+    /// As [`PrivacySection::check_shares_for`].
+    pub fn check_shares(&self) -> Result<(), ConfigError> {
+        self.check_shares_for(None)
+    }
+
     /// Checks that the planned shares fit the budget: the DP-SGD target, up to two join releases (count and
-    /// label histogram) and the feature statistics. Their plain sum bounds their composition, so a config that
-    /// passes cannot overspend by design; one that fails names the keys to change.
+    /// label histogram), the feature statistics and one evaluation per round (of `rounds`, when known). Their
+    /// plain sum bounds their composition, so a config that passes cannot overspend by design; one that fails
+    /// names the keys to change.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the keys and their values.
-    pub fn check_shares(&self) -> Result<(), ConfigError> {
+    pub fn check_shares_for(&self, rounds: Option<u64>) -> Result<(), ConfigError> {
         let mut parts = Vec::new();
         let mut total = 0.0;
         if let Some(target) = self.dp_sgd_target() {
             let key = if self.target_epsilon.is_some() {
                 "privacy.target_epsilon"
             } else {
-                "the default DP-SGD share (90% of the budget)"
+                "the default DP-SGD share (80% of the budget)"
             };
             parts.push(format!("{key} {target}"));
             total += target;
@@ -599,6 +618,18 @@ impl PrivacySection {
         if let Some(stats) = self.feature_stats_epsilon {
             parts.push(format!("privacy.feature_stats_epsilon {stats}"));
             total += stats;
+        }
+        match (self.evaluation_epsilon, rounds) {
+            (Some(each), Some(rounds)) => {
+                parts.push(format!("{rounds} rounds × privacy.evaluation_epsilon {each}"));
+                total += each * rounds as f64;
+            }
+            (None, _) => {
+                let all = self.epsilon_budget * DEFAULT_EVALUATION_SHARE;
+                parts.push(format!("the default evaluation share (10% of the budget) {all}"));
+                total += all;
+            }
+            (Some(_), None) => {}
         }
         // A relative slack of 1e-9 absorbs the rounding of the default split itself (0.9·ε + 0.1·ε).
         if total > self.epsilon_budget * (1.0 + 1e-9) {
@@ -641,6 +672,7 @@ impl Default for PrivacySection {
             sample_rate: None,
             release_epsilon: default_release_epsilon(),
             feature_stats_epsilon: None,
+            evaluation_epsilon: None,
         }
     }
 }
@@ -817,6 +849,11 @@ mu = 0.5
         assert!(err.contains("privacy.feature_stats_epsilon 5") && err.contains("privacy.epsilon_budget = 3"), "{err}");
         let err = PrivacySection { target_epsilon: Some(2.95), ..base.clone() }.check_shares().unwrap_err().to_string();
         assert!(err.contains("privacy.target_epsilon 2.95") && err.contains("release_epsilon"), "{err}");
+        // An explicit evaluation ε is checked against the federation's rounds once they are known.
+        let per_round = PrivacySection { evaluation_epsilon: Some(0.05), ..base.clone() };
+        per_round.check_shares_for(Some(10)).unwrap();
+        let err = per_round.check_shares_for(Some(100)).unwrap_err().to_string();
+        assert!(err.contains("100 rounds × privacy.evaluation_epsilon 0.05"), "{err}");
         // With σ fixed there is no DP-SGD target to check; the releases alone must fit.
         PrivacySection { noise_multiplier: Some(1.0), target_epsilon: None, ..base.clone() }.check_shares().unwrap();
         let err =

@@ -71,6 +71,20 @@ impl Dataset {
         self.targets.iter().map(|t| *t as usize).collect()
     }
 
+    /// Each feature's observed range widened by `widen` of its width on both sides: a starting point for a
+    /// federation's declared `schema.bounds` from a public or synthetic data set (a real federation takes them
+    /// from its data dictionary; computing them from private rows would itself be a release).
+    pub fn widened_ranges(&self, widen: f64) -> Vec<[f64; 2]> {
+        let mut ranges = vec![[f64::INFINITY, f64::NEG_INFINITY]; self.dims];
+        for row in self.features.chunks_exact(self.dims.max(1)) {
+            for (range, &v) in ranges.iter_mut().zip(row) {
+                range[0] = range[0].min(f64::from(v));
+                range[1] = range[1].max(f64::from(v));
+            }
+        }
+        ranges.into_iter().map(|[lo, hi]| [lo - widen * (hi - lo), hi + widen * (hi - lo)]).collect()
+    }
+
     fn select(&self, rows: &[usize]) -> Self {
         let mut features = Vec::with_capacity(rows.len() * self.dims);
         for &r in rows {

@@ -89,6 +89,9 @@ pub enum Mechanism {
     OpenDpHistogram,
     /// OpenDP feature statistics (means, variances, bounds), pure ε-DP in total (`epsilon_spent`).
     OpenDpFeatureStats,
+    /// A DP evaluation of one global model version on the held-out split: a noisy confusion matrix (OpenDP),
+    /// pure ε-DP (`epsilon_spent`); `round` holds the model version.
+    OpenDpEvaluation,
     /// A round the node declined because it would exceed its budget; ε is unchanged.
     Decline,
 }
@@ -110,7 +113,9 @@ impl Mechanism {
     pub fn accounting(self) -> Accounting {
         match self {
             Self::DpSgd | Self::DpSgdTuning => Accounting::SampledGaussian,
-            Self::OpenDpCount | Self::OpenDpHistogram | Self::OpenDpFeatureStats => Accounting::PureEpsilon,
+            Self::OpenDpCount | Self::OpenDpHistogram | Self::OpenDpFeatureStats | Self::OpenDpEvaluation => {
+                Accounting::PureEpsilon
+            }
             Self::Decline => Accounting::Nothing,
         }
     }
@@ -996,7 +1001,7 @@ mod tests {
         let first = key.sign_body(body);
         fs::write(dir.path().join(LEDGER_FILE), format!("{}\n", first.to_json_line())).unwrap();
         let mut l = Ledger::open(dir.path()).unwrap();
-        assert_eq!(l.records(), [first.clone()]);
+        assert_eq!(l.records(), std::slice::from_ref(&first));
         assert_eq!(l.append(draft("a", 0.4)).unwrap().body.prev_hash, first.hash);
         assert_eq!(Ledger::open(dir.path()).unwrap().records().len(), 2);
     }

@@ -118,6 +118,15 @@ impl EvalMetrics {
         if self.examples == 0 && !self.values.is_empty() {
             return Err(MetricsError::Empty);
         }
+        self.validate_values()
+    }
+
+    /// Checks the values alone, as [`EvalMetrics::validate`] does, for a report whose example count is not sent
+    /// (nodes do not send their exact held-out count; the coordinator weights reports itself).
+    ///
+    /// # Errors
+    /// [`MetricsError::OutOfRange`] naming the first bad value.
+    pub fn validate_values(&self) -> Result<(), MetricsError> {
         for (name, &value) in &self.values {
             let (ok, range) = match name.as_str() {
                 names::ACCURACY | names::AUC | names::PRECISION | names::RECALL | names::F1 => {
@@ -360,6 +369,81 @@ pub fn classification(probs: &[f32], classes: usize, labels: &[usize]) -> Result
     Ok(EvalMetrics { examples: n as u64, values })
 }
 
+/// The confusion-matrix cell of every row: `true class · classes + predicted class`, the prediction being the most
+/// probable class. The input of a DP evaluation release: one row adds 1 to one cell, so the cell counts have
+/// L1 sensitivity 1 under add/remove.
+///
+/// # Errors
+/// [`MetricsError::Shape`] as [`classification`].
+pub fn confusion_cells(probs: &[f32], classes: usize, labels: &[usize]) -> Result<Vec<usize>, MetricsError> {
+    if classes < 2 || Some(probs.len()) != labels.len().checked_mul(classes) {
+        return Err(MetricsError::Shape(format!(
+            "{} probabilities for {} rows × {classes} classes",
+            probs.len(),
+            labels.len()
+        )));
+    }
+    if let Some(bad) = labels.iter().find(|&&l| l >= classes) {
+        return Err(MetricsError::Shape(format!("label {bad} outside 0..{classes}")));
+    }
+    Ok(probs
+        .chunks_exact(classes)
+        .zip(labels)
+        .map(|(row, &l)| {
+            let predicted = row
+                .iter()
+                .map(|&p| sanitize(p))
+                .enumerate()
+                .fold((0, f64::MIN), |best, (i, p)| if p > best.1 { (i, p) } else { best })
+                .0;
+            l * classes + predicted
+        })
+        .collect())
+}
+
+/// Accuracy, precision, recall and F1 from a (noisy) confusion matrix, `counts[true · classes + predicted]`, as
+/// [`classification`] computes them from exact predictions (binary: of class 1; multiclass: macro-averaged over
+/// the classes with support). Negative noisy counts are clamped to 0 first; all of it is post-processing of the
+/// release, so it spends nothing. `examples` is the (noisy) total. Loss and AUC need per-row scores and are not
+/// derived.
+///
+/// # Errors
+/// [`MetricsError::Shape`] when `counts` is not `classes²` long.
+pub fn from_confusion(counts: &[i64], classes: usize) -> Result<EvalMetrics, MetricsError> {
+    if classes < 2 || counts.len() != classes * classes {
+        return Err(MetricsError::Shape(format!("{} cells for {classes} classes", counts.len())));
+    }
+    let c: Vec<f64> = counts.iter().map(|&v| v.max(0) as f64).collect();
+    let total: f64 = c.iter().sum();
+    if total <= 0.0 {
+        return Ok(EvalMetrics { examples: 0, values: BTreeMap::new() });
+    }
+    let cell = |t: usize, p: usize| c[t * classes + p];
+    let accuracy = (0..classes).map(|k| cell(k, k)).sum::<f64>() / total;
+    let prf = |k: usize| {
+        let tp = cell(k, k);
+        let fp: f64 = (0..classes).filter(|&t| t != k).map(|t| cell(t, k)).sum();
+        let fneg: f64 = (0..classes).filter(|&p| p != k).map(|p| cell(k, p)).sum();
+        let p = if tp + fp > 0.0 { tp / (tp + fp) } else { 0.0 };
+        let r = if tp + fneg > 0.0 { tp / (tp + fneg) } else { 0.0 };
+        let f = if p + r > 0.0 { 2.0 * p * r / (p + r) } else { 0.0 };
+        (p, r, f)
+    };
+    let averaged: Vec<usize> = if classes == 2 {
+        vec![1]
+    } else {
+        (0..classes).filter(|&k| (0..classes).any(|o| cell(k, o) + cell(o, k) > 0.0)).collect()
+    };
+    let k = averaged.len().max(1) as f64;
+    let (p, r, f) = averaged.iter().map(|&i| prf(i)).fold((0.0, 0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1, a.2 + b.2));
+    let mut values = BTreeMap::new();
+    values.insert(names::ACCURACY.into(), accuracy);
+    values.insert(names::PRECISION.into(), p / k);
+    values.insert(names::RECALL.into(), r / k);
+    values.insert(names::F1.into(), f / k);
+    Ok(EvalMetrics { examples: total as u64, values })
+}
+
 /// Precision, recall and F1 of class `c` (0 where the denominator is 0, as scikit-learn's `zero_division=0`).
 fn precision_recall_f1(predicted: &[usize], labels: &[usize], c: usize) -> (f64, f64, f64) {
     let (mut tp, mut fp, mut fneg) = (0.0, 0.0, 0.0);
@@ -519,6 +603,32 @@ pub fn weighted_aggregate(slices: &[(String, EvalMetrics)]) -> Result<EvalMetric
         .filter(|(_, v)| v.is_finite())
         .collect();
     Ok(EvalMetrics { examples: total, values })
+}
+
+#[cfg(test)]
+mod confusion_tests {
+    use super::*;
+
+    /// On exact counts the confusion-matrix metrics equal the ones computed from the predictions.
+    #[test]
+    fn metrics_from_exact_counts_match_the_direct_computation() {
+        let probs = [0.9, 0.1, 0.2, 0.8, 0.6, 0.4, 0.3, 0.7, 0.45, 0.55];
+        let labels = [0, 1, 1, 1, 0];
+        let direct = classification(&probs, 2, &labels).unwrap();
+        let cells = confusion_cells(&probs, 2, &labels).unwrap();
+        let mut counts = vec![0i64; 4];
+        cells.iter().for_each(|&c| counts[c] += 1);
+        let derived = from_confusion(&counts, 2).unwrap();
+        assert_eq!(derived.examples, 5);
+        for name in [names::ACCURACY, names::PRECISION, names::RECALL, names::F1] {
+            assert!((derived.get(name).unwrap() - direct.get(name).unwrap()).abs() < 1e-12, "{name}");
+        }
+        // Noisy negative cells are clamped, and an all-zero matrix has no metrics.
+        assert_eq!(from_confusion(&[-3, 0, 0, 2], 2).unwrap().get(names::ACCURACY), Some(1.0));
+        assert!(from_confusion(&[-1, -1, 0, 0], 2).unwrap().values.is_empty());
+        assert!(from_confusion(&[1, 2, 3], 2).is_err());
+        assert!(confusion_cells(&probs, 2, &[0, 1, 2, 1, 0]).is_err());
+    }
 }
 
 #[cfg(test)]

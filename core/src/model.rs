@@ -143,7 +143,7 @@ pub fn parameters_to_bytes(params: &[f32]) -> Vec<u8> {
 /// # Errors
 /// [`ModelError::RaggedBytes`] when the length is not a multiple of 4.
 pub fn parameters_from_bytes(bytes: &[u8]) -> Result<Vec<f32>, ModelError> {
-    if bytes.len() % 4 != 0 {
+    if !bytes.len().is_multiple_of(4) {
         return Err(ModelError::RaggedBytes(bytes.len()));
     }
     Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())

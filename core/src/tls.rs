@@ -266,10 +266,12 @@ fn find_rustls_error(err: &(dyn std::error::Error + 'static)) -> Option<rustls::
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
             return Some(r.clone());
         }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(r) = io.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                return Some(r.clone());
-            }
+        if let Some(r) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
+            return Some(r.clone());
         }
         current = e.source();
     }

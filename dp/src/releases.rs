@@ -328,7 +328,7 @@ pub fn feature_statistics(
     while share * parts > e {
         share = share.next_down();
     }
-    if !(share > 0.0) {
+    if share.is_nan() || share <= 0.0 {
         return Err(ReleaseError::Epsilon(e));
     }
     let value = columns

@@ -43,7 +43,7 @@ impl Fixture {
         let mut lines = csv.lines();
         let header: Vec<String> = lines.next().unwrap().split(',').map(str::to_owned).collect();
         let rows: Vec<String> = lines.map(str::to_owned).collect();
-        let features = header.iter().filter(|h| *h != "malignant").cloned().collect();
+        let features: Vec<String> = header.iter().filter(|h| *h != "malignant").cloned().collect();
         let coordinator = CoordinatorConfig {
             federation_id: FEDERATION.into(),
             listen: "127.0.0.1:0".into(),
@@ -67,6 +67,15 @@ impl Fixture {
             central_test_set: None,
         };
         Self { dir, coordinator, header, rows }
+    }
+
+    /// Declares feature bounds in the schema (the published data's ranges, widened by 10%), as a federation
+    /// must for DP-SGD: without them each node would standardize with its own exact statistics.
+    pub(crate) fn declare_bounds(&mut self) {
+        let unscaled = Schema { bounds: None, ..self.coordinator.schema.clone() };
+        let published = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/data/breast_cancer.csv");
+        self.coordinator.schema.bounds =
+            Some(cohort_core::data::load_csv(&published, &unscaled).unwrap().widened_ranges(0.1));
     }
 
     pub(crate) fn ca_dir(&self) -> PathBuf {
