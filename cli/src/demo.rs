@@ -23,6 +23,9 @@ const BREAST_CANCER: &str = include_str!("../../examples/data/breast_cancer.csv"
 
 /// The demo's hospitals and their shares of the rows.
 const HOSPITALS: [(&str, f64); 3] = [("hospital-a", 0.5), ("hospital-b", 0.3), ("hospital-c", 0.2)];
+/// The share of the published rows the coordinator keeps as its own test set: the gate judges it, since the
+/// hospitals' DP evaluations are noisy on their small held-out splits.
+const CENTRAL_SHARE: f64 = 0.15;
 
 const FEDERATION: &str = "cohort-demo";
 
@@ -51,7 +54,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 30),
         &pki_dir.join("coordinator"),
     )?;
-    let (header, splits) = split_rows(BREAST_CANCER)?;
+    let (header, central, splits) = split_rows(BREAST_CANCER)?;
+    let central_path = data_dir.join("data").join("central-test.csv");
     // The federation's declared range of every feature: the range of the published data set widened by 10% on
     // each side (a real federation takes these from its data dictionary).
     let published_path = data_dir.join("data").join("breast_cancer.csv");
@@ -66,6 +70,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bounds: None,
     };
     let published = cohort_core::data::load_csv(&published_path, &unscaled)?;
+    std::fs::write(&central_path, format!("{}\n{}\n", header.join(","), central.join("\n")))?;
     let secure_mode = match args.secure_aggregation.as_str() {
         "none" => SecureAggregationMode::None,
         _ => SecureAggregationMode::ThresholdRlwe,
@@ -99,7 +104,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         strategy: StrategyConfig::Fedavg,
         secure_aggregation: SecureAggregationSection { mode: secure_mode, ..SecureAggregationSection::default() },
         gate: None,
-        central_test_set: None,
+        central_test_set: Some(central_path.clone()),
     };
     coordinator_config.validate()?;
     let coordinator = cohort_coordinator::Coordinator::bind(&coordinator_config).await?;
@@ -247,11 +252,13 @@ fn write_toml<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()>
 
 /// Shuffles the rows with a fixed seed (the demo split of a public data set, not a privacy mechanism) and
 /// splits them by the hospitals' shares.
-fn split_rows(csv: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
+fn split_rows(csv: &str) -> anyhow::Result<(Vec<String>, Vec<String>, Vec<Vec<String>>)> {
     let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<String> = lines.next().context("empty data set")?.split(',').map(str::to_owned).collect();
     let mut rows: Vec<String> = lines.map(str::to_owned).collect();
     rows.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(2024));
+    // The coordinator's own test set comes first; the hospitals share the rest.
+    let central = rows.drain(..(rows.len() as f64 * CENTRAL_SHARE).round() as usize).collect();
     let mut splits = Vec::new();
     let mut start = 0;
     for (i, (_, share)) in HOSPITALS.iter().enumerate() {
@@ -260,5 +267,5 @@ fn split_rows(csv: &str) -> anyhow::Result<(Vec<String>, Vec<Vec<String>>)> {
         splits.push(rows[start..end].to_vec());
         start = end;
     }
-    Ok((header, splits))
+    Ok((header, central, splits))
 }

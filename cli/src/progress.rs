@@ -44,7 +44,8 @@ pub(crate) async fn follow(mut events: broadcast::Receiver<Event>, rounds: u64, 
                 let m = summary.metrics.as_ref();
                 let metric =
                     |name: &str| m.and_then(|m| m.get(name)).map_or_else(|| "   -  ".to_owned(), |v| format!("{v:.4}"));
-                // Under DP the training loss stays on the nodes (it is not a private release).
+                // The hospitals' pooled evaluation: under DP their noisy releases. Under DP the training loss and the
+                // evaluation loss stay on the nodes (neither is a private release).
                 let train_loss = if summary.train_loss.is_finite() {
                     format!("{:.4}", summary.train_loss)
                 } else {
@@ -53,7 +54,7 @@ pub(crate) async fn follow(mut events: broadcast::Receiver<Event>, rounds: u64, 
                 say(
                     &bar,
                     format!(
-                        "round {:>3}: {}  accuracy {}  eval loss {}  train loss {}  updates {}  declined {}",
+                        "round {:>3}: {}  federated accuracy {}  eval loss {}  train loss {}  updates {}  declined {}",
                         summary.round.0,
                         summary.version,
                         metric("accuracy"),
