@@ -94,6 +94,9 @@ pub(crate) enum PkiCommand {
         /// Federation name.
         #[arg(long)]
         federation: String,
+        /// Replace an existing CA in --out. Every certificate it issued then stops working.
+        #[arg(long)]
+        force: bool,
     },
     /// Issue a node certificate signed by the federation CA.
     ///
@@ -117,6 +120,9 @@ pub(crate) enum PkiCommand {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Replace an existing certificate and key in --out.
+        #[arg(long)]
+        force: bool,
     },
 }
 

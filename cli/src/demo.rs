@@ -13,7 +13,7 @@ use cohort_core::config::{
     TrainingSection,
 };
 use cohort_core::model::{TaskKind, parameters_sha256, parameters_to_bytes};
-use cohort_core::pki::{self, IssueRequest, NodeFiles, Role};
+use cohort_core::pki::{self, IssueRequest, NodeFiles, Overwrite, Role};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::path::Path;
@@ -44,12 +44,14 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     let pki_dir = data_dir.join("pki");
-    pki::init_ca(&pki_dir.join("ca"), FEDERATION)?;
+    // The demo's own throwaway PKI: replacing one left by an earlier, unfinished demo here is intended.
+    pki::init_ca_with(&pki_dir.join("ca"), FEDERATION, Overwrite::Replace)?;
     let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let coord_files = pki::issue(
+    let coord_files = pki::issue_with(
         &pki_dir.join("ca"),
         &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 30),
         &pki_dir.join("coordinator"),
+        Overwrite::Replace,
     )?;
     let (header, splits) = split_rows(BREAST_CANCER)?;
     let secure_mode = match args.secure_aggregation.as_str() {
@@ -95,10 +97,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut clients = Vec::new();
     for ((name, _), rows) in HOSPITALS.iter().zip(&splits) {
-        let files = pki::issue(
+        let files = pki::issue_with(
             &pki_dir.join("ca"),
             &IssueRequest::valid_for_days(name, Role::Client, &[], 30),
             &pki_dir.join(name),
+            Overwrite::Replace,
         )?;
         let csv_path = data_dir.join("data").join(format!("{name}.csv"));
         std::fs::create_dir_all(csv_path.parent().unwrap_or(&data_dir))?;
