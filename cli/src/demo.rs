@@ -35,6 +35,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
+    // Held for the whole run: the coordinator and the hospitals of this demo all live in this directory.
+    let _lock = cohort_core::lock::DirLock::acquire(&data_dir)?;
     eprintln!("cohort demo: data directory {}", data_dir.display());
 
     if data_dir.join(cohort_coordinator::registry::DB_FILE).exists() {

@@ -3,6 +3,7 @@
 use crate::args::{BenchCommand, Command, PkiCommand, RoleArg};
 use anyhow::Context;
 use cohort_core::config::{ClientConfig, CoordinatorConfig};
+use cohort_core::lock::DirLock;
 use cohort_core::pki::{self, IssueRequest, Overwrite, Role};
 
 pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
@@ -68,6 +69,7 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Coordinator { config } => {
             let config = CoordinatorConfig::load(&config)?;
+            let _lock = DirLock::acquire(&config.data_dir)?;
             let report = run_coordinator(&config, false).await?;
             let dir = config.data_dir.join("models");
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -85,6 +87,7 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Client { config } => {
             let config = ClientConfig::load(&config)?;
+            let _lock = DirLock::acquire(&config.data_dir)?;
             let report = if config.privacy.enabled {
                 let mut work = cohort_client::privacy::PrivateWork::new(
                     &config.name,
