@@ -70,6 +70,22 @@ fn pki_init_and_issue_refuse_to_overwrite_without_force() {
     assert_ne!(std::fs::read(ca.join("ca.pem")).unwrap(), ca_pem);
 }
 
+#[cfg(unix)]
+#[test]
+fn a_ca_key_readable_by_others_is_refused_by_pki_issue() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    ok(&mut pki_init(&ca));
+    let key = ca.join("ca-key.pem");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = pki_issue(&ca, "hospital-a", "client", &dir.path().join("node")).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(&format!("{} has mode 0644", key.display())), "{said}");
+    assert!(said.contains(&format!("chmod 600 {}", key.display())), "{said}");
+}
+
 /// A coordinator config for a federation whose PKI is in `dir` (made by [`federation_pki`]).
 fn coordinator_config(dir: &Path, rounds: u64) -> std::path::PathBuf {
     let path = dir.join("coordinator.toml");

@@ -84,6 +84,9 @@ pub enum PkiError {
         /// The existing file.
         path: PathBuf,
     },
+    /// A private key file that others may read (operator error: fix the file's mode).
+    #[error(transparent)]
+    KeyPermissions(#[from] KeyPermissionError),
 }
 
 /// Whether an operation may replace existing files.
@@ -93,6 +96,42 @@ pub enum Overwrite {
     Refuse,
     /// Replace existing files.
     Replace,
+}
+
+/// A private key file readable by its group or by other users.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} has mode {mode:04o}: a private key must be readable only by its owner. Fix it with: chmod 600 {}",
+    path.display(),
+    path.display()
+)]
+pub struct KeyPermissionError {
+    /// The key file.
+    pub path: PathBuf,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+/// Checks that a private key file is not readable or writable by its group or by others (mode 0600 or
+/// narrower). Always passes on non-unix systems, and for a file that does not exist (reading it then reports
+/// that).
+///
+/// # Errors
+/// [`KeyPermissionError`] naming the file, its mode and the fix.
+pub fn check_key_permissions(path: &Path) -> Result<(), KeyPermissionError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(KeyPermissionError { path: path.to_owned(), mode });
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
 }
 
 fn refuse_existing(paths: &[PathBuf], existing: impl Fn(PathBuf) -> PkiError) -> Result<(), PkiError> {
@@ -226,6 +265,7 @@ pub fn issue_with(
     }
     let ca_cert_path = ca_dir.join(CA_CERT_FILE);
     let ca_key_path = ca_dir.join(CA_KEY_FILE);
+    check_key_permissions(&ca_key_path)?;
     let ca_pem = fs::read_to_string(&ca_cert_path).map_err(io_err(&ca_cert_path))?;
     let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(io_err(&ca_key_path))?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem)?)?;
@@ -376,5 +416,27 @@ mod tests {
         assert!(matches!(&err, PkiError::NodeExists { path } if *path == files.key), "{err}");
         issue_with(&ca, &req, &node, Overwrite::Replace).unwrap();
         assert_ne!(fs::read(&files.key).unwrap(), key);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_ca_key_readable_by_others_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca, "demo").unwrap();
+        let key = ca.join(CA_KEY_FILE);
+        let req = IssueRequest::valid_for_days("hospital-a", Role::Client, &[], 30);
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            fs::set_permissions(&key, fs::Permissions::from_mode(mode)).unwrap();
+            let err = issue(&ca, &req, &dir.path().join("node")).unwrap_err();
+            assert!(matches!(&err, PkiError::KeyPermissions(e) if e.mode == mode), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(&format!("{} has mode {mode:04o}", key.display())), "{text}");
+            assert!(text.contains(&format!("chmod 600 {}", key.display())), "{text}");
+        }
+        assert!(!dir.path().join("node").exists(), "nothing is issued with an exposed CA key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
+        issue(&ca, &req, &dir.path().join("node")).unwrap();
     }
 }

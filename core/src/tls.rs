@@ -41,6 +41,9 @@ pub enum TlsError {
     /// The peer certificate has no usable common name.
     #[error("peer certificate has no common name")]
     NoCommonName,
+    /// This node's private key is readable by other users (operator error: fix the file's mode).
+    #[error(transparent)]
+    KeyPermissions(#[from] crate::pki::KeyPermissionError),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -63,11 +66,13 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// Reads a private key from a PEM file.
+/// Reads a private key from a PEM file, refusing one that its group or other users may read.
 ///
 /// # Errors
-/// [`TlsError::Pem`] when the file is unreadable or holds no key.
+/// [`TlsError::KeyPermissions`] for a mode wider than 0600, [`TlsError::Pem`] when the file is unreadable or
+/// holds no key.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    crate::pki::check_key_permissions(path)?;
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
         what: "private key",
         path: path.to_owned(),
@@ -108,8 +113,9 @@ pub fn server_config(files: &NodeFiles) -> Result<rustls::ServerConfig, TlsError
 /// Builds tonic's client TLS settings: trust only the federation CA, present this node's certificate.
 ///
 /// # Errors
-/// [`TlsError::Pem`] when a file cannot be read.
+/// [`TlsError::Pem`] when a file cannot be read, [`TlsError::KeyPermissions`] when the key is readable by others.
 pub fn client_tls(files: &NodeFiles, server_name: &str) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+    crate::pki::check_key_permissions(&files.key)?;
     let read = |path: &Path, what: &'static str| {
         std::fs::read(path).map_err(|e| TlsError::Pem { what, path: path.to_owned(), reason: e.to_string() })
     };
@@ -394,5 +400,41 @@ pub async fn preflight(addr: &str, server_name: &str, files: &NodeFiles) -> Resu
         Ok(Err(e)) => Ok(Preflight::Refused(e)),
         // A silent server still completed the handshake.
         Err(_) => Ok(Preflight::Accepted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{IssueRequest, init_ca, issue};
+
+    #[cfg(unix)]
+    #[test]
+    fn node_keys_readable_by_others_are_refused_on_both_sides() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca, "f").unwrap();
+        let sans = vec!["localhost".to_owned()];
+        let coord =
+            issue(&ca, &IssueRequest::valid_for_days("c", Role::Coordinator, &sans, 1), &dir.path().join("c")).unwrap();
+        let node = issue(&ca, &IssueRequest::valid_for_days("n", Role::Client, &[], 1), &dir.path().join("n")).unwrap();
+        server_config(&coord).unwrap();
+        client_tls(&node, "localhost").unwrap();
+        client_config(&node).unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&coord.key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = server_config(&coord).unwrap_err();
+            assert!(matches!(&err, TlsError::KeyPermissions(e) if e.mode == mode), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(&format!("{} has mode {mode:04o}", coord.key.display())), "{text}");
+            assert!(text.contains(&format!("chmod 600 {}", coord.key.display())), "{text}");
+            std::fs::set_permissions(&node.key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = client_tls(&node, "localhost").unwrap_err().to_string();
+            assert!(err.contains(&format!("chmod 600 {}", node.key.display())), "{err}");
+            assert!(client_config(&node).is_err());
+        }
+        std::fs::set_permissions(&node.key, std::fs::Permissions::from_mode(0o400)).unwrap();
+        client_tls(&node, "localhost").unwrap();
     }
 }
