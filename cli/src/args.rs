@@ -62,8 +62,8 @@ pub(crate) struct DemoArgs {
     /// Directory for the PKI, configs, data splits and results (default: a new temporary directory, kept).
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
-    /// Number of rounds.
-    #[arg(long, default_value_t = 10)]
+    /// Number of rounds (at least 1).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) rounds: u64,
     /// Print a JSON summary as the last line of stdout.
     #[arg(long)]

@@ -208,3 +208,19 @@ fn a_client_and_a_demo_refuse_a_data_dir_locked_by_another_process() {
     assert!(said.contains(&format!("PID {pid}")), "{said}");
     assert!(!demo_data.join("pki").exists(), "the refused demo touched the data directory");
 }
+
+#[test]
+fn zero_rounds_are_refused_by_the_demo_and_by_a_coordinator_config() {
+    let out = cohort().args(["demo", "--rounds", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("--rounds") && said.contains("0 is not in 1.."), "{said}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = coordinator_config(dir.path(), 0);
+    let out = cohort().arg("coordinator").arg("--config").arg(&config).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("training.rounds = 0") && said.contains("at least 1"), "{said}");
+    assert!(!dir.path().join("registry").exists(), "a refused config touched the data directory");
+}

@@ -458,6 +458,11 @@ impl CoordinatorConfig {
         if self.roster.is_empty() {
             return Err(ConfigError::Invalid("roster is empty: list the client names allowed to join".into()));
         }
+        if self.training.rounds == 0 {
+            return Err(ConfigError::Invalid(
+                "training.rounds = 0: the federation would train nothing; set training.rounds to at least 1".into(),
+            ));
+        }
         if self.training.min_clients == 0 {
             return Err(ConfigError::Invalid("training.min_clients must be at least 1".into()));
         }
@@ -822,6 +827,17 @@ mu = 0.5
         let err =
             PrivacySection { noise_multiplier: Some(1.0), release_epsilon: 2.0, ..base }.check_shares().unwrap_err();
         assert!(err.to_string().contains("2 × privacy.release_epsilon 2"), "{err}");
+    }
+
+    #[test]
+    fn zero_rounds_is_a_config_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("{COORDINATOR}[training]\nrounds = 0\n")).unwrap();
+        let err = CoordinatorConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("training.rounds = 0") && err.contains("at least 1"), "{err}");
+        std::fs::write(&path, format!("{COORDINATOR}[training]\nrounds = 1\n")).unwrap();
+        assert_eq!(CoordinatorConfig::load(&path).unwrap().training.rounds, 1);
     }
 
     #[test]
