@@ -199,7 +199,8 @@ pub(crate) enum ModelsCommand {
         /// Version to promote.
         #[arg(long, value_parser = crate::models::parse_version)]
         version: cohort_coordinator::registry::Version,
-        /// Who (default: $USER).
+        /// Who, recorded in the registry (default: $USER, else $LOGNAME; without any of them the command is
+        /// refused).
         #[arg(long)]
         actor: Option<String>,
         /// Why.
@@ -219,7 +220,8 @@ pub(crate) enum ModelsCommand {
         /// Model name (default: the only one).
         #[arg(long)]
         name: Option<String>,
-        /// Who (default: $USER).
+        /// Who, recorded in the registry (default: $USER, else $LOGNAME; without any of them the command is
+        /// refused).
         #[arg(long)]
         actor: Option<String>,
         /// Why.

@@ -365,3 +365,47 @@ fn an_exported_model_carries_the_preprocessing_serving_needs() {
     let skewed = accuracy(&raw);
     assert!(skewed < served - 0.1, "without the exported preprocessing: {skewed} vs {served}");
 }
+
+/// Who promoted or rolled back is `--actor`, else $USER, else $LOGNAME; without any, the change is refused (never
+/// recorded as "unknown").
+#[test]
+fn promote_and_rollback_record_a_real_actor_or_refuse() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("copy");
+    copy_dir(demo_dir(), &dir);
+    let stages = || -> Vec<(u64, String)> {
+        let out = cohort().args(["models", "list", "--json", "--data-dir"]).arg(&dir).output().unwrap();
+        let versions: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        versions.iter().map(|v| (v["version"].as_u64().unwrap(), v["stage"].as_str().unwrap().to_owned())).collect()
+    };
+    let before = stages();
+    let production: Vec<u64> = before.iter().filter(|(_, s)| s == "production").map(|(v, _)| *v).collect();
+    let chosen = if production == [1] { "2" } else { "1" };
+    let models = |args: &[&str]| {
+        let mut cmd = cohort();
+        cmd.arg("models").args(args).arg("--data-dir").arg(&dir).env_remove("USER").env_remove("LOGNAME");
+        cmd
+    };
+
+    for args in [&["promote", "--version", chosen, "--reason", "r"][..], &["rollback", "--reason", "r"][..]] {
+        let out = models(args).output().unwrap();
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(said.contains("neither $USER nor $LOGNAME is set") && said.contains("--actor NAME"), "{said}");
+        assert_eq!(stages(), before, "{args:?} changed the registry without an actor");
+        // An empty --actor is no actor either.
+        let out = models(args).args(["--actor", " "]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    }
+
+    // $LOGNAME when $USER is absent.
+    let out =
+        models(&["promote", "--version", chosen, "--reason", "from logname"]).env("LOGNAME", "dr-logname").output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stages().contains(&(chosen.parse().unwrap(), "production".to_owned())));
+    let out =
+        cohort().args(["models", "show", "--json", "--version", chosen, "--data-dir"]).arg(&dir).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("dr-logname") && !shown.contains("unknown"), "{shown}");
+}
