@@ -224,3 +224,21 @@ fn zero_rounds_are_refused_by_the_demo_and_by_a_coordinator_config() {
     assert!(said.contains("training.rounds = 0") && said.contains("at least 1"), "{said}");
     assert!(!dir.path().join("registry").exists(), "a refused config touched the data directory");
 }
+
+#[test]
+fn logs_written_to_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    // stderr is a pipe here, as in a log file or a service manager.
+    let out = cohort()
+        .args(["-v", "demo", "--rounds", "1", "--no-dp", "--secure-aggregation", "none", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The run did log (at info level), so the absence of escapes is meaningful.
+    assert!(stderr.contains("INFO") && stderr.contains("node joined"), "{stderr}");
+    assert!(!stderr.contains("\x1b["), "ANSI escape codes in redirected stderr:\n{stderr:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("\x1b["), "ANSI escape codes in redirected stdout");
+}
