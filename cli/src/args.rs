@@ -3,9 +3,18 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// Exit codes, as `main` returns them (kept in `cohort --help`).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (also a coordinator stopped with Ctrl-C)
+  1  failure: an error, a refusal (a certificate, an existing CA or node key, a data directory in use by another
+     process, a key file readable by others) or a privacy ledger that does not verify (`audit verify`, and
+     `audit report`, which still writes its report); the message says what to do
+  2  usage error: an unknown option, or a missing or invalid argument";
+
 /// Privacy-preserving federated learning: DP-SGD at each hospital, secure aggregation, mutual TLS.
 #[derive(Debug, Parser)]
-#[command(name = "cohort", version, about, long_about = None)]
+#[command(name = "cohort", version, about, long_about = None, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
     /// More logs (-v info, -vv debug). COHORT_LOG overrides, e.g. COHORT_LOG=cohort=debug.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]

@@ -226,6 +226,20 @@ fn zero_rounds_are_refused_by_the_demo_and_by_a_coordinator_config() {
 }
 
 #[test]
+fn help_documents_the_exit_codes() {
+    let out = ok(cohort().arg("--help"));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("Exit codes:"), "{help}");
+    for line in ["  0  success", "  1  failure", "  2  usage error"] {
+        assert!(help.contains(line), "{line:?} missing from:\n{help}");
+    }
+    // And the codes are the ones the binary returns: 2 for a usage error, 1 for a failure.
+    assert_eq!(cohort().arg("--no-such-option").output().unwrap().status.code(), Some(2));
+    let missing = cohort().args(["coordinator", "--config", "/nonexistent/cohort.toml"]).output().unwrap();
+    assert_eq!(missing.status.code(), Some(1), "{}", text(&missing));
+}
+
+#[test]
 fn logs_written_to_a_file_carry_no_colour_codes() {
     let dir = tempfile::tempdir().unwrap();
     // stderr is a pipe here, as in a log file or a service manager.
