@@ -502,6 +502,20 @@ pub struct CoordinatorEndpoint {
 }
 
 impl CoordinatorEndpoint {
+    /// Checks the URL's scheme: Cohort only talks to a coordinator over mutual TLS.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a URL that does not start with `https://`.
+    pub fn check_url(&self) -> Result<(), ConfigError> {
+        if self.url.trim_start().to_ascii_lowercase().starts_with("https://") {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "coordinator.url = {:?}: the coordinator URL must start with https:// (Cohort always uses mutual TLS)",
+            self.url
+        )))
+    }
+
     /// The TLS server name: `server_name`, or the URL's host.
     pub fn tls_name(&self) -> String {
         if let Some(name) = &self.server_name {
@@ -696,6 +710,7 @@ impl ClientConfig {
     /// [`ConfigError::Invalid`] naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::pki::check_name(&self.name).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.coordinator.check_url()?;
         if !(0.0..1.0).contains(&self.data.holdout_fraction) {
             return Err(ConfigError::Invalid("data.holdout_fraction must be in [0, 1)".into()));
         }
@@ -838,6 +853,20 @@ mu = 0.5
         assert!(err.contains("training.rounds = 0") && err.contains("at least 1"), "{err}");
         std::fs::write(&path, format!("{COORDINATOR}[training]\nrounds = 1\n")).unwrap();
         assert_eq!(CoordinatorConfig::load(&path).unwrap().training.rounds, 1);
+    }
+
+    #[test]
+    fn a_plain_http_coordinator_url_is_refused() {
+        for url in ["http://coord.example:7443", "coord.example:7443", "grpc://coord.example"] {
+            let e = CoordinatorEndpoint { url: url.into(), server_name: None };
+            let err = e.check_url().unwrap_err().to_string();
+            assert!(
+                err.contains("the coordinator URL must start with https:// (Cohort always uses mutual TLS)"),
+                "{err}"
+            );
+            assert!(err.contains(url), "{err}");
+        }
+        CoordinatorEndpoint { url: "https://coord.example:7443".into(), server_name: None }.check_url().unwrap();
     }
 
     #[test]

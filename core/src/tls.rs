@@ -308,14 +308,54 @@ pub fn diagnose_client_failure(err: &(dyn std::error::Error + 'static), own_cert
                 .to_owned()
         }
         rustls::Error::AlertReceived(alert) => format!("the coordinator refused the TLS handshake: {alert:?}"),
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { expected, presented }) => {
+            wrong_server_name(expected.to_str().as_ref(), &presented)
+        }
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForName) => {
+            "the coordinator's certificate is not valid for the configured coordinator.server_name: set it to a name \
+             in the coordinator's certificate, or ask the federation operator for one that includes it"
+                .to_owned()
+        }
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+            "this node refused the coordinator's certificate: it is not signed by the federation CA in {}. Check that \
+             coordinator.url points at this federation's coordinator and that [tls] ca_cert is this federation's CA",
+            ca.display()
+        ),
         rustls::Error::InvalidCertificate(e) => format!(
-            "the coordinator's certificate was refused by this node ({e:?}): it is not signed by the federation CA \
-             in {} or does not match the configured server name",
+            "this node refused the coordinator's certificate: {}. The federation CA is {}",
+            describe_cert_error(&rustls::Error::InvalidCertificate(e)),
             ca.display()
         ),
         other => format!("TLS failure talking to the coordinator: {other}"),
     };
     Some(msg)
+}
+
+/// The message for a coordinator certificate that is not valid for the configured server name: the name that was
+/// expected and the names the certificate holds (webpki reports them as `DnsName("x")` and `IpAddress(x)`).
+fn wrong_server_name(expected: &str, presented: &[String]) -> String {
+    let names: Vec<String> = presented.iter().map(|p| plain_name(p)).collect();
+    let has = match names.as_slice() {
+        [] => "it names no DNS name or IP address (subjectAltName)".to_owned(),
+        names => format!("it is valid only for {}", names.join(", ")),
+    };
+    format!(
+        "the coordinator's certificate is not valid for the name \"{expected}\" that this node expects \
+         (coordinator.server_name, or the host of coordinator.url): {has}. Set coordinator.server_name to one of \
+         those names, or ask the federation operator for a coordinator certificate that includes \"{expected}\""
+    )
+}
+
+/// `DnsName("coord.example")` → `coord.example`, `IpAddress(127.0.0.1)` → `127.0.0.1`; anything else as is.
+fn plain_name(presented: &str) -> String {
+    let inner = |prefix: &str| presented.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(')'));
+    if let Some(dns) = inner("DnsName(") {
+        return dns.trim_matches('"').to_owned();
+    }
+    if let Some(ip) = inner("IpAddress(") {
+        return ip.to_owned();
+    }
+    presented.to_owned()
 }
 
 /// An error and all its sources, joined by ": ".
@@ -407,6 +447,24 @@ pub async fn preflight(addr: &str, server_name: &str, files: &NodeFiles) -> Resu
 mod tests {
     use super::*;
     use crate::pki::{IssueRequest, init_ca, issue};
+
+    #[test]
+    fn a_wrong_server_name_is_explained_without_debug_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                expected: rustls::pki_types::ServerName::try_from("wrong.example").unwrap().to_owned(),
+                presented: vec!["DnsName(\"coord.example.org\")".into(), "IpAddress(10.0.0.7)".into()],
+            }),
+        );
+        let msg = diagnose_client_failure(&err, &dir.path().join("cert.pem"), &dir.path().join("ca.pem")).unwrap();
+        assert!(msg.contains("not valid for the name \"wrong.example\""), "{msg}");
+        assert!(msg.contains("it is valid only for coord.example.org, 10.0.0.7"), "{msg}");
+        assert!(!msg.contains("NotValidForNameContext") && !msg.contains("DnsName") && !msg.contains('{'), "{msg}");
+        assert_eq!(plain_name("URI(\"x\")"), "URI(\"x\")");
+        assert!(wrong_server_name("a", &[]).contains("names no DNS name or IP address"));
+    }
 
     #[cfg(unix)]
     #[test]
