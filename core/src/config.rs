@@ -111,8 +111,20 @@ impl Schema {
         if self.features.contains(&self.label) {
             return Err(ConfigError::Invalid(format!("label column {:?} is also listed as a feature", self.label)));
         }
-        if self.task == TaskKind::Multiclass && self.classes.is_none_or(|c| c < 2) {
-            return Err(ConfigError::Invalid("schema.classes must be at least 2 for a multiclass task".into()));
+        if self.task == TaskKind::Multiclass {
+            match self.classes {
+                None => {
+                    return Err(ConfigError::Invalid(
+                        "schema.classes is missing: a multiclass task needs the number of classes".into(),
+                    ));
+                }
+                Some(c) if c < 2 => {
+                    return Err(ConfigError::Invalid(format!(
+                        "schema.classes = {c}: a multiclass task needs at least 2 classes"
+                    )));
+                }
+                Some(_) => {}
+            }
         }
         if let Some(bounds) = &self.bounds {
             if bounds.len() != self.features.len() {
@@ -853,6 +865,22 @@ mu = 0.5
         assert!(err.contains("training.rounds = 0") && err.contains("at least 1"), "{err}");
         std::fs::write(&path, format!("{COORDINATOR}[training]\nrounds = 1\n")).unwrap();
         assert_eq!(CoordinatorConfig::load(&path).unwrap().training.rounds, 1);
+    }
+
+    #[test]
+    fn a_multiclass_schema_without_classes_says_the_key_is_missing() {
+        let schema = |classes| Schema {
+            features: vec!["x".into()],
+            label: "y".into(),
+            task: TaskKind::Multiclass,
+            classes,
+            bounds: None,
+        };
+        let err = schema(None).validate().unwrap_err().to_string();
+        assert!(err.contains("schema.classes is missing: a multiclass task needs the number of classes"), "{err}");
+        let err = schema(Some(1)).validate().unwrap_err().to_string();
+        assert!(err.contains("schema.classes = 1") && err.contains("at least 2"), "{err}");
+        schema(Some(3)).validate().unwrap();
     }
 
     #[test]
