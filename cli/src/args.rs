@@ -3,9 +3,18 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// Exit codes, as `main` returns them (kept in `cohort --help`).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success (also a coordinator stopped with Ctrl-C)
+  1  failure: an error, a refusal (a certificate, an existing CA or node key, a data directory in use by another
+     process, a key file readable by others) or a privacy ledger that does not verify (`audit verify`, and
+     `audit report`, which still writes its report); the message says what to do
+  2  usage error: an unknown option, or a missing or invalid argument";
+
 /// Privacy-preserving federated learning: DP-SGD at each hospital, secure aggregation, mutual TLS.
 #[derive(Debug, Parser)]
-#[command(name = "cohort", version, about, long_about = None)]
+#[command(name = "cohort", version, about, long_about = None, after_help = EXIT_CODES)]
 pub(crate) struct Cli {
     /// More logs (-v info, -vv debug). COHORT_LOG overrides, e.g. COHORT_LOG=cohort=debug.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -62,8 +71,8 @@ pub(crate) struct DemoArgs {
     /// Directory for the PKI, configs, data splits and results (default: a new temporary directory, kept).
     #[arg(long)]
     pub(crate) data_dir: Option<PathBuf>,
-    /// Number of rounds.
-    #[arg(long, default_value_t = 10)]
+    /// Number of rounds (at least 1).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) rounds: u64,
     /// Print a JSON summary as the last line of stdout.
     #[arg(long)]
@@ -94,6 +103,9 @@ pub(crate) enum PkiCommand {
         /// Federation name.
         #[arg(long)]
         federation: String,
+        /// Replace an existing CA in --out. Every certificate it issued then stops working.
+        #[arg(long)]
+        force: bool,
     },
     /// Issue a node certificate signed by the federation CA.
     ///
@@ -117,6 +129,9 @@ pub(crate) enum PkiCommand {
         /// Output directory.
         #[arg(long)]
         out: PathBuf,
+        /// Replace an existing certificate and key in --out.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -193,7 +208,8 @@ pub(crate) enum ModelsCommand {
         /// Version to promote.
         #[arg(long, value_parser = crate::models::parse_version)]
         version: cohort_coordinator::registry::Version,
-        /// Who (default: $USER).
+        /// Who, recorded in the registry (default: $USER, else $LOGNAME; without any of them the command is
+        /// refused).
         #[arg(long)]
         actor: Option<String>,
         /// Why.
@@ -213,7 +229,8 @@ pub(crate) enum ModelsCommand {
         /// Model name (default: the only one).
         #[arg(long)]
         name: Option<String>,
-        /// Who (default: $USER).
+        /// Who, recorded in the registry (default: $USER, else $LOGNAME; without any of them the command is
+        /// refused).
         #[arg(long)]
         actor: Option<String>,
         /// Why.

@@ -146,15 +146,20 @@ pub(crate) fn run(command: AuditCommand) -> anyhow::Result<()> {
                 ReportFormatArg::Json => ReportFormat::Json,
             };
             let text = audit::report(&ledger.records, &verdict, &BTreeMap::new(), &versions, format);
-            match out {
+            let written = match out {
                 Some(path) => {
                     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
                     eprintln!("wrote the privacy report to {}", path.display());
+                    path.display().to_string()
                 }
-                None => print!("{text}"),
-            }
+                None => {
+                    print!("{text}");
+                    "standard output".to_owned()
+                }
+            };
+            // The report is written either way (it is the evidence), and the exit status says it failed.
             if let Some(f) = &verdict.failure {
-                eprintln!("warning: the ledger does not verify ({f}); the report says so");
+                bail!("the ledger does not verify: {f}. The report on {written} says so");
             }
         }
     }

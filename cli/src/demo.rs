@@ -13,7 +13,7 @@ use cohort_core::config::{
     TrainingSection,
 };
 use cohort_core::model::{TaskKind, parameters_sha256, parameters_to_bytes};
-use cohort_core::pki::{self, IssueRequest, NodeFiles, Role};
+use cohort_core::pki::{self, IssueRequest, NodeFiles, Overwrite, Role};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::path::Path;
@@ -38,6 +38,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     };
     std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
     let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
+    // Held for the whole run: the coordinator and the hospitals of this demo all live in this directory.
+    let _lock = cohort_core::lock::DirLock::acquire(&data_dir)?;
     eprintln!("cohort demo: data directory {}", data_dir.display());
 
     if data_dir.join(cohort_coordinator::registry::DB_FILE).exists() {
@@ -47,12 +49,14 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         );
     }
     let pki_dir = data_dir.join("pki");
-    pki::init_ca(&pki_dir.join("ca"), FEDERATION)?;
+    // The demo's own throwaway PKI: replacing one left by an earlier, unfinished demo here is intended.
+    pki::init_ca_with(&pki_dir.join("ca"), FEDERATION, Overwrite::Replace)?;
     let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let coord_files = pki::issue(
+    let coord_files = pki::issue_with(
         &pki_dir.join("ca"),
         &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 30),
         &pki_dir.join("coordinator"),
+        Overwrite::Replace,
     )?;
     let (header, central, splits) = split_rows(BREAST_CANCER)?;
     let central_path = data_dir.join("data").join("central-test.csv");
@@ -113,10 +117,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut clients = Vec::new();
     for ((name, _), rows) in HOSPITALS.iter().zip(&splits) {
-        let files = pki::issue(
+        let files = pki::issue_with(
             &pki_dir.join("ca"),
             &IssueRequest::valid_for_days(name, Role::Client, &[], 30),
             &pki_dir.join(name),
+            Overwrite::Replace,
         )?;
         let csv_path = data_dir.join("data").join(format!("{name}.csv"));
         std::fs::create_dir_all(csv_path.parent().unwrap_or(&data_dir))?;

@@ -4,8 +4,21 @@ use crate::args::ModelsCommand;
 use anyhow::{Context, bail};
 use cohort_coordinator::registry::{Registry, Version, VersionRecord};
 
-fn actor(actor: Option<String>) -> String {
-    actor.or_else(|| std::env::var("USER").ok()).unwrap_or_else(|| "unknown".into())
+/// Who records a promotion or a rollback: `--actor`, else `$USER`, else `$LOGNAME`. Never a made-up name: without
+/// any of them the command is refused before the registry changes.
+fn actor(actor: Option<String>) -> anyhow::Result<String> {
+    let given = |name: String| {
+        let name = name.trim().to_owned();
+        (!name.is_empty()).then_some(name)
+    };
+    actor
+        .and_then(given)
+        .or_else(|| std::env::var("USER").ok().and_then(given))
+        .or_else(|| std::env::var("LOGNAME").ok().and_then(given))
+        .context(
+            "cannot tell who is making this change: neither $USER nor $LOGNAME is set. Pass --actor NAME (it is \
+             recorded in the registry with the reason)",
+        )
 }
 
 /// The model name to use: the one given, or the only one in the registry.
@@ -75,13 +88,15 @@ pub(crate) fn run(command: ModelsCommand) -> anyhow::Result<()> {
             }
         }
         ModelsCommand::Promote { name, version, actor: who, reason, json, .. } => {
+            let who = actor(who)?;
             let name = resolve_name(&registry, name)?;
-            let record = registry.promote(&name, version, &actor(who), &reason)?;
+            let record = registry.promote(&name, version, &who, &reason)?;
             report(&record, json, "promoted to production")?;
         }
         ModelsCommand::Rollback { name, actor: who, reason, json, .. } => {
+            let who = actor(who)?;
             let name = resolve_name(&registry, name)?;
-            let record = registry.rollback(&name, &actor(who), &reason)?;
+            let record = registry.rollback(&name, &who, &reason)?;
             report(&record, json, "restored to production")?;
         }
         ModelsCommand::Export { name, version, out, .. } => {

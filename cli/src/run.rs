@@ -3,7 +3,8 @@
 use crate::args::{BenchCommand, Command, PkiCommand, RoleArg};
 use anyhow::Context;
 use cohort_core::config::{ClientConfig, CoordinatorConfig};
-use cohort_core::pki::{self, IssueRequest, Role};
+use cohort_core::lock::DirLock;
+use cohort_core::pki::{self, IssueRequest, Overwrite, Role};
 
 pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
@@ -46,19 +47,20 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Pki(PkiCommand::Init { out, federation }) => {
-            pki::init_ca(&out, &federation)?;
+        Command::Pki(PkiCommand::Init { out, federation, force }) => {
+            pki::init_ca_with(&out, &federation, overwrite(force))?;
             println!("created federation CA for {federation:?} in {}", out.display());
             println!("  certificate: {}", out.join(pki::CA_CERT_FILE).display());
             println!("  private key: {} (mode 0600; keep it offline)", out.join(pki::CA_KEY_FILE).display());
             Ok(())
         }
-        Command::Pki(PkiCommand::Issue { ca, name, role, san, days, out }) => {
+        Command::Pki(PkiCommand::Issue { ca, name, role, san, days, out, force }) => {
             let role = match role {
                 RoleArg::Coordinator => Role::Coordinator,
                 RoleArg::Client => Role::Client,
             };
-            let files = pki::issue(&ca, &IssueRequest::valid_for_days(&name, role, &san, days), &out)?;
+            let request = IssueRequest::valid_for_days(&name, role, &san, days);
+            let files = pki::issue_with(&ca, &request, &out, overwrite(force))?;
             println!("issued {} certificate for {name:?}, valid {days} days", role.as_str());
             println!("  certificate: {}", files.cert.display());
             println!("  private key: {} (mode 0600)", files.key.display());
@@ -67,6 +69,7 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Coordinator { config } => {
             let config = CoordinatorConfig::load(&config)?;
+            let _lock = DirLock::acquire(&config.data_dir)?;
             let report = run_coordinator(&config, false).await?;
             let dir = config.data_dir.join("models");
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -84,6 +87,7 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
         }
         Command::Client { config } => {
             let config = ClientConfig::load(&config)?;
+            let _lock = DirLock::acquire(&config.data_dir)?;
             let report = if config.privacy.enabled {
                 let mut work = cohort_client::privacy::PrivateWork::new(
                     &config.name,
@@ -111,6 +115,10 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn overwrite(force: bool) -> Overwrite {
+    if force { Overwrite::Replace } else { Overwrite::Refuse }
 }
 
 /// Runs a coordinator with a progress display until the federation finishes or Ctrl-C.

@@ -365,3 +365,90 @@ fn an_exported_model_carries_the_preprocessing_serving_needs() {
     let skewed = accuracy(&raw);
     assert!(skewed < served - 0.1, "without the exported preprocessing: {skewed} vs {served}");
 }
+
+/// A report on a tampered ledger is still written, in every format, and says so; the exit status is 1.
+#[test]
+fn a_report_on_a_tampered_ledger_is_written_and_exits_non_zero_in_every_format() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("copy");
+    copy_dir(demo_dir(), &dir);
+    let copies = dir.join("ledgers");
+    let file = std::fs::read_dir(&copies)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .unwrap();
+    let mut lines: Vec<String> = std::fs::read_to_string(&file).unwrap().lines().map(str::to_owned).collect();
+    let mut record: serde_json::Map<String, Value> = serde_json::from_str(&lines[2]).unwrap();
+    record.insert("cumulative_epsilon".into(), serde_json::json!(0.001));
+    lines[2] = Value::Object(record).to_string();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+
+    for (format, failed) in [("md", "FAILED"), ("html", "FAILED"), ("json", "\"failure\"")] {
+        let path = scratch.path().join(format!("report.{format}"));
+        let out = cohort()
+            .args(["audit", "report", "--format", format, "--data-dir"])
+            .arg(&dir)
+            .arg("--out")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{format}: a tampered ledger reported success:\n{said}");
+        assert!(said.contains("the ledger does not verify") && said.contains(&path.display().to_string()), "{said}");
+        let report = std::fs::read_to_string(&path).unwrap();
+        assert!(report.contains(failed), "{format}: the report does not say it failed:\n{report}");
+        if format == "json" {
+            let report: Value = serde_json::from_str(&report).unwrap();
+            assert!(!report["verification"]["failure"].is_null(), "{report}");
+        }
+    }
+    // To standard output too.
+    let out = cohort().args(["audit", "report", "--format", "md", "--data-dir"]).arg(&dir).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("FAILED"));
+}
+
+/// Who promoted or rolled back is `--actor`, else $USER, else $LOGNAME; without any, the change is refused (never
+/// recorded as "unknown").
+#[test]
+fn promote_and_rollback_record_a_real_actor_or_refuse() {
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path().join("copy");
+    copy_dir(demo_dir(), &dir);
+    let stages = || -> Vec<(u64, String)> {
+        let out = cohort().args(["models", "list", "--json", "--data-dir"]).arg(&dir).output().unwrap();
+        let versions: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+        versions.iter().map(|v| (v["version"].as_u64().unwrap(), v["stage"].as_str().unwrap().to_owned())).collect()
+    };
+    let before = stages();
+    let production: Vec<u64> = before.iter().filter(|(_, s)| s == "production").map(|(v, _)| *v).collect();
+    let chosen = if production == [1] { "2" } else { "1" };
+    let models = |args: &[&str]| {
+        let mut cmd = cohort();
+        cmd.arg("models").args(args).arg("--data-dir").arg(&dir).env_remove("USER").env_remove("LOGNAME");
+        cmd
+    };
+
+    for args in [&["promote", "--version", chosen, "--reason", "r"][..], &["rollback", "--reason", "r"][..]] {
+        let out = models(args).output().unwrap();
+        let said = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {said}");
+        assert!(said.contains("neither $USER nor $LOGNAME is set") && said.contains("--actor NAME"), "{said}");
+        assert_eq!(stages(), before, "{args:?} changed the registry without an actor");
+        // An empty --actor is no actor either.
+        let out = models(args).args(["--actor", " "]).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    }
+
+    // $LOGNAME when $USER is absent.
+    let out =
+        models(&["promote", "--version", chosen, "--reason", "from logname"]).env("LOGNAME", "dr-logname").output();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(stages().contains(&(chosen.parse().unwrap(), "production".to_owned())));
+    let out =
+        cohort().args(["models", "show", "--json", "--version", chosen, "--data-dir"]).arg(&dir).output().unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("dr-logname") && !shown.contains("unknown"), "{shown}");
+}

@@ -111,8 +111,20 @@ impl Schema {
         if self.features.contains(&self.label) {
             return Err(ConfigError::Invalid(format!("label column {:?} is also listed as a feature", self.label)));
         }
-        if self.task == TaskKind::Multiclass && self.classes.is_none_or(|c| c < 2) {
-            return Err(ConfigError::Invalid("schema.classes must be at least 2 for a multiclass task".into()));
+        if self.task == TaskKind::Multiclass {
+            match self.classes {
+                None => {
+                    return Err(ConfigError::Invalid(
+                        "schema.classes is missing: a multiclass task needs the number of classes".into(),
+                    ));
+                }
+                Some(c) if c < 2 => {
+                    return Err(ConfigError::Invalid(format!(
+                        "schema.classes = {c}: a multiclass task needs at least 2 classes"
+                    )));
+                }
+                Some(_) => {}
+            }
         }
         if let Some(bounds) = &self.bounds {
             if bounds.len() != self.features.len() {
@@ -453,6 +465,11 @@ impl CoordinatorConfig {
         if self.roster.is_empty() {
             return Err(ConfigError::Invalid("roster is empty: list the client names allowed to join".into()));
         }
+        if self.training.rounds == 0 {
+            return Err(ConfigError::Invalid(
+                "training.rounds = 0: the federation would train nothing; set training.rounds to at least 1".into(),
+            ));
+        }
         if self.training.min_clients == 0 {
             return Err(ConfigError::Invalid("training.min_clients must be at least 1".into()));
         }
@@ -492,6 +509,20 @@ pub struct CoordinatorEndpoint {
 }
 
 impl CoordinatorEndpoint {
+    /// Checks the URL's scheme: Cohort only talks to a coordinator over mutual TLS.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] for a URL that does not start with `https://`.
+    pub fn check_url(&self) -> Result<(), ConfigError> {
+        if self.url.trim_start().to_ascii_lowercase().starts_with("https://") {
+            return Ok(());
+        }
+        Err(ConfigError::Invalid(format!(
+            "coordinator.url = {:?}: the coordinator URL must start with https:// (Cohort always uses mutual TLS)",
+            self.url
+        )))
+    }
+
     /// The TLS server name: `server_name`, or the URL's host.
     pub fn tls_name(&self) -> String {
         if let Some(name) = &self.server_name {
@@ -723,6 +754,7 @@ impl ClientConfig {
     /// [`ConfigError::Invalid`] naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
         crate::pki::check_name(&self.name).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        self.coordinator.check_url()?;
         if !(0.0..1.0).contains(&self.data.holdout_fraction) {
             return Err(ConfigError::Invalid("data.holdout_fraction must be in [0, 1)".into()));
         }
@@ -859,6 +891,47 @@ mu = 0.5
         let err =
             PrivacySection { noise_multiplier: Some(1.0), release_epsilon: 2.0, ..base }.check_shares().unwrap_err();
         assert!(err.to_string().contains("2 × privacy.release_epsilon 2"), "{err}");
+    }
+
+    #[test]
+    fn zero_rounds_is_a_config_error_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("{COORDINATOR}[training]\nrounds = 0\n")).unwrap();
+        let err = CoordinatorConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("training.rounds = 0") && err.contains("at least 1"), "{err}");
+        std::fs::write(&path, format!("{COORDINATOR}[training]\nrounds = 1\n")).unwrap();
+        assert_eq!(CoordinatorConfig::load(&path).unwrap().training.rounds, 1);
+    }
+
+    #[test]
+    fn a_multiclass_schema_without_classes_says_the_key_is_missing() {
+        let schema = |classes| Schema {
+            features: vec!["x".into()],
+            label: "y".into(),
+            task: TaskKind::Multiclass,
+            classes,
+            bounds: None,
+        };
+        let err = schema(None).validate().unwrap_err().to_string();
+        assert!(err.contains("schema.classes is missing: a multiclass task needs the number of classes"), "{err}");
+        let err = schema(Some(1)).validate().unwrap_err().to_string();
+        assert!(err.contains("schema.classes = 1") && err.contains("at least 2"), "{err}");
+        schema(Some(3)).validate().unwrap();
+    }
+
+    #[test]
+    fn a_plain_http_coordinator_url_is_refused() {
+        for url in ["http://coord.example:7443", "coord.example:7443", "grpc://coord.example"] {
+            let e = CoordinatorEndpoint { url: url.into(), server_name: None };
+            let err = e.check_url().unwrap_err().to_string();
+            assert!(
+                err.contains("the coordinator URL must start with https:// (Cohort always uses mutual TLS)"),
+                "{err}"
+            );
+            assert!(err.contains(url), "{err}");
+        }
+        CoordinatorEndpoint { url: "https://coord.example:7443".into(), server_name: None }.check_url().unwrap();
     }
 
     #[test]

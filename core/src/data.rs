@@ -41,6 +41,18 @@ pub enum DataError {
         /// What is wrong.
         problem: String,
     },
+    /// A row with more or fewer fields than the header.
+    #[error("{path}: line {line}: the row has {fields} fields but the header has {header}")]
+    RowWidth {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line number (line 1 is the header).
+        line: u64,
+        /// Fields in the row.
+        fields: usize,
+        /// Fields in the header.
+        header: usize,
+    },
     /// No data rows.
     #[error("{path}: no data rows")]
     Empty {
@@ -166,7 +178,12 @@ pub struct LocalData {
 /// [`DataError`] naming the file, line and column of the first problem.
 pub fn load_csv(path: &Path, schema: &Schema) -> Result<Dataset, DataError> {
     let read_err = |e: &dyn std::fmt::Display| DataError::Read { path: path.to_owned(), message: e.to_string() };
-    let mut reader = csv::ReaderBuilder::new().has_headers(true).from_path(path).map_err(|e| read_err(&e))?;
+    // Read whole, so that every problem is reported at its physical line: the csv crate skips blank lines without
+    // counting them, and counts records rather than lines.
+    let bytes = std::fs::read(path).map_err(|e| read_err(&e))?;
+    let mut lines = LineCounter::new(&bytes);
+    // Flexible, so that a row of the wrong width is reported here with its line, not as a csv error.
+    let mut reader = csv::ReaderBuilder::new().has_headers(true).flexible(true).from_reader(bytes.as_slice());
     let headers = reader.headers().map_err(|e| read_err(&e))?.clone();
     let index_of = |column: &str| {
         headers
@@ -178,9 +195,17 @@ pub fn load_csv(path: &Path, schema: &Schema) -> Result<Dataset, DataError> {
     let label_idx = index_of(&schema.label)?;
     let classes = schema.outputs();
     let mut data = Dataset { features: Vec::new(), targets: Vec::new(), dims: feature_idx.len() };
-    for (i, record) in reader.records().enumerate() {
-        let line = i as u64 + 2;
+    for record in reader.records() {
         let record = record.map_err(|e| read_err(&e))?;
+        let line = record.position().map_or(0, |p| lines.line_of_record_at(p.byte()));
+        if record.len() != headers.len() {
+            return Err(DataError::RowWidth {
+                path: path.to_owned(),
+                line,
+                fields: record.len(),
+                header: headers.len(),
+            });
+        }
         let parse = |idx: usize, column: &str| -> Result<f64, DataError> {
             let bad = |problem: String| DataError::BadValue {
                 path: path.to_owned(),
@@ -210,6 +235,33 @@ pub fn load_csv(path: &Path, schema: &Schema) -> Result<Dataset, DataError> {
         return Err(DataError::Empty { path: path.to_owned() });
     }
     Ok(data)
+}
+
+/// The 1-based line of byte offsets in a file, for offsets that only grow (one pass over the file in all).
+struct LineCounter<'a> {
+    bytes: &'a [u8],
+    offset: usize,
+    line: u64,
+}
+
+impl<'a> LineCounter<'a> {
+    fn new(bytes: &'a [u8]) -> Self {
+        Self { bytes, offset: 0, line: 1 }
+    }
+
+    /// The line where the record that the csv crate places at `byte` starts: csv gives the end of the previous
+    /// record, so the blank lines in between are skipped first.
+    fn line_of_record_at(&mut self, byte: u64) -> u64 {
+        let mut target = usize::try_from(byte).unwrap_or(usize::MAX).min(self.bytes.len());
+        while matches!(self.bytes.get(target), Some(b'\n' | b'\r')) {
+            target += 1;
+        }
+        if target > self.offset {
+            self.line += self.bytes[self.offset..target].iter().filter(|&&b| b == b'\n').count() as u64;
+            self.offset = target;
+        }
+        self.line
+    }
 }
 
 /// Fingerprint of a node's data: the node-salted hash ([`NodeSecret::fingerprint`]) of the schema (as JSON)
@@ -289,6 +341,34 @@ mod tests {
         let (_d, p) = write("a,y\n1,0\n");
         let err = load_csv(&p, &schema()).unwrap_err().to_string();
         assert!(err.contains("column \"b\"") && err.contains("missing"), "{err}");
+    }
+
+    #[test]
+    fn a_row_with_too_few_fields_is_reported_at_its_own_line() {
+        for (text, line) in [
+            ("a,b,y\n1,2\n", 2),
+            ("a,b,y\n1,2,0\n1,2\n", 3),
+            ("a,b,y\n1,2,0\n3,4,1\n5,6,0\n7\n", 5),
+            // Blank lines count as lines of the file.
+            ("a,b,y\n1,2,0\n\n1,2\n", 4),
+        ] {
+            let (_d, p) = write(text);
+            let err = load_csv(&p, &schema()).unwrap_err();
+            let said = err.to_string();
+            assert!(matches!(&err, DataError::RowWidth { line: l, header: 3, .. } if *l == line), "{text:?}: {said}");
+            assert!(said.contains(&format!("line {line}: the row has")) && said.contains("header has 3"), "{said}");
+        }
+        let (_d, p) = write("a,b,y\n1,2,0\n1,2,0,9\n");
+        let err = load_csv(&p, &schema()).unwrap_err().to_string();
+        assert!(err.contains("line 3: the row has 4 fields but the header has 3"), "{err}");
+        // Windows line ends.
+        let (_d, p) = write("a,b,y\r\n1,2,0\r\n\r\n1,2\r\n");
+        let err = load_csv(&p, &schema()).unwrap_err().to_string();
+        assert!(err.contains("line 4: the row has 2 fields"), "{err}");
+        // Values after a blank line are reported at their own line too.
+        let (_d, p) = write("a,b,y\n1,2,0\n\n1,x,1\n");
+        let err = load_csv(&p, &schema()).unwrap_err().to_string();
+        assert!(err.contains("line 4,") && err.contains("\"b\""), "{err}");
     }
 
     #[test]

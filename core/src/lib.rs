@@ -1,5 +1,6 @@
-//! Shared types of Cohort: identifiers, configuration, the gRPC API, PKI and TLS setup, model specifications,
-//! local data sets read against the federation schema, evaluation metrics and the hash-chained privacy ledger.
+//! Shared types of Cohort: identifiers, configuration, the gRPC API, PKI and TLS setup, data-directory locks, model
+//! specifications, local data sets read against the federation schema, evaluation metrics and the hash-chained
+//! privacy ledger.
 //!
 //! The coordinator and the client share only this crate.
 #![forbid(unsafe_code)]
@@ -10,6 +11,7 @@ pub mod config;
 pub mod data;
 pub mod ids;
 pub mod ledger;
+pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod pki;

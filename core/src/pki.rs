@@ -62,6 +62,83 @@ pub enum PkiError {
     /// A validity period that ends before it starts.
     #[error("invalid validity: {0}")]
     BadValidity(String),
+    /// `init` would replace an existing federation CA (operator error: the wrong directory, or a CA that is in
+    /// use).
+    #[error(
+        "{} already exists: a new federation CA would make every certificate the existing one issued stop \
+         working (every node would be refused). Keep it, give --out another directory, or pass --force to replace \
+         it and then re-issue every node's certificate",
+        path.display()
+    )]
+    CaExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// `issue` would replace an existing node certificate or key (operator error).
+    #[error(
+        "{} already exists: issuing again would replace this node's certificate and private key, and the node \
+         would need the new files. Give --out another directory, or pass --force to replace them",
+        path.display()
+    )]
+    NodeExists {
+        /// The existing file.
+        path: PathBuf,
+    },
+    /// A private key file that others may read (operator error: fix the file's mode).
+    #[error(transparent)]
+    KeyPermissions(#[from] KeyPermissionError),
+}
+
+/// Whether an operation may replace existing files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Overwrite {
+    /// Refuse when a file to be written exists (the default of [`init_ca`] and [`issue`]).
+    Refuse,
+    /// Replace existing files.
+    Replace,
+}
+
+/// A private key file readable by its group or by other users.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{} has mode {mode:04o}: a private key must be readable only by its owner. Fix it with: chmod 600 {}",
+    path.display(),
+    path.display()
+)]
+pub struct KeyPermissionError {
+    /// The key file.
+    pub path: PathBuf,
+    /// Its permission bits.
+    pub mode: u32,
+}
+
+/// Checks that a private key file is not readable or writable by its group or by others (mode 0600 or
+/// narrower). Always passes on non-unix systems, and for a file that does not exist (reading it then reports
+/// that).
+///
+/// # Errors
+/// [`KeyPermissionError`] naming the file, its mode and the fix.
+pub fn check_key_permissions(path: &Path) -> Result<(), KeyPermissionError> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(path) {
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(KeyPermissionError { path: path.to_owned(), mode });
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+fn refuse_existing(paths: &[PathBuf], existing: impl Fn(PathBuf) -> PkiError) -> Result<(), PkiError> {
+    match paths.iter().find(|p| p.exists()) {
+        Some(path) => Err(existing(path.clone())),
+        None => Ok(()),
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> PkiError + '_ {
@@ -97,12 +174,24 @@ pub fn check_name(name: &str) -> Result<(), PkiError> {
     if ok { Ok(()) } else { Err(PkiError::BadName(name.to_owned())) }
 }
 
-/// Creates a federation CA in `out`: `ca.pem` and `ca-key.pem` (mode 0600).
+/// Creates a federation CA in `out`: `ca.pem` and `ca-key.pem` (mode 0600). Refuses to replace an existing CA.
 ///
 /// # Errors
-/// [`PkiError`] on a bad name, a key or certificate failure, or an I/O failure.
+/// [`PkiError::CaExists`] when `out` already holds a CA, else as [`init_ca_with`].
 pub fn init_ca(out: &Path, federation: &str) -> Result<(), PkiError> {
+    init_ca_with(out, federation, Overwrite::Refuse)
+}
+
+/// Creates a federation CA in `out`, replacing an existing one only with [`Overwrite::Replace`].
+///
+/// # Errors
+/// [`PkiError`] on an existing CA (with [`Overwrite::Refuse`]), a bad name, a key or certificate failure, or an
+/// I/O failure.
+pub fn init_ca_with(out: &Path, federation: &str, overwrite: Overwrite) -> Result<(), PkiError> {
     check_name(federation)?;
+    if overwrite == Overwrite::Refuse {
+        refuse_existing(&[out.join(CA_CERT_FILE), out.join(CA_KEY_FILE)], |path| PkiError::CaExists { path })?;
+    }
     let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(Vec::<String>::new())?;
     params.distinguished_name = rcgen::DistinguishedName::new();
@@ -144,11 +233,25 @@ impl<'a> IssueRequest<'a> {
 }
 
 /// Issues a node certificate signed by the CA in `ca_dir`, writing `cert.pem`, `key.pem` (0600) and a copy of
-/// `ca.pem` to `out`.
+/// `ca.pem` to `out`. Refuses to replace an existing node certificate or key.
 ///
 /// # Errors
-/// [`PkiError`] on a bad name or validity, an unreadable CA, or an I/O failure.
+/// [`PkiError::NodeExists`] when `out` already holds a certificate or key, else as [`issue_with`].
 pub fn issue(ca_dir: &Path, request: &IssueRequest<'_>, out: &Path) -> Result<NodeFiles, PkiError> {
+    issue_with(ca_dir, request, out, Overwrite::Refuse)
+}
+
+/// Issues a node certificate like [`issue`], replacing existing files only with [`Overwrite::Replace`].
+///
+/// # Errors
+/// [`PkiError`] on existing files (with [`Overwrite::Refuse`]), a bad name or validity, an unreadable CA, a CA
+/// key readable by others, or an I/O failure.
+pub fn issue_with(
+    ca_dir: &Path,
+    request: &IssueRequest<'_>,
+    out: &Path,
+    overwrite: Overwrite,
+) -> Result<NodeFiles, PkiError> {
     check_name(request.name)?;
     if request.not_after <= request.not_before {
         return Err(PkiError::BadValidity(format!(
@@ -156,8 +259,13 @@ pub fn issue(ca_dir: &Path, request: &IssueRequest<'_>, out: &Path) -> Result<No
             request.not_after, request.not_before
         )));
     }
+    let files = NodeFiles::in_dir(out);
+    if overwrite == Overwrite::Refuse {
+        refuse_existing(&[files.cert.clone(), files.key.clone()], |path| PkiError::NodeExists { path })?;
+    }
     let ca_cert_path = ca_dir.join(CA_CERT_FILE);
     let ca_key_path = ca_dir.join(CA_KEY_FILE);
+    check_key_permissions(&ca_key_path)?;
     let ca_pem = fs::read_to_string(&ca_cert_path).map_err(io_err(&ca_cert_path))?;
     let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(io_err(&ca_key_path))?;
     let issuer = Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem)?)?;
@@ -186,7 +294,6 @@ pub fn issue(ca_dir: &Path, request: &IssueRequest<'_>, out: &Path) -> Result<No
     let cert = params.signed_by(&key, &issuer)?;
 
     fs::create_dir_all(out).map_err(io_err(out))?;
-    let files = NodeFiles::in_dir(out);
     write_public(&files.cert, cert.pem().as_bytes())?;
     write_private(&files.key, key.serialize_pem().as_bytes())?;
     write_public(&files.ca_cert, ca_pem.as_bytes())?;
@@ -270,5 +377,66 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let err = issue(dir.path(), &IssueRequest::valid_for_days("x", Role::Client, &[], 1), dir.path()).unwrap_err();
         assert!(err.to_string().contains("ca.pem"), "{err}");
+    }
+
+    #[test]
+    fn an_existing_ca_is_not_replaced_without_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        init_ca(dir.path(), "demo").unwrap();
+        let before = fs::read(dir.path().join(CA_CERT_FILE)).unwrap();
+        let err = init_ca(dir.path(), "demo").unwrap_err();
+        assert!(matches!(&err, PkiError::CaExists { path } if path.ends_with(CA_CERT_FILE)), "{err}");
+        let text = err.to_string();
+        assert!(text.contains("ca.pem already exists") && text.contains("stop working"), "{text}");
+        assert!(text.contains("--force"), "{text}");
+        assert_eq!(fs::read(dir.path().join(CA_CERT_FILE)).unwrap(), before, "the CA was rewritten");
+        // The key alone is enough to refuse (a half-copied CA directory).
+        fs::remove_file(dir.path().join(CA_CERT_FILE)).unwrap();
+        let err = init_ca(dir.path(), "demo").unwrap_err();
+        assert!(matches!(&err, PkiError::CaExists { path } if path.ends_with(CA_KEY_FILE)), "{err}");
+        init_ca_with(dir.path(), "demo", Overwrite::Replace).unwrap();
+        assert_ne!(fs::read(dir.path().join(CA_CERT_FILE)).unwrap(), before);
+    }
+
+    #[test]
+    fn an_existing_node_certificate_is_not_replaced_without_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca, "demo").unwrap();
+        let node = dir.path().join("node");
+        let req = IssueRequest::valid_for_days("hospital-a", Role::Client, &[], 30);
+        let files = issue(&ca, &req, &node).unwrap();
+        let key = fs::read(&files.key).unwrap();
+        let err = issue(&ca, &req, &node).unwrap_err();
+        assert!(matches!(&err, PkiError::NodeExists { path } if *path == files.cert), "{err}");
+        assert!(err.to_string().contains("cert.pem already exists") && err.to_string().contains("--force"), "{err}");
+        assert_eq!(fs::read(&files.key).unwrap(), key, "the key was rewritten");
+        fs::remove_file(&files.cert).unwrap();
+        let err = issue(&ca, &req, &node).unwrap_err();
+        assert!(matches!(&err, PkiError::NodeExists { path } if *path == files.key), "{err}");
+        issue_with(&ca, &req, &node, Overwrite::Replace).unwrap();
+        assert_ne!(fs::read(&files.key).unwrap(), key);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_ca_key_readable_by_others_is_refused_with_the_fix() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca, "demo").unwrap();
+        let key = ca.join(CA_KEY_FILE);
+        let req = IssueRequest::valid_for_days("hospital-a", Role::Client, &[], 30);
+        for mode in [0o644, 0o640, 0o604, 0o660] {
+            fs::set_permissions(&key, fs::Permissions::from_mode(mode)).unwrap();
+            let err = issue(&ca, &req, &dir.path().join("node")).unwrap_err();
+            assert!(matches!(&err, PkiError::KeyPermissions(e) if e.mode == mode), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(&format!("{} has mode {mode:04o}", key.display())), "{text}");
+            assert!(text.contains(&format!("chmod 600 {}", key.display())), "{text}");
+        }
+        assert!(!dir.path().join("node").exists(), "nothing is issued with an exposed CA key");
+        fs::set_permissions(&key, fs::Permissions::from_mode(0o400)).unwrap();
+        issue(&ca, &req, &dir.path().join("node")).unwrap();
     }
 }

@@ -41,6 +41,9 @@ pub enum TlsError {
     /// The peer certificate has no usable common name.
     #[error("peer certificate has no common name")]
     NoCommonName,
+    /// This node's private key is readable by other users (operator error: fix the file's mode).
+    #[error(transparent)]
+    KeyPermissions(#[from] crate::pki::KeyPermissionError),
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -63,11 +66,13 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
     Ok(certs)
 }
 
-/// Reads a private key from a PEM file.
+/// Reads a private key from a PEM file, refusing one that its group or other users may read.
 ///
 /// # Errors
-/// [`TlsError::Pem`] when the file is unreadable or holds no key.
+/// [`TlsError::KeyPermissions`] for a mode wider than 0600, [`TlsError::Pem`] when the file is unreadable or
+/// holds no key.
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    crate::pki::check_key_permissions(path)?;
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
         what: "private key",
         path: path.to_owned(),
@@ -108,8 +113,9 @@ pub fn server_config(files: &NodeFiles) -> Result<rustls::ServerConfig, TlsError
 /// Builds tonic's client TLS settings: trust only the federation CA, present this node's certificate.
 ///
 /// # Errors
-/// [`TlsError::Pem`] when a file cannot be read.
+/// [`TlsError::Pem`] when a file cannot be read, [`TlsError::KeyPermissions`] when the key is readable by others.
 pub fn client_tls(files: &NodeFiles, server_name: &str) -> Result<tonic::transport::ClientTlsConfig, TlsError> {
+    crate::pki::check_key_permissions(&files.key)?;
     let read = |path: &Path, what: &'static str| {
         std::fs::read(path).map_err(|e| TlsError::Pem { what, path: path.to_owned(), reason: e.to_string() })
     };
@@ -304,14 +310,54 @@ pub fn diagnose_client_failure(err: &(dyn std::error::Error + 'static), own_cert
                 .to_owned()
         }
         rustls::Error::AlertReceived(alert) => format!("the coordinator refused the TLS handshake: {alert:?}"),
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { expected, presented }) => {
+            wrong_server_name(expected.to_str().as_ref(), &presented)
+        }
+        rustls::Error::InvalidCertificate(CertificateError::NotValidForName) => {
+            "the coordinator's certificate is not valid for the configured coordinator.server_name: set it to a name \
+             in the coordinator's certificate, or ask the federation operator for one that includes it"
+                .to_owned()
+        }
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
+            "this node refused the coordinator's certificate: it is not signed by the federation CA in {}. Check that \
+             coordinator.url points at this federation's coordinator and that [tls] ca_cert is this federation's CA",
+            ca.display()
+        ),
         rustls::Error::InvalidCertificate(e) => format!(
-            "the coordinator's certificate was refused by this node ({e:?}): it is not signed by the federation CA \
-             in {} or does not match the configured server name",
+            "this node refused the coordinator's certificate: {}. The federation CA is {}",
+            describe_cert_error(&rustls::Error::InvalidCertificate(e)),
             ca.display()
         ),
         other => format!("TLS failure talking to the coordinator: {other}"),
     };
     Some(msg)
+}
+
+/// The message for a coordinator certificate that is not valid for the configured server name: the name that was
+/// expected and the names the certificate holds (webpki reports them as `DnsName("x")` and `IpAddress(x)`).
+fn wrong_server_name(expected: &str, presented: &[String]) -> String {
+    let names: Vec<String> = presented.iter().map(|p| plain_name(p)).collect();
+    let has = match names.as_slice() {
+        [] => "it names no DNS name or IP address (subjectAltName)".to_owned(),
+        names => format!("it is valid only for {}", names.join(", ")),
+    };
+    format!(
+        "the coordinator's certificate is not valid for the name \"{expected}\" that this node expects \
+         (coordinator.server_name, or the host of coordinator.url): {has}. Set coordinator.server_name to one of \
+         those names, or ask the federation operator for a coordinator certificate that includes \"{expected}\""
+    )
+}
+
+/// `DnsName("coord.example")` → `coord.example`, `IpAddress(127.0.0.1)` → `127.0.0.1`; anything else as is.
+fn plain_name(presented: &str) -> String {
+    let inner = |prefix: &str| presented.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(')'));
+    if let Some(dns) = inner("DnsName(") {
+        return dns.trim_matches('"').to_owned();
+    }
+    if let Some(ip) = inner("IpAddress(") {
+        return ip.to_owned();
+    }
+    presented.to_owned()
 }
 
 /// An error and all its sources, joined by ": ".
@@ -396,5 +442,59 @@ pub async fn preflight(addr: &str, server_name: &str, files: &NodeFiles) -> Resu
         Ok(Err(e)) => Ok(Preflight::Refused(e)),
         // A silent server still completed the handshake.
         Err(_) => Ok(Preflight::Accepted),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pki::{IssueRequest, init_ca, issue};
+
+    #[test]
+    fn a_wrong_server_name_is_explained_without_debug_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                expected: rustls::pki_types::ServerName::try_from("wrong.example").unwrap().to_owned(),
+                presented: vec!["DnsName(\"coord.example.org\")".into(), "IpAddress(10.0.0.7)".into()],
+            }),
+        );
+        let msg = diagnose_client_failure(&err, &dir.path().join("cert.pem"), &dir.path().join("ca.pem")).unwrap();
+        assert!(msg.contains("not valid for the name \"wrong.example\""), "{msg}");
+        assert!(msg.contains("it is valid only for coord.example.org, 10.0.0.7"), "{msg}");
+        assert!(!msg.contains("NotValidForNameContext") && !msg.contains("DnsName") && !msg.contains('{'), "{msg}");
+        assert_eq!(plain_name("URI(\"x\")"), "URI(\"x\")");
+        assert!(wrong_server_name("a", &[]).contains("names no DNS name or IP address"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn node_keys_readable_by_others_are_refused_on_both_sides() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca");
+        init_ca(&ca, "f").unwrap();
+        let sans = vec!["localhost".to_owned()];
+        let coord =
+            issue(&ca, &IssueRequest::valid_for_days("c", Role::Coordinator, &sans, 1), &dir.path().join("c")).unwrap();
+        let node = issue(&ca, &IssueRequest::valid_for_days("n", Role::Client, &[], 1), &dir.path().join("n")).unwrap();
+        server_config(&coord).unwrap();
+        client_tls(&node, "localhost").unwrap();
+        client_config(&node).unwrap();
+        for mode in [0o644, 0o640, 0o604] {
+            std::fs::set_permissions(&coord.key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = server_config(&coord).unwrap_err();
+            assert!(matches!(&err, TlsError::KeyPermissions(e) if e.mode == mode), "{err}");
+            let text = err.to_string();
+            assert!(text.contains(&format!("{} has mode {mode:04o}", coord.key.display())), "{text}");
+            assert!(text.contains(&format!("chmod 600 {}", coord.key.display())), "{text}");
+            std::fs::set_permissions(&node.key, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = client_tls(&node, "localhost").unwrap_err().to_string();
+            assert!(err.contains(&format!("chmod 600 {}", node.key.display())), "{err}");
+            assert!(client_config(&node).is_err());
+        }
+        std::fs::set_permissions(&node.key, std::fs::Permissions::from_mode(0o400)).unwrap();
+        client_tls(&node, "localhost").unwrap();
     }
 }
