@@ -257,7 +257,10 @@ fn write_toml<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()>
 
 /// Shuffles the rows with a fixed seed (the demo split of a public data set, not a privacy mechanism) and
 /// splits them by the hospitals' shares.
-fn split_rows(csv: &str) -> anyhow::Result<(Vec<String>, Vec<String>, Vec<Vec<String>>)> {
+/// The header, the coordinator's test rows, and each hospital's rows.
+type Split = (Vec<String>, Vec<String>, Vec<Vec<String>>);
+
+fn split_rows(csv: &str) -> anyhow::Result<Split> {
     let mut lines = csv.lines().filter(|l| !l.trim().is_empty());
     let header: Vec<String> = lines.next().context("empty data set")?.split(',').map(str::to_owned).collect();
     let mut rows: Vec<String> = lines.map(str::to_owned).collect();

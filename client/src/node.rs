@@ -223,6 +223,7 @@ impl Session {
     /// # Errors
     /// [`ClientError`] for unreadable TLS files or an unreachable coordinator.
     pub async fn connect(config: &ClientConfig, patience: Duration) -> Result<Self, ClientError> {
+        config.coordinator.check_url().map_err(|e| ClientError::Local(e.to_string()))?;
         let tls = client_tls(&config.tls.files(), &config.coordinator.tls_name())
             .map_err(|e| ClientError::Local(e.to_string()))?;
         let url = config.coordinator.url.clone();
