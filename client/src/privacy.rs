@@ -605,6 +605,67 @@ mod tests {
         assert_eq!(work.take_ledger_lines().lines().count(), 2);
     }
 
+    /// DP-SGD refuses a schema without declared bounds: local standardization would let one record move every
+    /// other record's features.
+    #[test]
+    fn local_standardization_under_dp_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plan = plan();
+        let local = data(dir.path(), &plan);
+        plan.schema.bounds = None;
+        let mut work = PrivateWork::new("h", dir.path().join("state"), PrivacySection::default());
+        let err = work.prepare(&plan, &local).unwrap_err();
+        assert!(matches!(err, ClientError::Policy(_)), "{err:?}");
+        assert!(err.to_string().contains("schema.bounds") && err.to_string().contains("standardizes"), "{err}");
+    }
+
+    /// A round is charged before its first step: a run that fails is in the ledger all the same.
+    #[test]
+    fn a_failed_run_is_charged() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan();
+        let local = data(dir.path(), &plan);
+        let mut work = PrivateWork::new("h", dir.path().join("state"), PrivacySection::default());
+        work.prepare(&plan, &local).unwrap();
+        work.join_releases(&local).unwrap();
+        let before = work.spent().unwrap();
+        let settings: TaskSettings =
+            serde_json::from_str(r#"{"local_epochs":1,"learning_rate":0.1,"batch_size":8}"#).unwrap();
+        // A global model of the wrong shape makes training fail after the charge.
+        let err = work.train(Round(1), &[0.0; 3], &settings).unwrap_err();
+        assert!(err.to_string().contains("already in the ledger"), "{err}");
+        let lines = work.take_ledger_lines();
+        let last: LedgerRecord = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
+        assert_eq!(last.body.mechanism, Mechanism::DpSgd);
+        assert!(work.spent().unwrap() > before);
+    }
+
+    /// A version is evaluated once: asked again for the same model the node repeats its release without spending;
+    /// asked with another model under the same version it refuses.
+    #[test]
+    fn a_second_evaluation_of_the_same_version_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan();
+        let local = data(dir.path(), &plan);
+        let mut work = PrivateWork::new("h", dir.path().join("state"), PrivacySection::default());
+        work.prepare(&plan, &local).unwrap();
+        work.join_releases(&local).unwrap();
+        let params = plan.model.initial_parameters(&mut rand::rng());
+        let exact = work.evaluate(&params).unwrap();
+        let first = work.release_evaluation(ModelVersion(1), "aa", &params, &exact).unwrap();
+        let spent = work.spent().unwrap();
+        assert_eq!(work.release_evaluation(ModelVersion(1), "aa", &params, &exact).unwrap(), first);
+        assert_eq!(work.spent().unwrap(), spent, "a repeated evaluation spends nothing");
+        let err = work.release_evaluation(ModelVersion(1), "bb", &params, &exact).unwrap_err();
+        assert!(matches!(err, ClientError::Policy(_)) && err.to_string().contains("once"), "{err}");
+        let evaluations = work
+            .take_ledger_lines()
+            .lines()
+            .filter(|l| serde_json::from_str::<LedgerRecord>(l).unwrap().body.mechanism == Mechanism::OpenDpEvaluation)
+            .count();
+        assert_eq!(evaluations, 1);
+    }
+
     /// A join release that would overspend is refused before anything is computed, and nothing is recorded.
     #[test]
     fn over_budget_join_releases_are_refused() {

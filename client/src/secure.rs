@@ -462,6 +462,16 @@ mod tests {
         SqliteJournal::open(&fed.dir.path().join(format!("n{i}-data")), "f").unwrap()
     }
 
+    /// Node n0 starts its part in `ann` with the relayed `bindings` under `policy`, training [`MODEL`].
+    fn start_n0(
+        fed: &Federation,
+        ann: RoundAnnouncement,
+        bindings: &[SignedBinding],
+        policy: &ClientSecureAggregation,
+    ) -> Result<ClientRound, SecureClientError> {
+        ClientRound::new(ann, bindings, &verifier(fed, "n0", policy), &fed.identities[0], &MODEL, &journal(fed, 0))
+    }
+
     /// Three nodes share, encrypt and answer once; the sum decodes; a restarted key holder refuses the round.
     #[test]
     fn three_clients_share_encrypt_and_answer_once_even_across_a_restart() {
@@ -563,15 +573,7 @@ mod tests {
         let mut bindings = fed.bindings.clone();
         let k = ann.participants[1].keys;
         bindings[1].keys = BoundKeys { x25519: k.x25519, share_ed25519: k.ed25519, ledger_ed25519: None };
-        let err = ClientRound::new(
-            ann.clone(),
-            &bindings,
-            &verifier(&fed, "n0", &policy),
-            &fed.identities[0],
-            &MODEL,
-            &journal(&fed, 0),
-        )
-        .unwrap_err();
+        let err = start_n0(&fed, ann.clone(), &bindings, &policy).unwrap_err();
         assert!(
             matches!(&err, SecureClientError::KeySubstitution { node, reason } if node == "n1" && reason.contains("not signed")),
             "{err}"
@@ -580,25 +582,9 @@ mod tests {
         let ann = announcement(&fed, 1);
         let mut swapped = fed.bindings.clone();
         swapped[1] = SignedBinding { node: "n1".into(), ..fed.bindings[2].clone() };
-        let err = ClientRound::new(
-            ann.clone(),
-            &swapped,
-            &verifier(&fed, "n0", &policy),
-            &fed.identities[0],
-            &MODEL,
-            &journal(&fed, 0),
-        )
-        .unwrap_err();
+        let err = start_n0(&fed, ann.clone(), &swapped, &policy).unwrap_err();
         assert!(matches!(&err, SecureClientError::KeySubstitution { node, .. } if node == "n1"), "{err}");
-        let err = ClientRound::new(
-            ann,
-            &fed.bindings[..1],
-            &verifier(&fed, "n0", &policy),
-            &fed.identities[0],
-            &MODEL,
-            &journal(&fed, 0),
-        )
-        .unwrap_err();
+        let err = start_n0(&fed, ann, &fed.bindings[..1], &policy).unwrap_err();
         assert!(matches!(&err, SecureClientError::KeySubstitution { .. }), "{err}");
     }
 
@@ -608,10 +594,7 @@ mod tests {
     fn a_downgrade_to_weaker_parameters_is_refused() {
         let fed = federation(5);
         let policy = ClientSecureAggregation::default();
-        let v = verifier(&fed, "n0", &policy);
-        let check = |ann: RoundAnnouncement| {
-            ClientRound::new(ann, &fed.bindings, &v, &fed.identities[0], &MODEL, &journal(&fed, 0))
-        };
+        let check = |ann: RoundAnnouncement| start_n0(&fed, ann, &fed.bindings, &policy);
         let mut ann = announcement(&fed, 1);
         ann.params = SecAggParams::toy_insecure(16);
         assert!(matches!(check(ann), Err(SecureClientError::BelowFloor(_))));
@@ -623,22 +606,10 @@ mod tests {
         ann.min_participants = 2;
         assert!(matches!(check(ann), Err(SecureClientError::BelowFloor(_))));
         let strict = ClientSecureAggregation { min_threshold: 5, ..ClientSecureAggregation::default() };
-        let v5 = verifier(&fed, "n0", &strict);
-        let err =
-            ClientRound::new(announcement(&fed, 1), &fed.bindings, &v5, &fed.identities[0], &MODEL, &journal(&fed, 0))
-                .unwrap_err();
+        let err = start_n0(&fed, announcement(&fed, 1), &fed.bindings, &strict).unwrap_err();
         assert!(matches!(err, SecureClientError::BelowFloor(m) if m.contains("min_threshold")));
         let strong = ClientSecureAggregation { min_statistical_security: 200, ..ClientSecureAggregation::default() };
-        let v200 = verifier(&fed, "n0", &strong);
-        let err = ClientRound::new(
-            announcement(&fed, 1),
-            &fed.bindings,
-            &v200,
-            &fed.identities[0],
-            &MODEL,
-            &journal(&fed, 0),
-        )
-        .unwrap_err();
+        let err = start_n0(&fed, announcement(&fed, 1), &fed.bindings, &strong).unwrap_err();
         assert!(matches!(err, SecureClientError::BelowFloor(m) if m.contains("flooding")));
         // The honest announcement passes.
         check(announcement(&fed, 1)).unwrap();
