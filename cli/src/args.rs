@@ -404,6 +404,11 @@ pub(crate) enum AuditCommand {
         /// chain are invisible to the chain alone). With FILE, only the registry check uses it.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The federation CA certificate: with --data-dir of a coordinator, every chain must be signed by the
+        /// ledger key that its node bound to a certificate of this CA (the bindings the coordinator keeps in
+        /// `ledgers/*.binding.json`). Without it, each chain's first signer is trusted.
+        #[arg(long)]
+        ca: Option<PathBuf>,
         /// Print the verdict as one JSON object.
         #[arg(long)]
         json: bool,

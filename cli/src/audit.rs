@@ -54,6 +54,37 @@ fn read_dir_ledger(dir: &Path) -> anyhow::Result<DirLedger> {
     )
 }
 
+/// The ledger keys (hex) that the nodes of a coordinator's data directory bound to certificates of the federation
+/// CA in `ca`: each stored binding is checked (chain, validity now, name, client role, signature); one that does
+/// not verify is an error naming the node.
+fn bound_signers(dir: &Path, ca: &Path) -> anyhow::Result<Vec<String>> {
+    use cohort_coordinator::recorder::{BINDING_SUFFIX, StoredBinding};
+    use cohort_core::binding::{FederationTrust, UnixTime};
+    let trust = FederationTrust::load(ca)?;
+    let copies = dir.join(LEDGER_COPIES_DIR);
+    let mut signers = Vec::new();
+    for entry in std::fs::read_dir(&copies).with_context(|| format!("listing {}", copies.display()))? {
+        let path = entry?.path();
+        if !path.to_string_lossy().ends_with(BINDING_SUFFIX) {
+            continue;
+        }
+        let text = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let stored: StoredBinding =
+            serde_json::from_slice(&text).with_context(|| format!("{}: not a key binding", path.display()))?;
+        let node = stored.binding.node.clone();
+        trust
+            .verify_binding(&stored.binding, &stored.federation, &node, cohort_core::pki::Role::Client, UnixTime::now())
+            .with_context(|| {
+                format!("{}: the key binding of {node} does not verify against {}", path.display(), ca.display())
+            })?;
+        match stored.binding.keys.ledger_ed25519 {
+            Some(key) => signers.push(hex::encode(key)),
+            None => eprintln!("note: {node} bound no ledger key (it runs without DP)"),
+        }
+    }
+    Ok(signers)
+}
+
 /// Per model version, the clients that trained it and their cumulative ε then, from the registry (if any).
 fn version_privacy(dir: &Path) -> anyhow::Result<Vec<VersionPrivacy>> {
     if !dir.join(cohort_coordinator::registry::DB_FILE).exists() {
@@ -112,7 +143,7 @@ pub(crate) fn run(command: AuditCommand) -> anyhow::Result<()> {
                 .with_context(|| format!("writing {}", out.display()))?;
             eprintln!("exported {n} records ({}) to {}", dir.kind, out.display());
         }
-        AuditCommand::Verify { file, data_dir, json } => {
+        AuditCommand::Verify { file, data_dir, ca, json } => {
             let (records, mut verdict, source) = match (file, &data_dir) {
                 (Some(path), _) => {
                     let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -120,7 +151,15 @@ pub(crate) fn run(command: AuditCommand) -> anyhow::Result<()> {
                     (records, verdict, path.display().to_string())
                 }
                 (None, Some(dir)) => {
-                    let ledger = read_dir_ledger(dir)?;
+                    let mut ledger = read_dir_ledger(dir)?;
+                    if let (Some(ca), None) = (&ca, &ledger.trusted) {
+                        ledger.trusted = Some(bound_signers(dir, ca)?);
+                    } else if ledger.trusted.is_none() {
+                        eprintln!(
+                            "note: each node's ledger signer is trusted on first use; pass --ca FEDERATION-CA.pem to \
+                             check every signer against the key the node bound to its certificate"
+                        );
+                    }
                     let verdict = audit::verify_records_with(&ledger.records, ledger.trusted.as_deref());
                     (ledger.records, verdict, format!("{} ({})", dir.display(), ledger.kind))
                 }

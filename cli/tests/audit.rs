@@ -452,3 +452,44 @@ fn promote_and_rollback_record_a_real_actor_or_refuse() {
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(shown.contains("dr-logname") && !shown.contains("unknown"), "{shown}");
 }
+
+/// With `--ca`, every chain must be signed by the ledger key its node bound to a certificate of the federation
+/// CA: a substituted binding, a binding that no longer verifies, or another CA makes verification fail.
+#[test]
+fn signers_are_checked_against_the_keys_bound_to_certificates() {
+    let scratch = tempfile::tempdir().unwrap();
+    let copies = scratch.path().join("ledgers");
+    std::fs::create_dir_all(&copies).unwrap();
+    for entry in std::fs::read_dir(demo_dir().join("ledgers")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copies.join(path.file_name().unwrap())).unwrap();
+    }
+    let ca = demo_dir().join("pki/ca/ca.pem");
+    let verify = |ca: &Path| {
+        cohort().args(["audit", "verify", "--data-dir"]).arg(scratch.path()).arg("--ca").arg(ca).output().unwrap()
+    };
+    let out = verify(&ca);
+    assert!(out.status.success(), "{}", text(&out));
+    // Without --ca the first signer is trusted, and the output says so.
+    let out = cohort().args(["audit", "verify", "--data-dir"]).arg(scratch.path()).output().unwrap();
+    assert!(out.status.success() && text(&out).contains("trusted on first use"), "{}", text(&out));
+
+    // hospital-a's stored binding replaced by hospital-b's (valid, but for another node and key).
+    let a = copies.join("hospital-a.binding.json");
+    let original = std::fs::read(&a).unwrap();
+    std::fs::copy(copies.join("hospital-b.binding.json"), &a).unwrap();
+    let out = verify(&ca);
+    assert!(!out.status.success(), "{}", text(&out));
+    // hospital-a's binding with another ledger key: its signature no longer verifies.
+    let mut stored: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    stored["binding"]["keys"]["ledger_ed25519"] = serde_json::json!(vec![7u8; 32]);
+    std::fs::write(&a, serde_json::to_vec(&stored).unwrap()).unwrap();
+    let out = verify(&ca);
+    assert!(!out.status.success() && text(&out).contains("does not verify"), "{}", text(&out));
+    // The genuine bindings against another federation's CA.
+    std::fs::write(&a, &original).unwrap();
+    let other = scratch.path().join("other-ca");
+    assert!(cohort().args(["pki", "init", "--federation", "other", "--out"]).arg(&other).status().unwrap().success());
+    let out = verify(&other.join("ca.pem"));
+    assert!(!out.status.success() && text(&out).contains("not a valid federation certificate"), "{}", text(&out));
+}

@@ -8,6 +8,7 @@ use crate::round::RoundSummary;
 use crate::service::NodeInfo;
 use crate::strategy::Strategy;
 use cohort_core::NodeName;
+use cohort_core::binding::SignedBinding;
 use cohort_core::config::FederationPlan;
 use cohort_core::ledger::{ChainError, LedgerError, LedgerRecord, read_jsonl, verify_chain};
 use cohort_core::metrics::FederatedEval;
@@ -25,6 +26,17 @@ pub struct Recorded {
 
 /// Directory, inside the coordinator's data directory, holding its copy of each node's signed ledger.
 pub const LEDGER_COPIES_DIR: &str = "ledgers";
+/// Suffix of a node's stored key binding inside [`LEDGER_COPIES_DIR`].
+pub const BINDING_SUFFIX: &str = ".binding.json";
+
+/// A node's key binding as the coordinator keeps it for auditors.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StoredBinding {
+    /// The federation the binding is for.
+    pub federation: String,
+    /// The certificate and the signed keys.
+    pub binding: SignedBinding,
+}
 
 /// Writes rounds to the registry and keeps the coordinator's copy of the nodes' privacy ledgers.
 #[derive(Debug)]
@@ -69,6 +81,26 @@ impl Recorder {
 
     fn copy_path(&self, node: &NodeName) -> std::path::PathBuf {
         self.registry.data_dir().join(LEDGER_COPIES_DIR).join(format!("{}.jsonl", node.0))
+    }
+
+    /// Keeps a node's key binding (its certificate and its signature over its keys, the ledger key included)
+    /// beside the copy of its ledger, as `ledgers/<node>.binding.json`, so an auditor can check every chain's
+    /// signer against the federation CA instead of trusting the first key it sees. Written atomically; a name
+    /// that is not a valid node name is refused rather than used in a path.
+    ///
+    /// # Errors
+    /// [`LedgerError::Io`] when the file cannot be written, [`LedgerError::Invalid`] for a bad name.
+    pub fn store_binding(&self, federation: &str, binding: &SignedBinding) -> Result<(), LedgerError> {
+        cohort_core::pki::check_name(&binding.node).map_err(|e| LedgerError::Invalid(e.to_string()))?;
+        let dir = self.registry.data_dir().join(LEDGER_COPIES_DIR);
+        let path = dir.join(format!("{}{BINDING_SUFFIX}", binding.node));
+        let io = |source| LedgerError::Io { path: path.clone(), source };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let text =
+            serde_json::to_vec_pretty(&StoredBinding { federation: federation.to_owned(), binding: binding.clone() })
+                .map_err(|e| LedgerError::Invalid(e.to_string()))?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path)).map_err(io)
     }
 
     /// The coordinator's copy of a node's ledger.

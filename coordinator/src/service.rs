@@ -146,6 +146,15 @@ impl Shared {
         }
     }
 
+    /// Keeps a node's verified key binding for auditors (see [`Recorder::store_binding`]).
+    fn store_binding(&self, binding: &SignedBinding) {
+        if let Some(recorder) = lock(&self.recorder).as_ref()
+            && let Err(e) = recorder.store_binding(&self.plan.federation_id, binding)
+        {
+            tracing::warn!(node = %binding.node, "cannot keep the key binding for auditors: {e}");
+        }
+    }
+
     /// Stores ledger records a node sent in the coordinator's durable copy.
     fn store_ledger(&self, node: &NodeName, lines: &str) -> Result<(), Status> {
         let signer = lock(&self.nodes).get(node).map(|i| i.signing_public_key.clone()).unwrap_or_default();
@@ -237,6 +246,7 @@ impl FederationService {
                 tracing::warn!(node = %node, "refused join: {e}");
                 Status::invalid_argument(e.to_string())
             })?;
+        self.shared.store_binding(&binding);
         Ok(Some(binding))
     }
 
