@@ -481,7 +481,7 @@ fn signers_are_checked_against_the_keys_bound_to_certificates() {
     let out = verify(&ca);
     assert!(!out.status.success(), "{}", text(&out));
     // hospital-a's binding with another ledger key: its signature no longer verifies.
-    let mut stored: serde_json::Value = serde_json::from_slice(&original).unwrap();
+    let mut stored: Value = serde_json::from_slice(&original).unwrap();
     stored["binding"]["keys"]["ledger_ed25519"] = serde_json::json!(vec![7u8; 32]);
     std::fs::write(&a, serde_json::to_vec(&stored).unwrap()).unwrap();
     let out = verify(&ca);
