@@ -81,17 +81,7 @@ pub fn load_or_create_identity(data_dir: &Path) -> Result<NodeIdentity, SecureCl
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
             let identity = NodeIdentity::generate();
-            let mut options = std::fs::OpenOptions::new();
-            options.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                options.mode(0o600);
-            }
-            use std::io::Write;
-            let mut file = options.open(&path).map_err(|e| err(e.to_string()))?;
-            file.write_all(&identity.to_secret_bytes())
-                .and_then(|()| file.sync_all())
+            cohort_core::secret::create_private_file(&path, &identity.to_secret_bytes())
                 .map_err(|e| err(e.to_string()))?;
             Ok(identity)
         }

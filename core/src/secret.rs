@@ -18,6 +18,24 @@ use zeroize::Zeroizing;
 /// File name of the node secret inside the node's data directory.
 pub const NODE_SECRET_FILE: &str = "node-secret.key";
 
+/// Creates `path` with `bytes`, readable and writable by its owner only (mode 0600 on unix, set at creation so
+/// the file is never readable by others), and syncs it. Fails with [`io::ErrorKind::AlreadyExists`] if the file
+/// exists: a key is written once, never overwritten.
+///
+/// # Errors
+/// The I/O error.
+pub fn create_private_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(bytes).and_then(|()| file.sync_all())
+}
+
 /// The node secret (zeroized on drop).
 pub struct NodeSecret(Zeroizing<[u8; 32]>);
 
@@ -62,20 +80,8 @@ impl NodeSecret {
                 let mut bytes = Zeroizing::new([0u8; 32]);
                 rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, bytes.as_mut())
                     .map_err(|e| err(e.to_string()))?;
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    options.mode(0o600);
-                }
-                match options.open(&path) {
-                    Ok(mut file) => {
-                        file.write_all(bytes.as_ref())
-                            .and_then(|()| file.sync_all())
-                            .map_err(|e| err(e.to_string()))?;
-                        Ok(Self(bytes))
-                    }
+                match create_private_file(&path, bytes.as_ref()) {
+                    Ok(()) => Ok(Self(bytes)),
                     // Another process created it first: use that one.
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load_or_create(data_dir),
                     Err(e) => Err(err(e.to_string())),
