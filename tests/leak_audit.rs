@@ -353,7 +353,9 @@ impl NodeSecrets {
             *value == x
                 && (in_note
                     || (secret.integer && matches!(mechanism, Mechanism::OpenDpCount | Mechanism::OpenDpHistogram))
-                    || (in_metrics && *mechanism == Mechanism::OpenDpEvaluation))
+                    || (in_metrics && *mechanism == Mechanism::OpenDpEvaluation)
+                    // The DP-SGD schedule (q, steps, σ) planned from the released noisy count: post-processing.
+                    || *mechanism == Mechanism::DpSgd)
         })
     }
 }
@@ -500,7 +502,22 @@ fn node_secrets(
     if let Some(newline) = csv.iter().position(|b| *b == b'\n') {
         digests.push((Sha256::digest(&csv[newline + 1..]).into(), "SHA-256 of the raw CSV rows".to_owned()));
     }
-    NodeSecrets { numbers, digests, released: released_values(&records) }
+    let mut released = released_values(&records);
+    // What the node plans from its released noisy count is post-processing of that release: the schedule may
+    // coincide with the exact one (a step count is coarse), and is allowed.
+    let noisy = released.iter().find(|(m, _)| *m == Mechanism::OpenDpCount).map(|(_, n)| n.max(1.0));
+    if let Some(noisy) = noisy {
+        let q = (batch / noisy).min(1.0);
+        let steps = (f64::from(plan.training.local_epochs.max(1)) / q).ceil() as u64;
+        released.push((Mechanism::DpSgd, q));
+        released.push((Mechanism::DpSgd, steps as f64));
+        if let (None, Some(target)) = (privacy.noise_multiplier, privacy.dp_sgd_target()) {
+            let sigma =
+                accountant::calibrate(target, privacy.delta, q, steps * plan.training.rounds).expect("σ calibrates");
+            released.push((Mechanism::DpSgd, sigma));
+        }
+    }
+    NodeSecrets { numbers, digests, released }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
