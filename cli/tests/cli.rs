@@ -17,9 +17,10 @@ fn demo_trains_a_global_model_and_prints_a_json_summary() {
     assert_eq!(summary["clients"], 3);
     // DP is on by default: every hospital spends within its budget, and the model still learns (the majority
     // class alone scores 0.63; without DP this federation reaches about 0.97, see tests/federation.rs). After 5
-    // rounds at ε = 3 sixteen runs scored 0.89-0.98 on the ~110 pooled held-out rows (one row is 0.9%).
+    // rounds at ε = 3, with 15% of the rows kept as the coordinator's test set, fifteen runs scored 0.87-0.95 on
+    // the ~95 pooled held-out rows (one row is 1%).
     assert_eq!(summary["dp"], true);
-    assert!(summary["accuracy"].as_f64().unwrap() >= 0.87, "{summary}");
+    assert!(summary["accuracy"].as_f64().unwrap() >= 0.83, "{summary}");
     let budget = summary["epsilon_budget"].as_f64().unwrap();
     let spent = summary["epsilon"].as_object().unwrap();
     assert_eq!(spent.len(), 3);
