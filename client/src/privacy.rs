@@ -574,6 +574,17 @@ mod tests {
         data_with_secret(dir, plan, 7)
     }
 
+    /// A worker with default privacy settings that has joined: prepared and its join releases made.
+    fn joined_worker() -> (tempfile::TempDir, FederationPlan, LocalData, PrivateWork) {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan();
+        let local = data(dir.path(), &plan);
+        let mut work = PrivateWork::new("h", dir.path().join("state"), PrivacySection::default());
+        work.prepare(&plan, &local).unwrap();
+        work.join_releases(&local).unwrap();
+        (dir, plan, local, work)
+    }
+
     /// The same rows under another node secret: another (salted) fingerprint, so another data set to the ledger.
     fn data_with_secret(dir: &std::path::Path, plan: &FederationPlan, secret: u8) -> LocalData {
         let csv = dir.join("d.csv");
@@ -622,12 +633,7 @@ mod tests {
     /// A round is charged before its first step: a run that fails is in the ledger all the same.
     #[test]
     fn a_failed_run_is_charged() {
-        let dir = tempfile::tempdir().unwrap();
-        let plan = plan();
-        let local = data(dir.path(), &plan);
-        let mut work = PrivateWork::new("h", dir.path().join("state"), PrivacySection::default());
-        work.prepare(&plan, &local).unwrap();
-        work.join_releases(&local).unwrap();
+        let (_dir, _plan, _local, mut work) = joined_worker();
         let before = work.spent().unwrap();
         let settings: TaskSettings =
             serde_json::from_str(r#"{"local_epochs":1,"learning_rate":0.1,"batch_size":8}"#).unwrap();
@@ -644,12 +650,7 @@ mod tests {
     /// asked with another model under the same version it refuses.
     #[test]
     fn a_second_evaluation_of_the_same_version_is_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let plan = plan();
-        let local = data(dir.path(), &plan);
-        let mut work = PrivateWork::new("h", dir.path().join("state"), PrivacySection::default());
-        work.prepare(&plan, &local).unwrap();
-        work.join_releases(&local).unwrap();
+        let (_dir, plan, _local, mut work) = joined_worker();
         let params = plan.model.initial_parameters(&mut rand::rng());
         let exact = work.evaluate(&params).unwrap();
         let first = work.release_evaluation(ModelVersion(1), "aa", &params, &exact).unwrap();

@@ -288,6 +288,29 @@ mod tests {
         acc
     }
 
+    /// `n` random updates of `len` coordinates with random weights, a random colluder count and random key-holder
+    /// dropouts down to the threshold, seeded by `seed`: the decoded sums equal the plaintext sums of the
+    /// encodings.
+    fn round_trip(ctx: &SecAggContext, n: usize, len: usize, seed: u64) -> Result<(), TestCaseError> {
+        let mut rng = ChaCha20Rng::seed_from_u64(seed);
+        let updates: Vec<Vec<f32>> =
+            (0..n).map(|_| (0..len).map(|_| rng.random_range(-6.0f32..6.0)).collect()).collect();
+        let weights: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..16.0)).collect();
+        let c = rng.random_range(0..=(n - 2) / 2);
+        let mut cfg = SimConfig::new(n, c).unwrap();
+        cfg.envelopes = false;
+        let drops = rng.random_range(0..=n - cfg.threshold);
+        let mut order: Vec<usize> = (0..n).collect();
+        for i in (1..n).rev() {
+            order.swap(i, rng.random_range(0..=i));
+        }
+        cfg.dropped_holders = order[..drops].to_vec();
+        let refs: Vec<&[f32]> = updates.iter().map(|u| u.as_slice()).collect();
+        let out = run_secure_round(ctx, &refs, &weights, &cfg, &mut rng).unwrap();
+        prop_assert_eq!(out.sums, expected_sums(ctx, &updates, &weights));
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(24))]
         /// 2..50 clients, random updates (beyond ±R too) and weights, a random collusion bound,
@@ -296,19 +319,7 @@ mod tests {
         #[test]
         fn round_trip_with_dropouts(n in 2usize..=50, len in 1usize..40, seed: u64) {
             let ctx = SecAggParams::toy_insecure(16).build().unwrap(); // toy parameters, not secure
-            let mut rng = ChaCha20Rng::seed_from_u64(seed);
-            let updates: Vec<Vec<f32>> = (0..n).map(|_| (0..len).map(|_| rng.random_range(-6.0f32..6.0)).collect()).collect();
-            let weights: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..16.0)).collect();
-            let c = rng.random_range(0..=(n - 2) / 2);
-            let mut cfg = SimConfig::new(n, c).unwrap();
-            cfg.envelopes = false;
-            let drops = rng.random_range(0..=n - cfg.threshold);
-            let mut order: Vec<usize> = (0..n).collect();
-            for i in (1..n).rev() { order.swap(i, rng.random_range(0..=i)); }
-            cfg.dropped_holders = order[..drops].to_vec();
-            let refs: Vec<&[f32]> = updates.iter().map(|u| u.as_slice()).collect();
-            let out = run_secure_round(&ctx, &refs, &weights, &cfg, &mut rng).unwrap();
-            prop_assert_eq!(out.sums, expected_sums(&ctx, &updates, &weights));
+            round_trip(&ctx, n, len, seed)?;
         }
     }
 
@@ -319,19 +330,7 @@ mod tests {
         #[test]
         fn round_trip_with_dropouts_production(n in 2usize..=12, len in 1usize..60_000, seed: u64) {
             let ctx = SecAggParams::default().build().unwrap();
-            let mut rng = ChaCha20Rng::seed_from_u64(seed);
-            let updates: Vec<Vec<f32>> = (0..n).map(|_| (0..len).map(|_| rng.random_range(-6.0f32..6.0)).collect()).collect();
-            let weights: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..16.0)).collect();
-            let c = rng.random_range(0..=(n - 2) / 2);
-            let mut cfg = SimConfig::new(n, c).unwrap();
-            cfg.envelopes = false;
-            let drops = rng.random_range(0..=n - cfg.threshold);
-            let mut order: Vec<usize> = (0..n).collect();
-            for i in (1..n).rev() { order.swap(i, rng.random_range(0..=i)); }
-            cfg.dropped_holders = order[..drops].to_vec();
-            let refs: Vec<&[f32]> = updates.iter().map(|u| u.as_slice()).collect();
-            let out = run_secure_round(&ctx, &refs, &weights, &cfg, &mut rng).unwrap();
-            prop_assert_eq!(out.sums, expected_sums(&ctx, &updates, &weights));
+            round_trip(&ctx, n, len, seed)?;
         }
     }
 
