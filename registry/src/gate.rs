@@ -95,7 +95,7 @@ impl GateConfig {
     ///
     /// # Example
     /// ```
-    /// use cohort_coordinator::gate::GateConfig;
+    /// use cohort_registry::gate::GateConfig;
     /// use cohort_core::metrics::{EvalMetrics, FederatedEval};
     /// let m = |acc| EvalMetrics { examples: 10, values: [("accuracy".to_owned(), acc)].into() };
     /// let candidate = FederatedEval::from_slices(vec![("a".into(), m(0.91))]).unwrap();
