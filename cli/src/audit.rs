@@ -5,8 +5,9 @@
 //! says which clients went into each model version).
 
 use crate::args::{AuditCommand, ReportFormatArg};
+use crate::report::{self, ReportFormat};
 use anyhow::{Context, bail};
-use cohort_coordinator::audit::{self, AuditVerdict, ReportFormat, VersionPrivacy};
+use cohort_coordinator::audit::{self, AuditVerdict, VersionPrivacy};
 use cohort_coordinator::recorder::LEDGER_COPIES_DIR;
 use cohort_coordinator::registry::Registry;
 use cohort_core::ledger::{self, Ledger, LedgerRecord};
@@ -184,7 +185,7 @@ pub(crate) fn run(command: AuditCommand) -> anyhow::Result<()> {
                 ReportFormatArg::Md => ReportFormat::Markdown,
                 ReportFormatArg::Json => ReportFormat::Json,
             };
-            let text = audit::report(&ledger.records, &verdict, &BTreeMap::new(), &versions, format);
+            let text = report::report(&ledger.records, &verdict, &BTreeMap::new(), &versions, format);
             let written = match out {
                 Some(path) => {
                     std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;

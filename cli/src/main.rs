@@ -10,6 +10,7 @@ mod demo;
 mod models;
 mod privacy;
 mod progress;
+mod report;
 mod run;
 mod secagg_bench;
 
