@@ -14,7 +14,8 @@ use cohort_core::ledger::{Ledger, LedgerRecord, Mechanism, PrivacyEvent, RecordB
 use cohort_core::metrics::{self, EvalMetrics};
 use cohort_core::model::{ModelSpec, TaskKind};
 use cohort_core::{ModelVersion, Round};
-use cohort_dp::accountant::{self, Epsilon, PrivacyAccount, SampledGaussian};
+use cohort_dp::accountant::composition::{self, Bound, SpendEvent};
+use cohort_dp::accountant::{self, Epsilon, SampledGaussian};
 use cohort_dp::clip::ClipNorm;
 use cohort_dp::noise::NoiseMultiplier;
 use cohort_dp::releases;
@@ -66,8 +67,9 @@ impl DpSchedule {
     }
 }
 
-/// The cumulative ε of a node's records under the ledger's composition rule (DP-SGD rounds in one RDP
-/// accountant, OpenDP releases added), optionally with one more event, at `delta`.
+/// The cumulative ε of a node's records under the ledger's composition rule
+/// ([`cohort_dp::accountant::composition::cumulative_epsilon`], by the default accountant), optionally with one
+/// more event, at `delta`.
 ///
 /// # Errors
 /// [`ClientError::Local`] for parameters the accountant rejects.
@@ -76,17 +78,14 @@ pub fn cumulative_epsilon(
     extra: Option<PrivacyEvent>,
     delta: f64,
 ) -> Result<f64, ClientError> {
-    let mut account = PrivacyAccount::new();
-    for event in records.iter().filter_map(LedgerRecord::privacy_event).chain(extra) {
-        match event {
-            PrivacyEvent::SampledGaussian { q, sigma, steps } => {
-                account.add_sampled_gaussian(&SampledGaussian { q, sigma, steps })
-            }
-            PrivacyEvent::PureEpsilon(e) => account.add_pure(e),
+    let events = records.iter().filter_map(LedgerRecord::privacy_event).chain(extra).map(|event| match event {
+        PrivacyEvent::SampledGaussian { q, sigma, steps } => {
+            SpendEvent::SampledGaussian(SampledGaussian { q, sigma, steps })
         }
-        .map_err(|e| ClientError::Local(format!("privacy ledger: {e}")))?;
-    }
-    account.epsilon(delta).map_err(|e| ClientError::Local(format!("privacy ledger: {e}")))
+        PrivacyEvent::PureEpsilon(e) => SpendEvent::PureEpsilon(e),
+    });
+    composition::cumulative_epsilon(accountant::DEFAULT_ACCOUNTANT, Bound::Composed, events, delta)
+        .map_err(|e| ClientError::Local(format!("privacy ledger: {e}")))
 }
 
 struct State {

@@ -7,9 +7,9 @@
 //! same [`ComplianceReport`].
 //!
 //! # Composition rule
-//! [`cumulative_epsilon`] is the single definition of a node's cumulative ε, used by the auditor and meant to be
-//! used by every writer of ledger records. Over one node's records 0..=i, in order, with the accountant that
-//! record i names ([`cohort_dp::accountant::PrivacyAccount`], the rule the client enforces its budget with):
+//! [`cumulative_epsilon`] applies the one composition rule, [`cohort_dp::accountant::composition::cumulative_epsilon`]
+//! (the rule the client enforces its budget with), to a node's ledger records, and is meant to be used by every
+//! writer of ledger records. Over one node's records 0..=i, in order, with the accountant that record i names:
 //!
 //! - every record whose mechanism accounts as a sampled Gaussian (DP-SGD and DP-SGD tuning runs) is composed,
 //!   `steps` steps at its (q, σ), and every pure ε-DP release (OpenDP counts, histograms, statistics) is
@@ -43,7 +43,8 @@ use cohort_core::ledger::{
     self, ADD_REMOVE, LedgerError, LedgerRecord, Mechanism, PrivacyEvent, RecordBody, verify_chain,
 };
 use cohort_dp::accountant::{
-    ACCOUNTANT_NAME, ACCOUNTANT_VERSION, AccountantError, AccountantKind, PrivacyAccount, SampledGaussian,
+    ACCOUNTANT_NAME, ACCOUNTANT_VERSION, AccountantError, AccountantKind, SampledGaussian,
+    composition::{self, Bound, SpendEvent},
 };
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -104,11 +105,11 @@ pub enum AuditError {
 /// Every record states its cumulative ε under the accountant (and version) it names, over all of the node's
 /// events up to it; a node that moved from one accountant to another (an upgrade) has each record checked
 /// under its own. Records of RDP version 1 were written under the earlier rule (ε_RDP + Σ ε_pure), which
-/// [`PrivacyAccount::epsilon_basic`] still computes.
+/// [`Bound::Basic`] still computes.
 #[derive(Debug, Clone, Default)]
 struct NodeAccount {
-    events: Vec<PrivacyEvent>,
-    accountant: Option<(AccountantKind, bool)>,
+    events: Vec<SpendEvent>,
+    accountant: Option<(AccountantKind, Bound)>,
 }
 
 impl NodeAccount {
@@ -120,45 +121,34 @@ impl NodeAccount {
                 .accountant
                 .parse::<AccountantKind>()
                 .map_err(|_| AuditError::UnknownAccountant { seq, name: r.body.accountant.clone() })?;
-            let basic_rule = kind == AccountantKind::Rdp && r.body.accountant_version.starts_with('1');
-            self.accountant = Some((kind, basic_rule));
+            self.accountant = Some((kind, Bound::of_recorded(kind, &r.body.accountant_version)));
         }
         let Some(event) = r.privacy_event() else { return Ok(()) };
         if r.body.relation != ADD_REMOVE {
             return Err(AuditError::Relation { seq, relation: r.body.relation.clone() });
         }
-        match event {
+        let event = match event {
             PrivacyEvent::SampledGaussian { q, sigma, steps } => {
                 if r.body.accountant.is_empty() {
                     return Err(AuditError::UnknownAccountant { seq, name: String::new() });
                 }
-                SampledGaussian { q, sigma, steps }
-                    .validate()
-                    .map_err(|source| AuditError::Accountant { seq, source })?;
+                let event = SampledGaussian { q, sigma, steps };
+                event.validate().map_err(|source| AuditError::Accountant { seq, source })?;
+                SpendEvent::SampledGaussian(event)
             }
             PrivacyEvent::PureEpsilon(e) if !(e.is_finite() && e >= 0.0) => {
                 return Err(AuditError::PureEpsilon { seq });
             }
-            PrivacyEvent::PureEpsilon(_) => {}
-        }
+            PrivacyEvent::PureEpsilon(e) => SpendEvent::PureEpsilon(e),
+        };
         self.events.push(event);
         Ok(())
     }
 
     fn epsilon(&self, seq: u64, delta: f64) -> Result<f64, AuditError> {
-        let (kind, basic_rule) = self.accountant.unwrap_or((AccountantKind::default(), false));
-        let mut account = PrivacyAccount::with_accountant(kind);
-        let err = |source| AuditError::Accountant { seq, source };
-        for event in &self.events {
-            match *event {
-                PrivacyEvent::SampledGaussian { q, sigma, steps } => {
-                    account.add_sampled_gaussian(&SampledGaussian { q, sigma, steps })
-                }
-                PrivacyEvent::PureEpsilon(e) => account.add_pure(e),
-            }
-            .map_err(err)?;
-        }
-        if basic_rule { account.epsilon_basic(delta) } else { account.epsilon(delta) }.map_err(err)
+        let (kind, bound) = self.accountant.unwrap_or((AccountantKind::default(), Bound::Composed));
+        composition::cumulative_epsilon(kind, bound, self.events.iter().copied(), delta)
+            .map_err(|source| AuditError::Accountant { seq, source })
     }
 }
 
@@ -576,6 +566,7 @@ impl ComplianceReport {
 mod tests {
     use super::*;
     use cohort_core::ledger::{Ledger, RecordBody};
+    use cohort_dp::accountant::PrivacyAccount;
 
     /// A node's ledger written the way a client should: each cumulative ε by `cumulative_epsilon`.
     fn node_ledger(dir: &std::path::Path, node: &str, plan: &[Mechanism]) -> Vec<LedgerRecord> {

@@ -163,6 +163,85 @@ impl PrivacyAccount {
     }
 }
 
+/// One event of a node's privacy spend, as a ledger record states it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SpendEvent {
+    /// `steps` steps of the Poisson-subsampled Gaussian (DP-SGD and DP-SGD tuning runs).
+    SampledGaussian(SampledGaussian),
+    /// A pure ε-DP release of this ε (an OpenDP count, histogram or statistics).
+    PureEpsilon(f64),
+}
+
+/// Which of the rule's bounds a cumulative ε states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Bound {
+    /// The rule of the [module docs](self): the smaller of the composed and the basic bound
+    /// ([`PrivacyAccount::epsilon`]).
+    #[default]
+    Composed,
+    /// Basic composition alone, ε_A(DP-SGD)(δ) + Σ ε_pure ([`PrivacyAccount::epsilon_basic`]): what records of
+    /// RDP version 1 stated.
+    Basic,
+}
+
+impl Bound {
+    /// The bound that records written by accountant `kind` at `version` state: [`Bound::Basic`] for RDP
+    /// versions starting with `1`, [`Bound::Composed`] otherwise.
+    #[must_use]
+    pub fn of_recorded(kind: AccountantKind, version: &str) -> Self {
+        if kind == AccountantKind::Rdp && version.starts_with('1') { Self::Basic } else { Self::Composed }
+    }
+}
+
+impl PrivacyAccount {
+    /// Adds one event ([`add_sampled_gaussian`](Self::add_sampled_gaussian) or [`add_pure`](Self::add_pure)).
+    ///
+    /// # Errors
+    /// As those two; the account is then unchanged.
+    pub fn add_event(&mut self, event: &SpendEvent) -> Result<&mut Self, AccountantError> {
+        match event {
+            SpendEvent::SampledGaussian(g) => self.add_sampled_gaussian(g),
+            SpendEvent::PureEpsilon(e) => self.add_pure(*e),
+        }
+    }
+}
+
+/// The composition rule of the [module docs](self), the one definition of a node's cumulative ε: every event of
+/// `events`, in order, composed in one account of accountant `kind`, read at `delta` under `bound`. Both the
+/// client that enforces its budget and the auditor that recomputes a ledger call this.
+///
+/// # Example
+/// ```
+/// use cohort_dp::accountant::composition::{Bound, SpendEvent, cumulative_epsilon};
+/// use cohort_dp::accountant::{AccountantKind, SampledGaussian};
+/// let events = [SpendEvent::SampledGaussian(SampledGaussian { q: 0.01, sigma: 1.0, steps: 1000 }),
+///     SpendEvent::PureEpsilon(0.1)];
+/// let tight = cumulative_epsilon(AccountantKind::Pld, Bound::Composed, events, 1e-5)?;
+/// let basic = cumulative_epsilon(AccountantKind::Pld, Bound::Basic, events, 1e-5)?;
+/// assert!(tight <= basic);
+/// assert_eq!(cumulative_epsilon(AccountantKind::Pld, Bound::Composed, [], 1e-5)?, 0.0);
+/// # Ok::<(), cohort_dp::accountant::AccountantError>(())
+/// ```
+///
+/// # Errors
+/// [`AccountantError`] for an event the accountant rejects (see [`PrivacyAccount::add_event`]) or a δ outside
+/// (0, 1) when a DP-SGD event was added.
+pub fn cumulative_epsilon(
+    kind: AccountantKind,
+    bound: Bound,
+    events: impl IntoIterator<Item = SpendEvent>,
+    delta: f64,
+) -> Result<f64, AccountantError> {
+    let mut account = PrivacyAccount::with_accountant(kind);
+    for event in events {
+        account.add_event(&event)?;
+    }
+    match bound {
+        Bound::Composed => account.epsilon(delta),
+        Bound::Basic => account.epsilon_basic(delta),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
