@@ -33,13 +33,14 @@
 
 mod support;
 
+use cohort_client::ledger::Ledger;
 use cohort_client::privacy::PrivateWork;
 use cohort_coordinator::Coordinator;
 use cohort_coordinator::service::FederationService;
 use cohort_core::config::{
     ClientConfig, FederationPlan, PrivacySection, SecureAggregationMode, SecureAggregationSection,
 };
-use cohort_core::ledger::{Ledger, LedgerRecord, Mechanism};
+use cohort_core::ledger::{LedgerRecord, Mechanism};
 use cohort_core::secret::NodeSecret;
 use cohort_core::wire::MAX_MESSAGE_BYTES;
 use cohort_core::wire::proto::{self, federation_server::Federation};

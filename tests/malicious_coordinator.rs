@@ -8,13 +8,14 @@
 
 mod support;
 
+use cohort_client::ledger::Ledger;
 use cohort_client::privacy::PrivateWork;
 use cohort_client::work::TrainingWork;
 use cohort_coordinator::Coordinator;
 use cohort_coordinator::round::Event;
 use cohort_coordinator::service::FederationService;
 use cohort_core::config::{PrivacySection, SecureAggregationMode, SecureAggregationSection};
-use cohort_core::ledger::{Ledger, Mechanism};
+use cohort_core::ledger::Mechanism;
 use cohort_core::wire::proto::{self, federation_server::Federation};
 use cohort_crypto::NodeIdentity;
 use std::pin::Pin;

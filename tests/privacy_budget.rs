@@ -4,11 +4,12 @@
 
 mod support;
 
+use cohort_client::ledger::Ledger;
 use cohort_client::node::{LocalWork, Participation};
 use cohort_client::privacy::{DpSchedule, PrivateWork, cumulative_epsilon};
 use cohort_core::Round;
 use cohort_core::config::PrivacySection;
-use cohort_core::ledger::{Ledger, Mechanism};
+use cohort_core::ledger::Mechanism;
 use cohort_core::secret::NodeSecret;
 use cohort_dp::accountant::{PrivacyAccount, SampledGaussian};
 use support::Fixture;

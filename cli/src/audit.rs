@@ -7,10 +7,11 @@
 use crate::args::{AuditCommand, ReportFormatArg};
 use crate::report::{self, ReportFormat};
 use anyhow::{Context, bail};
+use cohort_client::ledger::Ledger;
 use cohort_coordinator::audit::{self, AuditVerdict, VersionPrivacy};
 use cohort_coordinator::recorder::LEDGER_COPIES_DIR;
 use cohort_coordinator::registry::Registry;
-use cohort_core::ledger::{self, Ledger, LedgerRecord};
+use cohort_core::ledger::{self, LedgerRecord};
 use std::collections::BTreeMap;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};

@@ -59,7 +59,7 @@ pub(crate) fn run(command: PrivacyCommand) -> anyhow::Result<()> {
         }
         PrivacyCommand::Budget { config, json } => {
             let config = cohort_core::config::ClientConfig::load(&config)?;
-            let ledger = cohort_core::ledger::Ledger::open(&config.data_dir)?;
+            let ledger = cohort_client::ledger::Ledger::open(&config.data_dir)?;
             let spent = cohort_client::privacy::cumulative_epsilon(ledger.records(), None, config.privacy.delta)?;
             let budget = config.privacy.epsilon_budget;
             let count = |m: Mechanism| ledger.records().iter().filter(|r| r.body.mechanism == m).count();

@@ -7,10 +7,11 @@
 //! the budget survives restarts.
 
 use crate::data::LocalData;
+use crate::ledger::Ledger;
 use crate::node::{ClientError, JoinReleases, LocalWork, Participation, TaskSettings, TrainOutcome};
 use crate::trainer;
 use cohort_core::config::{FederationPlan, PrivacySection};
-use cohort_core::ledger::{Ledger, LedgerRecord, Mechanism, PrivacyEvent, RecordBody};
+use cohort_core::ledger::{LedgerRecord, Mechanism, PrivacyEvent, RecordBody};
 use cohort_core::metrics::{self, EvalMetrics};
 use cohort_core::model::{ModelSpec, TaskKind};
 use cohort_core::{ModelVersion, Round};

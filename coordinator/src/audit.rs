@@ -25,7 +25,8 @@
 //! # Example
 //! ```
 //! use cohort_coordinator::audit::{cumulative_epsilon, cumulative_epsilon_after, verify_records};
-//! use cohort_core::ledger::{Ledger, Mechanism, RecordBody};
+//! use cohort_client::ledger::Ledger;
+//! use cohort_core::ledger::{Mechanism, RecordBody};
 //! let dir = tempfile::tempdir().unwrap();
 //! let mut ledger = Ledger::open(dir.path()).unwrap();
 //! let draft = RecordBody { sample_rate: 0.01, noise_multiplier: 1.0, steps: 1000, delta: 1e-5,
@@ -173,7 +174,7 @@ pub fn cumulative_epsilon(records: &[LedgerRecord]) -> Result<f64, AuditError> {
 
 /// The cumulative ε a node's next record `draft` must state, given the node's `records` so far: the
 /// [`cumulative_epsilon`] of `records` followed by `draft` (at the draft's δ). This is what a ledger writer
-/// calls before [`cohort_core::ledger::Ledger::append`].
+/// calls before `cohort_client::ledger::Ledger::append`.
 ///
 /// # Errors
 /// As [`cumulative_epsilon`].
@@ -565,7 +566,8 @@ impl ComplianceReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cohort_core::ledger::{Ledger, RecordBody};
+    use cohort_client::ledger::Ledger;
+    use cohort_core::ledger::RecordBody;
     use cohort_dp::accountant::PrivacyAccount;
 
     /// A node's ledger written the way a client should: each cumulative ε by `cumulative_epsilon`.

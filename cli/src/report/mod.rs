@@ -58,8 +58,9 @@ pub(super) fn mechanism_name(m: Mechanism) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cohort_client::ledger::Ledger;
     use cohort_coordinator::audit::{cumulative_epsilon_after, verify_records};
-    use cohort_core::ledger::{Ledger, RecordBody};
+    use cohort_core::ledger::RecordBody;
     use cohort_dp::accountant::{ACCOUNTANT_NAME, ACCOUNTANT_VERSION};
 
     /// A node's ledger written the way a client should: each cumulative ε by `cumulative_epsilon`.
