@@ -41,12 +41,12 @@ use cohort_core::config::{
     ClientConfig, FederationPlan, PrivacySection, SecureAggregationMode, SecureAggregationSection,
 };
 use cohort_core::ledger::{LedgerRecord, Mechanism};
+use cohort_core::protocol::codec::MAX_MESSAGE_BYTES;
+use cohort_core::protocol::proto::{self, federation_server::Federation};
 use cohort_core::secret::NodeSecret;
-use cohort_core::wire::MAX_MESSAGE_BYTES;
-use cohort_core::wire::proto::{self, federation_server::Federation};
 use cohort_dp::accountant::{self, PrivacyAccount, SampledGaussian};
 use prost::Message as _;
-use prost_reflect::{DescriptorPool, DynamicMessage, Value};
+use prost_reflect::{DescriptorPool, DynamicMessage, MapKey, Value};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -243,14 +243,14 @@ impl ModelCapture {
 #[tonic::async_trait]
 impl Federation for Recording {
     async fn join(&self, r: Request<proto::JoinRequest>) -> Result<Response<proto::JoinResponse>, Status> {
-        self.keep(&r, "Join", "cohort.v1.JoinRequest");
+        self.keep(&r, "Join", "cohort.v2.JoinRequest");
         self.inner.join(r).await
     }
 
     type FetchTaskStream = TaskStream;
 
     async fn fetch_task(&self, r: Request<proto::TaskRequest>) -> Result<Response<TaskStream>, Status> {
-        self.keep(&r, "FetchTask", "cohort.v1.TaskRequest");
+        self.keep(&r, "FetchTask", "cohort.v2.TaskRequest");
         let mut capture =
             ModelCapture { node: node_of(&r), log: self.log.clone(), version: 0, expected: 0, bytes: Vec::new() };
         let stream = self.inner.fetch_task(r).await?.into_inner();
@@ -263,27 +263,27 @@ impl Federation for Recording {
     }
 
     async fn upload_update(&self, r: Request<Streaming<proto::UpdateChunk>>) -> Result<Response<proto::Ack>, Status> {
-        let r = self.replay(r, "UploadUpdate", "cohort.v1.UpdateChunk").await?;
+        let r = self.replay(r, "UploadUpdate", "cohort.v2.UpdateChunk").await?;
         self.inner.upload_update(r).await
     }
 
     async fn decline(&self, r: Request<proto::DeclineRequest>) -> Result<Response<proto::Ack>, Status> {
-        self.keep(&r, "Decline", "cohort.v1.DeclineRequest");
+        self.keep(&r, "Decline", "cohort.v2.DeclineRequest");
         self.inner.decline(r).await
     }
 
     async fn report_evaluation(&self, r: Request<proto::EvaluationReport>) -> Result<Response<proto::Ack>, Status> {
-        self.keep(&r, "ReportEvaluation", "cohort.v1.EvaluationReport");
+        self.keep(&r, "ReportEvaluation", "cohort.v2.EvaluationReport");
         self.inner.report_evaluation(r).await
     }
 
     async fn submit_shares(&self, r: Request<proto::ShareSubmission>) -> Result<Response<proto::Ack>, Status> {
-        self.keep(&r, "SubmitShares", "cohort.v1.ShareSubmission");
+        self.keep(&r, "SubmitShares", "cohort.v2.ShareSubmission");
         self.inner.submit_shares(r).await
     }
 
     async fn fetch_shares(&self, r: Request<proto::ShareRequest>) -> Result<Response<proto::ShareBundle>, Status> {
-        self.keep(&r, "FetchShares", "cohort.v1.ShareRequest");
+        self.keep(&r, "FetchShares", "cohort.v2.ShareRequest");
         self.inner.fetch_shares(r).await
     }
 
@@ -291,7 +291,7 @@ impl Federation for Recording {
         &self,
         r: Request<Streaming<proto::PartialChunk>>,
     ) -> Result<Response<proto::Ack>, Status> {
-        let r = self.replay(r, "SubmitPartialDecryption", "cohort.v1.PartialChunk").await?;
+        let r = self.replay(r, "SubmitPartialDecryption", "cohort.v2.PartialChunk").await?;
         self.inner.submit_partial_decryption(r).await
     }
 }
@@ -349,7 +349,7 @@ impl NodeSecrets {
     /// step count equal to a column's mean, a precision of 1.0) is not allowed outside its release record.
     fn allows(&self, secret: &Secret, path: &str, x: f64) -> bool {
         let in_note = path.ends_with(".note");
-        let in_metrics = path.contains("metrics_json.values");
+        let in_metrics = path.contains("metrics.");
         self.released.iter().any(|(mechanism, value)| {
             *value == x
                 && (in_note
@@ -552,7 +552,7 @@ struct Audit {
     fields: usize,
 }
 
-/// The descriptors of `cohort.v1`, compiled from the proto the crates are built from.
+/// The descriptors of `cohort.v2`, compiled from the proto the crates are built from.
 fn descriptors() -> DescriptorPool {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("core/proto");
     protox::Compiler::new([&dir])
@@ -648,11 +648,11 @@ fn equals(secret: &Secret, repr: &str, x: f64) -> Option<&'static str> {
 fn is_ciphertext(field: &str, rlwe_stream: bool) -> bool {
     matches!(
         field,
-        "cohort.v1.Envelope.sealed"
-            | "cohort.v1.SenderEnvelope.sealed"
-            | "cohort.v1.ShareSubmission.consent_signature"
-            | "cohort.v1.PartialChunk.body_chunk"
-    ) || (field == "cohort.v1.UpdateChunk.body_chunk" && rlwe_stream)
+        "cohort.v2.Envelope.sealed"
+            | "cohort.v2.SenderEnvelope.sealed"
+            | "cohort.v2.ShareSubmission.consent_signature"
+            | "cohort.v2.PartialChunk.body_chunk"
+    ) || (field == "cohort.v2.UpdateChunk.body_chunk" && rlwe_stream)
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
@@ -723,7 +723,11 @@ impl Walk<'_> {
             }
             Value::Map(map) => {
                 for (key, item) in map {
-                    self.value(&format!("{path}[{key:?}]"), item);
+                    let key = match key {
+                        MapKey::String(s) => s.clone(),
+                        other => format!("{other:?}"),
+                    };
+                    self.value(&join(path, &key), item);
                 }
             }
         }
@@ -835,7 +839,9 @@ fn audit(pool: &DescriptorPool, sent: &[Sent], secrets: &BTreeMap<String, NodeSe
         .filter_map(|s| {
             let chunk = proto::UpdateChunk::decode(s.bytes.as_slice()).ok()?;
             match chunk.body {
-                Some(proto::update_chunk::Body::Header(h)) if h.encoding == "rlwe-bodies" => s.chunk.map(|c| c.0),
+                Some(proto::update_chunk::Body::Header(h)) if h.encoding == proto::BodyEncoding::RlweBodies as i32 => {
+                    s.chunk.map(|c| c.0)
+                }
                 _ => None,
             }
         })
@@ -955,11 +961,11 @@ async fn no_client_message_carries_an_exact_count_metric_or_fingerprint() {
     // Control: the checker finds this run's exact values when they are sent (a synthetic Join per node).
     for (name, node) in &secrets {
         let rows = node.numbers[0].value;
-        let join = proto::JoinRequest { reported_examples: rows, ..proto::JoinRequest::default() };
+        let join = data_join(rows);
         let sent = [Sent {
             node: name.clone(),
             rpc: "Join",
-            message: "cohort.v1.JoinRequest",
+            message: "cohort.v2.JoinRequest",
             chunk: None,
             bytes: join.encode_to_vec(),
             metadata: Vec::new(),
@@ -1042,6 +1048,12 @@ fn print_summary(log: &Log, secrets: &BTreeMap<String, NodeSecrets>, result: &Au
     }
 }
 
+/// A join whose data report claims `examples` rows.
+fn data_join(examples: f64) -> proto::JoinRequest {
+    let data = proto::DataReport { reported_examples: examples, ..proto::DataReport::default() };
+    proto::JoinRequest { data: Some(data), ..proto::JoinRequest::default() }
+}
+
 /// A synthetic node with known exact values, for the checker's own tests.
 fn synthetic_secrets() -> BTreeMap<String, NodeSecrets> {
     let secrets = NodeSecrets {
@@ -1073,27 +1085,31 @@ fn the_checker_reports_exact_values_in_every_encoding_and_nothing_else() {
     let digest: [u8; 32] = Sha256::digest(b"schema and 455").into();
     let q = 16.0f64 / 455.0;
     let join = proto::JoinRequest {
-        reported_examples: 455.0,
-        data_fingerprint: hex::encode(digest),
-        signing_public_key: digest.to_vec(),
-        label_histogram: vec![451, 3],
+        data: Some(proto::DataReport {
+            reported_examples: 455.0,
+            data_fingerprint: hex::encode(digest),
+            label_histogram: vec![451, 3],
+        }),
+        ledger_public_key: digest.to_vec(),
         ..proto::JoinRequest::default()
     };
-    let ledger = [
-        serde_json::json!({"seq": 0, "sample_rate": q, "steps": 57, "clip_norm": 1.0, "note": "released [451]"}),
-        serde_json::json!({"seq": 1, "prev_hash": "ab455cd0455e3f", "note": "node v2 of e2e, tonic/0.14.9"}),
-        serde_json::json!({"seq": 2, "note": "released {\"mean\":57.0}", "sample_rate": 0.1}),
+    let record = |seq, note: &str| proto::LedgerRecord { seq, note: note.into(), ..proto::LedgerRecord::default() };
+    let ledger = vec![
+        proto::LedgerRecord { sample_rate: q, steps: 57, clip_norm: 1.0, ..record(0, "released [451]") },
+        proto::LedgerRecord { prev_hash: "ab455cd0455e3f".into(), ..record(1, "node v2 of e2e, tonic/0.14.9") },
+        proto::LedgerRecord { sample_rate: 0.1, ..record(2, "released {\"mean\":57.0}") },
     ];
+    let metrics = [("examples", 38.0), ("accuracy", 0.9737), ("precision", 1.0), ("loss", 1.0)];
     let report = proto::EvaluationReport {
         round: Some(proto::RoundRef { federation_id: "e2e".into(), round: 1, model_version: 1 }),
-        metrics_json: r#"{"examples":38,"values":{"accuracy":0.9737,"precision":1.0,"loss":1.0}}"#.into(),
-        ledger_jsonl: ledger.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"),
+        metrics: metrics.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        ledger,
     };
     let decline = proto::DeclineRequest {
         reason: format!("only 455 rows; accuracy {} (f32)", 0.973_684_210_526_315_8f64 as f32),
         ..proto::DeclineRequest::default()
     };
-    let header = |encoding: &str| proto::UpdateChunk {
+    let header = |encoding: proto::BodyEncoding| proto::UpdateChunk {
         body: Some(proto::update_chunk::Body::Header(proto::UpdateHeader {
             encoding: encoding.into(),
             ..proto::UpdateHeader::default()
@@ -1106,39 +1122,49 @@ fn the_checker_reports_exact_values_in_every_encoding_and_nothing_else() {
         ..proto::ShareSubmission::default()
     };
     let messages = vec![
-        sent("Join", "cohort.v1.JoinRequest", None, join.encode_to_vec()),
-        sent("ReportEvaluation", "cohort.v1.EvaluationReport", None, report.encode_to_vec()),
-        sent("Decline", "cohort.v1.DeclineRequest", None, decline.encode_to_vec()),
-        sent("UploadUpdate", "cohort.v1.UpdateChunk", Some((1, 0)), header("f32-delta").encode_to_vec()),
-        sent("UploadUpdate", "cohort.v1.UpdateChunk", Some((1, 1)), body.encode_to_vec()),
-        sent("UploadUpdate", "cohort.v1.UpdateChunk", Some((2, 0)), header("rlwe-bodies").encode_to_vec()),
-        sent("UploadUpdate", "cohort.v1.UpdateChunk", Some((2, 1)), body.encode_to_vec()),
-        sent("SubmitShares", "cohort.v1.ShareSubmission", None, shares.encode_to_vec()),
+        sent("Join", "cohort.v2.JoinRequest", None, join.encode_to_vec()),
+        sent("ReportEvaluation", "cohort.v2.EvaluationReport", None, report.encode_to_vec()),
+        sent("Decline", "cohort.v2.DeclineRequest", None, decline.encode_to_vec()),
+        sent(
+            "UploadUpdate",
+            "cohort.v2.UpdateChunk",
+            Some((1, 0)),
+            header(proto::BodyEncoding::F32Delta).encode_to_vec(),
+        ),
+        sent("UploadUpdate", "cohort.v2.UpdateChunk", Some((1, 1)), body.encode_to_vec()),
+        sent(
+            "UploadUpdate",
+            "cohort.v2.UpdateChunk",
+            Some((2, 0)),
+            header(proto::BodyEncoding::RlweBodies).encode_to_vec(),
+        ),
+        sent("UploadUpdate", "cohort.v2.UpdateChunk", Some((2, 1)), body.encode_to_vec()),
+        sent("SubmitShares", "cohort.v2.ShareSubmission", None, shares.encode_to_vec()),
     ];
     let result = audit(&descriptors(), &messages, &secrets);
     let found: Vec<String> = result.findings.iter().map(ToString::to_string).collect();
     let mut expected: Vec<String> = [
         "hospital-a Decline.reason 0.9736842 = exact accuracy (as f32)",
         "hospital-a Decline.reason 455 = exact training rows",
-        "hospital-a Join.reported_examples 455 = exact training rows",
-        "hospital-a Join.signing_public_key <32 bytes at offset 0> = unsalted fingerprint",
-        "hospital-a ReportEvaluation.ledger_jsonl[line 0].sample_rate 0.035164835164835165 = q = B / exact training rows",
-        "hospital-a ReportEvaluation.ledger_jsonl[line 0].steps 57 = DP-SGD steps",
-        "hospital-a ReportEvaluation.ledger_jsonl[line 2].sample_rate 0.1 = q of another node = 16 / 160",
-        "hospital-a ReportEvaluation.metrics_json.examples 38 = exact held-out rows",
-        "hospital-a ReportEvaluation.metrics_json.values.accuracy 0.9737 = exact accuracy (rounded)",
-        "hospital-a ReportEvaluation.metrics_json.values.precision 1.0 = exact precision",
+        "hospital-a Join.data.reported_examples 455 = exact training rows",
+        "hospital-a Join.ledger_public_key <32 bytes at offset 0> = unsalted fingerprint",
+        "hospital-a ReportEvaluation.ledger[0].sample_rate 0.035164835164835165 = q = B / exact training rows",
+        "hospital-a ReportEvaluation.ledger[0].steps 57 = DP-SGD steps",
+        "hospital-a ReportEvaluation.ledger[2].sample_rate 0.1 = q of another node = 16 / 160",
+        "hospital-a ReportEvaluation.metrics.accuracy 0.9737 = exact accuracy (rounded)",
+        "hospital-a ReportEvaluation.metrics.examples 38 = exact held-out rows",
+        "hospital-a ReportEvaluation.metrics.precision 1 = exact precision",
         "hospital-a UploadUpdate.chunk[1].body_chunk 0.035164835164835165 as f64 LE at offset 0 = q = B / exact training rows",
     ]
     .map(String::from)
     .to_vec();
-    expected.push(format!("hospital-a Join.data_fingerprint {} = unsalted fingerprint", hex::encode(digest)));
+    expected.push(format!("hospital-a Join.data.data_fingerprint {} = unsalted fingerprint", hex::encode(digest)));
     expected.sort();
     assert_eq!(found, expected, "findings:\n{}", found.join("\n"));
     // A released statistic equal to the exact step count is allowed in its own release record only: the steps
     // field above is still reported.
     let allowed: Vec<String> = result.allowed.iter().map(|f| format!("{}.{}", f.rpc, f.path)).collect();
-    assert_eq!(allowed, ["ReportEvaluation.ledger_jsonl[line 2].note"]);
+    assert_eq!(allowed, ["ReportEvaluation.ledger[2].note"]);
     assert_eq!(result.ciphertext_fields, 3, "sealed, consent signature and the RLWE body chunk are skipped");
 }
 
@@ -1147,8 +1173,8 @@ fn the_checker_reports_exact_values_in_every_encoding_and_nothing_else() {
 fn a_dp_release_equal_to_the_exact_count_is_allowed() {
     let mut secrets = synthetic_secrets();
     secrets.get_mut("hospital-a").expect("the node").released.push((Mechanism::OpenDpCount, 455.0));
-    let join = proto::JoinRequest { reported_examples: 455.0, ..proto::JoinRequest::default() };
-    let result = audit(&descriptors(), &[sent("Join", "cohort.v1.JoinRequest", None, join.encode_to_vec())], &secrets);
+    let join = data_join(455.0);
+    let result = audit(&descriptors(), &[sent("Join", "cohort.v2.JoinRequest", None, join.encode_to_vec())], &secrets);
     assert!(result.findings.is_empty(), "{:?}", result.findings);
     assert_eq!(result.allowed.len(), 1, "{:?}", result.allowed);
 }

@@ -16,7 +16,7 @@ use cohort_coordinator::round::Event;
 use cohort_coordinator::service::FederationService;
 use cohort_core::config::{PrivacySection, SecureAggregationMode, SecureAggregationSection};
 use cohort_core::ledger::Mechanism;
-use cohort_core::wire::proto::{self, federation_server::Federation};
+use cohort_core::protocol::proto::{self, federation_server::Federation};
 use cohort_crypto::NodeIdentity;
 use std::pin::Pin;
 use std::time::Duration;
@@ -30,7 +30,7 @@ use tonic::{Request, Response, Status, Streaming};
 struct SubstituteKeys {
     inner: FederationService,
     victim: String,
-    attacker: serde_json::Value,
+    attacker: cohort_crypto::NodePublicKeys,
 }
 
 type TaskStream = Pin<Box<dyn Stream<Item = Result<proto::TaskChunk, Status>> + Send>>;
@@ -38,12 +38,11 @@ type TaskStream = Pin<Box<dyn Stream<Item = Result<proto::TaskChunk, Status>> + 
 impl SubstituteKeys {
     fn tamper(&self, mut chunk: proto::TaskChunk) -> proto::TaskChunk {
         let Some(proto::task_chunk::Body::Header(header)) = chunk.body.as_mut() else { return chunk };
-        let Ok(mut settings) = serde_json::from_str::<serde_json::Value>(&header.settings_json) else { return chunk };
-        if let Some(participants) = settings.pointer_mut("/secure/participants").and_then(|p| p.as_array_mut()) {
-            for p in participants.iter_mut().filter(|p| p["name"] == self.victim.as_str()) {
-                p["keys"] = self.attacker.clone();
-            }
-            header.settings_json = settings.to_string();
+        let Some(proto::task_header::Task::Train(train)) = header.task.as_mut() else { return chunk };
+        let announcement = train.secure.as_mut().and_then(|s| s.announcement.as_mut());
+        for p in announcement.into_iter().flat_map(|a| a.participants.iter_mut()).filter(|p| p.name == self.victim) {
+            p.x25519 = self.attacker.x25519.to_vec();
+            p.ed25519 = self.attacker.ed25519.to_vec();
         }
         chunk
     }
@@ -108,7 +107,7 @@ async fn a_coordinator_that_substitutes_a_participants_keys_is_refused_by_every_
         let config = fx.client(name, &fx.issue(name), i, names.len(), addr);
         clients.push(tokio::spawn(async move { cohort_client::node::run(&config, &mut TrainingWork::new()).await }));
     }
-    let attacker = serde_json::to_value(NodeIdentity::generate().public_keys()).unwrap();
+    let attacker = NodeIdentity::generate().public_keys();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(coordinator.serve(
         async move {

@@ -3,7 +3,8 @@
 
 mod support;
 
-use cohort_client::node::{ClientError, Session};
+use cohort_client::link::GrpcLink;
+use cohort_client::node::ClientError;
 use cohort_core::config::ClientConfig;
 use std::time::Duration;
 use support::Fixture;
@@ -37,7 +38,7 @@ async fn a_wrong_server_name_says_which_name_was_expected_and_which_the_certific
     let files = fx.issue("hospital-a");
     let mut config = fx.client("hospital-a", &files, 0, 1, addr);
     config.coordinator.server_name = Some("wrong.example".into());
-    let err = Session::connect(&config, Duration::from_secs(10)).await.unwrap_err();
+    let err = GrpcLink::connect(&config, Duration::from_secs(10)).await.unwrap_err();
     let said = err.to_string();
     assert!(matches!(err, ClientError::TlsRefused(_)), "{said}");
     assert!(said.contains("not valid for the name \"wrong.example\""), "{said}");
@@ -50,7 +51,7 @@ async fn a_wrong_server_name_says_which_name_was_expected_and_which_the_certific
 
     // The right name connects.
     config.coordinator.server_name = Some("localhost".into());
-    Session::connect(&config, Duration::from_secs(10)).await.unwrap();
+    GrpcLink::connect(&config, Duration::from_secs(10)).await.unwrap();
     server.abort();
 }
 
@@ -82,11 +83,11 @@ async fn private_keys_readable_by_others_are_refused_naming_the_file_mode_and_fi
     let files = fx.issue("hospital-a");
     let config = fx.client("hospital-a", &files, 0, 1, addr);
     set_mode(&files.key, 0o640);
-    let said = Session::connect(&config, Duration::from_secs(10)).await.unwrap_err().to_string();
+    let said = GrpcLink::connect(&config, Duration::from_secs(10)).await.unwrap_err().to_string();
     assert!(said.contains(&format!("{} has mode 0640", files.key.display())), "{said}");
     assert!(said.contains(&format!("chmod 600 {}", files.key.display())), "{said}");
     // 0400 is narrower than 0600, and fine.
     set_mode(&files.key, 0o400);
-    Session::connect(&config, Duration::from_secs(10)).await.unwrap();
+    GrpcLink::connect(&config, Duration::from_secs(10)).await.unwrap();
     server.abort();
 }

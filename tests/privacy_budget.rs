@@ -5,7 +5,7 @@
 mod support;
 
 use cohort_client::ledger::Ledger;
-use cohort_client::node::{LocalWork, Participation};
+use cohort_client::node::{LocalWork, Participation, TrainSettings};
 use cohort_client::privacy::{DpSchedule, PrivateWork, cumulative_epsilon};
 use cohort_core::Round;
 use cohort_core::config::PrivacySection;
@@ -137,6 +137,7 @@ async fn a_client_over_budget_declines_and_the_round_completes_with_the_others()
     restarted.prepare(&plan, &local).unwrap();
     // Rejoining recalls the earlier join releases (nothing is spent again) and plans the schedule from them.
     restarted.join_releases(&local).unwrap();
-    let settings = serde_json::from_str(r#"{"local_epochs":1,"learning_rate":0.1,"batch_size":16}"#).unwrap();
+    let settings =
+        TrainSettings { local_epochs: 1, learning_rate: 0.1, batch_size: 16, proximal_mu: None, secure: None };
     assert!(matches!(restarted.participate(Round(5), &settings).unwrap(), Participation::Decline { .. }));
 }

@@ -7,8 +7,8 @@ mod support;
 use cohort_client::node::ClientError;
 use cohort_client::work::TrainingWork;
 use cohort_core::pki::{self, IssueRequest, Role};
-use cohort_core::wire::proto::{self, federation_client::FederationClient};
-use cohort_core::wire::round_ref;
+use cohort_core::protocol::RoundRef;
+use cohort_core::protocol::proto::{self, federation_client::FederationClient};
 use cohort_core::{ModelVersion, Round};
 use std::time::Duration;
 use support::Fixture;
@@ -104,7 +104,7 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
         let mut stream = raw.fetch_task(proto::TaskRequest { last_seen: None }).await.unwrap().into_inner();
         let first = stream.message().await.unwrap().unwrap();
         let Some(proto::task_chunk::Body::Header(h)) = first.body else { panic!("no header") };
-        if h.kind == proto::TaskKind::Train as i32 {
+        if matches!(h.task, Some(proto::task_header::Task::Train(_))) {
             break h;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -118,9 +118,9 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
                 proto::UpdateChunk {
                     body: Some(proto::update_chunk::Body::Header(proto::UpdateHeader {
                         round: Some(round),
-                        parameter_count: count,
-                        train_loss: 0.1,
-                        encoding: "f32-delta".into(),
+                        value_count: count,
+                        train_loss: Some(0.1),
+                        encoding: proto::BodyEncoding::F32Delta.into(),
                     })),
                 },
                 proto::UpdateChunk { body: Some(proto::update_chunk::Body::BodyChunk(body)) },
@@ -129,7 +129,7 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
         }
     };
     let stale = upload(
-        round_ref(support::FEDERATION, Round(current.round + 5), ModelVersion(current.model_version)),
+        RoundRef::new(support::FEDERATION, Round(current.round + 5), ModelVersion(current.model_version)).into(),
         params,
         vec![0; params as usize * 4],
     )
@@ -138,7 +138,7 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
     assert_eq!(stale.code(), tonic::Code::FailedPrecondition, "{stale:?}");
     assert!(stale.message().contains("round"), "{}", stale.message());
     let wrong_version = upload(
-        round_ref(support::FEDERATION, Round(current.round), ModelVersion(current.model_version + 1)),
+        RoundRef::new(support::FEDERATION, Round(current.round), ModelVersion(current.model_version + 1)).into(),
         params,
         vec![0; params as usize * 4],
     )

@@ -7,7 +7,7 @@
 mod support;
 
 use cohort_client::data::LocalData;
-use cohort_client::node::{ClientError, JoinReleases, LocalWork, Participation, TaskSettings, TrainOutcome};
+use cohort_client::node::{ClientError, JoinReleases, LocalWork, Participation, TrainOutcome, TrainSettings};
 use cohort_client::work::TrainingWork;
 use cohort_coordinator::round::Event;
 use cohort_core::config::{FederationPlan, SecureAggregationMode, SecureAggregationSection};
@@ -36,18 +36,18 @@ impl LocalWork for FixedWork {
         self.inner.prepare(plan, data)
     }
 
-    fn participate(&mut self, _round: Round, _settings: &TaskSettings) -> Result<Participation, ClientError> {
+    fn participate(&mut self, _round: Round, _settings: &TrainSettings) -> Result<Participation, ClientError> {
         Ok(Participation::Train)
     }
 
-    fn train(&mut self, _round: Round, global: &[f32], _settings: &TaskSettings) -> Result<TrainOutcome, ClientError> {
+    fn train(&mut self, _round: Round, global: &[f32], _settings: &TrainSettings) -> Result<TrainOutcome, ClientError> {
         // Blocks this worker thread only; the tests run on enough workers.
         std::thread::sleep(self.delay);
         let params: Vec<f32> = (0..global.len()).map(|c| target(self.index, c)).collect();
         // The same f32 arithmetic as the node loop, so these are exactly the deltas it encrypts.
         let delta: Vec<f32> = params.iter().zip(global).map(|(w, g)| w - g).collect();
         self.deltas.lock().unwrap().push(delta);
-        Ok(TrainOutcome { params, train_loss: 0.5, examples: 10 * (self.index as u64 + 1) })
+        Ok(TrainOutcome { params, train_loss: Some(0.5), examples: 10 * (self.index as u64 + 1) })
     }
 
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {

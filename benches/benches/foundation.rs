@@ -9,7 +9,7 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
 
 use cohort_client::data::LocalData;
-use cohort_client::node::{ClientError, LocalWork, Participation, TaskSettings, TrainOutcome};
+use cohort_client::node::{ClientError, LocalWork, Participation, TrainOutcome, TrainSettings};
 use cohort_coordinator::round::{RoundMachine, RoundSettings};
 use cohort_coordinator::strategy::{FedAvg, Strategy, WeightedSum};
 use cohort_core::config::*;
@@ -64,11 +64,11 @@ impl LocalWork for Idle {
         self.rows = data.train.rows() as u64;
         Ok(())
     }
-    fn participate(&mut self, _: Round, _: &TaskSettings) -> Result<Participation, ClientError> {
+    fn participate(&mut self, _: Round, _: &TrainSettings) -> Result<Participation, ClientError> {
         Ok(Participation::Train)
     }
-    fn train(&mut self, _: Round, global: &[f32], _: &TaskSettings) -> Result<TrainOutcome, ClientError> {
-        Ok(TrainOutcome { params: global.to_vec(), train_loss: 0.0, examples: self.rows })
+    fn train(&mut self, _: Round, global: &[f32], _: &TrainSettings) -> Result<TrainOutcome, ClientError> {
+        Ok(TrainOutcome { params: global.to_vec(), train_loss: Some(0.0), examples: self.rows })
     }
     fn evaluate(&mut self, _: &[f32]) -> Result<EvalMetrics, ClientError> {
         Ok(EvalMetrics { examples: 1, values: [("accuracy".to_owned(), 1.0)].into() })
@@ -154,7 +154,13 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
 
 fn in_memory_rounds() -> Duration {
     let settings =
-        RoundSettings { rounds: ROUNDS, min_clients: 2, deadline: Duration::from_secs(60), clients_per_round: None };
+        RoundSettings {
+            rounds: ROUNDS,
+            min_clients: 2,
+            deadline: Duration::from_secs(60),
+            clients_per_round: None,
+            max_round_failures: 5,
+        };
     let (a, b) = (NodeName::from("a"), NodeName::from("b"));
     let mut m = RoundMachine::new(
         "bench",

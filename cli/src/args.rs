@@ -83,7 +83,9 @@ pub(crate) struct DemoArgs {
     /// Each hospital's ε budget for the whole run (δ = 1e-5).
     #[arg(long, default_value_t = 3.0)]
     pub(crate) epsilon: f64,
-    /// INSECURE: seed the DP noise by hand for a reproducible simulation. The run then gives no privacy.
+    /// INSECURE: seed every random choice (DP noise and sampling, the releases, the node secrets, the
+    /// coordinator's initial model and selections) for a run that replays bit for bit (same `model_sha256`).
+    /// The run then gives no privacy.
     #[arg(long)]
     pub(crate) insecure_seed: Option<u64>,
     /// Secure aggregation: `threshold-rlwe` (the coordinator sees only the sum of the updates) or `none`.

@@ -104,6 +104,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             min_clients: 2,
             round_deadline_secs: 120,
             clients_per_round: None,
+            max_round_failures: 5,
         },
         strategy: StrategyConfig::Fedavg,
         secure_aggregation: SecureAggregationSection { mode: secure_mode, ..SecureAggregationSection::default() },
@@ -111,7 +112,11 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         central_test_set: Some(central_path.clone()),
     };
     coordinator_config.validate()?;
-    let coordinator = cohort_coordinator::Coordinator::bind(&coordinator_config).await?;
+    if let Some(seed) = args.insecure_seed {
+        eprintln!("WARNING: --insecure-seed {seed}: DP noise is reproducible and this run gives NO privacy");
+    }
+    let coordinator_rng = args.insecure_seed.map(rand_chacha::ChaCha20Rng::seed_from_u64);
+    let coordinator = cohort_coordinator::Coordinator::bind_with_rng(&coordinator_config, coordinator_rng).await?;
     let addr = coordinator.local_addr()?;
     write_toml(&data_dir.join("coordinator.toml"), &coordinator_config)?;
 
@@ -144,12 +149,13 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         clients.push(config);
     }
 
-    if let Some(seed) = args.insecure_seed {
-        eprintln!("WARNING: --insecure-seed {seed}: DP noise is reproducible and this run gives NO privacy");
-    }
     let mut handles = Vec::new();
     for (i, config) in clients.into_iter().enumerate() {
         let seed = args.insecure_seed.map(|s| s.wrapping_add(i as u64));
+        if let Some(seed) = seed {
+            // The held-out split and fingerprints follow the node secret: seeded too, or nothing replays.
+            cohort_core::secret::NodeSecret::create_insecure_seeded(&config.data_dir, seed)?;
+        }
         handles.push(tokio::spawn(async move {
             if config.privacy.enabled {
                 let mut work = cohort_client::privacy::PrivateWork::new(

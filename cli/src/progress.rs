@@ -34,8 +34,23 @@ pub(crate) async fn follow(mut events: broadcast::Receiver<Event>, rounds: u64, 
             Ok(Event::Declined { round, node, reason }) => {
                 say(&bar, format!("round {:>3}: {node} declined: {reason}", round.0));
             }
-            Ok(Event::RoundFailed { round, updates, required }) => {
-                say(&bar, format!("round {:>3}: only {updates} of {required} required updates; retrying", round.0));
+            Ok(Event::RoundFailed { round, updates, required, retry_in }) => {
+                say(
+                    &bar,
+                    format!(
+                        "round {:>3}: only {updates} of {required} required updates; retrying in {} s",
+                        round.0,
+                        retry_in.as_secs()
+                    ),
+                );
+            }
+            Ok(Event::NodeAbsent { node, phase }) => {
+                say(&bar, format!("{node} missed the {phase} deadline: marked absent, not waited for until it returns"));
+            }
+            Ok(Event::NodeReturned(node)) => say(&bar, format!("{node} is back")),
+            Ok(Event::Stopped(stopped)) => {
+                bar.abandon_with_message(format!("stopped: {stopped}"));
+                return;
             }
             Ok(Event::Aggregated { round, contributors, .. }) => {
                 bar.set_message(format!("round {round}: aggregated {} updates, evaluating", contributors.len()));
@@ -84,7 +99,7 @@ pub(crate) async fn follow(mut events: broadcast::Receiver<Event>, rounds: u64, 
 async fn drain(mut events: broadcast::Receiver<Event>) {
     loop {
         match events.recv().await {
-            Ok(Event::Finished { .. }) | Err(broadcast::error::RecvError::Closed) => return,
+            Ok(Event::Finished { .. } | Event::Stopped(_)) | Err(broadcast::error::RecvError::Closed) => return,
             _ => {}
         }
     }

@@ -149,5 +149,13 @@ pub(crate) async fn run_coordinator_bound(
     };
     let report = coordinator.run(shutdown).await?;
     let _ = progress.await;
+    if let Some(stopped) = &report.stopped {
+        anyhow::bail!(
+            "the federation stopped before its last round: {stopped}. Check that at least training.min_clients \
+             nodes are online and willing to train (the log above names the nodes that declined or were absent), \
+             then start the coordinator again: it resumes after round {}",
+            report.history.last().map_or(report.resumed_after, |s| s.round)
+        );
+    }
     Ok(report)
 }

@@ -35,6 +35,29 @@ fn demo_trains_a_global_model_and_prints_a_json_summary() {
     assert!(stderr.contains("round   5:"), "{stderr}");
 }
 
+/// `--insecure-seed` replays the whole federation: two runs from fresh directories end with the same model, and
+/// another seed gives another one.
+#[test]
+fn demo_with_an_insecure_seed_replays_bit_for_bit() {
+    let sha = |seed: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = cohort()
+            .args(["demo", "--rounds", "2", "--json", "--insecure-seed", seed, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("NO privacy"), "the insecure seed is announced: {stderr}");
+        let summary: serde_json::Value =
+            serde_json::from_str(String::from_utf8(out.stdout).unwrap().lines().last().unwrap()).unwrap();
+        summary["model_sha256"].as_str().unwrap().to_owned()
+    };
+    let first = sha("7");
+    assert_eq!(first, sha("7"));
+    assert_ne!(first, sha("8"));
+}
+
 #[test]
 fn pki_commands_issue_certificates_with_private_keys_0600() {
     let dir = tempfile::tempdir().unwrap();

@@ -8,7 +8,7 @@
 
 use crate::data::LocalData;
 use crate::ledger::Ledger;
-use crate::node::{ClientError, JoinReleases, LocalWork, Participation, TaskSettings, TrainOutcome};
+use crate::node::{ClientError, JoinReleases, LocalWork, Participation, TrainOutcome, TrainSettings};
 use crate::trainer;
 use cohort_core::config::{FederationPlan, PrivacySection};
 use cohort_core::ledger::{LedgerRecord, Mechanism, PrivacyEvent, RecordBody};
@@ -19,7 +19,7 @@ use cohort_dp::accountant::composition::{self, Bound, SpendEvent};
 use cohort_dp::accountant::{self, Epsilon, SampledGaussian};
 use cohort_dp::clip::ClipNorm;
 use cohort_dp::noise::NoiseMultiplier;
-use cohort_dp::releases;
+use cohort_dp::releases::{self, ReleaseNoise};
 use cohort_dp::sampling::SampleRate;
 use cohort_dp::sgd::{DpRandomness, DpSgdConfig, TrainingLength};
 use std::path::PathBuf;
@@ -115,6 +115,7 @@ pub struct PrivateWork {
     data_dir: PathBuf,
     privacy: PrivacySection,
     randomness: DpRandomness,
+    release_noise: ReleaseNoise,
     state: Option<State>,
 }
 
@@ -127,13 +128,19 @@ impl std::fmt::Debug for PrivateWork {
 impl PrivateWork {
     /// A worker for node `name` keeping its ledger in `data_dir`. Noise comes from an OS-seeded CSPRNG.
     pub fn new(name: &str, data_dir: PathBuf, privacy: PrivacySection) -> Self {
-        Self { name: name.to_owned(), data_dir, privacy, randomness: DpRandomness::from_os(), state: None }
+        Self { name: name.to_owned(), data_dir, privacy, randomness: DpRandomness::from_os(),
+            release_noise: ReleaseNoise::OpenDp,
+            state: None,
+        }
     }
 
-    /// INSECURE: deterministic noise for reproducible simulation (`--insecure-seed`). Gives no privacy.
+    /// INSECURE: deterministic noise for reproducible simulation (`--insecure-seed`): DP-SGD's noise and
+    /// sampling, and the count, histogram and evaluation releases (feature statistics, off by default, stay
+    /// OS-seeded). Gives no privacy.
     pub fn with_insecure_seed(mut self, seed: u64) -> Self {
         tracing::warn!(node = %self.name, "INSECURE: DP noise is seeded by hand ({seed}); this run gives NO privacy");
         self.randomness = DpRandomness::from_insecure_seed(seed);
+        self.release_noise = ReleaseNoise::insecure_seeded(seed);
         self
     }
 
@@ -200,13 +207,13 @@ impl PrivateWork {
         &mut self,
         mechanism: Mechanism,
         epsilon: Epsilon,
-        make: impl FnOnce(Epsilon) -> Result<releases::Release<T>, releases::ReleaseError>,
+        make: impl FnOnce(Epsilon, &mut ReleaseNoise) -> Result<releases::Release<T>, releases::ReleaseError>,
     ) -> Result<T, ClientError> {
         if let Some(value) = self.earlier_release(mechanism) {
             return Ok(value);
         }
         self.check_budget(mechanism, epsilon)?;
-        let released = make(epsilon).map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
+        let released = make(epsilon, &mut self.release_noise).map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
         let value_json = serde_json::to_string(&released.value).map_err(|e| ClientError::Local(e.to_string()))?;
         let draft = RecordBody {
             epsilon_spent: Some(released.epsilon.get()),
@@ -264,7 +271,7 @@ impl PrivateWork {
                 train.features.chunks_exact(train.dims).map(|row| Some(f64::from(row[c]) * scale + mean)).collect()
             })
             .collect();
-        let stats: Vec<releases::ColumnStats> = self.release(Mechanism::OpenDpFeatureStats, epsilon, |eps| {
+        let stats: Vec<releases::ColumnStats> = self.release(Mechanism::OpenDpFeatureStats, epsilon, |eps, _| {
             releases::feature_statistics(&columns, &declared, eps, releases::StatsOptions::default())
         })?;
         let names = &self.state()?.schema.features;
@@ -322,7 +329,7 @@ impl LocalWork for PrivateWork {
         Ok(())
     }
 
-    fn participate(&mut self, round: Round, _settings: &TaskSettings) -> Result<Participation, ClientError> {
+    fn participate(&mut self, round: Round, _settings: &TrainSettings) -> Result<Participation, ClientError> {
         let (delta, budget) = (self.privacy.delta, self.privacy.epsilon_budget);
         let s = self.state()?;
         let schedule = s.schedule()?;
@@ -345,11 +352,10 @@ impl LocalWork for PrivateWork {
         if let Some(s) = self.state.as_mut() {
             s.reported = s.ledger.records().len();
         }
-        let record_json = serde_json::to_string(&record).map_err(|e| ClientError::Local(e.to_string()))?;
-        Ok(Participation::Decline { reason, record_json })
+        Ok(Participation::Decline { reason, record: Some(Box::new(record)) })
     }
 
-    fn refuse(&mut self, round: Option<Round>, reason: &str) -> Result<String, ClientError> {
+    fn refuse(&mut self, round: Option<Round>, reason: &str) -> Result<Option<LedgerRecord>, ClientError> {
         if self.state.is_none() {
             // Refused before the node loaded its data (for example a plaintext federation at join): the record
             // names no data set.
@@ -366,16 +372,16 @@ impl LocalWork for PrivateWork {
                     ..RecordBody::new(&self.name, "", Mechanism::Decline)
                 })
                 .map_err(|e| ClientError::Local(format!("cannot write the privacy ledger: {e}")))?;
-            return serde_json::to_string(&record).map_err(|e| ClientError::Local(e.to_string()));
+            return Ok(Some(record));
         }
         let record = self.record(RecordBody { note: reason.to_owned(), ..self.draft(Mechanism::Decline, round)? })?;
         if let Some(s) = self.state.as_mut() {
             s.reported = s.ledger.records().len();
         }
-        serde_json::to_string(&record).map_err(|e| ClientError::Local(e.to_string()))
+        Ok(Some(record))
     }
 
-    fn train(&mut self, round: Round, global: &[f32], settings: &TaskSettings) -> Result<TrainOutcome, ClientError> {
+    fn train(&mut self, round: Round, global: &[f32], settings: &TrainSettings) -> Result<TrainOutcome, ClientError> {
         let schedule = self.state()?.schedule()?;
         let bad = |e: &dyn std::fmt::Display| ClientError::Local(format!("DP-SGD settings: {e}"));
         let config = DpSgdConfig {
@@ -400,7 +406,7 @@ impl LocalWork for PrivateWork {
         // The FedAvg weight is the released noisy count, never the exact one.
         let examples = s.noisy_examples.unwrap_or(1);
         // The training loss is data-dependent and not differentially private: it stays on the node.
-        Ok(TrainOutcome { params: out.params, train_loss: f64::NAN, examples })
+        Ok(TrainOutcome { params: out.params, train_loss: None, examples })
     }
 
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {
@@ -458,7 +464,7 @@ impl LocalWork for PrivateWork {
             trainer::predict(&s.spec, params, &s.data.holdout).map_err(|e| ClientError::Training(e.to_string()))?;
         let cells = metrics::confusion_cells(&probs, classes, &s.data.holdout.class_ids())
             .map_err(|e| ClientError::Training(e.to_string()))?;
-        let released = releases::label_histogram(&cells, classes * classes, epsilon)
+        let released = releases::label_histogram(&cells, classes * classes, epsilon, &mut self.release_noise)
             .map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
         let note = serde_json::to_string(&EvaluationRelease {
             model_sha256: model_sha256.to_owned(),
@@ -477,20 +483,19 @@ impl LocalWork for PrivateWork {
         metrics::from_confusion(&released.value, classes).map_err(|e| ClientError::Local(e.to_string()))
     }
 
-    fn take_ledger_lines(&mut self) -> String {
-        let Some(s) = self.state.as_mut() else { return String::new() };
-        let lines: Vec<String> =
-            s.ledger.records()[s.reported..].iter().filter_map(|r| serde_json::to_string(r).ok()).collect();
+    fn take_ledger_records(&mut self) -> Vec<LedgerRecord> {
+        let Some(s) = self.state.as_mut() else { return Vec::new() };
+        let fresh = s.ledger.records()[s.reported..].to_vec();
         s.reported = s.ledger.records().len();
-        lines.join("\n")
+        fresh
     }
 
     fn join_releases(&mut self, data: &LocalData) -> Result<JoinReleases, ClientError> {
         let rows = data.train.rows();
         let epsilon = Epsilon::new(self.privacy.release_epsilon)
             .map_err(|e| ClientError::Local(format!("privacy.release_epsilon: {e}")))?;
-        let count = self.release(Mechanism::OpenDpCount, epsilon, |eps| {
-            releases::noisy_count(rows, eps).map(|r| releases::Release {
+        let count = self.release(Mechanism::OpenDpCount, epsilon, |eps, noise| {
+            releases::noisy_count(rows, eps, noise).map(|r| releases::Release {
                 value: vec![r.value],
                 epsilon: r.epsilon,
                 mechanism: r.mechanism,
@@ -501,8 +506,8 @@ impl LocalWork for PrivateWork {
             TaskKind::Regression => Vec::new(),
             TaskKind::Binary | TaskKind::Multiclass => {
                 let (labels, classes) = (data.train.class_ids(), spec.outputs());
-                self.release(Mechanism::OpenDpHistogram, epsilon, |eps| {
-                    releases::label_histogram(&labels, classes, eps)
+                self.release(Mechanism::OpenDpHistogram, epsilon, |eps, noise| {
+                    releases::label_histogram(&labels, classes, eps, noise)
                 })?
             }
         };
@@ -564,6 +569,7 @@ mod tests {
                 min_clients: 1,
                 round_deadline_secs: 10,
                 clients_per_round: None,
+                max_round_failures: 5,
             },
             strategy: StrategyConfig::Fedavg,
             secure_aggregation: SecureAggregationSection::default(),
@@ -606,14 +612,14 @@ mod tests {
         assert_eq!(first.label_histogram.len(), 2);
         // A rejoin reports the same figures without spending again.
         assert_eq!(work.join_releases(&local).unwrap(), first);
-        assert_eq!(work.take_ledger_lines().lines().count(), 2);
-        assert_eq!(work.take_ledger_lines(), "");
+        assert_eq!(work.take_ledger_records().len(), 2);
+        assert!(work.take_ledger_records().is_empty());
         // Two pure releases compose (PLD, as randomized response) to at most the sum of their ε, and not much less.
         let spent = work.spent().unwrap();
         assert!(spent <= 2.0 * privacy.release_epsilon && spent > 0.099, "{spent}");
         // A new session resends everything (the coordinator skips what it has).
         work.resend_ledger();
-        assert_eq!(work.take_ledger_lines().lines().count(), 2);
+        assert_eq!(work.take_ledger_records().len(), 2);
     }
 
     /// DP-SGD refuses a schema without declared bounds: local standardization would let one record move every
@@ -635,14 +641,13 @@ mod tests {
     fn a_failed_run_is_charged() {
         let (_dir, _plan, _local, mut work) = joined_worker();
         let before = work.spent().unwrap();
-        let settings: TaskSettings =
-            serde_json::from_str(r#"{"local_epochs":1,"learning_rate":0.1,"batch_size":8}"#).unwrap();
+        let settings =
+            TrainSettings { local_epochs: 1, learning_rate: 0.1, batch_size: 8, proximal_mu: None, secure: None };
         // A global model of the wrong shape makes training fail after the charge.
         let err = work.train(Round(1), &[0.0; 3], &settings).unwrap_err();
         assert!(err.to_string().contains("already in the ledger"), "{err}");
-        let lines = work.take_ledger_lines();
-        let last: LedgerRecord = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
-        assert_eq!(last.body.mechanism, Mechanism::DpSgd);
+        let records = work.take_ledger_records();
+        assert_eq!(records.last().unwrap().body.mechanism, Mechanism::DpSgd);
         assert!(work.spent().unwrap() > before);
     }
 
@@ -659,11 +664,8 @@ mod tests {
         assert_eq!(work.spent().unwrap(), spent, "a repeated evaluation spends nothing");
         let err = work.release_evaluation(ModelVersion(1), "bb", &params, &exact).unwrap_err();
         assert!(matches!(err, ClientError::Policy(_)) && err.to_string().contains("once"), "{err}");
-        let evaluations = work
-            .take_ledger_lines()
-            .lines()
-            .filter(|l| serde_json::from_str::<LedgerRecord>(l).unwrap().body.mechanism == Mechanism::OpenDpEvaluation)
-            .count();
+        let evaluations =
+            work.take_ledger_records().iter().filter(|r| r.body.mechanism == Mechanism::OpenDpEvaluation).count();
         assert_eq!(evaluations, 1);
     }
 
@@ -691,8 +693,8 @@ mod tests {
         assert!(err.to_string().contains("above this node's budget of 0.15"), "{err}");
         // The first data set's two releases and the second's count were recorded; the refused histogram left
         // nothing behind.
-        let lines = work.take_ledger_lines();
-        assert_eq!(lines.lines().count(), 3, "{lines}");
+        let records = work.take_ledger_records();
+        assert_eq!(records.len(), 3, "{records:?}");
         assert!(work.spent().unwrap() <= 0.15);
     }
 
@@ -716,11 +718,7 @@ mod tests {
         assert!(warnings[0].contains("\"z\""), "{warnings:?}");
         // The release is one ledger record with its ε, and the join reports it only once.
         work.join_releases(&local).unwrap();
-        let kinds: Vec<Mechanism> = work
-            .take_ledger_lines()
-            .lines()
-            .map(|l| serde_json::from_str::<LedgerRecord>(l).unwrap().body.mechanism)
-            .collect();
+        let kinds: Vec<Mechanism> = work.take_ledger_records().iter().map(|r| r.body.mechanism).collect();
         assert_eq!(kinds, [Mechanism::OpenDpFeatureStats, Mechanism::OpenDpCount, Mechanism::OpenDpHistogram]);
         let spent = work.spent().unwrap();
         assert!((200.0 - 1e-6..=200.0 + 0.1 + 1e-9).contains(&spent), "{spent}");

@@ -1,7 +1,7 @@
 //! The standard [`LocalWork`]: trains the federation's dense model on the node's data with burn.
 
 use crate::data::LocalData;
-use crate::node::{ClientError, LocalWork, Participation, TaskSettings, TrainOutcome};
+use crate::node::{ClientError, LocalWork, Participation, TrainOutcome, TrainSettings};
 use crate::trainer;
 use cohort_core::Round;
 use cohort_core::config::FederationPlan;
@@ -32,11 +32,11 @@ impl LocalWork for TrainingWork {
         Ok(())
     }
 
-    fn participate(&mut self, _round: Round, _settings: &TaskSettings) -> Result<Participation, ClientError> {
+    fn participate(&mut self, _round: Round, _settings: &TrainSettings) -> Result<Participation, ClientError> {
         Ok(Participation::Train)
     }
 
-    fn train(&mut self, _round: Round, global: &[f32], settings: &TaskSettings) -> Result<TrainOutcome, ClientError> {
+    fn train(&mut self, _round: Round, global: &[f32], settings: &TrainSettings) -> Result<TrainOutcome, ClientError> {
         let (spec, data) = self.state()?;
         let config = SgdConfig {
             epochs: settings.local_epochs,
@@ -45,7 +45,7 @@ impl LocalWork for TrainingWork {
         };
         let out = trainer::train_sgd(spec, global, &data.train, &config, settings.proximal_mu)
             .map_err(|e| ClientError::Training(e.to_string()))?;
-        let train_loss = out.summary.mean_loss.unwrap_or(f64::NAN);
+        let train_loss = out.summary.mean_loss;
         Ok(TrainOutcome { params: out.params, train_loss, examples: data.train.rows() as u64 })
     }
 

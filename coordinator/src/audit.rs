@@ -25,19 +25,17 @@
 //! # Example
 //! ```
 //! use cohort_coordinator::audit::{cumulative_epsilon, cumulative_epsilon_after, verify_records};
-//! use cohort_client::ledger::Ledger;
-//! use cohort_core::ledger::{Mechanism, RecordBody};
-//! let dir = tempfile::tempdir().unwrap();
-//! let mut ledger = Ledger::open(dir.path()).unwrap();
+//! use cohort_core::ledger::{GENESIS, Mechanism, NodeSigningKey, RecordBody};
+//! let key = NodeSigningKey::from_bytes(&[7; 32]);
 //! let draft = RecordBody { sample_rate: 0.01, noise_multiplier: 1.0, steps: 1000, delta: 1e-5,
-//!     accountant: cohort_dp::accountant::ACCOUNTANT_NAME.into(),
+//!     accountant: cohort_dp::accountant::ACCOUNTANT_NAME.into(), prev_hash: GENESIS.into(),
 //!     ..RecordBody::new("hospital-a", &"ab".repeat(32), Mechanism::DpSgd) };
 //! // The writer computes the cumulative ε with the same rule the auditor uses.
-//! let eps = cumulative_epsilon_after(ledger.records(), &draft).unwrap();
+//! let eps = cumulative_epsilon_after(&[], &draft).unwrap();
 //! assert!((eps - 1.8282).abs() < 1e-2); // dp-accounting 0.6.0 PLDAccountant
-//! ledger.append(RecordBody { cumulative_epsilon: eps, ..draft }).unwrap();
-//! assert!(verify_records(ledger.records()).is_ok());
-//! assert_eq!(cumulative_epsilon(ledger.records()).unwrap(), eps);
+//! let records = [key.sign_body(RecordBody { cumulative_epsilon: eps, ..draft })];
+//! assert!(verify_records(&records).is_ok());
+//! assert_eq!(cumulative_epsilon(&records).unwrap(), eps);
 //! ```
 
 use cohort_core::ledger::{
@@ -566,13 +564,35 @@ impl ComplianceReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cohort_client::ledger::Ledger;
-    use cohort_core::ledger::RecordBody;
+    use cohort_core::ledger::{GENESIS, NodeSigningKey, RecordBody};
     use cohort_dp::accountant::PrivacyAccount;
 
+    /// A node's chain, kept in memory and chained and signed as `cohort_client::ledger::Ledger::append` does.
+    struct Chain {
+        key: NodeSigningKey,
+        records: Vec<LedgerRecord>,
+    }
+
+    impl Chain {
+        fn new() -> Self {
+            Self { key: NodeSigningKey::generate().unwrap(), records: Vec::new() }
+        }
+
+        fn records(&self) -> &[LedgerRecord] {
+            &self.records
+        }
+
+        fn append(&mut self, mut body: RecordBody) {
+            body.validate().unwrap();
+            let head = self.records.iter().rev().find(|r| r.body.node == body.node);
+            (body.seq, body.prev_hash) = head.map_or((0, GENESIS.to_owned()), |r| (r.body.seq + 1, r.hash.clone()));
+            self.records.push(self.key.sign_body(body));
+        }
+    }
+
     /// A node's ledger written the way a client should: each cumulative ε by `cumulative_epsilon`.
-    fn node_ledger(dir: &std::path::Path, node: &str, plan: &[Mechanism]) -> Vec<LedgerRecord> {
-        let mut ledger = Ledger::open(&dir.join(node)).unwrap();
+    fn node_ledger(node: &str, plan: &[Mechanism]) -> Vec<LedgerRecord> {
+        let mut ledger = Chain::new();
         for (round, &m) in plan.iter().enumerate() {
             let mut body = RecordBody {
                 round: Some(round as u64 + 1),
@@ -588,14 +608,14 @@ mod tests {
                 ..RecordBody::new(node, &"ab".repeat(32), m)
             };
             body.cumulative_epsilon = cumulative_epsilon_after(ledger.records(), &body).unwrap();
-            ledger.append(body).unwrap();
+            ledger.append(body);
         }
-        ledger.records().to_vec()
+        ledger.records
     }
 
     #[test]
     fn a_chain_cut_short_is_caught_by_the_registry_anchor() {
-        let (_dir, records) = two_nodes();
+        let records = two_nodes();
         let last_eps = |node: &str, rs: &[LedgerRecord]| {
             rs.iter().rev().find(|r| r.body.node == node).unwrap().body.cumulative_epsilon
         };
@@ -636,27 +656,21 @@ mod tests {
         assert_eq!(verdict.failure.unwrap().node, "hospital-<b>");
     }
 
-    fn two_nodes() -> (tempfile::TempDir, Vec<LedgerRecord>) {
-        let dir = tempfile::tempdir().unwrap();
-        let a = node_ledger(
-            dir.path(),
-            "hospital-a",
-            &[Mechanism::OpenDpCount, Mechanism::DpSgd, Mechanism::DpSgd, Mechanism::Decline],
-        );
-        let b =
-            node_ledger(dir.path(), "hospital-<b>", &[Mechanism::DpSgd, Mechanism::OpenDpHistogram, Mechanism::DpSgd]);
+    fn two_nodes() -> Vec<LedgerRecord> {
+        let a = node_ledger("hospital-a", &[Mechanism::OpenDpCount, Mechanism::DpSgd, Mechanism::DpSgd, Mechanism::Decline]);
+        let b = node_ledger("hospital-<b>", &[Mechanism::DpSgd, Mechanism::OpenDpHistogram, Mechanism::DpSgd]);
         // Interleave the two nodes, as in a coordinator's merged export.
         let mut all = Vec::new();
         for i in 0..a.len().max(b.len()) {
             all.extend(a.get(i).cloned());
             all.extend(b.get(i).cloned());
         }
-        (dir, all)
+        all
     }
 
     #[test]
     fn the_rule_matches_the_accountant_exactly() {
-        let (_dir, records) = two_nodes();
+        let records = two_nodes();
         let a: Vec<LedgerRecord> = records.iter().filter(|r| r.body.node == "hospital-a").cloned().collect();
         // Two DP-SGD records of 200 steps compose like one of 400, with the count (ε = 0.1) as a pure mechanism:
         // exactly the composition rule's account, and at most basic composition.
@@ -680,7 +694,7 @@ mod tests {
 
     #[test]
     fn a_good_ledger_verifies() {
-        let (_dir, records) = two_nodes();
+        let records = two_nodes();
         let verdict = verify_records(&records);
         assert!(verdict.is_ok(), "{:?}", verdict.failure);
         assert_eq!(verdict.records, 7);
@@ -697,14 +711,13 @@ mod tests {
 
     #[test]
     fn an_epsilon_that_does_not_recompute_is_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path()).unwrap();
-        let good = node_ledger(dir.path(), "n", &[Mechanism::DpSgd]);
+        let mut ledger = Chain::new();
+        let good = node_ledger("n", &[Mechanism::DpSgd]);
         // A writer that under-reports its second round, with a valid chain and signature.
         let body = good[0].body.clone();
-        ledger.append(body.clone()).unwrap();
+        ledger.append(body.clone());
         // Claims the second round was free (its parameters say otherwise).
-        ledger.append(body).unwrap();
+        ledger.append(body);
         let verdict = verify_records(ledger.records());
         let failure = verdict.failure.unwrap();
         assert_eq!((failure.line, failure.seq, failure.kind), (2, 1, FailureKind::Epsilon));
@@ -714,7 +727,7 @@ mod tests {
 
     #[test]
     fn tampering_is_named_by_the_audit() {
-        let (_dir, records) = two_nodes();
+        let records = two_nodes();
         // A changed ε: the hash no longer matches.
         let mut edited = records.clone();
         edited[4].body.cumulative_epsilon = 0.0;
@@ -734,11 +747,10 @@ mod tests {
 
     #[test]
     fn unaccountable_parameters_are_named() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path()).unwrap();
-        let mut body = node_ledger(dir.path(), "n", &[Mechanism::DpSgd])[0].body.clone();
+        let mut ledger = Chain::new();
+        let mut body = node_ledger("n", &[Mechanism::DpSgd])[0].body.clone();
         body.accountant = "moments-accountant".into();
-        ledger.append(body.clone()).unwrap();
+        ledger.append(body);
         let f = verify_records(ledger.records()).failure.unwrap();
         assert_eq!((f.line, f.kind), (1, FailureKind::Parameters));
         assert!(f.reason.contains("moments-accountant"));

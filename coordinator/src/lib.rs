@@ -1,11 +1,14 @@
-//! The Cohort coordinator: the round state machine ([`round`]), aggregation strategies ([`strategy`]), the
-//! gRPC service ([`service`]) and process ([`server`]), the model registry ([`registry`], the `cohort-registry` crate) with
-//! its validation gate ([`gate`]), and the privacy audit ([`audit`]).
+//! The Cohort coordinator: the round state machine ([`round`]) inside the sans-I/O protocol core
+//! ([`federation`]), aggregation strategies ([`strategy`]), the gRPC adapter ([`service`]) and process
+//! ([`server`]), the model registry ([`registry`], the `cohort-registry` crate) with its validation gate
+//! ([`gate`]), and the privacy audit ([`audit`]).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod audit;
 pub mod central;
+pub mod federation;
+pub mod host;
 pub mod recorder;
 pub mod round;
 pub mod secure;

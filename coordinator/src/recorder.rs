@@ -2,15 +2,13 @@
 //! the same transaction, then put through the validation gate.
 
 use crate::central::CentralEval;
+use crate::federation::Registration;
 use crate::gate::{GateConfig, GateDecision};
-use crate::registry::{NewVersion, PrivacySpend, Registry, RegistryError, Version, VersionRecord};
-use crate::round::RoundSummary;
-use crate::service::NodeInfo;
-use crate::strategy::Strategy;
+use crate::registry::{NewVersion, Registry, RegistryError, Version, VersionRecord};
 use cohort_core::NodeName;
 use cohort_core::binding::SignedBinding;
 use cohort_core::config::FederationPlan;
-use cohort_core::ledger::{ChainError, LedgerError, LedgerRecord, read_jsonl, verify_chain};
+use cohort_core::ledger::{LedgerError, LedgerRecord, read_jsonl};
 use cohort_core::metrics::FederatedEval;
 use cohort_core::model::parameters_to_bytes;
 use std::collections::BTreeMap;
@@ -116,69 +114,42 @@ impl Recorder {
         }
     }
 
-    /// Appends ledger records a node sent (JSON lines) to the coordinator's copy, durably. Records must be
-    /// signed by the key the node announced at join and extend the stored chain; records already stored are
-    /// skipped, so a resend is harmless.
+    /// The coordinator's copies of the ledgers of `nodes` (empty for a node without one).
     ///
     /// # Errors
-    /// [`LedgerError`] naming the problem; nothing is written then.
-    pub fn store_ledger_lines(&self, node: &NodeName, signer: &str, lines: &str) -> Result<usize, LedgerError> {
-        let incoming = read_jsonl(std::io::BufReader::new(lines.as_bytes()))?;
-        let mut chain = self.ledger_copy(node)?;
-        let known = chain.len() as u64;
-        let fresh: Vec<LedgerRecord> = incoming.into_iter().filter(|r| r.body.seq >= known).collect();
-        if let Some(bad) = fresh.iter().find(|r| r.body.node != node.0 || (!signer.is_empty() && r.signer != signer)) {
-            return Err(LedgerError::Chain(ChainError {
-                line: 0,
-                node: bad.body.node.clone(),
-                seq: bad.body.seq,
-                reason: format!("record does not belong to {node} or is not signed by its announced key"),
-            }));
-        }
-        chain.extend(fresh.iter().cloned());
-        verify_chain(&chain, None)?;
-        if fresh.is_empty() {
-            return Ok(0);
-        }
+    /// [`LedgerError`] for an unreadable or malformed copy.
+    pub fn ledger_copies(
+        &self,
+        nodes: impl IntoIterator<Item = NodeName>,
+    ) -> Result<BTreeMap<NodeName, Vec<LedgerRecord>>, LedgerError> {
+        nodes.into_iter().map(|n| Ok((n.clone(), self.ledger_copy(&n)?))).collect()
+    }
+
+    /// Appends records, already checked against the node's chain by [`crate::federation::Federation`], to the
+    /// coordinator's durable copy of `node`'s ledger (fsynced). A name that is not a valid node name is refused
+    /// rather than used in a path.
+    ///
+    /// # Errors
+    /// [`LedgerError`] when the copy cannot be written; nothing is written then.
+    pub fn append_ledger(&self, node: &NodeName, records: &[LedgerRecord]) -> Result<(), LedgerError> {
+        cohort_core::pki::check_name(&node.0).map_err(|e| LedgerError::Invalid(e.to_string()))?;
         let path = self.copy_path(node);
         let io_err = |source| LedgerError::Io { path: path.clone(), source };
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(io_err)?;
         }
-        let mut text = String::new();
-        for r in &fresh {
-            text.push_str(&serde_json::to_string(r).unwrap_or_default());
-            text.push('\n');
-        }
+        let text: String = records.iter().map(|r| format!("{}\n", r.to_json_line())).collect();
         use std::io::Write;
         let mut file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(io_err)?;
-        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(io_err)?;
-        Ok(fresh.len())
+        file.write_all(text.as_bytes()).and_then(|()| file.sync_all()).map_err(io_err)
     }
 
-    /// Each node's latest recorded cumulative (ε, δ), from the coordinator's copies.
-    pub fn privacy_spend(&self, nodes: impl IntoIterator<Item = NodeName>) -> BTreeMap<String, PrivacySpend> {
-        nodes
-            .into_iter()
-            .filter_map(|n| {
-                let last = self.ledger_copy(&n).ok()?.pop()?;
-                Some((n.0, PrivacySpend { epsilon: last.body.cumulative_epsilon, delta: last.body.delta }))
-            })
-            .collect()
-    }
-
-    /// Registers `summary` with the model `global`, checkpoints the federation, and runs the gate.
+    /// Registers a completed round with its model, checkpoints the federation, and runs the gate.
     ///
     /// # Errors
     /// [`RegistryError`] when the store cannot be written.
-    pub fn record(
-        &mut self,
-        summary: &RoundSummary,
-        global: &[f32],
-        strategy: &dyn Strategy,
-        nodes: &BTreeMap<NodeName, NodeInfo>,
-        privacy: &BTreeMap<String, PrivacySpend>,
-    ) -> Result<Recorded, RegistryError> {
+    pub fn record(&mut self, registration: &Registration) -> Result<Recorded, RegistryError> {
+        let Registration { summary, model: global, strategy, nodes, privacy } = registration;
         let name = self.plan.model_name.clone();
         let parent = self.registry.latest(&name)?.map(|r| r.version);
         let new = NewVersion {
@@ -186,9 +157,9 @@ impl Recorder {
             round: summary.round,
             parent,
             clients: summary.contributors.iter().map(|n| n.0.clone()).collect(),
-            strategy: strategy.name().to_owned(),
+            strategy: strategy.name.to_owned(),
             hyperparameters: serde_json::json!({
-                "strategy": strategy.hyperparameters(),
+                "strategy": strategy.hyperparameters,
                 "training": self.plan.training,
             }),
             config_hash: self.config_hash.clone(),
@@ -227,7 +198,7 @@ impl Recorder {
             &self.plan.federation_id,
             &new,
             &parameters_to_bytes(global),
-            &strategy.state(),
+            &strategy.state,
         )?;
         let decision = match record.evaluation() {
             Some(candidate) => {

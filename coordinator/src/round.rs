@@ -1,6 +1,6 @@
-//! The round state machine: join, select, train, aggregate, evaluate, repeat. No I/O: the gRPC layer feeds it
-//! messages and the current time, and reads back tasks and events, so every transition is testable without a
-//! network or a clock.
+//! The round state machine: join, select, train, aggregate, evaluate, repeat. No I/O and no ambient state: it is
+//! fed messages, the current time and a random generator, and read back for tasks and events, so every transition
+//! is testable without a network or a clock, and a run with a seeded generator replays exactly.
 
 use crate::secure::{
     Outcome, Poll, RoundStart, SecureError, SecureEvent, SecureRound, SecureRoundRecord, SecureSettings,
@@ -11,6 +11,8 @@ use cohort_core::config::FederationPlan;
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::{ModelVersion, NodeName, Round};
 use cohort_crypto::{DecryptionRequest, RoundAnnouncement};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
@@ -133,7 +135,7 @@ pub enum Event {
         /// Its reason.
         reason: String,
     },
-    /// A round closed without enough updates and will be retried.
+    /// A round closed without enough updates and will be retried after a backoff.
     RoundFailed {
         /// The round.
         round: Round,
@@ -141,7 +143,21 @@ pub enum Event {
         updates: usize,
         /// Updates required.
         required: usize,
+        /// How long the machine waits before it tries the round again.
+        retry_in: Duration,
     },
+    /// A node missed a deadline (or never joined by the first one): later rounds go on without waiting for it.
+    NodeAbsent {
+        /// The node.
+        node: NodeName,
+        /// The phase whose deadline it missed.
+        phase: &'static str,
+    },
+    /// An absent node is back (it asked for a task or joined again); the next round selects it.
+    NodeReturned(NodeName),
+    /// The same round failed [`RoundSettings::max_round_failures`] times in a row: the federation stopped
+    /// without finishing.
+    Stopped(Stopped),
     /// A new global model was produced.
     Aggregated {
         /// The round.
@@ -206,11 +222,43 @@ pub struct RoundSummary {
     pub secure: Option<SecureRoundRecord>,
 }
 
+/// Why a federation stopped before its last round.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stopped {
+    /// The round that kept failing.
+    pub round: Round,
+    /// How many times in a row it failed.
+    pub failures: u32,
+    /// What the last failure was.
+    pub reason: String,
+}
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "round {} failed {} times in a row (last: {})", self.round, self.failures, self.reason)
+    }
+}
+
+/// What the machine is waiting for, for the operator's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    /// The round (the next one while joining).
+    pub round: Round,
+    /// The phase (and secure stage).
+    pub phase: String,
+    /// The nodes it waits for, with the time each was marked absent (None: not absent).
+    pub nodes: Vec<(NodeName, Option<Instant>)>,
+    /// When the wait ends (None: until a quorum is there).
+    pub deadline: Option<Instant>,
+}
+
 // One phase value exists per machine and it is replaced, not copied: boxing the training state buys nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Phase {
     Joining { since: Option<Instant> },
+    /// A failed round waits before it is tried again.
+    Backoff { until: Instant },
     Training(Training),
     Evaluating(Evaluating),
     Finished,
@@ -251,6 +299,8 @@ pub struct RoundSettings {
     pub deadline: Duration,
     /// How many clients to select per round (None: all joined).
     pub clients_per_round: Option<usize>,
+    /// Consecutive failures of one round before the federation stops.
+    pub max_round_failures: u32,
 }
 
 impl RoundSettings {
@@ -261,6 +311,7 @@ impl RoundSettings {
             min_clients: plan.training.min_clients,
             deadline: Duration::from_secs(plan.training.round_deadline_secs),
             clients_per_round: plan.training.clients_per_round,
+            max_round_failures: plan.training.max_round_failures,
         }
     }
 }
@@ -270,6 +321,11 @@ pub struct RoundMachine {
     federation_id: String,
     roster: BTreeSet<NodeName>,
     joined: BTreeSet<NodeName>,
+    /// Roster nodes that missed a deadline (or never joined by the first), since when; not waited for.
+    absent: BTreeMap<NodeName, Instant>,
+    /// Consecutive failures of the current round.
+    failures: u32,
+    stopped: Option<Stopped>,
     settings: RoundSettings,
     strategy: Box<dyn Strategy>,
     global: Vec<f32>,
@@ -281,6 +337,7 @@ pub struct RoundMachine {
     secure: Option<SecureSettings>,
     bindings: BTreeMap<NodeName, SignedBinding>,
     examples: BTreeMap<NodeName, f64>,
+    rng: ChaCha20Rng,
 }
 
 impl std::fmt::Debug for RoundMachine {
@@ -310,6 +367,9 @@ impl RoundMachine {
             federation_id: federation_id.to_owned(),
             roster: roster.into_iter().collect(),
             joined: BTreeSet::new(),
+            absent: BTreeMap::new(),
+            failures: 0,
+            stopped: None,
             settings,
             strategy,
             global,
@@ -321,7 +381,17 @@ impl RoundMachine {
             secure: None,
             bindings: BTreeMap::new(),
             examples: BTreeMap::new(),
+            rng: ChaCha20Rng::from_os_rng(),
         }
+    }
+
+    /// Draws client selection, round ids, nonces and mask seeds from `rng` instead of a generator seeded by the
+    /// operating system. For reproducible simulations only: a coordinator whose seed is known announces
+    /// predictable round ids and mask seeds.
+    #[must_use]
+    pub fn with_rng(mut self, rng: ChaCha20Rng) -> Self {
+        self.rng = rng;
+        self
     }
 
     /// Runs every round with threshold-RLWE secure aggregation under `settings`: the machine then
@@ -417,9 +487,80 @@ impl RoundMachine {
     pub fn phase_name(&self) -> &'static str {
         match self.phase {
             Phase::Joining { .. } => "joining",
+            Phase::Backoff { .. } => "backoff",
             Phase::Training(_) => "training",
             Phase::Evaluating(_) => "evaluation",
             Phase::Finished => "finished",
+        }
+    }
+
+    /// Why the federation stopped before its last round (None while it runs, or when it finished).
+    pub fn stopped(&self) -> Option<&Stopped> {
+        self.stopped.as_ref()
+    }
+
+    /// The roster nodes currently marked absent, with the time each was marked.
+    pub fn absent(&self) -> &BTreeMap<NodeName, Instant> {
+        &self.absent
+    }
+
+    /// What the machine waits for now (None when finished or backing off).
+    pub fn waiting(&self) -> Option<Waiting> {
+        let mark = |n: &NodeName| (n.clone(), self.absent.get(n).copied());
+        match &self.phase {
+            Phase::Joining { since } => Some(Waiting {
+                round: Round(self.completed.0 + 1),
+                phase: "joining".into(),
+                nodes: self.roster.iter().filter(|n| !self.is_present(n)).map(mark).collect(),
+                deadline: since.map(|s| s + self.settings.deadline),
+            }),
+            Phase::Training(t) => {
+                let (nodes, deadline) = match &t.secure {
+                    Some(s) => s.waiting_for(&t.answered),
+                    None => (t.selected.difference(&t.answered).cloned().collect(), t.deadline),
+                };
+                let phase = match &t.secure {
+                    Some(s) => format!("training ({})", s.stage_name()),
+                    None => "training".into(),
+                };
+                Some(Waiting { round: t.round, phase, nodes: nodes.iter().map(mark).collect(), deadline: Some(deadline) })
+            }
+            Phase::Evaluating(e) => Some(Waiting {
+                round: e.summary.round,
+                phase: "evaluation".into(),
+                nodes: e.expected.iter().map(mark).collect(),
+                deadline: Some(e.deadline),
+            }),
+            Phase::Backoff { .. } | Phase::Finished => None,
+        }
+    }
+
+    /// Whether `node` has joined and is not marked absent.
+    fn is_present(&self, node: &NodeName) -> bool {
+        self.joined.contains(node) && !self.absent.contains_key(node)
+    }
+
+    /// The joined nodes not marked absent.
+    fn present(&self) -> BTreeSet<NodeName> {
+        self.joined.iter().filter(|n| !self.absent.contains_key(*n)).cloned().collect()
+    }
+
+    /// Marks each of `nodes` absent since `now` (a missed deadline).
+    fn mark_absent(&mut self, nodes: impl IntoIterator<Item = NodeName>, phase: &'static str, now: Instant) {
+        for node in nodes {
+            if !self.absent.contains_key(&node) {
+                tracing::warn!(node = %node, phase, "node missed the {phase} deadline: marked absent, later rounds do not wait for it");
+                self.absent.insert(node.clone(), now);
+                self.events.push(Event::NodeAbsent { node, phase });
+            }
+        }
+    }
+
+    /// A message from `node`: an absent node is back.
+    fn heard_from(&mut self, node: &NodeName) {
+        if self.absent.remove(node).is_some() {
+            tracing::info!(node = %node, "absent node is back; the next round selects it");
+            self.events.push(Event::NodeReturned(node.clone()));
         }
     }
 
@@ -462,6 +603,7 @@ impl RoundMachine {
         if self.joined.insert(node.clone()) {
             self.events.push(Event::Joined(node.clone()));
         }
+        self.heard_from(node);
         if let Phase::Joining { since } = &mut self.phase {
             since.get_or_insert(now);
         }
@@ -469,7 +611,11 @@ impl RoundMachine {
         Ok(())
     }
 
-    fn check_member(&self, node: &NodeName) -> Result<(), RoundError> {
+    /// Checks that `node` is in the roster and has joined.
+    ///
+    /// # Errors
+    /// [`RoundError::NotInRoster`] or [`RoundError::NotJoined`].
+    pub fn check_member(&self, node: &NodeName) -> Result<(), RoundError> {
         if !self.roster.contains(node) {
             return Err(RoundError::NotInRoster(node.clone()));
         }
@@ -485,6 +631,7 @@ impl RoundMachine {
     /// [`RoundError::NotInRoster`] or [`RoundError::NotJoined`].
     pub fn task_for(&mut self, node: &NodeName, now: Instant) -> Result<Task, RoundError> {
         self.check_member(node)?;
+        self.heard_from(node);
         self.advance(now);
         let version = self.version;
         if let Phase::Training(t) = &mut self.phase {
@@ -816,14 +963,21 @@ impl RoundMachine {
         loop {
             let next = match &mut self.phase {
                 Phase::Joining { since } => {
-                    let all = self.joined.len() == self.roster.len();
+                    // Every roster node is either here or known to be absent: nobody is left to wait for.
+                    let all = self.roster.iter().all(|n| self.joined.contains(n) || self.absent.contains_key(n));
                     let waited = since.is_some_and(|s| now.duration_since(s) >= self.settings.deadline);
-                    if self.joined.len() >= self.quorum() && (all || waited) {
+                    if self.present().len() >= self.quorum() && (all || waited) {
+                        if waited && !all {
+                            let missing: Vec<NodeName> =
+                                self.roster.iter().filter(|n| !self.joined.contains(*n)).cloned().collect();
+                            self.mark_absent(missing, "join", now);
+                        }
                         Some(self.start_round(now))
                     } else {
                         None
                     }
                 }
+                Phase::Backoff { until } => (now >= *until).then_some(Phase::Joining { since: Some(now) }),
                 Phase::Training(t) if t.secure.is_some() => {
                     let round = t.round;
                     let mut secure_events = Vec::new();
@@ -842,15 +996,18 @@ impl RoundMachine {
                             }
                         });
                     }
+                    let missed: Vec<NodeName> = match (&outcome, t.secure.as_ref()) {
+                        (Outcome::Failed { .. }, Some(s)) => s.waiting_for(&t.answered).0,
+                        (Outcome::Decoded { .. }, _) => t.selected.difference(&t.answered).cloned().collect(),
+                        _ => Vec::new(),
+                    };
+                    self.mark_absent(missed, "training", now);
+                    let Phase::Training(t) = &mut self.phase else { break };
                     match outcome {
                         Outcome::Pending => None,
                         Outcome::Failed { stage, got, required, reason } => {
-                            tracing::warn!(
-                                round = round.0,
-                                "secure round failed in the {stage} stage: {reason} ({got} of {required})"
-                            );
-                            self.events.push(Event::RoundFailed { round, updates: got, required });
-                            Some(self.start_round(now))
+                            let reason = format!("secure {stage} stage: {reason} ({got} of {required})");
+                            Some(self.fail(round, got, required, reason, now))
                         }
                         Outcome::Decoded { sum, record } => {
                             t.sum = sum;
@@ -861,20 +1018,26 @@ impl RoundMachine {
                 }
                 Phase::Training(t) => {
                     let all_answered = t.answered.len() == t.selected.len();
-                    let late = now >= t.deadline;
-                    if !(all_answered || late) {
+                    if !(all_answered || now >= t.deadline) {
                         None
-                    } else if t.contributors.len() >= self.settings.min_clients {
-                        Some(self.aggregate(now))
                     } else {
-                        let (round, updates) = (t.round, t.contributors.len());
-                        self.events.push(Event::RoundFailed { round, updates, required: self.settings.min_clients });
-                        Some(self.start_round(now))
+                        // Whoever has not answered when the deadline closes the round is absent from now on.
+                        let missed: Vec<NodeName> = t.selected.difference(&t.answered).cloned().collect();
+                        let (round, updates, required) = (t.round, t.contributors.len(), self.settings.min_clients);
+                        self.mark_absent(missed, "training", now);
+                        if updates >= required {
+                            Some(self.aggregate(now))
+                        } else {
+                            let reason = format!("{updates} of {required} required updates");
+                            Some(self.fail(round, updates, required, reason, now))
+                        }
                     }
                 }
                 Phase::Evaluating(e) => {
                     if e.expected.is_empty() || now >= e.deadline {
-                        Some(self.finish_evaluation())
+                        let missed: Vec<NodeName> = e.expected.iter().cloned().collect();
+                        self.mark_absent(missed, "evaluation", now);
+                        Some(self.finish_evaluation(now))
                     } else {
                         None
                     }
@@ -890,10 +1053,10 @@ impl RoundMachine {
 
     fn start_round(&mut self, now: Instant) -> Phase {
         let round = Round(self.completed.0 + 1);
-        let mut selected: Vec<NodeName> = self.joined.iter().cloned().collect();
+        let mut selected: Vec<NodeName> = self.present().into_iter().collect();
         if let Some(k) = self.settings.clients_per_round {
             use rand::seq::SliceRandom;
-            selected.shuffle(&mut rand::rng());
+            selected.shuffle(&mut self.rng);
             selected.truncate(k.max(self.quorum()));
             selected.sort();
         }
@@ -906,7 +1069,7 @@ impl RoundMachine {
                     examples: &self.examples,
                     model: &self.global,
                 };
-                match SecureRound::start(settings, start, now, self.settings.deadline) {
+                match SecureRound::start(settings, start, &mut self.rng, now, self.settings.deadline) {
                     Ok(s) => Some(s),
                     Err(err) => {
                         // Unreachable with a configuration the coordinator accepted at bind; never
@@ -942,15 +1105,11 @@ impl RoundMachine {
             Ok(next) => {
                 self.global = next;
                 self.version = ModelVersion(self.version.0 + 1);
+                self.failures = 0;
             }
             Err(err) => {
-                tracing::error!(round = t.round.0, "aggregation failed: {err}");
-                self.events.push(Event::RoundFailed {
-                    round: t.round,
-                    updates: 0,
-                    required: self.settings.min_clients,
-                });
-                return self.start_round(now);
+                let updates = t.contributors.len();
+                return self.fail(t.round, updates, self.settings.min_clients, format!("aggregation failed: {err}"), now);
             }
         }
         let train_loss =
@@ -972,12 +1131,35 @@ impl RoundMachine {
                 slices: Vec::new(),
                 secure: t.secure_record,
             },
-            expected: self.joined.clone(),
+            expected: self.present(),
             deadline: now + self.settings.deadline,
         })
     }
 
-    fn finish_evaluation(&mut self) -> Phase {
+    /// A failed attempt at `round`: back off (1 s, doubling, at most the round deadline) and try again, or stop
+    /// once the round has failed [`RoundSettings::max_round_failures`] times in a row.
+    fn fail(&mut self, round: Round, updates: usize, required: usize, reason: String, now: Instant) -> Phase {
+        self.failures += 1;
+        if self.failures >= self.settings.max_round_failures {
+            let stopped = Stopped { round, failures: self.failures, reason };
+            tracing::error!(round = round.0, "federation stopped: {stopped}");
+            self.stopped = Some(stopped.clone());
+            self.events.push(Event::Stopped(stopped));
+            return Phase::Finished;
+        }
+        let retry_in = Duration::from_secs(1 << (self.failures - 1).min(20)).min(self.settings.deadline);
+        tracing::warn!(
+            round = round.0,
+            "round failed ({reason}); retrying in {} s (failure {} of at most {})",
+            retry_in.as_secs_f64(),
+            self.failures,
+            self.settings.max_round_failures
+        );
+        self.events.push(Event::RoundFailed { round, updates, required, retry_in });
+        Phase::Backoff { until: now + retry_in }
+    }
+
+    fn finish_evaluation(&mut self, now: Instant) -> Phase {
         let Phase::Evaluating(mut e) = std::mem::replace(&mut self.phase, Phase::Finished) else {
             return Phase::Finished;
         };
@@ -991,7 +1173,7 @@ impl RoundMachine {
             self.events.push(Event::Finished { version: self.version });
             Phase::Finished
         } else {
-            Phase::Joining { since: Some(Instant::now()) }
+            Phase::Joining { since: Some(now) }
         }
     }
 }
@@ -1002,8 +1184,13 @@ mod tests {
     use crate::strategy::FedAvg;
 
     fn machine(roster: &[&str], min: usize, rounds: u64) -> RoundMachine {
-        let settings =
-            RoundSettings { rounds, min_clients: min, deadline: Duration::from_secs(10), clients_per_round: None };
+        let settings = RoundSettings {
+            rounds,
+            min_clients: min,
+            deadline: Duration::from_secs(10),
+            clients_per_round: None,
+            max_round_failures: 3,
+        };
         RoundMachine::new(
             "f",
             roster.iter().map(|n| NodeName::from(*n)),
@@ -1087,16 +1274,120 @@ mod tests {
             m.join(n, now).unwrap();
         }
         m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 1.0], 0.0, now).unwrap();
-        m.advance(now + Duration::from_secs(11));
-        // One update is below the quorum of two: the round is retried under the same number.
+        let waiting = m.waiting().unwrap();
+        assert_eq!((waiting.round, waiting.phase.as_str()), (Round(1), "training"));
+        assert_eq!(waiting.nodes, [(b.clone(), None), (c.clone(), None)]);
+        assert_eq!(waiting.deadline, Some(now + Duration::from_secs(10)));
+        let closed = now + Duration::from_secs(11);
+        m.advance(closed);
+        // One update is below the quorum of two: the round backs off for 1 s and is retried under the same
+        // number; b and c missed the deadline and are absent.
         let events = m.drain_events();
-        assert!(events.iter().any(|e| matches!(e, Event::RoundFailed { round: Round(1), updates: 1, required: 2 })));
+        let one_second = Duration::from_secs(1);
+        assert!(events.iter().any(|e| matches!(e,
+            Event::RoundFailed { round: Round(1), updates: 1, required: 2, retry_in } if *retry_in == one_second)));
+        assert!(events.iter().any(|e| matches!(e, Event::NodeAbsent { node, phase: "training" } if *node == b)));
+        assert_eq!(m.absent().keys().cloned().collect::<Vec<_>>(), [b.clone(), c.clone()]);
+        assert_eq!(m.phase_name(), "backoff");
         assert_eq!(m.version(), ModelVersion(0));
-        let later = now + Duration::from_secs(12);
+        // Absent nodes come back by asking for a task; the retry after the backoff then selects all three.
+        let during = closed + one_second / 2;
+        assert_eq!(m.task_for(&b, during).unwrap(), Task::Wait, "backing off");
+        assert_eq!(m.task_for(&c, during).unwrap(), Task::Wait, "backing off");
+        assert!(m.drain_events().iter().any(|e| matches!(e, Event::NodeReturned(n) if *n == b)));
+        assert!(m.absent().is_empty());
+        let later = closed + one_second;
+        assert_eq!(m.task_for(&c, later).unwrap(), Task::Train { round: Round(1), version: ModelVersion(0) });
         m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 1.0], 0.0, later).unwrap();
         m.decline(&c, Round(1), ModelVersion(0), "over budget", later).unwrap();
         m.submit_update(&b, Round(1), ModelVersion(0), &[3.0, 3.0], 0.0, later).unwrap();
         assert_eq!(m.version(), ModelVersion(1));
         assert_eq!(m.global(), &[2.0, 2.0]);
+    }
+
+    #[test]
+    fn a_round_that_keeps_failing_backs_off_then_stops() {
+        let mut now = Instant::now();
+        let (a, b) = (NodeName::from("a"), NodeName::from("b"));
+        let mut m = machine(&["a", "b"], 2, 5);
+        m.join(&a, now).unwrap();
+        m.join(&b, now).unwrap();
+        let mut started = 0;
+        // Both nodes decline every attempt (say, over budget): without a backoff this would retry in a hot loop.
+        for (attempt, backoff) in [(1, 1), (2, 2), (3, 0)] {
+            assert_eq!(m.task_for(&a, now).unwrap(), Task::Train { round: Round(1), version: ModelVersion(0) });
+            m.decline(&a, Round(1), ModelVersion(0), "over budget", now).unwrap();
+            m.decline(&b, Round(1), ModelVersion(0), "over budget", now).unwrap();
+            let events = m.drain_events();
+            started += events.iter().filter(|e| matches!(e, Event::RoundStarted { .. })).count();
+            if attempt < 3 {
+                assert_eq!(m.phase_name(), "backoff", "attempt {attempt}");
+                // Half-way through the backoff nothing is asked of anyone.
+                now += Duration::from_millis(500 * backoff);
+                assert_eq!(m.task_for(&a, now).unwrap(), Task::Wait);
+                now += Duration::from_millis(500 * backoff);
+            } else {
+                let stopped = m.stopped().expect("the federation stopped").clone();
+                assert_eq!((stopped.round, stopped.failures), (Round(1), 3));
+                assert!(stopped.reason.contains("0 of 2"), "{stopped}");
+                assert!(events.iter().any(|e| matches!(e, Event::Stopped(s) if *s == stopped)));
+            }
+        }
+        assert_eq!(started, 3, "one start per attempt");
+        assert!(m.is_finished());
+        assert_eq!(m.version(), ModelVersion(0));
+    }
+
+    #[test]
+    fn absent_nodes_are_not_waited_for_and_rejoin_when_they_return() {
+        let now = Instant::now();
+        let (a, b, c) = (NodeName::from("a"), NodeName::from("b"), NodeName::from("c"));
+        let mut m = machine(&["a", "b", "c"], 2, 3);
+        for n in [&a, &b, &c] {
+            m.join(n, now).unwrap();
+        }
+        m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 1.0], 0.0, now).unwrap();
+        m.submit_update(&b, Round(1), ModelVersion(0), &[1.0, 1.0], 0.0, now).unwrap();
+        // c never answers: at the deadline the round closes with a and b, and c is absent.
+        let t1 = now + Duration::from_secs(10);
+        m.advance(t1);
+        assert_eq!(m.version(), ModelVersion(1));
+        assert_eq!(m.absent().get(&c), Some(&t1));
+        // The evaluation does not wait for c, and round 2 starts as soon as a and b reported.
+        assert_eq!(m.waiting().unwrap().nodes, [(a.clone(), None), (b.clone(), None)]);
+        m.report_evaluation(&a, Round(1), ModelVersion(1), metrics(0.9, 1), t1).unwrap();
+        m.report_evaluation(&b, Round(1), ModelVersion(1), metrics(0.9, 1), t1).unwrap();
+        assert_eq!(m.task_for(&a, t1).unwrap(), Task::Train { round: Round(2), version: ModelVersion(1) });
+        // c returns mid-round: it is not in round 2, but round 3 selects it again.
+        assert_eq!(m.task_for(&c, t1).unwrap(), Task::Wait);
+        assert!(m.absent().is_empty());
+        m.submit_update(&a, Round(2), ModelVersion(1), &[1.0, 1.0], 0.0, t1).unwrap();
+        m.submit_update(&b, Round(2), ModelVersion(1), &[1.0, 1.0], 0.0, t1).unwrap();
+        for n in [&a, &b, &c] {
+            m.report_evaluation(n, Round(2), ModelVersion(2), metrics(0.9, 1), t1).unwrap();
+        }
+        assert_eq!(m.task_for(&c, t1).unwrap(), Task::Train { round: Round(3), version: ModelVersion(2) });
+    }
+
+    #[test]
+    fn a_roster_node_that_never_joins_is_waited_for_once() {
+        let now = Instant::now();
+        let (a, b) = (NodeName::from("a"), NodeName::from("b"));
+        let mut m = machine(&["a", "b", "c"], 2, 3);
+        m.join(&a, now).unwrap();
+        m.join(&b, now).unwrap();
+        let waiting = m.waiting().unwrap();
+        assert_eq!((waiting.phase.as_str(), waiting.nodes.len()), ("joining", 1));
+        assert_eq!(m.task_for(&a, now).unwrap(), Task::Wait, "the first round waits for c");
+        let t1 = now + Duration::from_secs(10);
+        assert_eq!(m.task_for(&a, t1).unwrap(), Task::Train { round: Round(1), version: ModelVersion(0) });
+        assert!(m.absent().contains_key(&NodeName::from("c")));
+        for n in [&a, &b] {
+            m.submit_update(n, Round(1), ModelVersion(0), &[1.0, 1.0], 0.0, t1).unwrap();
+        }
+        for n in [&a, &b] {
+            m.report_evaluation(n, Round(1), ModelVersion(1), metrics(0.9, 1), t1).unwrap();
+        }
+        assert_eq!(m.task_for(&a, t1).unwrap(), Task::Train { round: Round(2), version: ModelVersion(1) }, "not again");
     }
 }

@@ -320,6 +320,13 @@ pub struct RoundStart<'a> {
     pub model: &'a [f32],
 }
 
+/// 32 bytes from `rng`.
+fn random_bytes(rng: &mut (impl rand::CryptoRng + ?Sized)) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    rng.fill_bytes(&mut out);
+    out
+}
+
 impl SecureRound {
     /// Starts a secure round over `start.selected` for the global model `start.model`. The announcement gets a
     /// fresh random round id (never reused, even when the same training round is retried), a fresh nonce, the
@@ -332,6 +339,7 @@ impl SecureRound {
     pub fn start(
         settings: &SecureSettings,
         start: RoundStart<'_>,
+        rng: &mut (impl rand::CryptoRng + ?Sized),
         now: Instant,
         phase_time: Duration,
     ) -> Result<Self, SecureError> {
@@ -363,10 +371,10 @@ impl SecureRound {
         let model_sha256 = model_digest(start.model);
         let announcement = RoundAnnouncement {
             federation: start.federation.to_owned(),
-            round: RoundId(rand::random()),
-            nonce: rand::random(),
+            round: RoundId(rng.next_u64()),
+            nonce: random_bytes(rng),
             model_sha256,
-            seed: MaskSeed::generate(),
+            seed: MaskSeed(random_bytes(rng)),
             params: settings.ctx.params().clone(),
             threshold,
             min_participants,
@@ -412,6 +420,21 @@ impl SecureRound {
     /// The stage name, for messages.
     pub fn stage_name(&self) -> &'static str {
         self.stage.name()
+    }
+
+    /// The nodes the current stage still waits for (`answered`: the selected nodes that uploaded or
+    /// declined), and the stage's deadline.
+    pub fn waiting_for(&self, answered: &BTreeSet<NodeName>) -> (Vec<NodeName>, Instant) {
+        let open = |n: &&NodeName| !answered.contains(*n);
+        let nodes = match self.stage {
+            Stage::Sharing => self.ids.keys().filter(open).filter(|n| !self.sharers.contains(*n)).cloned().collect(),
+            Stage::Uploading => self.holders.iter().filter(open).filter(|n| !self.uploaded.contains(*n)).cloned().collect(),
+            Stage::Decrypting if self.request.is_some() => {
+                self.pollers.iter().filter(|n| !self.partials.contains_key(*n)).cloned().collect()
+            }
+            Stage::Decrypting => self.holders.iter().filter(|n| !self.pollers.contains(n)).cloned().collect(),
+        };
+        (nodes, self.deadline)
     }
 
     /// Whether `node` has submitted its shares.
@@ -789,7 +812,7 @@ mod tests {
             examples: &examples,
             model: &[0.0; 3],
         };
-        let round = SecureRound::start(&settings, start, now, Duration::from_secs(10)).unwrap();
+        let round = SecureRound::start(&settings, start, &mut rand::rng(), now, Duration::from_secs(10)).unwrap();
         (round, clients, now)
     }
 

@@ -1,20 +1,23 @@
 //! The coordinator process: a TLS listener that logs refused handshakes, the tonic server, a deadline ticker, and
 //! the run loop that ends when the federation is finished.
 
+use crate::federation::{Federation, SystemClock};
 use crate::gate::GateConfig;
+use crate::host::Host;
 use crate::recorder::Recorder;
 use crate::registry::Registry;
 use crate::round::{Event, RoundMachine, RoundSettings, RoundSummary};
 use crate::secure::SecureSettings;
-use crate::service::{FederationService, Shared};
+use crate::service::FederationService;
 use crate::strategy;
 use cohort_core::binding::FederationTrust;
 use cohort_core::config::{CoordinatorConfig, FederationPlan, SecureAggregationMode};
 use cohort_core::model::parameters_from_bytes;
+use cohort_core::protocol::{codec::MAX_MESSAGE_BYTES, proto};
 use cohort_core::tls::{describe_server_handshake_failure, server_config};
-use cohort_core::wire::{MAX_MESSAGE_BYTES, proto};
 use cohort_core::{ModelVersion, NodeName, Round};
 use cohort_crypto::SecAggParams;
+use rand_chacha::ChaCha20Rng;
 use sha2::{Digest, Sha256};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,6 +71,8 @@ pub struct RunReport {
     pub recorded: Vec<crate::recorder::Recorded>,
     /// The round this run resumed after (0 for a fresh federation).
     pub resumed_after: Round,
+    /// Why the federation stopped before its last round (None when it finished, or was shut down).
+    pub stopped: Option<crate::round::Stopped>,
 }
 
 /// The federation plan a coordinator config implies.
@@ -136,12 +141,163 @@ pub fn secure_settings(config: &CoordinatorConfig) -> Result<Option<SecureSettin
     Ok(Some(settings))
 }
 
+/// A federation's core, hosted and ready to be served by any transport.
+#[derive(Debug)]
+pub struct Hosted {
+    /// The host.
+    pub host: Arc<Host>,
+    /// The round the federation resumes after (0 for a fresh one).
+    pub resumed_after: Round,
+    /// The secure-aggregation guarantee in one line, for operators (None without secure aggregation).
+    pub guarantee: Option<String>,
+}
+
+/// Opens the registry in the configured data directory, resumes from its checkpoint (or draws the initial
+/// model), and hosts the federation's core. `rng` replaces the operating system's randomness for client
+/// selection, round ids and mask seeds: reproducible simulations only (see [`RoundMachine::with_rng`]).
+///
+/// # Errors
+/// [`CoordinatorError`] for an incompatible strategy or gate, an unusable CA or central test set, or a registry
+/// that cannot be opened.
+pub fn host(config: &CoordinatorConfig, mut rng: Option<ChaCha20Rng>) -> Result<Hosted, CoordinatorError> {
+    let plan = plan_of(config)?;
+    let strategy = strategy::from_config(&config.strategy);
+    check_strategy(strategy.as_ref(), config.secure_aggregation.mode)?;
+    let secure = secure_settings(config)?;
+    let gate: GateConfig = match &config.gate {
+        Some(table) => table
+            .clone()
+            .try_into()
+            .map_err(|e| CoordinatorError::Incompatible(format!("invalid [gate] section: {e}")))?,
+        None => GateConfig::default(),
+    };
+    gate.validate().map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
+    // Everything that can be checked without touching the data directory comes first, so a start that fails
+    // on a bad test set leaves no state behind.
+    let trust =
+        FederationTrust::load(&config.tls.ca_cert).map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
+    let central = match &config.central_test_set {
+        Some(path) => {
+            let central = crate::central::CentralEval::load(path, &config.schema, plan.model.clone())?;
+            tracing::info!(rows = central.rows(), path = %path.display(), "central evaluation on the coordinator's test set");
+            Some(central)
+        }
+        None => None,
+    };
+    let registry = Registry::open(&config.data_dir).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
+    let checkpoint =
+        registry.load_checkpoint(&config.federation_id).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
+    let mut strategy = strategy;
+    let (global, completed) = match checkpoint {
+        Some(cp) => {
+            let global =
+                parameters_from_bytes(&cp.model_bytes).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
+            plan.model.check_parameters(&global).map_err(|e| {
+                CoordinatorError::Registry(format!("checkpoint does not fit the configured model: {e}"))
+            })?;
+            strategy.restore(&cp.strategy_state);
+            tracing::info!(round = cp.round.0, "resuming federation {} after round {}", config.federation_id, cp.round);
+            (global, cp.round)
+        }
+        None => {
+            let initial = match rng.as_mut() {
+                Some(rng) => plan.model.initial_parameters(rng),
+                None => plan.model.initial_parameters(&mut rand::rng()),
+            };
+            (initial, Round(0))
+        }
+    };
+    let mut machine = RoundMachine::new(
+        &config.federation_id,
+        config.roster.iter().map(|n| NodeName(n.clone())),
+        RoundSettings::from_plan(&plan),
+        strategy,
+        global,
+        completed,
+        ModelVersion(completed.0),
+    );
+    if let Some(rng) = rng {
+        machine = machine.with_rng(rng);
+    }
+    let guarantee = secure.as_ref().map(SecureSettings::guarantee);
+    if let Some(settings) = secure {
+        tracing::info!(
+            max_colluders = settings.max_colluders(),
+            min_participants = settings.min_participants(),
+            "{} (threshold RLWE, {})",
+            settings.guarantee(),
+            settings.context().summary().security
+        );
+        machine = machine.with_secure_aggregation(settings);
+    }
+    let config_hash = hex::encode(Sha256::digest(serde_json::to_vec(config).unwrap_or_default()));
+    let mut recorder = Recorder::new(registry, plan.clone(), gate, config_hash);
+    if let Some(central) = central {
+        recorder = recorder.with_central(central);
+    }
+    let ledgers = recorder
+        .ledger_copies(config.roster.iter().map(|n| NodeName(n.clone())))
+        .map_err(|e| CoordinatorError::Registry(format!("the coordinator's copy of a ledger: {e}")))?;
+    let federation = Federation::new(machine, plan.clone(), trust, Box::new(SystemClock), ledgers);
+    let host = Host::new(federation, Some(recorder));
+    Ok(Hosted { host, resumed_after: completed, guarantee })
+}
+
+/// How often the coordinator logs what it waits for.
+pub const WAITING_LOG_EVERY: Duration = Duration::from_secs(5);
+
+/// Ticks `host`'s deadlines until the federation finishes (plus a short grace period so nodes fetch the final
+/// model) or `shutdown` resolves.
+pub async fn run_until_finished(host: &Arc<Host>, shutdown: impl Future<Output = ()>) {
+    let ticker = {
+        let host = host.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(250));
+            let mut last_said = tokio::time::Instant::now();
+            loop {
+                interval.tick().await;
+                host.tick();
+                // While the federation waits, one line every few seconds says for whom and for how long.
+                if last_said.elapsed() >= WAITING_LOG_EVERY {
+                    if let Some(line) = host.with_federation(|f| f.waiting_line()) {
+                        tracing::info!("{line}");
+                    }
+                    last_said = tokio::time::Instant::now();
+                }
+            }
+        })
+    };
+    let finished = async {
+        let mut watch = host.watch();
+        while !host.with_federation(|f| f.machine().is_finished()) {
+            if watch.changed().await.is_err() {
+                break;
+            }
+        }
+        // Let nodes collect the final model.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    };
+    tokio::select! {
+        () = finished => {}
+        () = shutdown => {}
+    }
+    ticker.abort();
+}
+
+/// What `host`'s federation did, for its run report.
+pub fn run_report(host: &Host, resumed_after: Round) -> RunReport {
+    let (history, global, version, stopped) = host.with_federation(|f| {
+        let m = f.machine();
+        (m.history().to_vec(), m.global().to_vec(), m.version(), m.stopped().cloned())
+    });
+    RunReport { history, global, version, recorded: host.recorded(), resumed_after, stopped }
+}
+
 /// A coordinator bound to its address, ready to run.
 pub struct Coordinator {
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    shared: Arc<Shared>,
-    trust: FederationTrust,
+    shared: Arc<Host>,
     resumed_after: Round,
     guarantee: Option<String>,
 }
@@ -153,96 +309,28 @@ impl std::fmt::Debug for Coordinator {
 }
 
 impl Coordinator {
-    /// Loads TLS material, builds the initial model and binds the listen address.
+    /// Loads TLS material, hosts the federation's core ([`host`]) and binds the listen address.
     ///
     /// # Errors
     /// [`CoordinatorError`] for bad TLS material, an unbindable address or an incompatible strategy.
     pub async fn bind(config: &CoordinatorConfig) -> Result<Self, CoordinatorError> {
-        let plan = plan_of(config)?;
-        let strategy = strategy::from_config(&config.strategy);
-        check_strategy(strategy.as_ref(), config.secure_aggregation.mode)?;
-        let secure = secure_settings(config)?;
-        let gate: GateConfig = match &config.gate {
-            Some(table) => table
-                .clone()
-                .try_into()
-                .map_err(|e| CoordinatorError::Incompatible(format!("invalid [gate] section: {e}")))?,
-            None => GateConfig::default(),
-        };
-        gate.validate().map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
-        // Everything that can be checked without touching the data directory comes first, so a start that fails
-        // on a missing certificate or a bad test set leaves no state behind.
+        Self::bind_with_rng(config, None).await
+    }
+
+    /// [`Coordinator::bind`], with `rng` in place of the operating system's randomness for the initial model,
+    /// client selection, round ids and mask seeds: reproducible simulations only.
+    ///
+    /// # Errors
+    /// As [`Coordinator::bind`].
+    pub async fn bind_with_rng(config: &CoordinatorConfig, rng: Option<ChaCha20Rng>) -> Result<Self, CoordinatorError> {
+        // TLS material is checked before the data directory is touched, so a start that fails on a missing
+        // certificate leaves no state behind.
         let tls = server_config(&config.tls.files())?;
-        let trust =
-            FederationTrust::load(&config.tls.ca_cert).map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
-        let central = match &config.central_test_set {
-            Some(path) => {
-                let central = crate::central::CentralEval::load(path, &config.schema, plan.model.clone())?;
-                tracing::info!(rows = central.rows(), path = %path.display(), "central evaluation on the coordinator's test set");
-                Some(central)
-            }
-            None => None,
-        };
-        let registry = Registry::open(&config.data_dir).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
-        let checkpoint =
-            registry.load_checkpoint(&config.federation_id).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
+        let Hosted { host, resumed_after, guarantee } = host(config, rng)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| CoordinatorError::Bind { addr: config.listen.clone(), source })?;
-        let mut strategy = strategy;
-        let (global, completed) = match checkpoint {
-            Some(cp) => {
-                let global =
-                    parameters_from_bytes(&cp.model_bytes).map_err(|e| CoordinatorError::Registry(e.to_string()))?;
-                plan.model.check_parameters(&global).map_err(|e| {
-                    CoordinatorError::Registry(format!("checkpoint does not fit the configured model: {e}"))
-                })?;
-                strategy.restore(&cp.strategy_state);
-                tracing::info!(
-                    round = cp.round.0,
-                    "resuming federation {} after round {}",
-                    config.federation_id,
-                    cp.round
-                );
-                (global, cp.round)
-            }
-            None => (plan.model.initial_parameters(&mut rand::rng()), Round(0)),
-        };
-        let mut machine = RoundMachine::new(
-            &config.federation_id,
-            config.roster.iter().map(|n| NodeName(n.clone())),
-            RoundSettings::from_plan(&plan),
-            strategy,
-            global,
-            completed,
-            ModelVersion(completed.0),
-        );
-        let guarantee = secure.as_ref().map(SecureSettings::guarantee);
-        if let Some(settings) = secure {
-            tracing::info!(
-                max_colluders = settings.max_colluders(),
-                min_participants = settings.min_participants(),
-                "{} (threshold RLWE, {})",
-                settings.guarantee(),
-                settings.context().summary().security
-            );
-            machine = machine.with_secure_aggregation(settings);
-        }
-        let config_hash = hex::encode(Sha256::digest(serde_json::to_vec(config).unwrap_or_default()));
-        let shared = Shared::new(machine, plan.clone());
-        let mut recorder = Recorder::new(registry, plan.clone(), gate, config_hash);
-        if let Some(central) = central {
-            recorder = recorder.with_central(central);
-        }
-        shared.set_recorder(recorder);
-        Ok(Self {
-            listener,
-            acceptor: TlsAcceptor::from(Arc::new(tls)),
-            shared,
-            trust,
-            resumed_after: completed,
-            guarantee,
-        })
+        Ok(Self { listener, acceptor: TlsAcceptor::from(Arc::new(tls)), shared: host, resumed_after, guarantee })
     }
 
     /// The bound address (useful with port 0).
@@ -287,52 +375,23 @@ impl Coordinator {
         shutdown: impl Future<Output = ()> + Send + 'static,
         wrap: impl FnOnce(FederationService) -> S,
     ) -> Result<RunReport, CoordinatorError> {
-        let Self { listener, acceptor, shared, trust, resumed_after, guarantee: _ } = self;
+        let Self { listener, acceptor, shared, resumed_after, guarantee: _ } = self;
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
         let accept_task = tokio::spawn(accept_loop(listener, acceptor, conn_tx));
-        let ticker = {
-            let shared = shared.clone();
-            tokio::spawn(async move {
-                let mut interval = tokio::time::interval(Duration::from_millis(250));
-                loop {
-                    interval.tick().await;
-                    shared.tick();
-                }
-            })
+        let stop = {
+            let host = shared.clone();
+            async move { run_until_finished(&host, shutdown).await }
         };
-        let finished = {
-            let shared = shared.clone();
-            async move {
-                let mut watch = shared.watch();
-                while !shared.with_machine(|m| m.is_finished()) {
-                    if watch.changed().await.is_err() {
-                        break;
-                    }
-                }
-                // Let nodes collect the final model.
-                tokio::time::sleep(Duration::from_millis(1500)).await;
-            }
-        };
-        let stop = async move {
-            tokio::select! {
-                () = finished => {}
-                () = shutdown => {}
-            }
-        };
-        let service =
-            proto::federation_server::FederationServer::new(wrap(FederationService::new(shared.clone(), trust)))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let service = proto::federation_server::FederationServer::new(wrap(FederationService::new(shared.clone())))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let result = tonic::transport::Server::builder()
             .add_service(service)
             .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop)
             .await;
         accept_task.abort();
-        ticker.abort();
         result?;
-        let (history, global, version) =
-            shared.with_machine(|m| (m.history().to_vec(), m.global().to_vec(), m.version()));
-        Ok(RunReport { history, global, version, recorded: shared.recorded(), resumed_after })
+        Ok(run_report(&shared, resumed_after))
     }
 }
 

@@ -218,6 +218,11 @@ pub struct TrainingSection {
     /// How many joined clients are selected per round (default: all).
     #[serde(default)]
     pub clients_per_round: Option<usize>,
+    /// How many times in a row one round may fail (too few updates, a failed secure round) before the
+    /// federation stops with an error instead of retrying; retries back off from 1 s, doubling up to the
+    /// round deadline.
+    #[serde(default = "default_max_round_failures")]
+    pub max_round_failures: u32,
 }
 
 fn default_rounds() -> u64 {
@@ -238,6 +243,9 @@ fn default_min_clients() -> usize {
 fn default_deadline() -> u64 {
     120
 }
+fn default_max_round_failures() -> u32 {
+    5
+}
 
 impl Default for TrainingSection {
     fn default() -> Self {
@@ -249,6 +257,7 @@ impl Default for TrainingSection {
             min_clients: default_min_clients(),
             round_deadline_secs: default_deadline(),
             clients_per_round: None,
+            max_round_failures: default_max_round_failures(),
         }
     }
 }
@@ -482,6 +491,11 @@ impl CoordinatorConfig {
         }
         if !(self.training.learning_rate > 0.0 && self.training.learning_rate.is_finite()) {
             return Err(ConfigError::Invalid("training.learning_rate must be positive".into()));
+        }
+        if self.training.max_round_failures == 0 {
+            return Err(ConfigError::Invalid(
+                "training.max_round_failures = 0 would stop at the first failed round; set it to at least 1".into(),
+            ));
         }
         self.secure_aggregation.validate()?;
         self.model_spec().map(|_| ())

@@ -1,4 +1,4 @@
-//! Shared types of Cohort: identifiers, configuration, the gRPC API, PKI and TLS setup, data-directory locks, model
+//! Shared types of Cohort: identifiers, configuration, the typed federation protocol and its gRPC API, PKI and TLS setup, data-directory locks, model
 //! specifications, local data sets read against the federation schema, evaluation metrics and the hash-chained
 //! privacy ledger.
 //!
@@ -15,8 +15,8 @@ pub mod lock;
 pub mod metrics;
 pub mod model;
 pub mod pki;
+pub mod protocol;
 pub mod secret;
 pub mod tls;
-pub mod wire;
 
 pub use ids::{ModelVersion, NodeName, Round};

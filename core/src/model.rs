@@ -135,7 +135,7 @@ pub fn check_finite(values: &[f32]) -> Result<(), ModelError> {
 
 /// Serializes parameters as little-endian `f32` bytes: the model's wire and artifact format.
 pub fn parameters_to_bytes(params: &[f32]) -> Vec<u8> {
-    params.iter().flat_map(|v| v.to_le_bytes()).collect()
+    crate::protocol::codec::f32s_to_le(params)
 }
 
 /// Parses little-endian `f32` bytes.
@@ -143,10 +143,7 @@ pub fn parameters_to_bytes(params: &[f32]) -> Vec<u8> {
 /// # Errors
 /// [`ModelError::RaggedBytes`] when the length is not a multiple of 4.
 pub fn parameters_from_bytes(bytes: &[u8]) -> Result<Vec<f32>, ModelError> {
-    if !bytes.len().is_multiple_of(4) {
-        return Err(ModelError::RaggedBytes(bytes.len()));
-    }
-    Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+    crate::protocol::codec::f32s_from_le(bytes).map_err(|_| ModelError::RaggedBytes(bytes.len()))
 }
 
 /// SHA-256 of the serialized parameters, as lowercase hex.

@@ -10,7 +10,7 @@
 //!   to the node's own auditors but, being salted, cannot be brute-forced for the row count.
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 use std::io::{self, Write};
 use std::path::Path;
 use zeroize::Zeroizing;
@@ -87,6 +87,27 @@ impl NodeSecret {
                     Err(e) => Err(err(e.to_string())),
                 }
             }
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// INSECURE: writes a secret derived from `seed` into `data_dir` unless the node already has one, and
+    /// returns the node's secret. For reproducible simulations only (`cohort demo --insecure-seed`): anyone who
+    /// knows the seed knows the secret, so the held-out split and the fingerprints protect nothing.
+    ///
+    /// # Errors
+    /// As [`NodeSecret::load_or_create`].
+    pub fn create_insecure_seeded(data_dir: &Path, seed: u64) -> Result<Self, SecretError> {
+        let path = data_dir.join(NODE_SECRET_FILE);
+        let err = |message: String| SecretError { path: path.display().to_string(), message };
+        std::fs::create_dir_all(data_dir).map_err(|e| err(e.to_string()))?;
+        let mut digest = <Sha256 as Digest>::new();
+        digest.update(b"cohort/insecure-node-secret/v1");
+        digest.update(seed.to_le_bytes());
+        let bytes = Zeroizing::new(<[u8; 32]>::from(digest.finalize()));
+        match create_private_file(&path, bytes.as_ref()) {
+            Ok(()) => Ok(Self(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Self::load_or_create(data_dir),
             Err(e) => Err(err(e.to_string())),
         }
     }

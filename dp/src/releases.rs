@@ -40,6 +40,10 @@ use opendp::measures::MaxDivergence;
 use opendp::metrics::{AbsoluteDistance, L1Distance, SymmetricDistance};
 use opendp::transformations::{make_clamp, make_count_by_categories, make_drop_null, make_sum};
 
+use rand::SeedableRng;
+use rand_chacha::ChaCha12Rng;
+use rand_distr::{Distribution, Geometric};
+
 use crate::accountant::Epsilon;
 
 /// A bad parameter for a release, or a failure inside OpenDP.
@@ -192,7 +196,7 @@ fn fit_scale<DI, MI, TO>(
     epsilon: f64,
     d_in: &MI::Distance,
     build: impl Fn(f64) -> Fallible<Measurement<DI, MI, MaxDivergence, TO>>,
-) -> Result<Measurement<DI, MI, MaxDivergence, TO>, ReleaseError>
+) -> Result<(f64, Measurement<DI, MI, MaxDivergence, TO>), ReleaseError>
 where
     DI: Domain,
     MI: Metric,
@@ -207,11 +211,67 @@ where
         let m = build(scale)?;
         let spent = m.map(d_in)?;
         if spent <= epsilon {
-            return Ok(m);
+            return Ok((scale, m));
         }
         scale *= (spent / epsilon) * (1.0 + 1e-9);
     }
     Err(ReleaseError::Calibration(epsilon))
+}
+
+/// Where the noise of a count or histogram release comes from.
+///
+/// [`ReleaseNoise::OpenDp`] is the only private choice: OpenDP's discrete Laplace sampler, drawing from the
+/// operating system's CSPRNG. [`ReleaseNoise::insecure_seeded`] exists so that a simulation (`cohort demo
+/// --insecure-seed`) can be replayed bit for bit; it draws the same distribution at the same scale from a seeded
+/// ChaCha12 stream, and gives **no privacy**.
+#[derive(Debug, Clone, Default)]
+pub enum ReleaseNoise {
+    /// OpenDP's samplers, OS-seeded (every deployment).
+    #[default]
+    OpenDp,
+    /// INSECURE: discrete Laplace from a seeded stream, as the difference of two geometric variables
+    /// (Inusah and Kozubowski 2006); reproducible, and no privacy.
+    InsecureSeeded(Box<ChaCha12Rng>),
+}
+
+impl ReleaseNoise {
+    /// INSECURE: reproducible release noise from `seed`, for simulation only. Gives **no privacy**.
+    pub fn insecure_seeded(seed: u64) -> Self {
+        // A domain-separated stream, distinct from the DP-SGD generators seeded with the same number.
+        Self::InsecureSeeded(Box::new(ChaCha12Rng::seed_from_u64(seed ^ 0x7265_6c65_6173_6573)))
+    }
+
+    /// Whether the noise was seeded by hand.
+    pub fn is_insecure(&self) -> bool {
+        matches!(self, Self::InsecureSeeded(_))
+    }
+
+    /// `exact` plus discrete Laplace noise of `scale` on every entry: OpenDP's measurement `m` when private,
+    /// the seeded stream otherwise.
+    fn apply<TI, TO>(
+        &mut self,
+        scale: f64,
+        m: &Measurement<TI, impl Metric, MaxDivergence, TO>,
+        input: &TI::Carrier,
+        exact: impl FnOnce(&TI::Carrier) -> TO,
+        mut perturb: impl FnMut(&mut TO, &mut dyn FnMut() -> i64),
+    ) -> Result<TO, ReleaseError>
+    where
+        TI: Domain,
+    {
+        match self {
+            Self::OpenDp => Ok(m.invoke(input)?),
+            Self::InsecureSeeded(rng) => {
+                // P(k) ∝ exp(−|k|/scale): the difference of two i.i.d. Geometric(1 − e^{−1/scale}) counts.
+                let geometric = Geometric::new(-(-1.0 / scale).exp_m1())
+                    .map_err(|e| ReleaseError::OpenDp(format!("seeded discrete Laplace: {e}")))?;
+                let mut draw = || geometric.sample(rng.as_mut()) as i64 - geometric.sample(rng.as_mut()) as i64;
+                let mut out = exact(input);
+                perturb(&mut out, &mut draw);
+                Ok(out)
+            }
+        }
+    }
 }
 
 /// A DP count of records: `n` plus discrete Laplace noise of scale 1/ε (the count's sensitivity is 1).
@@ -222,16 +282,16 @@ where
 ///
 /// # Example
 /// ```
-/// use cohort_dp::{accountant::Epsilon, releases::noisy_count};
-/// let r = noisy_count(10_000, Epsilon::new(1.0).unwrap()).unwrap();
+/// use cohort_dp::{accountant::Epsilon, releases::{noisy_count, ReleaseNoise}};
+/// let r = noisy_count(10_000, Epsilon::new(1.0).unwrap(), &mut ReleaseNoise::OpenDp).unwrap();
 /// assert_eq!(r.epsilon.get(), 1.0);
 /// assert!((r.value - 10_000).abs() < 100); // fails with probability ~e^-100
 /// ```
-pub fn noisy_count(n: usize, epsilon: Epsilon) -> Result<Release<i64>, ReleaseError> {
+pub fn noisy_count(n: usize, epsilon: Epsilon, noise: &mut ReleaseNoise) -> Result<Release<i64>, ReleaseError> {
     let e = check_epsilon(epsilon)?;
     let count = i64::try_from(n).map_err(|_| ReleaseError::TooLarge(n))?;
     // d_in = 1 on the count: adding or removing one record changes it by one.
-    let m = fit_scale(e, &1i64, |scale| {
+    let (scale, m) = fit_scale(e, &1i64, |scale| {
         make_laplace::<_, _, MaxDivergence>(
             AtomDomain::<i64>::new_non_nan(),
             AbsoluteDistance::<i64>::default(),
@@ -239,7 +299,8 @@ pub fn noisy_count(n: usize, epsilon: Epsilon) -> Result<Release<i64>, ReleaseEr
             None,
         )
     })?;
-    Ok(Release { value: m.invoke(&count)?, epsilon, mechanism: "count/discrete-laplace" })
+    let value = noise.apply(scale, &m, &count, |c| *c, |c, draw| *c = c.saturating_add(draw()))?;
+    Ok(Release { value, epsilon, mechanism: "count/discrete-laplace" })
 }
 
 /// A DP histogram of `labels` over classes `0..classes`: per-class counts plus independent discrete Laplace
@@ -251,13 +312,18 @@ pub fn noisy_count(n: usize, epsilon: Epsilon) -> Result<Release<i64>, ReleaseEr
 ///
 /// # Example
 /// ```
-/// use cohort_dp::{accountant::Epsilon, releases::label_histogram};
+/// use cohort_dp::{accountant::Epsilon, releases::{label_histogram, ReleaseNoise}};
 /// let labels: Vec<usize> = (0..3000).map(|i| i % 3).collect();
-/// let r = label_histogram(&labels, 3, Epsilon::new(2.0).unwrap()).unwrap();
+/// let r = label_histogram(&labels, 3, Epsilon::new(2.0).unwrap(), &mut ReleaseNoise::OpenDp).unwrap();
 /// assert_eq!(r.value.len(), 3);
 /// assert!(r.value.iter().all(|c| (c - 1000).abs() < 100));
 /// ```
-pub fn label_histogram(labels: &[usize], classes: usize, epsilon: Epsilon) -> Result<Release<Vec<i64>>, ReleaseError> {
+pub fn label_histogram(
+    labels: &[usize],
+    classes: usize,
+    epsilon: Epsilon,
+    noise: &mut ReleaseNoise,
+) -> Result<Release<Vec<i64>>, ReleaseError> {
     let e = check_epsilon(epsilon)?;
     if classes == 0 {
         return Err(ReleaseError::NoClasses);
@@ -265,7 +331,7 @@ pub fn label_histogram(labels: &[usize], classes: usize, epsilon: Epsilon) -> Re
     if let Some(&label) = labels.iter().find(|&&l| l >= classes) {
         return Err(ReleaseError::LabelOutOfRange { label, classes });
     }
-    let m = fit_scale(e, &1u32, |scale| {
+    let (scale, m) = fit_scale(e, &1u32, |scale| {
         let t = make_count_by_categories::<L1Distance<i64>, usize, i64>(
             VectorDomain::new(AtomDomain::default()),
             SymmetricDistance,
@@ -279,7 +345,19 @@ pub fn label_histogram(labels: &[usize], classes: usize, epsilon: Epsilon) -> Re
             None,
         )?
     })?;
-    let mut counts = m.invoke(&labels.to_vec())?;
+    let exact = |labels: &Vec<usize>| {
+        let mut counts = vec![0i64; classes];
+        for &l in labels {
+            counts[l] += 1;
+        }
+        counts
+    };
+    let perturb = |counts: &mut Vec<i64>, draw: &mut dyn FnMut() -> i64| {
+        for c in counts.iter_mut() {
+            *c = c.saturating_add(draw());
+        }
+    };
+    let mut counts = noise.apply(scale, &m, &labels.to_vec(), exact, perturb)?;
     counts.truncate(classes);
     Ok(Release { value: counts, epsilon, mechanism: "histogram/discrete-laplace" })
 }
@@ -353,7 +431,7 @@ fn column_statistics(
     let is_missing: Vec<bool> = data.iter().map(|v| v.is_nan()).collect();
 
     // 1. Present / missing counts (row-wise map then a 2-bin histogram: L1 sensitivity 1).
-    let m_counts = fit_scale(share, &1u32, |scale| {
+    let (_, m_counts) = fit_scale(share, &1u32, |scale| {
         let t = make_count_by_categories::<L1Distance<i64>, bool, i64>(
             VectorDomain::new(AtomDomain::default()),
             SymmetricDistance,
@@ -378,7 +456,7 @@ fn column_statistics(
     };
 
     // 2. Sum of clamped values (sensitivity max(|L|, |U|) plus OpenDP's float-rounding allowance).
-    let m_sum = fit_scale(share, &1u32, |scale| {
+    let (_, m_sum) = fit_scale(share, &1u32, |scale| {
         let t = clamped()?;
         let t = (t.clone() >> make_sum(t.output_domain.clone(), SymmetricDistance)?)?;
         let noise = make_laplace::<_, _, MaxDivergence>(t.output_domain.clone(), t.output_metric.clone(), scale, None)?;
@@ -396,7 +474,7 @@ fn column_statistics(
     }
     candidates.dedup();
     let quantile = |alpha: f64| -> Result<f64, ReleaseError> {
-        let m = fit_scale(share, &1u32, |scale| {
+        let (_, m) = fit_scale(share, &1u32, |scale| {
             let t = clamped()?;
             let q = make_private_quantile(
                 t.output_domain.clone(),
@@ -428,13 +506,13 @@ mod tests {
 
     #[test]
     fn noisy_count_is_close_and_reports_epsilon() {
-        let r = noisy_count(100_000, eps(10.0)).unwrap();
+        let r = noisy_count(100_000, eps(10.0), &mut ReleaseNoise::OpenDp).unwrap();
         println!("noisy count of 100000 at ε=10: {}", r.value);
         assert!((r.value - 100_000).abs() <= 5);
         assert_eq!(r.epsilon.get(), 10.0);
         assert_eq!(r.mechanism, "count/discrete-laplace");
         // Noise is really added at small ε: repeated releases are not all equal.
-        let draws: Vec<i64> = (0..20).map(|_| noisy_count(1000, eps(0.5)).unwrap().value).collect();
+        let draws: Vec<i64> = (0..20).map(|_| noisy_count(1000, eps(0.5), &mut ReleaseNoise::OpenDp).unwrap().value).collect();
         assert!(draws.iter().any(|&d| d != draws[0]));
     }
 
@@ -442,7 +520,7 @@ mod tests {
     fn label_histogram_is_close() {
         let labels: Vec<usize> = (0..10_000).map(|i| if i % 10 == 0 { 2 } else { i % 2 }).collect();
         let truth = [4000i64, 5000, 1000, 0]; // multiples of 10 → 2; other evens → 0; odds → 1
-        let r = label_histogram(&labels, 4, eps(10.0)).unwrap();
+        let r = label_histogram(&labels, 4, eps(10.0), &mut ReleaseNoise::OpenDp).unwrap();
         println!("label histogram at ε=10: {:?} (truth {truth:?})", r.value);
         assert_eq!(r.value.len(), 4);
         for (got, want) in r.value.iter().zip(truth) {
@@ -486,11 +564,11 @@ mod tests {
 
     #[test]
     fn bad_parameters_are_typed_errors() {
-        assert!(matches!(noisy_count(10, Epsilon::ZERO), Err(ReleaseError::Epsilon(_))));
-        assert!(matches!(noisy_count(10, Epsilon::INFINITY), Err(ReleaseError::Epsilon(_))));
-        assert!(matches!(label_histogram(&[0, 1], 0, eps(1.0)), Err(ReleaseError::NoClasses)));
+        assert!(matches!(noisy_count(10, Epsilon::ZERO, &mut ReleaseNoise::OpenDp), Err(ReleaseError::Epsilon(_))));
+        assert!(matches!(noisy_count(10, Epsilon::INFINITY, &mut ReleaseNoise::OpenDp), Err(ReleaseError::Epsilon(_))));
+        assert!(matches!(label_histogram(&[0, 1], 0, eps(1.0), &mut ReleaseNoise::OpenDp), Err(ReleaseError::NoClasses)));
         assert!(matches!(
-            label_histogram(&[0, 5], 3, eps(1.0)),
+            label_histogram(&[0, 5], 3, eps(1.0), &mut ReleaseNoise::OpenDp),
             Err(ReleaseError::LabelOutOfRange { label: 5, classes: 3 })
         ));
         assert!(matches!(ColumnBounds::new(1.0, 1.0), Err(ReleaseError::Bounds { .. })));
@@ -515,7 +593,7 @@ mod tests {
     fn opendp_maps_fit_within_configured_epsilon() {
         // The measurement fitted for a share never exceeds it, per OpenDP's own privacy map.
         for e in [0.1, 1.0, 3.7] {
-            let m = fit_scale(e, &1u32, |scale| {
+            let (_, m) = fit_scale(e, &1u32, |scale| {
                 let t = make_drop_null(VectorDomain::new(AtomDomain::<f64>::default()), SymmetricDistance)?
                     >> make_clamp(VectorDomain::new(AtomDomain::new_non_nan()), SymmetricDistance, (-3.0, 7.0))?;
                 let t = t?;
@@ -528,5 +606,29 @@ mod tests {
             let spent = m.map(&1).unwrap();
             assert!(spent <= e && spent > e * (1.0 - 1e-6), "{spent} vs {e}");
         }
+    }
+
+    #[test]
+    fn seeded_release_noise_replays_and_has_the_discrete_laplace_variance() {
+        let labels: Vec<usize> = (0..900).map(|i| i % 3).collect();
+        let run = |seed| {
+            let mut noise = ReleaseNoise::insecure_seeded(seed);
+            assert!(noise.is_insecure());
+            let count = noisy_count(1000, eps(0.5), &mut noise).unwrap().value;
+            (count, label_histogram(&labels, 3, eps(0.5), &mut noise).unwrap().value)
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+        assert!(!ReleaseNoise::OpenDp.is_insecure());
+        // Scale 1/ε = 2 (OpenDP's calibration at d_in = 1): Var = 2p/(1−p)² with p = e^{−1/2}, about 7.92.
+        let mut noise = ReleaseNoise::insecure_seeded(1);
+        let draws: Vec<f64> =
+            (0..20_000).map(|_| (noisy_count(1000, eps(0.5), &mut noise).unwrap().value - 1000) as f64).collect();
+        let mean = draws.iter().sum::<f64>() / draws.len() as f64;
+        let var = draws.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (draws.len() - 1) as f64;
+        let p = (-0.5f64).exp();
+        let want = 2.0 * p / (1.0 - p).powi(2);
+        assert!(mean.abs() < 0.1, "mean {mean}");
+        assert!((var / want - 1.0).abs() < 0.05, "variance {var} vs {want}");
     }
 }

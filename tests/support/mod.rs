@@ -60,6 +60,7 @@ impl Fixture {
                 min_clients: 1,
                 round_deadline_secs: 30,
                 clients_per_round: None,
+                max_round_failures: 5,
             },
             strategy: StrategyConfig::Fedavg,
             secure_aggregation: SecureAggregationSection::default(),
