@@ -417,9 +417,9 @@ fn released_values(records: &[LedgerRecord]) -> Vec<(Mechanism, f64)> {
     out
 }
 
-/// The exact ε after each DP-SGD record of `records`, recomputed with the exact q, σ and steps (so a function of
+/// The ε after each DP-SGD record of `records`, recomputed with the schedule `exact` (at the exact q, a function of
 /// the exact training rows), with the pure releases as recorded.
-fn epsilons_at_exact_q(records: &[LedgerRecord], exact: &SampledGaussian, delta: f64) -> Vec<f64> {
+fn epsilons_at_q(records: &[LedgerRecord], exact: &SampledGaussian, delta: f64) -> Vec<f64> {
     let mut account = PrivacyAccount::new();
     let mut out = Vec::new();
     for record in records {
@@ -478,7 +478,7 @@ fn node_secrets(
     };
     let records = Ledger::open(&config.data_dir).expect("the node's ledger").records().to_vec();
     let exact = SampledGaussian { q, sigma, steps };
-    for (i, epsilon) in epsilons_at_exact_q(&records, &exact, privacy.delta).into_iter().enumerate() {
+    for (i, epsilon) in epsilons_at_q(&records, &exact, privacy.delta).into_iter().enumerate() {
         numbers.push(Secret::float(epsilon, format!("ε after {} DP-SGD round(s) at the exact q", i + 1)));
     }
     for model in models {
@@ -512,11 +512,18 @@ fn node_secrets(
         let steps = (f64::from(plan.training.local_epochs.max(1)) / q).ceil() as u64;
         released.push((Mechanism::DpSgd, q));
         released.push((Mechanism::DpSgd, steps as f64));
-        if let (None, Some(target)) = (privacy.noise_multiplier, privacy.dp_sgd_target()) {
-            let sigma =
-                accountant::calibrate(target, privacy.delta, q, steps * plan.training.rounds).expect("σ calibrates");
-            released.push((Mechanism::DpSgd, sigma));
-        }
+        let sigma = match (privacy.noise_multiplier, privacy.dp_sgd_target()) {
+            (Some(sigma), _) => sigma,
+            (None, Some(target)) => {
+                accountant::calibrate(target, privacy.delta, q, steps * plan.training.rounds).expect("σ calibrates")
+            }
+            (None, None) => unreachable!("a target whenever σ is not fixed"),
+        };
+        released.push((Mechanism::DpSgd, sigma));
+        // And so is the ε the ledger accounts for those rounds (it equals the exact-q ε when the noisy count
+        // happens to equal the exact one).
+        let planned = SampledGaussian { q, sigma, steps };
+        released.extend(epsilons_at_q(&records, &planned, privacy.delta).into_iter().map(|e| (Mechanism::DpSgd, e)));
     }
     NodeSecrets { numbers, digests, released }
 }

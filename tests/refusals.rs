@@ -94,7 +94,7 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
         FederationClient::new(raw_channel(addr, &prober.ca_cert, Some((&prober.cert, &prober.key))).await.unwrap());
     let wrong_fed =
         raw.join(proto::JoinRequest { federation_id: "not-this-one".into(), ..Default::default() }).await.unwrap_err();
-    assert_eq!(wrong_fed.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(wrong_fed.code(), tonic::Code::InvalidArgument);
     assert!(wrong_fed.message().contains("federation"), "{}", wrong_fed.message());
     raw.join(proto::JoinRequest { federation_id: support::FEDERATION.into(), ..Default::default() }).await.unwrap();
 

@@ -153,14 +153,13 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
 }
 
 fn in_memory_rounds() -> Duration {
-    let settings =
-        RoundSettings {
-            rounds: ROUNDS,
-            min_clients: 2,
-            deadline: Duration::from_secs(60),
-            clients_per_round: None,
-            max_round_failures: 5,
-        };
+    let settings = RoundSettings {
+        rounds: ROUNDS,
+        min_clients: 2,
+        deadline: Duration::from_secs(60),
+        clients_per_round: None,
+        max_round_failures: 5,
+    };
     let (a, b) = (NodeName::from("a"), NodeName::from("b"));
     let mut m = RoundMachine::new(
         "bench",

@@ -45,7 +45,10 @@ pub(crate) async fn follow(mut events: broadcast::Receiver<Event>, rounds: u64, 
                 );
             }
             Ok(Event::NodeAbsent { node, phase }) => {
-                say(&bar, format!("{node} missed the {phase} deadline: marked absent, not waited for until it returns"));
+                say(
+                    &bar,
+                    format!("{node} missed the {phase} deadline: marked absent, not waited for until it returns"),
+                );
             }
             Ok(Event::NodeReturned(node)) => say(&bar, format!("{node} is back")),
             Ok(Event::Stopped(stopped)) => {

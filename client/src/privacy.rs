@@ -128,7 +128,11 @@ impl std::fmt::Debug for PrivateWork {
 impl PrivateWork {
     /// A worker for node `name` keeping its ledger in `data_dir`. Noise comes from an OS-seeded CSPRNG.
     pub fn new(name: &str, data_dir: PathBuf, privacy: PrivacySection) -> Self {
-        Self { name: name.to_owned(), data_dir, privacy, randomness: DpRandomness::from_os(),
+        Self {
+            name: name.to_owned(),
+            data_dir,
+            privacy,
+            randomness: DpRandomness::from_os(),
             release_noise: ReleaseNoise::OpenDp,
             state: None,
         }
@@ -213,7 +217,8 @@ impl PrivateWork {
             return Ok(value);
         }
         self.check_budget(mechanism, epsilon)?;
-        let released = make(epsilon, &mut self.release_noise).map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
+        let released = make(epsilon, &mut self.release_noise)
+            .map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
         let value_json = serde_json::to_string(&released.value).map_err(|e| ClientError::Local(e.to_string()))?;
         let draft = RecordBody {
             epsilon_spent: Some(released.epsilon.get()),

@@ -657,7 +657,10 @@ mod tests {
     }
 
     fn two_nodes() -> Vec<LedgerRecord> {
-        let a = node_ledger("hospital-a", &[Mechanism::OpenDpCount, Mechanism::DpSgd, Mechanism::DpSgd, Mechanism::Decline]);
+        let a = node_ledger(
+            "hospital-a",
+            &[Mechanism::OpenDpCount, Mechanism::DpSgd, Mechanism::DpSgd, Mechanism::Decline],
+        );
         let b = node_ledger("hospital-<b>", &[Mechanism::DpSgd, Mechanism::OpenDpHistogram, Mechanism::DpSgd]);
         // Interleave the two nodes, as in a coordinator's merged export.
         let mut all = Vec::new();

@@ -256,9 +256,13 @@ pub struct Waiting {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 enum Phase {
-    Joining { since: Option<Instant> },
+    Joining {
+        since: Option<Instant>,
+    },
     /// A failed round waits before it is tried again.
-    Backoff { until: Instant },
+    Backoff {
+        until: Instant,
+    },
     Training(Training),
     Evaluating(Evaluating),
     Finished,
@@ -523,7 +527,12 @@ impl RoundMachine {
                     Some(s) => format!("training ({})", s.stage_name()),
                     None => "training".into(),
                 };
-                Some(Waiting { round: t.round, phase, nodes: nodes.iter().map(mark).collect(), deadline: Some(deadline) })
+                Some(Waiting {
+                    round: t.round,
+                    phase,
+                    nodes: nodes.iter().map(mark).collect(),
+                    deadline: Some(deadline),
+                })
             }
             Phase::Evaluating(e) => Some(Waiting {
                 round: e.summary.round,
@@ -1109,7 +1118,13 @@ impl RoundMachine {
             }
             Err(err) => {
                 let updates = t.contributors.len();
-                return self.fail(t.round, updates, self.settings.min_clients, format!("aggregation failed: {err}"), now);
+                return self.fail(
+                    t.round,
+                    updates,
+                    self.settings.min_clients,
+                    format!("aggregation failed: {err}"),
+                    now,
+                );
             }
         }
         let train_loss =
@@ -1163,6 +1178,8 @@ impl RoundMachine {
         let Phase::Evaluating(mut e) = std::mem::replace(&mut self.phase, Phase::Finished) else {
             return Phase::Finished;
         };
+        // In node order, not arrival order: the pooled figures are then the same however the reports raced.
+        e.summary.slices.sort_by(|(a, _), (b, _)| a.cmp(b));
         let slices: Vec<(String, EvalMetrics)> =
             e.summary.slices.iter().map(|(n, m)| (n.0.clone(), m.clone())).collect();
         e.summary.metrics = cohort_core::metrics::weighted_aggregate(&slices).ok();

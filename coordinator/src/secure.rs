@@ -428,7 +428,9 @@ impl SecureRound {
         let open = |n: &&NodeName| !answered.contains(*n);
         let nodes = match self.stage {
             Stage::Sharing => self.ids.keys().filter(open).filter(|n| !self.sharers.contains(*n)).cloned().collect(),
-            Stage::Uploading => self.holders.iter().filter(open).filter(|n| !self.uploaded.contains(*n)).cloned().collect(),
+            Stage::Uploading => {
+                self.holders.iter().filter(open).filter(|n| !self.uploaded.contains(*n)).cloned().collect()
+            }
             Stage::Decrypting if self.request.is_some() => {
                 self.pollers.iter().filter(|n| !self.partials.contains_key(*n)).cloned().collect()
             }

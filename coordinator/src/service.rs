@@ -65,7 +65,12 @@ impl FederationService {
     }
 
     /// Reads a whole streamed message (header and body) within the stream deadline.
-    async fn within<T>(&self, peer: &Peer, what: &str, read: impl Future<Output = Result<T, Status>>) -> Result<T, Status> {
+    async fn within<T>(
+        &self,
+        peer: &Peer,
+        what: &str,
+        read: impl Future<Output = Result<T, Status>>,
+    ) -> Result<T, Status> {
         tokio::time::timeout(self.stream_deadline, read).await.unwrap_or_else(|_| {
             tracing::warn!(node = %peer.name, "refused {what}: the stream stalled for {} s", self.stream_deadline.as_secs());
             Err(Status::deadline_exceeded(format!(

@@ -512,7 +512,8 @@ mod tests {
         assert_eq!(r.epsilon.get(), 10.0);
         assert_eq!(r.mechanism, "count/discrete-laplace");
         // Noise is really added at small ε: repeated releases are not all equal.
-        let draws: Vec<i64> = (0..20).map(|_| noisy_count(1000, eps(0.5), &mut ReleaseNoise::OpenDp).unwrap().value).collect();
+        let draws: Vec<i64> =
+            (0..20).map(|_| noisy_count(1000, eps(0.5), &mut ReleaseNoise::OpenDp).unwrap().value).collect();
         assert!(draws.iter().any(|&d| d != draws[0]));
     }
 
@@ -566,7 +567,10 @@ mod tests {
     fn bad_parameters_are_typed_errors() {
         assert!(matches!(noisy_count(10, Epsilon::ZERO, &mut ReleaseNoise::OpenDp), Err(ReleaseError::Epsilon(_))));
         assert!(matches!(noisy_count(10, Epsilon::INFINITY, &mut ReleaseNoise::OpenDp), Err(ReleaseError::Epsilon(_))));
-        assert!(matches!(label_histogram(&[0, 1], 0, eps(1.0), &mut ReleaseNoise::OpenDp), Err(ReleaseError::NoClasses)));
+        assert!(matches!(
+            label_histogram(&[0, 1], 0, eps(1.0), &mut ReleaseNoise::OpenDp),
+            Err(ReleaseError::NoClasses)
+        ));
         assert!(matches!(
             label_histogram(&[0, 5], 3, eps(1.0), &mut ReleaseNoise::OpenDp),
             Err(ReleaseError::LabelOutOfRange { label: 5, classes: 3 })
