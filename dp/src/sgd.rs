@@ -42,10 +42,11 @@
 
 use crate::clip::{ClipError, ClipNorm, ghost_clipped_sum};
 use crate::dense::{Batch, DenseError, DenseStack, Loss, check_parameters, inference_device};
-use crate::noise::{GaussianNoise, NoiseMultiplier};
+use crate::noise::{GaussianNoise, NoiseMultiplier, SharedNoise};
 use crate::sampling::{PoissonSampler, SampleRate};
 use rand::Rng;
 use rand::seq::SliceRandom;
+use std::sync::Arc;
 
 /// Training that cannot proceed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -317,23 +318,25 @@ pub fn dp_step(
     }
     let expected = config.sample_rate.expected_batch_size(records);
     check_parameters(net.sizes, params)?;
-    // The noise does not depend on the data, so it is drawn on a second thread while this one computes the
-    // clipped gradient: the step then costs about max(gradient, noise) rather than their sum. The draws are
-    // the same, in the same order, as on one thread.
-    let mut noise_values = vec![0.0f32; params.len()];
-    let std = noise_std(config);
-    let current: &[f32] = params;
-    let (gradient, stats) = std::thread::scope(|scope| {
-        let drawing = scope.spawn(|| noise.fill(&mut noise_values, std));
-        let result = clipped_gradient(net, current, batch, config.clip_norm);
+    // The noise does not depend on the data, so a second thread draws its chunks while this one computes the
+    // clipped gradient, and this thread draws whatever is left once the gradient is done: the step then costs
+    // about max(gradient, noise) or (gradient + noise)/2, whichever is larger, rather than their sum. The
+    // values are the same as on one thread ([`GaussianNoise::fill`]).
+    let shared = SharedNoise::new(params.len());
+    shared.start(noise.job(params.len(), noise_std(config)));
+    std::thread::scope(|scope| {
+        let drawing = scope.spawn(|| shared.work());
+        let result = clipped_gradient(net, params, batch, config.clip_norm);
+        let result = result.map(|(gradient, stats)| {
+            apply_noisy_update(params, &gradient, &shared, expected, config.learning_rate, proximal);
+            stats
+        });
         // A panic while drawing noise is a bug; resume it on this thread rather than train without noise.
         if let Err(panic) = drawing.join() {
             std::panic::resume_unwind(panic);
         }
         result
-    })?;
-    apply_noisy_update(params, gradient, &noise_values, expected, config.learning_rate, proximal);
-    Ok(stats)
+    })
 }
 
 /// What one DP-SGD step needs that does not depend on the model: its Poisson batch (indices and gathered rows)
@@ -342,12 +345,18 @@ struct StepInput {
     rows: Vec<usize>,
     features: Vec<f32>,
     targets: Vec<f32>,
-    noise: Vec<f32>,
+    /// Drawn by the worker after it hands the batch over, and by the training thread for what is left.
+    noise: Arc<SharedNoise>,
 }
 
 impl StepInput {
     fn new(parameters: usize) -> Self {
-        Self { rows: Vec::new(), features: Vec::new(), targets: Vec::new(), noise: vec![0.0; parameters] }
+        Self {
+            rows: Vec::new(),
+            features: Vec::new(),
+            targets: Vec::new(),
+            noise: Arc::new(SharedNoise::new(parameters)),
+        }
     }
 }
 
@@ -370,19 +379,33 @@ fn clipped_gradient(
     Ok((sum.gradient, StepStats { loss_sum: sum.loss_sum, rows: batch.rows(), clipped: sum.clipped }))
 }
 
-/// `params ← params − η·((gradient + noise)/expected + proximal term)`.
+/// `params ← params − η·((gradient + noise)/expected + proximal term)`, in one pass per noise chunk: the noise
+/// is added, scaled by 1/(q·n) and applied without an intermediate buffer.
 fn apply_noisy_update(
     params: &mut [f32],
-    mut gradient: Vec<f32>,
-    noise: &[f32],
+    gradient: &[f32],
+    noise: &SharedNoise,
     expected: f64,
     lr: f64,
     proximal: Option<(f64, &[f32])>,
 ) {
-    for (g, z) in gradient.iter_mut().zip(noise) {
-        *g += z;
-    }
-    update(params, &gradient, 1.0 / expected, lr, proximal);
+    let (scale, lr) = ((1.0 / expected) as f32, lr as f32);
+    noise.for_each(|range, z| {
+        let (w, g) = (&mut params[range.clone()], &gradient[range.clone()]);
+        match proximal {
+            Some((mu, global)) => {
+                let mu = mu as f32;
+                for (((w, g), z), w0) in w.iter_mut().zip(g).zip(z).zip(&global[range]) {
+                    *w -= lr * (scale * (g + z) + mu * (*w - w0));
+                }
+            }
+            None => {
+                for ((w, g), z) in w.iter_mut().zip(g).zip(z) {
+                    *w -= lr * scale * (g + z);
+                }
+            }
+        }
+    });
 }
 
 /// One ordinary SGD step on `batch`: mean gradient from burn's backward pass plus the proximal gradient,
@@ -434,9 +457,11 @@ pub fn train_dp(
     let (mut loss_total, mut examples) = (0.0f64, 0u64);
     let DpRandomness { noise, sampler } = rng;
     // Everything a step needs that does not depend on the model (its Poisson batch, gathered, and its noise) is
-    // prepared one step ahead by a second thread, into one of two recycled buffers, while this thread clips and
-    // updates. Each generator makes the same draws, in the same order, as on one thread; the worker stops after
-    // `steps` inputs or as soon as this loop ends.
+    // prepared ahead by a second thread, into one of two recycled buffers, while this thread clips and updates.
+    // The worker hands a batch over as soon as it is sampled and then draws that step's noise chunks; this
+    // thread, once its gradient is done, draws any chunk still unclaimed instead of waiting. Each generator
+    // makes the same draws as on one thread (the noise is a function of the chunk numbers, not of who draws
+    // them); the worker stops after `steps` inputs or as soon as this loop ends.
     std::thread::scope(|scope| {
         let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel::<StepInput>(1);
         let (empty_tx, empty_rx) = std::sync::mpsc::channel::<StepInput>();
@@ -446,10 +471,12 @@ pub fn train_dp(
                 let mut input = empty_rx.recv().unwrap_or_else(|_| StepInput::new(len));
                 sampler.sample_into(n, config.sample_rate, &mut input.rows);
                 data.gather(dims, &input.rows, &mut input.features, &mut input.targets);
-                noise.fill(&mut input.noise, std);
+                input.noise.start(noise.job(len, std));
+                let step_noise = Arc::clone(&input.noise);
                 if filled_tx.send(input).is_err() {
                     return;
                 }
+                step_noise.work();
             }
         });
         for _ in 0..2 {
@@ -460,7 +487,7 @@ pub fn train_dp(
             let input = filled_rx.recv().map_err(|_| SgdError::NoiseStopped)?;
             let batch = Batch::new(&input.features, &input.targets);
             let (gradient, stats) = clipped_gradient(net, &current, batch, config.clip_norm)?;
-            apply_noisy_update(&mut current, gradient, &input.noise, expected, config.learning_rate, proximal);
+            apply_noisy_update(&mut current, &gradient, &input.noise, expected, config.learning_rate, proximal);
             let _ = empty_tx.send(input);
             loss_total += stats.loss_sum;
             examples += stats.rows as u64;
