@@ -75,7 +75,7 @@ def dp_run(sizes, batch, dataset, mode):
     loader = DataLoader(dataset, batch_size=batch)
     engine = PrivacyEngine()
     kwargs = dict(module=model, optimizer=opt, data_loader=loader, noise_multiplier=1.0, max_grad_norm=1.0,
-                  poisson_sampling=True, grad_sample_mode=mode)
+                  poisson_sampling=True, grad_sample_mode=mode, loss_reduction="sum")
     if mode == "ghost":
         model, opt, loss_fn, loader = engine.make_private(criterion=loss_fn, **kwargs)
     else:
