@@ -4,7 +4,8 @@
 //!
 //! # One DP-SGD step ([`dp_step`])
 //! 1. Poisson-sample a batch: each of the n records joins with probability q ([`crate::sampling`]).
-//! 2. Clip every example's gradient to norm C and sum, by ghost clipping ([`crate::clip::ghost_clipped_sum`]).
+//! 2. Clip every example's gradient to norm C and sum: in closed form for logistic and linear regression
+//!    ([`crate::linear`]), by ghost clipping ([`crate::clip::ghost_clipped_sum`]) for deeper stacks.
 //! 3. Add N(0, σ²C²) to every coordinate ([`crate::noise`]).
 //! 4. Divide by the **expected** batch size q·n, a public constant, never by the realized size (which would
 //!    leak it; Opacus issue #571).
@@ -17,7 +18,8 @@
 //! and noise multiplier σ is exactly the event the RDP accountant charges ([`DpAccounting`]).
 //!
 //! # Ordinary SGD ([`train_sgd`])
-//! Shuffled minibatches of a fixed size, mean gradient from burn's backward pass, same proximal term.
+//! Shuffled minibatches of a fixed size, mean gradient from burn's backward pass (from the same closed form as
+//! DP-SGD for one-layer models, so that the two are compared on equal code), same proximal term.
 //!
 //! # Example
 //! ```
@@ -42,10 +44,11 @@
 
 use crate::clip::{ClipError, ClipNorm, ghost_clipped_sum};
 use crate::dense::{Batch, DenseError, DenseStack, Loss, check_parameters, inference_device};
-use crate::noise::{GaussianNoise, NoiseMultiplier};
+use crate::noise::{GaussianNoise, NoiseJob, NoiseMultiplier, SharedNoise};
 use crate::sampling::{PoissonSampler, SampleRate};
 use rand::Rng;
 use rand::seq::SliceRandom;
+use std::sync::Arc;
 
 /// Training that cannot proceed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -317,23 +320,25 @@ pub fn dp_step(
     }
     let expected = config.sample_rate.expected_batch_size(records);
     check_parameters(net.sizes, params)?;
-    // The noise does not depend on the data, so it is drawn on a second thread while this one computes the
-    // clipped gradient: the step then costs about max(gradient, noise) rather than their sum. The draws are
-    // the same, in the same order, as on one thread.
-    let mut noise_values = vec![0.0f32; params.len()];
-    let std = noise_std(config);
-    let current: &[f32] = params;
-    let (gradient, stats) = std::thread::scope(|scope| {
-        let drawing = scope.spawn(|| noise.fill(&mut noise_values, std));
-        let result = clipped_gradient(net, current, batch, config.clip_norm);
+    // The noise does not depend on the data, so a second thread draws its chunks while this one computes the
+    // clipped gradient, and this thread draws whatever is left once the gradient is done: the step then costs
+    // about max(gradient, noise) or (gradient + noise)/2, whichever is larger, rather than their sum. The
+    // values are the same as on one thread ([`GaussianNoise::fill`]).
+    let shared = SharedNoise::new(params.len());
+    shared.start(noise.job(params.len(), noise_std(config)));
+    std::thread::scope(|scope| {
+        let drawing = scope.spawn(|| shared.work());
+        let result = clipped_gradient(net, params, batch, config.clip_norm);
+        let result = result.map(|(gradient, stats)| {
+            apply_noisy_update(params, &gradient, &shared, expected, config.learning_rate, proximal);
+            stats
+        });
         // A panic while drawing noise is a bug; resume it on this thread rather than train without noise.
         if let Err(panic) = drawing.join() {
             std::panic::resume_unwind(panic);
         }
         result
-    })?;
-    apply_noisy_update(params, gradient, &noise_values, expected, config.learning_rate, proximal);
-    Ok(stats)
+    })
 }
 
 /// What one DP-SGD step needs that does not depend on the model: its Poisson batch (indices and gathered rows)
@@ -342,12 +347,18 @@ struct StepInput {
     rows: Vec<usize>,
     features: Vec<f32>,
     targets: Vec<f32>,
-    noise: Vec<f32>,
+    /// Drawn by the worker after it hands the batch over, and by the training thread for what is left.
+    noise: Arc<SharedNoise>,
 }
 
 impl StepInput {
     fn new(parameters: usize) -> Self {
-        Self { rows: Vec::new(), features: Vec::new(), targets: Vec::new(), noise: vec![0.0; parameters] }
+        Self {
+            rows: Vec::new(),
+            features: Vec::new(),
+            targets: Vec::new(),
+            noise: Arc::new(SharedNoise::new(parameters)),
+        }
     }
 }
 
@@ -356,7 +367,16 @@ fn noise_std(config: &DpSgdConfig) -> f64 {
     config.noise_multiplier.get() * f64::from(config.clip_norm.get())
 }
 
-/// The ghost-clipped gradient sum of `batch` at `params` (zero for an empty batch) and what the step saw.
+/// A shape or data error of the closed-form path as the same [`SgdError::Dense`] the burn paths give.
+fn dense_first(e: ClipError) -> SgdError {
+    match e {
+        ClipError::Dense(e) => SgdError::Dense(e),
+        e => SgdError::Clip(e),
+    }
+}
+
+/// The clipped gradient sum of `batch` at `params` (zero for an empty batch) and what the step saw: in closed
+/// form for one-layer models ([`crate::linear`]), by ghost clipping otherwise.
 fn clipped_gradient(
     net: Network<'_>,
     params: &[f32],
@@ -366,26 +386,76 @@ fn clipped_gradient(
     if batch.rows() == 0 {
         return Ok((vec![0.0f32; params.len()], StepStats { loss_sum: 0.0, rows: 0, clipped: 0 }));
     }
-    let sum = ghost_clipped_sum(&net.model(params)?, net.loss, batch, clip)?;
+    let sum = if crate::linear::applies(net.sizes) {
+        crate::linear::clipped_sum(net.sizes, params, net.loss, batch, clip).map_err(dense_first)?
+    } else {
+        ghost_clipped_sum(&net.model(params)?, net.loss, batch, clip)?
+    };
     Ok((sum.gradient, StepStats { loss_sum: sum.loss_sum, rows: batch.rows(), clipped: sum.clipped }))
 }
 
-/// `params ← params − η·((gradient + noise)/expected + proximal term)`.
+/// `params ← params − η·((gradient + noise)/expected + proximal term)`, in one pass per noise chunk: the noise
+/// is added, scaled by 1/(q·n) and applied without an intermediate buffer.
 fn apply_noisy_update(
     params: &mut [f32],
-    mut gradient: Vec<f32>,
-    noise: &[f32],
+    gradient: &[f32],
+    noise: &SharedNoise,
     expected: f64,
     lr: f64,
     proximal: Option<(f64, &[f32])>,
 ) {
-    for (g, z) in gradient.iter_mut().zip(noise) {
-        *g += z;
-    }
-    update(params, &gradient, 1.0 / expected, lr, proximal);
+    noise.for_each(|range, z| apply_chunk(params, gradient, range, z, expected, lr, proximal));
 }
 
-/// One ordinary SGD step on `batch`: mean gradient from burn's backward pass plus the proximal gradient,
+/// As [`apply_noisy_update`], with the noise of `job` drawn chunk by chunk on this thread into `scratch`
+/// (one chunk long): the same values and the same arithmetic, so the same parameters.
+fn apply_noisy_update_here(
+    params: &mut [f32],
+    gradient: &[f32],
+    job: &NoiseJob,
+    scratch: &mut [f32],
+    expected: f64,
+    lr: f64,
+    proximal: Option<(f64, &[f32])>,
+) {
+    for k in 0..job.chunks() {
+        let range = job.range(k);
+        let z = &mut scratch[..range.len()];
+        job.fill_chunk(k, z);
+        apply_chunk(params, gradient, range, z, expected, lr, proximal);
+    }
+}
+
+/// The update of the coordinates `range` with their noise `z`.
+#[inline]
+fn apply_chunk(
+    params: &mut [f32],
+    gradient: &[f32],
+    range: std::ops::Range<usize>,
+    z: &[f32],
+    expected: f64,
+    lr: f64,
+    proximal: Option<(f64, &[f32])>,
+) {
+    let (scale, lr) = ((1.0 / expected) as f32, lr as f32);
+    let (w, g) = (&mut params[range.clone()], &gradient[range.clone()]);
+    match proximal {
+        Some((mu, global)) => {
+            let mu = mu as f32;
+            for (((w, g), z), w0) in w.iter_mut().zip(g).zip(z).zip(&global[range]) {
+                *w -= lr * (scale * (g + z) + mu * (*w - w0));
+            }
+        }
+        None => {
+            for ((w, g), z) in w.iter_mut().zip(g).zip(z) {
+                *w -= lr * scale * (g + z);
+            }
+        }
+    }
+}
+
+/// One ordinary SGD step on `batch`: mean gradient (closed form for one-layer models, burn's backward pass
+/// otherwise) plus the proximal gradient,
 /// then `params ← params − η·gradient`. An empty batch applies only the proximal term.
 ///
 /// # Errors
@@ -399,7 +469,11 @@ pub fn sgd_step(
 ) -> Result<StepStats, SgdError> {
     check_learning_rate(learning_rate)?;
     check_proximal(proximal, params.len())?;
-    let (gradient, loss_sum) = net.model(params)?.summed_gradient(net.loss, batch)?;
+    let (gradient, loss_sum) = if crate::linear::applies(net.sizes) {
+        crate::linear::summed_gradient(net.sizes, params, net.loss, batch).map_err(dense_first)?
+    } else {
+        net.model(params)?.summed_gradient(net.loss, batch)?
+    };
     update(params, &gradient, 1.0 / batch.rows().max(1) as f64, learning_rate, proximal);
     Ok(StepStats { loss_sum, rows: batch.rows(), clipped: 0 })
 }
@@ -418,6 +492,42 @@ pub fn train_dp(
     proximal: Option<(f64, &[f32])>,
     rng: &mut DpRandomness,
 ) -> Result<TrainOutput, SgdError> {
+    train_dp_scheduled(net, params, data, config, proximal, rng, None)
+}
+
+/// How [`train_dp`] spreads a step's work over the two cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Schedule {
+    /// Sampling, noise and gradient one after the other on the calling thread.
+    OneThread,
+    /// A worker samples the next batch and draws the noise chunks while the calling thread computes the
+    /// gradient, and the calling thread draws the chunks still unclaimed once it is done.
+    Worker,
+}
+
+/// Models with fewer parameters train on one thread: measured with `cargo bench --bench dp_sgd`, see
+/// [`Schedule::for_parameters`].
+const ONE_THREAD_BELOW: usize = 2 * crate::noise::CHUNK;
+
+impl Schedule {
+    /// The schedule for a model of `parameters`. For the demo's 30-2 logistic regression (62 parameters) a
+    /// step takes a few microseconds, less than spawning the worker and handing each step over; from a few
+    /// thousand parameters on the noise is worth drawing on the second core.
+    fn for_parameters(parameters: usize) -> Self {
+        if parameters < ONE_THREAD_BELOW { Self::OneThread } else { Self::Worker }
+    }
+}
+
+/// [`train_dp`] with the schedule forced (`None`: by the model's size); the output does not depend on it.
+fn train_dp_scheduled(
+    net: Network<'_>,
+    params: &[f32],
+    data: Batch<'_>,
+    config: &DpSgdConfig,
+    proximal: Option<(f64, &[f32])>,
+    rng: &mut DpRandomness,
+    schedule: Option<Schedule>,
+) -> Result<TrainOutput, SgdError> {
     let steps = config.steps()?;
     check_parameters(net.sizes, params)?;
     data.validate(net.inputs(), net.loss)?;
@@ -433,43 +543,70 @@ pub fn train_dp(
     let mut current = params.to_vec();
     let (mut loss_total, mut examples) = (0.0f64, 0u64);
     let DpRandomness { noise, sampler } = rng;
-    // Everything a step needs that does not depend on the model (its Poisson batch, gathered, and its noise) is
-    // prepared one step ahead by a second thread, into one of two recycled buffers, while this thread clips and
-    // updates. Each generator makes the same draws, in the same order, as on one thread; the worker stops after
-    // `steps` inputs or as soon as this loop ends.
-    std::thread::scope(|scope| {
-        let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel::<StepInput>(1);
-        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<StepInput>();
-        let len = current.len();
-        scope.spawn(move || {
-            for _ in 0..steps {
-                let mut input = empty_rx.recv().unwrap_or_else(|_| StepInput::new(len));
-                sampler.sample_into(n, config.sample_rate, &mut input.rows);
-                data.gather(dims, &input.rows, &mut input.features, &mut input.targets);
-                noise.fill(&mut input.noise, std);
-                if filled_tx.send(input).is_err() {
-                    return;
-                }
-            }
-        });
-        for _ in 0..2 {
-            // The worker holds the receiver until it has prepared every step.
-            let _ = empty_tx.send(StepInput::new(len));
-        }
+    let len = current.len();
+    let mut step_done = |current: &mut Vec<f32>, stats: StepStats, step: u64| {
+        loss_total += stats.loss_sum;
+        examples += stats.rows as u64;
+        if diverged(current) { Err(SgdError::Diverged(step)) } else { Ok(()) }
+    };
+    if schedule.unwrap_or_else(|| Schedule::for_parameters(len)) == Schedule::OneThread {
+        // Small models: a step is a few microseconds, less than handing work to another thread costs.
+        let (mut rows, mut features, mut targets) = (Vec::new(), Vec::new(), Vec::new());
+        let mut scratch = vec![0.0f32; crate::noise::CHUNK.min(len)];
         for step in 0..steps {
-            let input = filled_rx.recv().map_err(|_| SgdError::NoiseStopped)?;
-            let batch = Batch::new(&input.features, &input.targets);
-            let (gradient, stats) = clipped_gradient(net, &current, batch, config.clip_norm)?;
-            apply_noisy_update(&mut current, gradient, &input.noise, expected, config.learning_rate, proximal);
-            let _ = empty_tx.send(input);
-            loss_total += stats.loss_sum;
-            examples += stats.rows as u64;
-            if diverged(&current) {
-                return Err(SgdError::Diverged(step));
-            }
+            sampler.sample_into(n, config.sample_rate, &mut rows);
+            data.gather(dims, &rows, &mut features, &mut targets);
+            let job = noise.job(len, std);
+            let (gradient, stats) = clipped_gradient(net, &current, Batch::new(&features, &targets), config.clip_norm)?;
+            apply_noisy_update_here(
+                &mut current,
+                &gradient,
+                &job,
+                &mut scratch,
+                expected,
+                config.learning_rate,
+                proximal,
+            );
+            step_done(&mut current, stats, step)?;
         }
-        Ok(())
-    })?;
+    } else {
+        // Everything a step needs that does not depend on the model (its Poisson batch, gathered, and its noise)
+        // is prepared ahead by a second thread, into one of two recycled buffers, while this thread clips and
+        // updates. The worker hands a batch over as soon as it is sampled and then draws that step's noise
+        // chunks; this thread, once its gradient is done, draws any chunk still unclaimed instead of waiting.
+        // Each generator makes the same draws as on one thread (the noise is a function of the chunk numbers,
+        // not of who draws them); the worker stops after `steps` inputs or as soon as this loop ends.
+        std::thread::scope(|scope| {
+            let (filled_tx, filled_rx) = std::sync::mpsc::sync_channel::<StepInput>(1);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<StepInput>();
+            scope.spawn(move || {
+                for _ in 0..steps {
+                    let mut input = empty_rx.recv().unwrap_or_else(|_| StepInput::new(len));
+                    sampler.sample_into(n, config.sample_rate, &mut input.rows);
+                    data.gather(dims, &input.rows, &mut input.features, &mut input.targets);
+                    input.noise.start(noise.job(len, std));
+                    let step_noise = Arc::clone(&input.noise);
+                    if filled_tx.send(input).is_err() {
+                        return;
+                    }
+                    step_noise.work();
+                }
+            });
+            for _ in 0..2 {
+                // The worker holds the receiver until it has prepared every step.
+                let _ = empty_tx.send(StepInput::new(len));
+            }
+            for step in 0..steps {
+                let input = filled_rx.recv().map_err(|_| SgdError::NoiseStopped)?;
+                let batch = Batch::new(&input.features, &input.targets);
+                let (gradient, stats) = clipped_gradient(net, &current, batch, config.clip_norm)?;
+                apply_noisy_update(&mut current, &gradient, &input.noise, expected, config.learning_rate, proximal);
+                let _ = empty_tx.send(input);
+                step_done(&mut current, stats, step)?;
+            }
+            Ok::<(), SgdError>(())
+        })?;
+    }
     let dp = DpAccounting {
         sample_rate: config.sample_rate.get(),
         noise_multiplier: config.noise_multiplier.get(),
@@ -616,6 +753,43 @@ mod tests {
             assert!(plain.summary.dp.is_none());
             assert!(mean_loss(net, &plain.params, data).unwrap().unwrap() < 0.5 * before);
             assert!(accuracy(net, &plain.params, &x, &y) > 0.95);
+        }
+    }
+
+    #[test]
+    fn a_seeded_run_reproduces_bit_for_bit() {
+        // The insecure seeded path (simulation, tests) gives the same parameters on every run, whichever thread
+        // draws which noise chunk: one-layer (closed form) and deeper (ghost clipping) models, and a parameter
+        // count of several noise chunks.
+        let (x, y) = blobs(300);
+        let data = Batch::new(&x, &y);
+        for sizes in [vec![2, 2], vec![2, 8, 2], vec![2, 900, 2]] {
+            let net = Network::new(&sizes, CE2).unwrap();
+            let start =
+                crate::dense::random_parameters(&sizes, &mut rand_chacha::ChaCha20Rng::seed_from_u64(5)).unwrap();
+            let cfg = config(1.0, 0.05, TrainingLength::Steps(30), 0.2);
+            let run = |seed| train_dp(net, &start, data, &cfg, None, &mut DpRandomness::from_insecure_seed(seed));
+            let (a, b, other) = (run(7).unwrap(), run(7).unwrap(), run(8).unwrap());
+            let bits = |p: &[f32]| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a.params), bits(&b.params), "{sizes:?}");
+            assert_eq!(a.summary, b.summary);
+            assert_ne!(a.params, other.params);
+            for schedule in [Schedule::OneThread, Schedule::Worker] {
+                let forced = train_dp_scheduled(
+                    net,
+                    &start,
+                    data,
+                    &cfg,
+                    Some((0.1, &start)),
+                    &mut DpRandomness::from_insecure_seed(7),
+                    Some(schedule),
+                )
+                .unwrap();
+                let free =
+                    train_dp(net, &start, data, &cfg, Some((0.1, &start)), &mut DpRandomness::from_insecure_seed(7))
+                        .unwrap();
+                assert_eq!(bits(&forced.params), bits(&free.params), "{sizes:?} {schedule:?}");
+            }
         }
     }
 
