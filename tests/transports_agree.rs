@@ -79,9 +79,9 @@ async fn run(transport: Transport) -> Outcome {
                 server::host(&fx.coordinator, Some(coordinator_rng())).expect("the core is hosted");
             let unused: std::net::SocketAddr = "127.0.0.1:9".parse().expect("an address");
             let mut clients = Vec::new();
-            for i in 0..NAMES.len() {
+            for (i, name) in NAMES.iter().enumerate() {
                 let (config, certificate) = hospital(&fx, i, unused);
-                let mut link = MemoryLink::new(host.clone(), NAMES[i], Some(certificate));
+                let mut link = MemoryLink::new(host.clone(), name, Some(certificate));
                 clients.push(tokio::spawn(async move {
                     let mut report = NodeReport {
                         rounds_trained: Vec::new(),
@@ -194,7 +194,8 @@ fn differing(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
         // the last bit, although its inputs are identical; every other value must match exactly.
         (Value::Number(x), Value::Number(y)) if path.ends_with("epsilon") => {
             let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
-            if !((x - y).abs() <= 1e-9 * x.abs().max(y.abs())) {
+            let close = (x - y).abs() <= 1e-9 * x.abs().max(y.abs());
+            if !close {
                 out.push(format!("  {path}: in memory {x}, over mTLS {y}"));
             }
         }

@@ -136,7 +136,7 @@ impl GrpcLink {
                     let left = give_up.saturating_duration_since(tokio::time::Instant::now()).as_secs();
                     if attempt == 1 {
                         tracing::warn!(node = %config.name, "cannot reach the coordinator at {url} ({err}); retrying for up to {left} s");
-                    } else if delay < MAX_CONNECT_BACKOFF || attempt % 6 == 0 {
+                    } else if delay < MAX_CONNECT_BACKOFF || attempt.is_multiple_of(6) {
                         tracing::info!(node = %config.name, attempt, "still cannot reach {url} ({err}); next try in {:.1} s, giving up in {left} s", delay.as_secs_f64());
                     }
                     tokio::time::sleep(delay).await;

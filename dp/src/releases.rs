@@ -189,6 +189,9 @@ fn check_epsilon(epsilon: Epsilon) -> Result<f64, ReleaseError> {
     if e > 0.0 && e.is_finite() { Ok(e) } else { Err(ReleaseError::Epsilon(e)) }
 }
 
+/// A calibrated measurement and the noise scale it was built with.
+type Fitted<DI, MI, TO> = (f64, Measurement<DI, MI, MaxDivergence, TO>);
+
 /// Builds the measurement with the smallest noise scale (to ~1e-9 relative) whose OpenDP privacy map at
 /// `d_in` is ≤ `epsilon`. ε of these measurements is inversely proportional to the scale, up to the
 /// rounding OpenDP adds conservatively, so a probe at scale 1 gives the scale and a few retries absorb rounding.
@@ -196,7 +199,7 @@ fn fit_scale<DI, MI, TO>(
     epsilon: f64,
     d_in: &MI::Distance,
     build: impl Fn(f64) -> Fallible<Measurement<DI, MI, MaxDivergence, TO>>,
-) -> Result<(f64, Measurement<DI, MI, MaxDivergence, TO>), ReleaseError>
+) -> Result<Fitted<DI, MI, TO>, ReleaseError>
 where
     DI: Domain,
     MI: Metric,
