@@ -70,13 +70,7 @@ async fn a_secure_dp_federation_runs_over_the_in_memory_link() {
         let mut link = MemoryLink::new(host.clone(), name, Some(certificate(&files.cert)));
         clients.push(tokio::spawn(async move {
             let mut work = PrivateWork::new(&config.name, config.data_dir.clone(), config.privacy.clone());
-            let mut report = NodeReport {
-                rounds_trained: Vec::new(),
-                rounds_declined: Vec::new(),
-                final_model: Vec::new(),
-                final_version: ModelVersion(0),
-                final_metrics: None,
-            };
+            let mut report = NodeReport::default();
             run_session(&mut link, &config, &mut work, &mut None, &mut report).await.map(|()| report)
         }));
     }

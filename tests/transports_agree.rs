@@ -8,11 +8,11 @@ mod support;
 use cohort_client::node::{NodeReport, run_session};
 use cohort_client::privacy::PrivateWork;
 use cohort_coordinator::server::{self, Hosted, RunReport};
+use cohort_core::Round;
 use cohort_core::config::{ClientConfig, PrivacySection, SecureAggregationMode, SecureAggregationSection};
 use cohort_core::ledger::{LedgerRecord, read_jsonl};
 use cohort_core::secret::NodeSecret;
 use cohort_core::tls::load_certs;
-use cohort_core::{ModelVersion, Round};
 use cohort_sim::MemoryLink;
 use rand::SeedableRng;
 use serde_json::Value;
@@ -83,13 +83,7 @@ async fn run(transport: Transport) -> Outcome {
                 let (config, certificate) = hospital(&fx, i, unused);
                 let mut link = MemoryLink::new(host.clone(), name, Some(certificate));
                 clients.push(tokio::spawn(async move {
-                    let mut report = NodeReport {
-                        rounds_trained: Vec::new(),
-                        rounds_declined: Vec::new(),
-                        final_model: Vec::new(),
-                        final_version: ModelVersion(0),
-                        final_metrics: None,
-                    };
+                    let mut report = NodeReport::default();
                     run_session(&mut link, &config, &mut work(&config, i), &mut None, &mut report).await
                 }));
             }

@@ -189,7 +189,7 @@ pub trait LocalWork: Send {
 }
 
 /// What a node did over the federation.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct NodeReport {
     /// Rounds trained.
     pub rounds_trained: Vec<Round>,
@@ -343,13 +343,7 @@ fn is_transient(err: &ClientError) -> bool {
 /// # Errors
 /// [`ClientError`] when the node is refused, its data does not fit, or the coordinator stays away.
 pub async fn run(config: &ClientConfig, work: &mut dyn LocalWork) -> Result<NodeReport, ClientError> {
-    let mut report = NodeReport {
-        rounds_trained: Vec::new(),
-        rounds_declined: Vec::new(),
-        final_model: Vec::new(),
-        final_version: ModelVersion(0),
-        final_metrics: None,
-    };
+    let mut report = NodeReport::default();
     let mut prepared: Option<(FederationPlan, LocalData)> = None;
     let mut patience = Duration::from_secs(60);
     loop {
