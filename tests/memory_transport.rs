@@ -99,6 +99,19 @@ async fn a_secure_dp_federation_runs_over_the_in_memory_link() {
     }
 }
 
+/// A FedAvg machine for `plan` over the three hospitals, at version 0 with an all-zero model.
+fn fresh_machine(plan: &cohort_core::config::FederationPlan) -> RoundMachine {
+    RoundMachine::new(
+        "e2e",
+        NAMES.iter().map(|n| NodeName::from(*n)),
+        RoundSettings::from_plan(plan),
+        Box::new(FedAvg),
+        vec![0.0; plan.model.parameter_count()],
+        Round(0),
+        ModelVersion(0),
+    )
+}
+
 /// A virtual clock a test moves by hand.
 #[derive(Clone)]
 struct ManualClock {
@@ -135,17 +148,8 @@ fn the_coordinator_core_runs_a_whole_secure_round_without_a_runtime() {
     let plan = plan_of(&fx.coordinator).expect("a plan");
     let trust = FederationTrust::load(&fx.coordinator.tls.ca_cert).expect("the CA");
     let settings = SecureSettings::new(&SecAggParams::default(), 1, None, Some(3)).expect("settings");
-    let machine = RoundMachine::new(
-        "e2e",
-        NAMES.iter().map(|n| NodeName::from(*n)),
-        RoundSettings::from_plan(&plan),
-        Box::new(FedAvg),
-        vec![0.0; plan.model.parameter_count()],
-        Round(0),
-        ModelVersion(0),
-    )
-    .with_secure_aggregation(settings)
-    .with_rng(rand_chacha::ChaCha20Rng::seed_from_u64(3));
+    let machine =
+        fresh_machine(&plan).with_secure_aggregation(settings).with_rng(rand_chacha::ChaCha20Rng::seed_from_u64(3));
     let clock = ManualClock { start: Instant::now(), offset: Arc::default() };
     let ca = FederationTrust::load(&fx.coordinator.tls.ca_cert).expect("the CA");
     let mut core = Federation::new(machine, plan.clone(), trust, Box::new(clock), BTreeMap::new());
@@ -277,15 +281,7 @@ fn absent_nodes_are_named_while_the_core_waits_for_a_quorum() {
     fx.coordinator.secure_aggregation.mode = SecureAggregationMode::None;
     let plan = plan_of(&fx.coordinator).expect("a plan");
     let trust = FederationTrust::load(&fx.coordinator.tls.ca_cert).expect("the CA");
-    let machine = RoundMachine::new(
-        "e2e",
-        NAMES.iter().map(|n| NodeName::from(*n)),
-        RoundSettings::from_plan(&plan),
-        Box::new(FedAvg),
-        vec![0.0; plan.model.parameter_count()],
-        Round(0),
-        ModelVersion(0),
-    );
+    let machine = fresh_machine(&plan);
     let clock = ManualClock { start: Instant::now(), offset: Arc::default() };
     let mut core = Federation::new(machine, plan.clone(), trust, Box::new(clock.clone()), BTreeMap::new());
     let peers: Vec<Peer> = NAMES
