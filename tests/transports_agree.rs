@@ -1,7 +1,7 @@
 //! The two transports cannot drift apart: one seeded federation of five hospitals with DP-SGD and threshold-RLWE
 //! secure aggregation, run once over the in-memory link and once over loopback mutual TLS, ends with
 //! bit-identical global models, registry versions, gate decisions and ledger records (timestamps, and the hashes
-//! and signatures that cover them, aside; the accountant's ε to 1e-9 relative, see [`differing`]).
+//! and signatures that cover them, aside).
 
 mod support;
 
@@ -182,15 +182,6 @@ fn differing(a: &Value, b: &Value, path: &str, out: &mut Vec<String>) {
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
             for (i, (l, r)) in x.iter().zip(y).enumerate() {
                 differing(l, r, &format!("{path}[{i}]"), out);
-            }
-        }
-        // The accountant's ε (PLD, by FFT) agrees to about 1e-12 relative between the two runs but not always to
-        // the last bit, although its inputs are identical; every other value must match exactly.
-        (Value::Number(x), Value::Number(y)) if path.ends_with("epsilon") => {
-            let (x, y) = (x.as_f64().unwrap_or(f64::NAN), y.as_f64().unwrap_or(f64::NAN));
-            let close = (x - y).abs() <= 1e-9 * x.abs().max(y.abs());
-            if !close {
-                out.push(format!("  {path}: in memory {x}, over mTLS {y}"));
             }
         }
         _ if a != b => out.push(format!("  {path}: in memory {a}, over mTLS {b}")),
