@@ -22,11 +22,12 @@
 #![allow(missing_docs)] // criterion_group! generates undocumented items.
 
 use cohort_dp::clip::ClipNorm;
-use cohort_dp::dense::parameter_count;
-use cohort_dp::dense::{Batch, Loss, random_parameters};
 use cohort_dp::noise::{GaussianNoise, NoiseMultiplier};
 use cohort_dp::sampling::SampleRate;
-use cohort_dp::sgd::{DpRandomness, DpSgdConfig, Network, SgdConfig, TrainingLength, train_dp, train_sgd};
+use cohort_dp::sgd::{DpRandomness, DpSgdConfig, TrainingLength, train_dp};
+use cohort_model::layout::initial_parameters;
+use cohort_model::train::{Network, SgdConfig, train_sgd};
+use cohort_model::{Batch, Loss, parameter_count};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rand::{Rng, SeedableRng};
 use std::hint::black_box;
@@ -53,7 +54,7 @@ impl Setup {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let (inputs, classes) = (sizes[0], sizes[sizes.len() - 1]);
         let records = batch * STEPS as usize;
-        let params = random_parameters(sizes, &mut rng).expect("valid sizes");
+        let params = initial_parameters(sizes, &mut rng).expect("valid sizes");
         let features = (0..records * inputs).map(|_| rng.random_range(-1.0f32..1.0)).collect();
         let targets = (0..records).map(|i| (i % classes) as f32).collect();
         let dp = DpSgdConfig {

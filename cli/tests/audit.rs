@@ -348,9 +348,9 @@ fn an_exported_model_carries_the_preprocessing_serving_needs() {
         x.extend(columns.iter().enumerate().map(|(i, &c)| (cells[c] - center[i]) / scale[i]));
         y.push(cells[label_column] as usize);
     }
-    let net = cohort_dp::sgd::Network::new(&sizes, cohort_dp::dense::Loss::CrossEntropy { classes: 2 }).unwrap();
+    let net = cohort_model::train::Network::new(&sizes, cohort_model::Loss::CrossEntropy { classes: 2 }).unwrap();
     let accuracy = |features: &[f32]| {
-        let probabilities = cohort_dp::sgd::predict(net, &weights, features).unwrap();
+        let probabilities = cohort_model::train::predict(net, &weights, features).unwrap();
         let correct = probabilities.chunks(2).zip(&y).filter(|(p, t)| usize::from(p[1] > p[0]) == **t).count();
         correct as f64 / y.len() as f64
     };

@@ -661,7 +661,7 @@ mod tests {
     #[test]
     fn a_second_evaluation_of_the_same_version_is_refused() {
         let (_dir, plan, _local, mut work) = joined_worker();
-        let params = plan.model.initial_parameters(&mut rand::rng());
+        let params = plan.model.initial_parameters(&mut rand::rng()).unwrap();
         let exact = work.evaluate(&params).unwrap();
         let first = work.release_evaluation(ModelVersion(1), "aa", &params, &exact).unwrap();
         let spent = work.spent().unwrap();

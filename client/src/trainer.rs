@@ -1,11 +1,12 @@
-//! Local training and evaluation of the federation's model on this node's data, on top of `cohort_dp`'s dense
-//! network (burn, `flex` CPU backend with autodiff).
+//! Local training and evaluation of the federation's model on this node's data: `cohort_model`'s networks
+//! (burn, `flex` CPU backend) trained by plain SGD or by `cohort_dp`'s DP-SGD.
 
 use crate::data::Dataset;
 use cohort_core::metrics::{self, EvalMetrics};
-use cohort_core::model::{ModelSpec, TaskKind};
-use cohort_dp::dense::{Batch, DenseError, Loss};
-use cohort_dp::sgd::{self, DpRandomness, DpSgdConfig, Network, SgdConfig, SgdError, TrainOutput};
+use cohort_core::model::{ModelError, ModelSpec};
+use cohort_dp::sgd::{self, DpRandomness, DpSgdConfig, SgdError};
+use cohort_model::Batch;
+use cohort_model::train::{self, Network, SgdConfig, TrainOutput};
 
 /// Training or evaluation that cannot proceed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -13,7 +14,7 @@ use cohort_dp::sgd::{self, DpRandomness, DpSgdConfig, Network, SgdConfig, SgdErr
 pub enum TrainError {
     /// Parameters that do not fit the spec.
     #[error(transparent)]
-    Model(#[from] cohort_core::model::ModelError),
+    Model(#[from] ModelError),
     /// Data that does not fit the spec.
     #[error("data has {actual} features but the model takes {expected}")]
     Shape {
@@ -22,23 +23,15 @@ pub enum TrainError {
         /// Data columns.
         actual: usize,
     },
-    /// The network failed.
+    /// Plain training failed.
     #[error(transparent)]
-    Network(#[from] DenseError),
-    /// Training failed.
+    Train(#[from] train::TrainError),
+    /// DP training failed.
     #[error(transparent)]
     Sgd(#[from] SgdError),
     /// Metrics could not be computed.
     #[error(transparent)]
     Metrics(#[from] metrics::MetricsError),
-}
-
-/// The per-example loss of a task.
-pub fn loss_of(spec: &ModelSpec) -> Loss {
-    match spec.task {
-        TaskKind::Regression => Loss::SquaredError,
-        TaskKind::Binary | TaskKind::Multiclass => Loss::CrossEntropy { classes: spec.outputs() },
-    }
 }
 
 /// The network of `spec`, after checking that `params` and `data` fit it.
@@ -47,7 +40,7 @@ fn network<'a>(spec: &'a ModelSpec, params: &[f32], data: &Dataset) -> Result<Ne
     if data.dims != spec.inputs() {
         return Err(TrainError::Shape { expected: spec.inputs(), actual: data.dims });
     }
-    Ok(Network::new(&spec.layers, loss_of(spec))?)
+    Ok(Network::new(&spec.layers, spec.loss())?)
 }
 
 fn batch(data: &Dataset) -> Batch<'_> {
@@ -68,7 +61,7 @@ pub fn train_sgd(
 ) -> Result<TrainOutput, TrainError> {
     let net = network(spec, global, data)?;
     let proximal = mu.map(|mu| (mu, global));
-    Ok(sgd::train_sgd(net, global, batch(data), config, proximal, &mut rand::rng())?)
+    Ok(train::train_sgd(net, global, batch(data), config, proximal, &mut rand::rng())?)
 }
 
 /// DP-SGD from `global`, with an optional FedProx coefficient `mu`.
@@ -94,7 +87,7 @@ pub fn train_dp(
 /// [`TrainError`] for mismatched shapes.
 pub fn predict(spec: &ModelSpec, params: &[f32], data: &Dataset) -> Result<Vec<f32>, TrainError> {
     let net = network(spec, params, data)?;
-    Ok(sgd::predict(net, params, &data.features)?)
+    Ok(train::predict(net, params, &data.features)?)
 }
 
 /// Evaluates `params` on `data` with the metrics of the task.
@@ -109,6 +102,7 @@ pub fn evaluate(spec: &ModelSpec, params: &[f32], data: &Dataset) -> Result<Eval
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cohort_core::model::TaskKind;
 
     fn toy(n: usize) -> Dataset {
         let mut features = Vec::new();

@@ -7,7 +7,7 @@ use cohort_core::Round;
 use cohort_core::config::FederationPlan;
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::model::ModelSpec;
-use cohort_dp::sgd::SgdConfig;
+use cohort_model::train::SgdConfig;
 
 /// Trains and evaluates with plain (non-private) minibatch SGD.
 #[derive(Debug, Default)]

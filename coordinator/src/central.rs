@@ -8,9 +8,8 @@
 use cohort_core::config::Schema;
 use cohort_core::data::{self, DataError, Dataset, Standardizer};
 use cohort_core::metrics::{self, EvalMetrics, MetricsError};
-use cohort_core::model::{ModelSpec, TaskKind};
-use cohort_dp::dense::Loss;
-use cohort_dp::sgd::{self, Network, SgdError};
+use cohort_core::model::ModelSpec;
+use cohort_model::train::{self, Network, TrainError};
 use std::path::Path;
 
 /// Why the central evaluation cannot run.
@@ -22,7 +21,7 @@ pub enum CentralError {
     Data(#[from] DataError),
     /// The model cannot run on the test set.
     #[error("central evaluation: {0}")]
-    Model(#[from] SgdError),
+    Model(#[from] TrainError),
     /// The metrics cannot be computed.
     #[error("central evaluation: {0}")]
     Metrics(#[from] MetricsError),
@@ -56,12 +55,8 @@ impl CentralEval {
     /// # Errors
     /// [`CentralError`] for parameters that do not fit the model.
     pub fn evaluate(&self, params: &[f32]) -> Result<EvalMetrics, CentralError> {
-        let loss = match self.spec.task {
-            TaskKind::Regression => Loss::SquaredError,
-            TaskKind::Binary | TaskKind::Multiclass => Loss::CrossEntropy { classes: self.spec.outputs() },
-        };
-        let net = Network::new(&self.spec.layers, loss)?;
-        let outputs = sgd::predict(net, params, &self.data.features)?;
+        let net = Network::new(&self.spec.layers, self.spec.loss())?;
+        let outputs = train::predict(net, params, &self.data.features)?;
         Ok(metrics::for_task(self.spec.task, &outputs, self.spec.outputs(), &self.data.targets)?)
     }
 }

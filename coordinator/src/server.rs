@@ -56,6 +56,9 @@ pub enum CoordinatorError {
     /// The central test set cannot be used.
     #[error(transparent)]
     Central(#[from] crate::central::CentralError),
+    /// The configured model cannot be built.
+    #[error("model: {0}")]
+    Model(#[from] cohort_core::model::ModelError),
 }
 
 /// The result of a finished federation.
@@ -203,7 +206,7 @@ pub fn host(config: &CoordinatorConfig, mut rng: Option<ChaCha20Rng>) -> Result<
             let initial = match rng.as_mut() {
                 Some(rng) => plan.model.initial_parameters(rng),
                 None => plan.model.initial_parameters(&mut rand::rng()),
-            };
+            }?;
             (initial, Round(0))
         }
     };

@@ -1,6 +1,11 @@
 //! Per-example gradient clipping to norm C, summed over a batch: `Σ_i g_i · min(1, C/‖g_i‖)`, where `g_i` is
 //! the gradient of example `i`'s own loss with respect to all parameters (Abadi et al. 2016).
 //!
+//! # Fastest path: one-layer models in closed form
+//! For logistic and linear regression (sizes `[d, k]`), [`linear_clipped_sum`] weights each example of
+//! `cohort_model::linear::weighted_sum` by its clip factor: there `‖∇_i‖² = (‖x_i‖² + 1)·‖g_i‖²` exactly, the
+//! one-layer case of the ghost norm below, with no autodiff and no tensor.
+//!
 //! # Fast path: ghost clipping for dense stacks
 //! Following Li, Tramèr, Liang and Hashimoto 2022 ("Large Language Models Can Be Strong Differentially Private
 //! Learners", ICLR) and Bu, Wang, Zha and Karypis 2023 ("Differentially Private Optimization on Large Model at
@@ -10,7 +15,7 @@
 //! `‖∇_i‖² = Σ_l (‖a_{l,i}‖² · ‖g_{l,i}‖² + ‖g_{l,i}‖²)`
 //!
 //! without materializing any per-example gradient. One forward pass with zero probes on each pre-activation
-//! and one backward pass give every `G_l` ([`crate::dense::DenseStack::forward_probed`]); with clip factors
+//! and one backward pass give every `G_l` ([`DenseStack::forward_probed`]); with clip factors
 //! `c_i = min(1, C/‖∇_i‖)` the clipped sum is `A_lᵀ · diag(c) · G_l` for the weights (one matmul per layer)
 //! and `Σ_i c_i g_{l,i}` for the biases. Cost: one forward, one input-gradient backward and one weight-sized
 //! matmul per layer — about an ordinary training step.
@@ -20,9 +25,9 @@
 //! visiting order ([`flatten_gradients`]), clips and sums. It is slow (one backward per example) and exists to
 //! check the fast path and to serve models that are not dense stacks.
 
-use crate::dense::{Batch, DenseError, DenseStack, Loss, features_tensor, read};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Gradients, Tensor, TensorData};
+use cohort_model::{Batch, DenseStack, Loss, ModelError, features_tensor, tensor_values};
 
 /// Clipping that cannot proceed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -33,7 +38,7 @@ pub enum ClipError {
     ClipNorm(f32),
     /// The model, loss or batch does not fit.
     #[error(transparent)]
-    Dense(#[from] DenseError),
+    Model(#[from] ModelError),
     /// A per-example loss that autodiff does not track (the module is not on an autodiff device, or none of
     /// its parameters requires grad), so it has no gradient.
     #[error("example {0}'s loss is not tracked by autodiff")]
@@ -86,6 +91,45 @@ pub struct ClippedSum {
     pub clipped: usize,
 }
 
+/// The clipped sum of per-example gradients of the one-layer model `sizes = [d, k]` at `params` (flat layout),
+/// in closed form (see the [module docs](self)). An empty batch gives a zero gradient.
+///
+/// # Example
+/// ```
+/// use cohort_dp::clip::{linear_clipped_sum, ClipNorm};
+/// use cohort_model::{Batch, Loss};
+/// // Logistic regression on two features at W = 0, b = 0: for class 1, g = softmax(0) − onehot(1) = (½, −½),
+/// // the weight gradient is xᵀg and the norm is √(‖x‖² + 1)·‖g‖ = √13, clipped here to 1.
+/// let batch = Batch::new(&[3.0, 4.0], &[1.0]);
+/// let sum = linear_clipped_sum(&[2, 2], &[0.0; 6], Loss::CrossEntropy { classes: 2 }, batch, ClipNorm::new(1.0)?)?;
+/// assert!((sum.norms[0] - 13f32.sqrt()).abs() < 1e-6);
+/// assert_eq!(sum.clipped, 1);
+/// let norm: f32 = sum.gradient.iter().map(|v| v * v).sum::<f32>().sqrt();
+/// assert!((norm - 1.0).abs() < 1e-6);
+/// # Ok::<(), cohort_dp::clip::ClipError>(())
+/// ```
+///
+/// # Errors
+/// [`ClipError::Model`] for sizes that are not one layer ([`ModelError::Sizes`]), parameters, loss or batch
+/// that do not fit.
+pub fn linear_clipped_sum(
+    sizes: &[usize],
+    params: &[f32],
+    loss: Loss,
+    batch: Batch<'_>,
+    clip: ClipNorm,
+) -> Result<ClippedSum, ClipError> {
+    let mut norms = Vec::with_capacity(batch.rows());
+    let mut clipped = 0;
+    let sum = cohort_model::linear::weighted_sum(sizes, params, loss, batch, |x, g| {
+        let norm = cohort_model::linear::gradient_norm(x, g);
+        clipped += usize::from(norm > f64::from(clip.get()));
+        norms.push(norm as f32);
+        clip.factor(norm) as f32
+    })?;
+    Ok(ClippedSum { gradient: sum.gradient, loss_sum: sum.loss_sum, norms, clipped })
+}
+
 /// Ghost-clipped sum of per-example gradients of a dense stack (see the [module docs](self)): one forward,
 /// one backward, one matmul per layer, no per-example loop. An empty batch gives a zero gradient.
 ///
@@ -93,7 +137,7 @@ pub struct ClippedSum {
 /// computes only the probes' gradients.
 ///
 /// # Errors
-/// [`ClipError::Dense`] for a loss or batch that does not fit the model, or a failed readback.
+/// [`ClipError::Model`] for a loss or batch that does not fit the model, or a failed readback.
 pub fn ghost_clipped_sum(
     model: &DenseStack,
     loss: Loss,
@@ -119,7 +163,7 @@ pub fn ghost_clipped_sum(
     if !total.is_tracked() {
         return Err(ClipError::NotTracked(0));
     }
-    let loss_sum = read(total.clone().inner())?.first().copied().map_or(f64::NAN, f64::from);
+    let loss_sum = tensor_values(total.clone().inner())?.first().copied().map_or(f64::NAN, f64::from);
     let grads = total.backward();
 
     // G_l for every layer, and Σ_l (|a|² + 1)·|g|² per example, accumulated in f64 on the host (the
@@ -133,10 +177,10 @@ pub fn ghost_clipped_sum(
         let a_host: &[f32] = if l == 0 {
             batch.features
         } else {
-            a_read = read(a.clone())?;
+            a_read = tensor_values(a.clone())?;
             &a_read
         };
-        let g_host = read(g.clone())?;
+        let g_host = tensor_values(g.clone())?;
         let (a_width, g_width) = (a_host.len() / rows, g_host.len() / rows);
         for (i, s) in squared.iter_mut().enumerate() {
             let a_sq: f64 = a_host[i * a_width..(i + 1) * a_width].iter().map(|v| f64::from(*v).powi(2)).sum();
@@ -158,7 +202,7 @@ pub fn ghost_clipped_sum(
         parts.push(a.transpose().matmul(scaled.clone()).reshape([-1]));
         parts.push(scaled.sum_dim(0).reshape([-1]));
     }
-    let gradient = read(Tensor::cat(parts, 0))?;
+    let gradient = tensor_values(Tensor::cat(parts, 0))?;
     Ok(ClippedSum { gradient, loss_sum, norms, clipped })
 }
 
@@ -168,7 +212,7 @@ pub fn ghost_clipped_sum(
 struct Flatten<'a> {
     grads: &'a Gradients,
     out: Vec<f32>,
-    error: Option<DenseError>,
+    error: Option<ModelError>,
 }
 
 impl ModuleVisitor for Flatten<'_> {
@@ -178,7 +222,7 @@ impl ModuleVisitor for Flatten<'_> {
         }
         let value = param.val();
         match value.grad(self.grads) {
-            Some(g) => match read(g) {
+            Some(g) => match tensor_values(g) {
                 Ok(v) => self.out.extend(v),
                 Err(e) => self.error = Some(e),
             },
@@ -191,8 +235,8 @@ impl ModuleVisitor for Flatten<'_> {
 /// for parameters without a gradient). For a [`DenseStack`] this is the flat parameter layout.
 ///
 /// # Errors
-/// [`DenseError::Readback`] when a gradient cannot be read.
-pub fn flatten_gradients<M: Module>(module: &M, grads: &Gradients) -> Result<Vec<f32>, DenseError> {
+/// [`ModelError::Readback`] when a gradient cannot be read.
+pub fn flatten_gradients<M: Module>(module: &M, grads: &Gradients) -> Result<Vec<f32>, ModelError> {
     let mut visitor = Flatten { grads, out: Vec::new(), error: None };
     module.visit(&mut visitor);
     match visitor.error {
@@ -221,7 +265,7 @@ pub fn reference_clipped_sum<M: Module>(
         if !loss.is_tracked() {
             return Err(ClipError::NotTracked(i));
         }
-        loss_sum += read(loss.clone().inner())?.first().copied().map_or(f64::NAN, f64::from);
+        loss_sum += tensor_values(loss.clone().inner())?.first().copied().map_or(f64::NAN, f64::from);
         let g = flatten_gradients(module, &loss.backward())?;
         let norm = g.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
         let f = clip.factor(norm);
@@ -240,7 +284,7 @@ pub fn reference_clipped_sum<M: Module>(
 /// The reference path applied to a dense stack: one forward and backward pass per example.
 ///
 /// # Errors
-/// [`ClipError::Dense`] for a loss or batch that does not fit.
+/// [`ClipError::Model`] for a loss or batch that does not fit.
 pub fn reference_clipped_sum_dense(
     model: &DenseStack,
     loss: Loss,
@@ -261,7 +305,7 @@ pub fn reference_clipped_sum_dense(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dense::{inference_device, parameter_count, training_device};
+    use cohort_model::{inference_device, parameter_count, training_device};
     use proptest::prelude::*;
 
     #[test]
@@ -379,10 +423,10 @@ mod tests {
         let empty = ghost_clipped_sum(&m, ce, Batch::new(&[], &[]), c).unwrap();
         assert_eq!(empty.gradient, vec![0.0; 6]);
         assert_eq!(reference_clipped_sum_dense(&m, ce, Batch::new(&[], &[]), c).unwrap().gradient, vec![0.0; 6]);
-        assert!(matches!(ghost_clipped_sum(&m, ce, Batch::new(&[0.0; 3], &[0.0]), c), Err(ClipError::Dense(_))));
+        assert!(matches!(ghost_clipped_sum(&m, ce, Batch::new(&[0.0; 3], &[0.0]), c), Err(ClipError::Model(_))));
         assert!(matches!(
             ghost_clipped_sum(&m, Loss::SquaredError, Batch::new(&[0.0; 2], &[0.0]), c),
-            Err(ClipError::Dense(_))
+            Err(ClipError::Model(_))
         ));
         for bad in [0.0, -1.0, f32::NAN, f32::INFINITY] {
             assert!(ClipNorm::new(bad).is_err());
@@ -393,5 +437,60 @@ mod tests {
             Ok(ce.summed(m.forward(Tensor::zeros([1, 2], &inference_device())), &[0.0])?)
         });
         assert!(matches!(r, Err(ClipError::NotTracked(0))));
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn the_closed_form_agrees_with_the_reference_and_ghost_paths(
+            d in 1usize..12,
+            regression in any::<bool>(),
+            classes in 2usize..6,
+            rows in 0usize..20,
+            clip in 0.05f32..5.0,
+            seed in 0u64..10_000,
+        ) {
+            let loss = if regression { Loss::SquaredError } else { Loss::CrossEntropy { classes } };
+            let sizes = [d, if regression { 1 } else { classes }];
+            let (params, features, targets) = setup(&sizes, rows, seed, loss);
+            let batch = Batch::new(&features, &targets);
+            let clip = ClipNorm::new(clip).unwrap();
+            let m = model(&sizes, &params);
+            let closed = linear_clipped_sum(&sizes, &params, loss, batch, clip).unwrap();
+            let reference = reference_clipped_sum_dense(&m, loss, batch, clip).unwrap();
+            prop_assert!(close(&closed.gradient, &reference.gradient), "{sizes:?}\n{:?}\nvs\n{:?}", closed.gradient, reference.gradient);
+            prop_assert!(close(&closed.norms, &reference.norms), "{:?} vs {:?}", closed.norms, reference.norms);
+            prop_assert_eq!(closed.clipped, reference.clipped);
+            prop_assert!((closed.loss_sum - reference.loss_sum).abs() <= 1e-4 * (1.0 + reference.loss_sum.abs()));
+            let ghost = ghost_clipped_sum(&m, loss, batch, clip).unwrap();
+            prop_assert!(close(&closed.gradient, &ghost.gradient));
+        }
+    }
+
+    #[test]
+    fn in_closed_form_each_clipped_example_has_norm_c_and_a_nan_example_contributes_nothing() {
+        let (sizes, loss) = ([5, 3], Loss::CrossEntropy { classes: 3 });
+        let (params, features, targets) = setup(&sizes, 4, 2, loss);
+        let c = ClipNorm::new(0.01).unwrap();
+        for i in 0..4 {
+            let batch = Batch::new(&features[5 * i..5 * i + 5], &targets[i..=i]);
+            let one = linear_clipped_sum(&sizes, &params, loss, batch, c).unwrap();
+            let norm = one.gradient.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>().sqrt();
+            assert!((norm - 0.01).abs() < 1e-6, "{norm}");
+            assert_eq!(one.clipped, 1);
+        }
+        // Logits that overflow f32 give a NaN or infinite norm, factor 0: that example adds nothing (not NaN).
+        let mut huge = features[..10].to_vec();
+        huge[..5].fill(f32::MAX);
+        for (sizes, loss, targets) in [([5, 3], loss, [0.0, 1.0]), ([5, 1], Loss::SquaredError, [0.0, 1.0])] {
+            let params = vec![1.0; parameter_count(&sizes)];
+            let both = linear_clipped_sum(&sizes, &params, loss, Batch::new(&huge, &targets), c).unwrap();
+            let second = linear_clipped_sum(&sizes, &params, loss, Batch::new(&huge[5..], &targets[1..]), c).unwrap();
+            assert_eq!(both.gradient, second.gradient, "{sizes:?}");
+        }
+        assert!(matches!(
+            linear_clipped_sum(&[2, 3, 2], &[0.0; 17], loss, Batch::new(&[1.0, 2.0], &[1.0]), c),
+            Err(ClipError::Model(ModelError::Sizes(_)))
+        ));
     }
 }

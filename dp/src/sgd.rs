@@ -1,11 +1,12 @@
-//! Local training of a [`DenseStack`]: DP-SGD (Abadi et al. 2016, "Deep Learning with Differential Privacy")
-//! and ordinary minibatch SGD on the same network code. Parameters travel as flat vectors (layout in
-//! [`crate::dense`]).
+//! DP-SGD (Abadi et al. 2016, "Deep Learning with Differential Privacy") of a `cohort_model` [`Network`],
+//! through its flat parameter vector ([`cohort_model::layout`]). Ordinary SGD on the same network code is
+//! `cohort_model::train::train_sgd`.
 //!
 //! # One DP-SGD step ([`dp_step`])
 //! 1. Poisson-sample a batch: each of the n records joins with probability q ([`crate::sampling`]).
 //! 2. Clip every example's gradient to norm C and sum: in closed form for logistic and linear regression
-//!    ([`crate::linear`]), by ghost clipping ([`crate::clip::ghost_clipped_sum`]) for deeper stacks.
+//!    ([`crate::clip::linear_clipped_sum`]), by ghost clipping ([`crate::clip::ghost_clipped_sum`]) for deeper
+//!    stacks.
 //! 3. Add N(0, σ²C²) to every coordinate ([`crate::noise`]).
 //! 4. Divide by the **expected** batch size q·n, a public constant, never by the realized size (which would
 //!    leak it; Opacus issue #571).
@@ -15,19 +16,16 @@
 //! 6. `w ← w − η·gradient`.
 //!
 //! An empty batch still takes a step: the update is pure noise divided by q·n. A DP run of `T` steps at rate q
-//! and noise multiplier σ is exactly the event the RDP accountant charges ([`DpAccounting`]).
-//!
-//! # Ordinary SGD ([`train_sgd`])
-//! Shuffled minibatches of a fixed size, mean gradient from burn's backward pass (from the same closed form as
-//! DP-SGD for one-layer models, so that the two are compared on equal code), same proximal term.
+//! and noise multiplier σ is exactly the event the accountant charges ([`DpSgdConfig::accounting`]).
 //!
 //! # Example
 //! ```
 //! use cohort_dp::clip::ClipNorm;
-//! use cohort_dp::dense::{parameter_count, Batch, Loss};
 //! use cohort_dp::noise::NoiseMultiplier;
 //! use cohort_dp::sampling::SampleRate;
-//! use cohort_dp::sgd::{train_dp, DpRandomness, DpSgdConfig, Network, TrainingLength};
+//! use cohort_dp::sgd::{train_dp, DpRandomness, DpSgdConfig, TrainingLength};
+//! use cohort_model::train::Network;
+//! use cohort_model::{parameter_count, Batch, Loss};
 //! let net = Network::new(&[2, 2], Loss::CrossEntropy { classes: 2 }).unwrap();
 //! let (x, y) = (vec![1.0, 0.0, -1.0, 0.0], vec![1.0, 0.0]);
 //! let config = DpSgdConfig {
@@ -37,95 +35,47 @@
 //!     learning_rate: 0.1,
 //!     length: TrainingLength::Epochs(2.0),
 //! };
+//! assert_eq!(config.accounting().unwrap().steps, 4); // round(epochs / q), charged before training
 //! let out = train_dp(net, &vec![0.0; parameter_count(&[2, 2])], Batch::new(&x, &y), &config, None, &mut DpRandomness::from_os()).unwrap();
-//! assert_eq!(out.summary.steps, 4); // round(epochs / q)
-//! assert_eq!(out.summary.dp.unwrap().steps, 4);
+//! assert_eq!(out.summary.steps, 4);
 //! ```
 
-use crate::clip::{ClipError, ClipNorm, ghost_clipped_sum};
-use crate::dense::{Batch, DenseError, DenseStack, Loss, check_parameters, inference_device};
+use crate::clip::{ClipError, ClipNorm, ghost_clipped_sum, linear_clipped_sum};
 use crate::noise::{GaussianNoise, NoiseJob, NoiseMultiplier, SharedNoise};
 use crate::sampling::{PoissonSampler, SampleRate};
-use rand::Rng;
-use rand::seq::SliceRandom;
+use cohort_model::layout::check_parameters;
+use cohort_model::train::{
+    Network, StepStats, TrainError, TrainOutput, TrainSummary, check_learning_rate, check_proximal, diverged,
+};
+use cohort_model::{Batch, ModelError};
 use std::sync::Arc;
 
-/// Training that cannot proceed.
+/// DP training that cannot proceed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SgdError {
-    /// The network, parameters or data do not fit.
+    /// The network, parameters, data or training settings (learning rate, proximal term) do not fit, or the
+    /// training diverged.
     #[error(transparent)]
-    Dense(#[from] DenseError),
+    Train(#[from] TrainError),
     /// Clipping failed.
     #[error(transparent)]
     Clip(#[from] ClipError),
-    /// A learning rate that is not finite and > 0.
-    #[error("learning rate {0} must be finite and > 0")]
-    LearningRate(f64),
-    /// A minibatch size of zero.
-    #[error("batch size must be at least 1")]
-    BatchSize,
     /// A training length that is negative or not finite.
     #[error("training length {0} epochs must be finite and ≥ 0")]
     Epochs(f64),
-    /// A proximal coefficient that is negative or not finite, or a global model of the wrong length or with
-    /// non-finite values.
-    #[error("invalid proximal term: {0}")]
-    Proximal(String),
     /// DP training on a data set with no records (q·n = 0).
     #[error("DP-SGD needs at least one record")]
     NoRecords,
-    /// The parameters stopped being finite.
-    #[error("training diverged at step {0} (non-finite parameters); lower the learning rate")]
-    Diverged(u64),
     /// The thread preparing batches and noise stopped before the training did (a bug; no step is taken
     /// without noise).
     #[error("the batch and noise generator stopped before the training did")]
     NoiseStopped,
 }
 
-/// A network to train: layer sizes and the per-example loss, checked to fit each other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network<'a> {
-    sizes: &'a [usize],
-    loss: Loss,
-}
-
-impl<'a> Network<'a> {
-    /// A network with layer sizes `[input, hidden..., output]` and loss `loss`.
-    ///
-    /// # Errors
-    /// [`DenseError::Sizes`] for invalid sizes, [`DenseError::LossShape`] when the loss does not fit the
-    /// output width (cross-entropy over `classes` needs `classes` outputs, squared error one).
-    pub fn new(sizes: &'a [usize], loss: Loss) -> Result<Self, SgdError> {
-        crate::dense::validate_sizes(sizes)?;
-        loss.check_outputs(sizes[sizes.len() - 1])?;
-        Ok(Self { sizes, loss })
-    }
-
-    /// Layer sizes.
-    pub fn sizes(&self) -> &'a [usize] {
-        self.sizes
-    }
-
-    /// The loss.
-    pub fn loss(&self) -> Loss {
-        self.loss
-    }
-
-    /// Input width.
-    pub fn inputs(&self) -> usize {
-        self.sizes[0]
-    }
-
-    /// Number of parameters.
-    pub fn parameter_count(&self) -> usize {
-        crate::dense::parameter_count(self.sizes)
-    }
-
-    fn model(&self, params: &[f32]) -> Result<DenseStack, DenseError> {
-        DenseStack::from_flat(self.sizes, params, &inference_device())
+impl From<ModelError> for SgdError {
+    fn from(e: ModelError) -> Self {
+        Self::Train(TrainError::Model(e))
     }
 }
 
@@ -166,17 +116,19 @@ impl DpSgdConfig {
             TrainingLength::Epochs(e) => Err(SgdError::Epochs(e)),
         }
     }
-}
 
-/// Ordinary (non-private) minibatch SGD settings.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct SgdConfig {
-    /// Passes over the data.
-    pub epochs: u32,
-    /// Minibatch size (the last batch of an epoch may be smaller).
-    pub batch_size: usize,
-    /// Learning rate η.
-    pub learning_rate: f64,
+    /// What a run with these settings charges the accountant, known before it trains.
+    ///
+    /// # Errors
+    /// As [`steps`](Self::steps).
+    pub fn accounting(&self) -> Result<DpAccounting, SgdError> {
+        Ok(DpAccounting {
+            sample_rate: self.sample_rate.get(),
+            noise_multiplier: self.noise_multiplier.get(),
+            clip_norm: self.clip_norm.get(),
+            steps: self.steps()?,
+        })
+    }
 }
 
 /// The randomness of DP-SGD: Gaussian noise and Poisson sampling, each from its own OS-seeded ChaCha12
@@ -221,82 +173,6 @@ pub struct DpAccounting {
     pub steps: u64,
 }
 
-/// What a training run did.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainSummary {
-    /// Steps taken.
-    pub steps: u64,
-    /// Mean per-example loss over the examples seen, each at the parameters before its step (`None` when no
-    /// example was seen). **Not differentially private**: do not release it off the node in DP mode.
-    pub mean_loss: Option<f64>,
-    /// Examples processed, counting repeats (in DP mode the total of the realized batch sizes, also not
-    /// private).
-    pub examples: u64,
-    /// For DP runs, what to charge the accountant; `None` for ordinary SGD.
-    pub dp: Option<DpAccounting>,
-}
-
-/// The result of a training run.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TrainOutput {
-    /// The new parameters, flat layout.
-    pub params: Vec<f32>,
-    /// What happened.
-    pub summary: TrainSummary,
-}
-
-/// What one step saw (data-dependent, not private).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct StepStats {
-    /// Summed per-example loss of the batch, before the update.
-    pub loss_sum: f64,
-    /// Rows in the batch.
-    pub rows: usize,
-    /// Rows whose gradient was clipped (always 0 for ordinary SGD).
-    pub clipped: usize,
-}
-
-fn check_learning_rate(lr: f64) -> Result<(), SgdError> {
-    if lr.is_finite() && lr > 0.0 { Ok(()) } else { Err(SgdError::LearningRate(lr)) }
-}
-
-fn check_proximal(proximal: Option<(f64, &[f32])>, len: usize) -> Result<(), SgdError> {
-    if let Some((mu, global)) = proximal {
-        if !(mu.is_finite() && mu >= 0.0) {
-            return Err(SgdError::Proximal(format!("μ = {mu} must be finite and ≥ 0")));
-        }
-        if global.len() != len {
-            return Err(SgdError::Proximal(format!("global model has {} parameters, expected {len}", global.len())));
-        }
-        if global.iter().any(|v| !v.is_finite()) {
-            return Err(SgdError::Proximal("global model has non-finite values".into()));
-        }
-    }
-    Ok(())
-}
-
-/// `w ← w − η·(scale·g + μ(w − w_global))`.
-fn update(params: &mut [f32], gradient: &[f32], scale: f64, lr: f64, proximal: Option<(f64, &[f32])>) {
-    let (scale, lr) = (scale as f32, lr as f32);
-    match proximal {
-        Some((mu, global)) => {
-            let mu = mu as f32;
-            for ((w, g), w0) in params.iter_mut().zip(gradient).zip(global) {
-                *w -= lr * (scale * g + mu * (*w - w0));
-            }
-        }
-        None => {
-            for (w, g) in params.iter_mut().zip(gradient) {
-                *w -= lr * scale * g;
-            }
-        }
-    }
-}
-
-fn diverged(params: &[f32]) -> bool {
-    params.iter().any(|w| !w.is_finite())
-}
-
 /// One DP-SGD step on an already sampled `batch` (steps 2–6 of the [module docs](self)): ghost-clipped sum,
 /// plus N(0, σ²C²) per coordinate, divided by the expected batch size `q·records`, plus the proximal
 /// gradient, then `params ← params − η·gradient`. The batch may be empty.
@@ -319,7 +195,7 @@ pub fn dp_step(
         return Err(SgdError::NoRecords);
     }
     let expected = config.sample_rate.expected_batch_size(records);
-    check_parameters(net.sizes, params)?;
+    check_parameters(net.sizes(), params)?;
     // The noise does not depend on the data, so a second thread draws its chunks while this one computes the
     // clipped gradient, and this thread draws whatever is left once the gradient is done: the step then costs
     // about max(gradient, noise) or (gradient + noise)/2, whichever is larger, rather than their sum. The
@@ -367,10 +243,10 @@ fn noise_std(config: &DpSgdConfig) -> f64 {
     config.noise_multiplier.get() * f64::from(config.clip_norm.get())
 }
 
-/// A shape or data error of the closed-form path as the same [`SgdError::Dense`] the burn paths give.
-fn dense_first(e: ClipError) -> SgdError {
+/// A shape or data error of the closed-form path as the same [`TrainError::Model`] the burn paths give.
+fn model_first(e: ClipError) -> SgdError {
     match e {
-        ClipError::Dense(e) => SgdError::Dense(e),
+        ClipError::Model(e) => e.into(),
         e => SgdError::Clip(e),
     }
 }
@@ -386,10 +262,10 @@ fn clipped_gradient(
     if batch.rows() == 0 {
         return Ok((vec![0.0f32; params.len()], StepStats { loss_sum: 0.0, rows: 0, clipped: 0 }));
     }
-    let sum = if crate::linear::applies(net.sizes) {
-        crate::linear::clipped_sum(net.sizes, params, net.loss, batch, clip).map_err(dense_first)?
+    let sum = if cohort_model::linear::applies(net.sizes()) {
+        linear_clipped_sum(net.sizes(), params, net.loss(), batch, clip).map_err(model_first)?
     } else {
-        ghost_clipped_sum(&net.model(params)?, net.loss, batch, clip)?
+        ghost_clipped_sum(&net.stack(params)?, net.loss(), batch, clip)?
     };
     Ok((sum.gradient, StepStats { loss_sum: sum.loss_sum, rows: batch.rows(), clipped: sum.clipped }))
 }
@@ -454,30 +330,6 @@ fn apply_chunk(
     }
 }
 
-/// One ordinary SGD step on `batch`: mean gradient (closed form for one-layer models, burn's backward pass
-/// otherwise) plus the proximal gradient,
-/// then `params ← params − η·gradient`. An empty batch applies only the proximal term.
-///
-/// # Errors
-/// [`SgdError`] for parameters, data or settings that do not fit. On error `params` is unchanged.
-pub fn sgd_step(
-    net: Network<'_>,
-    params: &mut [f32],
-    batch: Batch<'_>,
-    learning_rate: f64,
-    proximal: Option<(f64, &[f32])>,
-) -> Result<StepStats, SgdError> {
-    check_learning_rate(learning_rate)?;
-    check_proximal(proximal, params.len())?;
-    let (gradient, loss_sum) = if crate::linear::applies(net.sizes) {
-        crate::linear::summed_gradient(net.sizes, params, net.loss, batch).map_err(dense_first)?
-    } else {
-        net.model(params)?.summed_gradient(net.loss, batch)?
-    };
-    update(params, &gradient, 1.0 / batch.rows().max(1) as f64, learning_rate, proximal);
-    Ok(StepStats { loss_sum, rows: batch.rows(), clipped: 0 })
-}
-
 /// Runs DP-SGD from `params` on all of `data` (n = `data.rows()` records): [`DpSgdConfig::steps`] steps of
 /// [`dp_step`] on Poisson batches from `rng.sampler`, noise from `rng.noise`. The summary's
 /// [`DpAccounting`] is what to charge the accountant.
@@ -529,8 +381,8 @@ fn train_dp_scheduled(
     schedule: Option<Schedule>,
 ) -> Result<TrainOutput, SgdError> {
     let steps = config.steps()?;
-    check_parameters(net.sizes, params)?;
-    data.validate(net.inputs(), net.loss)?;
+    check_parameters(net.sizes(), params)?;
+    data.validate(net.inputs(), net.loss())?;
     check_learning_rate(config.learning_rate)?;
     check_proximal(proximal, params.len())?;
     let n = data.rows();
@@ -547,7 +399,7 @@ fn train_dp_scheduled(
     let mut step_done = |current: &mut Vec<f32>, stats: StepStats, step: u64| {
         loss_total += stats.loss_sum;
         examples += stats.rows as u64;
-        if diverged(current) { Err(SgdError::Diverged(step)) } else { Ok(()) }
+        if diverged(current) { Err(SgdError::from(TrainError::Diverged(step))) } else { Ok(()) }
     };
     if schedule.unwrap_or_else(|| Schedule::for_parameters(len)) == Schedule::OneThread {
         // Small models: a step is a few microseconds, less than handing work to another thread costs.
@@ -607,94 +459,16 @@ fn train_dp_scheduled(
             Ok::<(), SgdError>(())
         })?;
     }
-    let dp = DpAccounting {
-        sample_rate: config.sample_rate.get(),
-        noise_multiplier: config.noise_multiplier.get(),
-        clip_norm: config.clip_norm.get(),
-        steps,
-    };
     let mean_loss = (examples > 0).then(|| loss_total / examples as f64);
-    Ok(TrainOutput { params: current, summary: TrainSummary { steps, mean_loss, examples, dp: Some(dp) } })
-}
-
-/// Runs ordinary minibatch SGD from `params`: `epochs` passes, each over a fresh shuffle (from `rng`) cut
-/// into batches of `batch_size`, one [`sgd_step`] per batch. **Not private.**
-///
-/// # Errors
-/// [`SgdError`] for parameters, data or settings that do not fit, or divergence.
-pub fn train_sgd<R: Rng + ?Sized>(
-    net: Network<'_>,
-    params: &[f32],
-    data: Batch<'_>,
-    config: &SgdConfig,
-    proximal: Option<(f64, &[f32])>,
-    rng: &mut R,
-) -> Result<TrainOutput, SgdError> {
-    check_parameters(net.sizes, params)?;
-    data.validate(net.inputs(), net.loss)?;
-    check_learning_rate(config.learning_rate)?;
-    check_proximal(proximal, params.len())?;
-    if config.batch_size == 0 {
-        return Err(SgdError::BatchSize);
-    }
-    let dims = net.inputs();
-    let mut current = params.to_vec();
-    let mut order: Vec<usize> = (0..data.rows()).collect();
-    let (mut x, mut y) = (Vec::new(), Vec::new());
-    let (mut loss_total, mut examples, mut steps) = (0.0f64, 0u64, 0u64);
-    for _ in 0..config.epochs {
-        order.shuffle(rng);
-        for chunk in order.chunks(config.batch_size) {
-            data.gather(dims, chunk, &mut x, &mut y);
-            let stats = sgd_step(net, &mut current, Batch::new(&x, &y), config.learning_rate, proximal)?;
-            loss_total += stats.loss_sum;
-            examples += stats.rows as u64;
-            if diverged(&current) {
-                return Err(SgdError::Diverged(steps));
-            }
-            steps += 1;
-        }
-    }
-    let mean_loss = (examples > 0).then(|| loss_total / examples as f64);
-    Ok(TrainOutput { params: current, summary: TrainSummary { steps, mean_loss, examples, dp: None } })
-}
-
-/// Model outputs for every row of row-major `features`: class probabilities (`rows × classes`, softmax) for
-/// cross-entropy, values (`rows × 1`) for squared error.
-///
-/// # Errors
-/// [`SgdError::Dense`] for parameters or features that do not fit.
-pub fn predict(net: Network<'_>, params: &[f32], features: &[f32]) -> Result<Vec<f32>, SgdError> {
-    Ok(net.model(params)?.predict_for(net.loss, features)?)
-}
-
-/// Mean per-example loss of `params` on `data` (`None` for no rows). Evaluated in chunks without autodiff.
-///
-/// # Errors
-/// [`SgdError::Dense`] for parameters or data that do not fit.
-pub fn mean_loss(net: Network<'_>, params: &[f32], data: Batch<'_>) -> Result<Option<f64>, SgdError> {
-    data.validate(net.inputs(), net.loss)?;
-    let model = net.model(params)?;
-    let outputs = model.predict(data.features)?;
-    let width = net.sizes[net.sizes.len() - 1];
-    let mut total = 0.0f64;
-    for (row, t) in outputs.chunks(width).zip(data.targets) {
-        total += match net.loss {
-            Loss::SquaredError => f64::from(row[0] - t).powi(2),
-            Loss::CrossEntropy { .. } => {
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let lse = f64::from(max) + row.iter().map(|z| f64::from(z - max).exp()).sum::<f64>().ln();
-                lse - f64::from(row[*t as usize])
-            }
-        };
-    }
-    Ok((!data.targets.is_empty()).then(|| total / data.targets.len() as f64))
+    Ok(TrainOutput { params: current, summary: TrainSummary { steps, mean_loss, examples } })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dense::parameter_count;
+    use cohort_model::layout::initial_parameters;
+    use cohort_model::train::{mean_loss, predict};
+    use cohort_model::{DenseStack, Loss, inference_device, parameter_count};
     use rand::SeedableRng;
 
     const CE2: Loss = Loss::CrossEntropy { classes: 2 };
@@ -727,32 +501,22 @@ mod tests {
     }
 
     #[test]
-    fn dp_sgd_and_sgd_both_learn_a_separable_problem() {
+    fn dp_sgd_learns_a_separable_problem() {
         let (x, y) = blobs(400);
         let data = Batch::new(&x, &y);
         for sizes in [vec![2, 2], vec![2, 8, 2]] {
             let net = Network::new(&sizes, CE2).unwrap();
-            let start =
-                crate::dense::random_parameters(&sizes, &mut rand_chacha::ChaCha20Rng::seed_from_u64(4)).unwrap();
+            let start = initial_parameters(&sizes, &mut rand_chacha::ChaCha20Rng::seed_from_u64(4)).unwrap();
             let before = mean_loss(net, &start, data).unwrap().unwrap();
             let dp_config = config(1.0, 0.1, TrainingLength::Epochs(5.0), 0.5);
             let dp = train_dp(net, &start, data, &dp_config, None, &mut DpRandomness::from_insecure_seed(1)).unwrap();
             assert_eq!(dp.summary.steps, 50);
             assert_eq!(
-                dp.summary.dp,
-                Some(DpAccounting { sample_rate: 0.1, noise_multiplier: 1.0, clip_norm: 1.0, steps: 50 })
+                dp_config.accounting().unwrap(),
+                DpAccounting { sample_rate: 0.1, noise_multiplier: 1.0, clip_norm: 1.0, steps: 50 }
             );
             assert!(mean_loss(net, &dp.params, data).unwrap().unwrap() < 0.5 * before, "{sizes:?}");
             assert!(accuracy(net, &dp.params, &x, &y) > 0.95);
-            let plain_config = SgdConfig { epochs: 2, batch_size: 32, learning_rate: 0.5 };
-            let plain =
-                train_sgd(net, &start, data, &plain_config, None, &mut rand_chacha::ChaCha20Rng::seed_from_u64(2))
-                    .unwrap();
-            assert_eq!(plain.summary.steps, 2 * 13);
-            assert_eq!(plain.summary.examples, 800);
-            assert!(plain.summary.dp.is_none());
-            assert!(mean_loss(net, &plain.params, data).unwrap().unwrap() < 0.5 * before);
-            assert!(accuracy(net, &plain.params, &x, &y) > 0.95);
         }
     }
 
@@ -765,8 +529,7 @@ mod tests {
         let data = Batch::new(&x, &y);
         for sizes in [vec![2, 2], vec![2, 8, 2], vec![2, 900, 2]] {
             let net = Network::new(&sizes, CE2).unwrap();
-            let start =
-                crate::dense::random_parameters(&sizes, &mut rand_chacha::ChaCha20Rng::seed_from_u64(5)).unwrap();
+            let start = initial_parameters(&sizes, &mut rand_chacha::ChaCha20Rng::seed_from_u64(5)).unwrap();
             let cfg = config(1.0, 0.05, TrainingLength::Steps(30), 0.2);
             let run = |seed| train_dp(net, &start, data, &cfg, None, &mut DpRandomness::from_insecure_seed(seed));
             let (a, b, other) = (run(7).unwrap(), run(7).unwrap(), run(8).unwrap());
@@ -803,16 +566,6 @@ mod tests {
         let start = vec![0.0; 3];
         let data = Batch::new(&x, &y);
         let before = mean_loss(net, &start, data).unwrap().unwrap();
-        let plain = train_sgd(
-            net,
-            &start,
-            data,
-            &SgdConfig { epochs: 20, batch_size: 16, learning_rate: 0.1 },
-            None,
-            &mut rand::rng(),
-        )
-        .unwrap();
-        assert!(mean_loss(net, &plain.params, data).unwrap().unwrap() < 1e-3 * before);
         let dp = train_dp(
             net,
             &start,
@@ -873,7 +626,7 @@ mod tests {
         // With σ = 0 the update is the clipped sum divided by q·n (not by the realized batch size).
         let sizes = [2, 4, 2];
         let net = Network::new(&sizes, CE2).unwrap();
-        let start = crate::dense::random_parameters(&sizes, &mut rand_chacha::ChaCha20Rng::seed_from_u64(8)).unwrap();
+        let start = initial_parameters(&sizes, &mut rand_chacha::ChaCha20Rng::seed_from_u64(8)).unwrap();
         let (x, y) = blobs(6);
         let cfg = config(0.0, 0.5, TrainingLength::Steps(1), 1.0);
         let mut params = start.clone();
@@ -912,27 +665,7 @@ mod tests {
             None,
             &mut DpRandomness::from_insecure_seed(3),
         );
-        assert!(matches!(bad, Err(SgdError::Diverged(_)) | Err(SgdError::Dense(_))), "{bad:?}");
-    }
-
-    #[test]
-    fn proximal_term_pulls_towards_the_global_model() {
-        let sizes = [2, 2];
-        let net = Network::new(&sizes, CE2).unwrap();
-        let (x, y) = blobs(64);
-        let data = Batch::new(&x, &y);
-        let global = vec![0.0; parameter_count(&sizes)];
-        let cfg = SgdConfig { epochs: 3, batch_size: 16, learning_rate: 0.5 };
-        let dist = |p: &[f32]| p.iter().map(|v| v * v).sum::<f32>();
-        let free = train_sgd(net, &global, data, &cfg, None, &mut rand_chacha::ChaCha20Rng::seed_from_u64(1)).unwrap();
-        let prox =
-            train_sgd(net, &global, data, &cfg, Some((1.0, &global)), &mut rand_chacha::ChaCha20Rng::seed_from_u64(1))
-                .unwrap();
-        assert!(dist(&prox.params) < 0.8 * dist(&free.params));
-        // Exact form: with an empty batch, one step is w ← w − η·μ(w − w_g).
-        let mut w = vec![1.0f32; 6];
-        sgd_step(net, &mut w, Batch::new(&[], &[]), 0.5, Some((0.2, &global))).unwrap();
-        assert!(w.iter().all(|v| (v - 0.9).abs() < 1e-6));
+        assert!(matches!(bad, Err(SgdError::Train(TrainError::Diverged(_) | TrainError::Model(_)))), "{bad:?}");
     }
 
     #[test]
@@ -942,14 +675,13 @@ mod tests {
         let data = Batch::new(&x, &y);
         let p = vec![0.0; 6];
         let mut rng = DpRandomness::from_insecure_seed(0);
-        assert!(matches!(Network::new(&[2, 3], CE2), Err(SgdError::Dense(DenseError::LossShape { .. }))));
         assert!(matches!(
             train_dp(net, &p[..5], data, &config(1.0, 0.5, TrainingLength::Steps(1), 0.1), None, &mut rng),
-            Err(SgdError::Dense(_))
+            Err(SgdError::Train(TrainError::Model(_)))
         ));
         assert!(matches!(
             train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Steps(1), -0.1), None, &mut rng),
-            Err(SgdError::LearningRate(_))
+            Err(SgdError::Train(TrainError::LearningRate(_)))
         ));
         assert!(matches!(
             train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Epochs(f64::NAN), 0.1), None, &mut rng),
@@ -961,24 +693,11 @@ mod tests {
         ));
         assert!(matches!(
             train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Steps(1), 0.1), Some((1.0, &p[..3])), &mut rng),
-            Err(SgdError::Proximal(_))
+            Err(SgdError::Train(TrainError::Proximal(_)))
         ));
         assert!(matches!(
             train_dp(net, &p, data, &config(1.0, 0.5, TrainingLength::Steps(1), 0.1), Some((-1.0, &p)), &mut rng),
-            Err(SgdError::Proximal(_))
-        ));
-        let sgd_cfg = SgdConfig { epochs: 1, batch_size: 0, learning_rate: 0.1 };
-        assert!(matches!(train_sgd(net, &p, data, &sgd_cfg, None, &mut rand::rng()), Err(SgdError::BatchSize)));
-        assert!(matches!(
-            train_sgd(
-                net,
-                &p,
-                Batch::new(&x, &y[..3]),
-                &SgdConfig { batch_size: 2, ..sgd_cfg },
-                None,
-                &mut rand::rng()
-            ),
-            Err(SgdError::Dense(_))
+            Err(SgdError::Train(TrainError::Proximal(_)))
         ));
         assert_eq!(config(1.0, 0.01, TrainingLength::Epochs(2.5), 0.1).steps().unwrap(), 250);
     }

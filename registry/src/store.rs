@@ -437,7 +437,7 @@ impl Registry {
         let bytes = self.artifacts.get(&r.sha256)?;
         let values = cohort_core::model::parameters_from_bytes(&bytes)
             .map_err(|e| RegistryError::Invalid(format!("artifact of {name} {version}: {e}")))?;
-        cohort_core::model::check_finite(&values)
+        cohort_model::layout::check_finite(&values)
             .map_err(|e| RegistryError::Invalid(format!("artifact of {name} {version}: {e}")))?;
         let ancestors = ancestors(self, name, version, r.parent)?;
         Ok(ExportDocument {

@@ -1,215 +1,33 @@
-//! A stack of dense (linear) layers as a burn [`Module`], addressed through one flat parameter vector.
+//! A stack of dense (linear) layers as a burn [`Module`], addressed through the flat parameter vector of
+//! [`crate::layout`].
 //!
 //! # Architecture
 //! Layer sizes are `[input, h1, ..., output]`. Every layer computes `z = a·W + b`; hidden layers apply ReLU,
 //! the last layer applies nothing (its outputs are logits for [`Loss::CrossEntropy`] or the value for
 //! [`Loss::SquaredError`]). Logistic (softmax) regression is the stack with no hidden layer, e.g. `[d, 2]`.
 //!
-//! # Flat parameter layout (a contract with the rest of Cohort)
-//! For each layer `l` in order, with `in = sizes[l]` and `out = sizes[l + 1]`:
-//! 1. the weight matrix, row-major as `[in][out]`: element `i*out + j` maps input `i` to output `j`;
-//! 2. then the bias, `[out]`.
-//!
-//! The total length is [`parameter_count`]. This is also the order and layout in which burn visits the
-//! module's parameters (`Vec<Linear>`, each `weight: [in, out]` then `bias: [out]`), so a gradient flattened
-//! generically from the module ([`crate::clip::flatten_gradients`]) lands in the same layout.
-//!
 //! # Training forward with probes
 //! [`DenseStack::forward_probed`] adds to every layer's pre-activation a zero "probe" tensor that requires grad
 //! and records every layer's input activation `A_l` (`B×in`). One backward pass of the summed per-example loss
 //! then gives every layer's per-example output gradient `G_l` (`B×out`) as the probe's gradient, which is what
-//! ghost clipping needs (Li et al. 2022; Bu et al. 2023; see [`crate::clip`]). The model's own parameters need
-//! not require grad for this, so the backward pass computes only input gradients.
+//! ghost clipping needs (Li et al. 2022; Bu et al. 2023; see `cohort_dp::clip`). The model's own parameters
+//! need not require grad for this, so the backward pass computes only input gradients.
 //!
 //! # Example
 //! ```
-//! use cohort_dp::dense::{inference_device, parameter_count, DenseStack};
+//! use cohort_model::{inference_device, parameter_count, DenseStack};
 //! let sizes = [3, 4, 2];
 //! let params: Vec<f32> = (0..parameter_count(&sizes)).map(|i| i as f32 * 0.01).collect();
 //! let model = DenseStack::from_flat(&sizes, &params, &inference_device()).unwrap();
 //! assert_eq!(model.to_flat().unwrap(), params);
 //! ```
 
+use crate::layout::{check_parameters, initial_parameters, parameter_count};
+use crate::{Batch, Loss, ModelError};
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData, activation};
 use rand::Rng;
-
-/// A model, data or loss shape that does not fit.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum DenseError {
-    /// Fewer than two layer sizes, or a zero size, or a parameter count that overflows.
-    #[error("invalid layer sizes {0:?}: need at least [input, output], all non-zero")]
-    Sizes(Vec<usize>),
-    /// A flat parameter (or global-model) vector of the wrong length.
-    #[error("the network has {expected} parameters but {actual} were given")]
-    ParameterCount {
-        /// Length the layer sizes imply.
-        expected: usize,
-        /// Length given.
-        actual: usize,
-    },
-    /// A parameter that is NaN or infinite.
-    #[error("parameter {0} is not finite")]
-    NonFiniteParameter(usize),
-    /// The loss does not fit the output layer (cross-entropy needs `classes` ≥ 2 outputs, squared error 1).
-    #[error("loss {loss:?} does not fit an output layer of width {outputs}")]
-    LossShape {
-        /// The loss.
-        loss: Loss,
-        /// Output width of the network.
-        outputs: usize,
-    },
-    /// Feature values that do not form `rows × input` (row-major).
-    #[error("{values} feature values do not form {rows} rows of {dims} features")]
-    Features {
-        /// Number of feature values given.
-        values: usize,
-        /// Number of rows (targets) given.
-        rows: usize,
-        /// Input width of the network.
-        dims: usize,
-    },
-    /// A feature value that is NaN or infinite.
-    #[error("feature value {0} (row-major index) is not finite")]
-    NonFiniteFeature(usize),
-    /// A target that is not valid for the loss (not a class id in `0..classes`, or not finite).
-    #[error("target {index} = {value} is not valid for {loss:?}")]
-    Target {
-        /// Row of the target.
-        index: usize,
-        /// The target.
-        value: f32,
-        /// The loss.
-        loss: Loss,
-    },
-    /// A tensor could not be read back from the device.
-    #[error("tensor readback failed: {0}")]
-    Readback(String),
-}
-
-/// The per-example loss. Losses over a batch are always **summed** (not averaged), so the gradient of the
-/// batch loss is the sum of each example's own gradient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Loss {
-    /// Softmax cross-entropy `−log softmax(z)_y` over `classes` outputs; targets are class ids `0..classes`
-    /// stored as `f32` (binary classification uses `classes = 2`).
-    CrossEntropy {
-        /// Number of classes, which must equal the output width.
-        classes: usize,
-    },
-    /// Squared error `(z − y)²` of a single output (no factor ½); targets are real values.
-    SquaredError,
-}
-
-impl Loss {
-    /// Checks that this loss fits a network whose last layer has `outputs` units.
-    ///
-    /// # Errors
-    /// [`DenseError::LossShape`] when it does not.
-    pub fn check_outputs(self, outputs: usize) -> Result<(), DenseError> {
-        let ok = match self {
-            Loss::CrossEntropy { classes } => classes >= 2 && classes == outputs,
-            Loss::SquaredError => outputs == 1,
-        };
-        if ok { Ok(()) } else { Err(DenseError::LossShape { loss: self, outputs }) }
-    }
-
-    /// Checks one target value.
-    fn check_target(self, index: usize, value: f32) -> Result<(), DenseError> {
-        let ok = match self {
-            Loss::CrossEntropy { classes } => value >= 0.0 && value.fract() == 0.0 && (value as usize) < classes,
-            Loss::SquaredError => value.is_finite(),
-        };
-        if ok { Ok(()) } else { Err(DenseError::Target { index, value, loss: self }) }
-    }
-
-    /// The summed per-example loss of `output` (`rows × outputs`) against `targets`, as a one-element tensor
-    /// on `output`'s device (tracked when `output` is).
-    ///
-    /// # Errors
-    /// [`DenseError`] for a target invalid for the loss or a row count that does not match.
-    pub fn summed(self, output: Tensor<2>, targets: &[f32]) -> Result<Tensor<1>, DenseError> {
-        let [rows, outputs] = output.dims();
-        self.check_outputs(outputs)?;
-        if rows != targets.len() {
-            return Err(DenseError::Features { values: rows * outputs, rows: targets.len(), dims: outputs });
-        }
-        let device = output.device();
-        match self {
-            Loss::SquaredError => {
-                for (i, t) in targets.iter().enumerate() {
-                    self.check_target(i, *t)?;
-                }
-                let y = Tensor::<2>::from_data(TensorData::new(targets.to_vec(), [rows, 1]), &device);
-                let diff = output - y;
-                Ok((diff.clone() * diff).sum())
-            }
-            Loss::CrossEntropy { classes } => {
-                let mut onehot = vec![0.0f32; rows * classes];
-                for (i, t) in targets.iter().enumerate() {
-                    self.check_target(i, *t)?;
-                    onehot[i * classes + *t as usize] = 1.0;
-                }
-                let y = Tensor::<2>::from_data(TensorData::new(onehot, [rows, classes]), &device);
-                Ok((activation::log_softmax(output, 1) * y).sum().neg())
-            }
-        }
-    }
-}
-
-/// A batch (or a whole data set) of examples, borrowed: row-major features `rows × dims` and one target per
-/// row. The number of rows is the number of targets.
-#[derive(Debug, Clone, Copy)]
-pub struct Batch<'a> {
-    /// Row-major features, `rows × dims`.
-    pub features: &'a [f32],
-    /// One target per row: a class id as `f32` for [`Loss::CrossEntropy`], a value for [`Loss::SquaredError`].
-    pub targets: &'a [f32],
-}
-
-impl<'a> Batch<'a> {
-    /// A batch of `features` (row-major) and `targets`.
-    pub fn new(features: &'a [f32], targets: &'a [f32]) -> Self {
-        Self { features, targets }
-    }
-
-    /// Number of rows (= number of targets).
-    pub fn rows(&self) -> usize {
-        self.targets.len()
-    }
-
-    /// Checks that the batch has `dims` features per row, finite features, and targets valid for `loss`.
-    ///
-    /// # Errors
-    /// [`DenseError::Features`], [`DenseError::NonFiniteFeature`] or [`DenseError::Target`].
-    pub fn validate(&self, dims: usize, loss: Loss) -> Result<(), DenseError> {
-        if Some(self.features.len()) != self.rows().checked_mul(dims) {
-            return Err(DenseError::Features { values: self.features.len(), rows: self.rows(), dims });
-        }
-        if let Some(i) = self.features.iter().position(|v| !v.is_finite()) {
-            return Err(DenseError::NonFiniteFeature(i));
-        }
-        for (i, t) in self.targets.iter().enumerate() {
-            loss.check_target(i, *t)?;
-        }
-        Ok(())
-    }
-
-    /// The rows `indices` of this batch, copied into `features` and `targets` buffers (cleared first).
-    /// Indices out of range are skipped.
-    pub fn gather(&self, dims: usize, indices: &[usize], features: &mut Vec<f32>, targets: &mut Vec<f32>) {
-        features.clear();
-        targets.clear();
-        for &r in indices {
-            if let (Some(row), Some(t)) = (self.features.get(r * dims..(r + 1) * dims), self.targets.get(r)) {
-                features.extend_from_slice(row);
-                targets.push(*t);
-            }
-        }
-    }
-}
 
 /// The device for training: burn's pure-Rust `flex` CPU backend with autodiff.
 pub fn training_device() -> Device {
@@ -221,42 +39,24 @@ pub fn inference_device() -> Device {
     Device::flex()
 }
 
-/// Number of parameters of a stack with these layer sizes: `Σ_l (in_l·out_l + out_l)`. Zero for fewer than
-/// two sizes; saturates at `usize::MAX` instead of overflowing.
-pub fn parameter_count(sizes: &[usize]) -> usize {
-    sizes.windows(2).fold(0usize, |acc, w| acc.saturating_add(w[0].saturating_mul(w[1]).saturating_add(w[1])))
-}
-
-/// Checks layer sizes: at least two, all non-zero, parameter count representable.
+/// Reads a tensor back as `f32` values, row-major.
 ///
 /// # Errors
-/// [`DenseError::Sizes`] when they are not valid.
-pub fn validate_sizes(sizes: &[usize]) -> Result<(), DenseError> {
-    let overflow = sizes
-        .windows(2)
-        .try_fold(0usize, |acc, w| w[0].checked_mul(w[1])?.checked_add(w[1])?.checked_add(acc))
-        .is_none();
-    if sizes.len() < 2 || sizes.contains(&0) || overflow {
-        return Err(DenseError::Sizes(sizes.to_vec()));
-    }
-    Ok(())
-}
-
-/// Reads a tensor back as `f32` values.
-pub(crate) fn read<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, DenseError> {
+/// [`ModelError::Readback`] when the device cannot return the data.
+pub fn tensor_values<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>, ModelError> {
     t.try_into_data()
-        .map_err(|e| DenseError::Readback(format!("{e:?}")))?
+        .map_err(|e| ModelError::Readback(format!("{e:?}")))?
         .try_into_vec::<f32>()
-        .map_err(|e| DenseError::Readback(format!("{e:?}")))
+        .map_err(|e| ModelError::Readback(format!("{e:?}")))
 }
 
 /// A features matrix as a tensor on `device`.
 ///
 /// # Errors
-/// [`DenseError::Features`] when `features` is not `rows × dims`.
-pub fn features_tensor(features: &[f32], rows: usize, dims: usize, device: &Device) -> Result<Tensor<2>, DenseError> {
+/// [`ModelError::Features`] when `features` is not `rows × dims`.
+pub fn features_tensor(features: &[f32], rows: usize, dims: usize, device: &Device) -> Result<Tensor<2>, ModelError> {
     if Some(features.len()) != rows.checked_mul(dims) {
-        return Err(DenseError::Features { values: features.len(), rows, dims });
+        return Err(ModelError::Features { values: features.len(), rows, dims });
     }
     Ok(Tensor::<2>::from_data(TensorData::new(features.to_vec(), [rows, dims]), device))
 }
@@ -281,13 +81,12 @@ pub struct DenseStack {
 }
 
 impl DenseStack {
-    /// A stack with random weights drawn from `rng`: each weight uniform in `±1/√in` (the bound of PyTorch's
-    /// and burn's default `Linear` initialization), biases zero.
+    /// A stack initialized from `rng` by [`initial_parameters`], the one initialization.
     ///
     /// # Errors
-    /// [`DenseError::Sizes`] for invalid sizes.
-    pub fn new_random<R: Rng + ?Sized>(sizes: &[usize], rng: &mut R, device: &Device) -> Result<Self, DenseError> {
-        Self::from_flat(sizes, &random_parameters(sizes, rng)?, device)
+    /// [`ModelError::Sizes`] for invalid sizes.
+    pub fn new_random<R: Rng + ?Sized>(sizes: &[usize], rng: &mut R, device: &Device) -> Result<Self, ModelError> {
+        Self::from_flat(sizes, &initial_parameters(sizes, rng)?, device)
     }
 
     /// A stack whose parameters are `params` in the flat layout.
@@ -296,9 +95,9 @@ impl DenseStack {
     /// are constants.
     ///
     /// # Errors
-    /// [`DenseError::Sizes`] for invalid sizes, [`DenseError::ParameterCount`] for a vector of the wrong
-    /// length, [`DenseError::NonFiniteParameter`] for NaN or infinite values.
-    pub fn from_flat(sizes: &[usize], params: &[f32], device: &Device) -> Result<Self, DenseError> {
+    /// [`ModelError::Sizes`] for invalid sizes, [`ModelError::ParameterCount`] for a vector of the wrong
+    /// length, [`ModelError::NonFiniteParameter`] for NaN or infinite values.
+    pub fn from_flat(sizes: &[usize], params: &[f32], device: &Device) -> Result<Self, ModelError> {
         check_parameters(sizes, params)?;
         let mut layers = Vec::with_capacity(sizes.len() - 1);
         let mut at = 0;
@@ -316,13 +115,13 @@ impl DenseStack {
     /// The parameters in the flat layout; `from_flat(sizes, to_flat())` round-trips exactly.
     ///
     /// # Errors
-    /// [`DenseError::Readback`] when a tensor cannot be read.
-    pub fn to_flat(&self) -> Result<Vec<f32>, DenseError> {
+    /// [`ModelError::Readback`] when a tensor cannot be read.
+    pub fn to_flat(&self) -> Result<Vec<f32>, ModelError> {
         let mut flat = Vec::with_capacity(self.parameter_count());
         for layer in &self.layers {
-            flat.extend(read(layer.weight.val())?);
+            flat.extend(tensor_values(layer.weight.val())?);
             match &layer.bias {
-                Some(b) => flat.extend(read(b.val())?),
+                Some(b) => flat.extend(tensor_values(b.val())?),
                 None => flat.extend(std::iter::repeat_n(0.0, layer.weight.shape().dims::<2>()[1])),
             }
         }
@@ -415,8 +214,8 @@ impl DenseStack {
     /// Evaluates in chunks of 4096 rows to bound memory.
     ///
     /// # Errors
-    /// [`DenseError::Features`] when `features` is not a whole number of rows, or a readback failure.
-    pub fn predict(&self, features: &[f32]) -> Result<Vec<f32>, DenseError> {
+    /// [`ModelError::Features`] when `features` is not a whole number of rows, or a readback failure.
+    pub fn predict(&self, features: &[f32]) -> Result<Vec<f32>, ModelError> {
         self.predict_with(features, |t| t)
     }
 
@@ -424,9 +223,9 @@ impl DenseStack {
     /// [`Loss::SquaredError`]; `rows × output`, row-major.
     ///
     /// # Errors
-    /// [`DenseError::LossShape`] when the loss does not fit the model, [`DenseError::Features`] for a bad
+    /// [`ModelError::LossShape`] when the loss does not fit the model, [`ModelError::Features`] for a bad
     /// features length.
-    pub fn predict_for(&self, loss: Loss, features: &[f32]) -> Result<Vec<f32>, DenseError> {
+    pub fn predict_for(&self, loss: Loss, features: &[f32]) -> Result<Vec<f32>, ModelError> {
         loss.check_outputs(self.outputs())?;
         match loss {
             Loss::CrossEntropy { .. } => self.predict_with(features, |t| activation::softmax(t, 1)),
@@ -434,18 +233,18 @@ impl DenseStack {
         }
     }
 
-    fn predict_with(&self, features: &[f32], post: impl Fn(Tensor<2>) -> Tensor<2>) -> Result<Vec<f32>, DenseError> {
+    fn predict_with(&self, features: &[f32], post: impl Fn(Tensor<2>) -> Tensor<2>) -> Result<Vec<f32>, ModelError> {
         const CHUNK: usize = 4096;
         let dims = self.inputs();
         if dims == 0 || !features.len().is_multiple_of(dims) {
-            return Err(DenseError::Features { values: features.len(), rows: features.len() / dims.max(1), dims });
+            return Err(ModelError::Features { values: features.len(), rows: features.len() / dims.max(1), dims });
         }
         let device = self.device().inner();
         let model = self.valid();
         let mut out = Vec::with_capacity(features.len() / dims * self.outputs());
         for chunk in features.chunks(CHUNK * dims) {
             let x = features_tensor(chunk, chunk.len() / dims, dims, &device)?;
-            out.extend(read(post(model.forward(x)))?);
+            out.extend(tensor_values(post(model.forward(x)))?);
         }
         Ok(out)
     }
@@ -455,8 +254,8 @@ impl DenseStack {
     /// model, [`Module::train`]).
     ///
     /// # Errors
-    /// [`DenseError`] for a loss or batch that does not fit, or a failed readback.
-    pub fn summed_gradient(&self, loss: Loss, batch: Batch<'_>) -> Result<(Vec<f32>, f64), DenseError> {
+    /// [`ModelError`] for a loss or batch that does not fit, or a failed readback.
+    pub fn summed_gradient(&self, loss: Loss, batch: Batch<'_>) -> Result<(Vec<f32>, f64), ModelError> {
         loss.check_outputs(self.outputs())?;
         batch.validate(self.inputs(), loss)?;
         if batch.rows() == 0 {
@@ -467,9 +266,9 @@ impl DenseStack {
         let x = features_tensor(batch.features, batch.rows(), self.inputs(), &device)?;
         let total = loss.summed(model.forward(x), batch.targets)?;
         if !total.is_tracked() {
-            return Err(DenseError::Readback("the loss is not tracked by autodiff".into()));
+            return Err(ModelError::Readback("the loss is not tracked by autodiff".into()));
         }
-        let value = read(total.clone().inner())?.first().copied().map_or(f64::NAN, f64::from);
+        let value = tensor_values(total.clone().inner())?.first().copied().map_or(f64::NAN, f64::from);
         let grads = total.backward();
         let plain = device.inner();
         let mut parts = Vec::with_capacity(2 * model.layers.len());
@@ -482,39 +281,8 @@ impl DenseStack {
                 parts.push(b.grad(&grads).unwrap_or_else(|| Tensor::zeros(b.shape(), &plain)));
             }
         }
-        Ok((read(Tensor::cat(parts, 0))?, value))
+        Ok((tensor_values(Tensor::cat(parts, 0))?, value))
     }
-}
-
-/// Checks `params` against `sizes`: valid sizes, right length, finite values.
-///
-/// # Errors
-/// [`DenseError::Sizes`], [`DenseError::ParameterCount`] or [`DenseError::NonFiniteParameter`].
-pub fn check_parameters(sizes: &[usize], params: &[f32]) -> Result<(), DenseError> {
-    validate_sizes(sizes)?;
-    let expected = parameter_count(sizes);
-    if params.len() != expected {
-        return Err(DenseError::ParameterCount { expected, actual: params.len() });
-    }
-    if let Some(i) = params.iter().position(|v| !v.is_finite()) {
-        return Err(DenseError::NonFiniteParameter(i));
-    }
-    Ok(())
-}
-
-/// A random flat parameter vector for `sizes`, initialized as [`DenseStack::new_random`] does.
-///
-/// # Errors
-/// [`DenseError::Sizes`] for invalid sizes.
-pub fn random_parameters<R: Rng + ?Sized>(sizes: &[usize], rng: &mut R) -> Result<Vec<f32>, DenseError> {
-    validate_sizes(sizes)?;
-    let mut params = Vec::with_capacity(parameter_count(sizes));
-    for w in sizes.windows(2) {
-        let bound = 1.0 / (w[0] as f32).sqrt();
-        params.extend((0..w[0] * w[1]).map(|_| rng.random_range(-bound..=bound)));
-        params.extend(std::iter::repeat_n(0.0f32, w[1]));
-    }
-    Ok(params)
 }
 
 #[cfg(test)]
@@ -543,15 +311,11 @@ mod tests {
     }
 
     #[test]
-    fn random_init_is_seeded_and_bounded() {
+    fn a_random_stack_holds_the_one_initialization() {
         let sizes = [16, 8, 2];
-        let mut a = rand_chacha::ChaCha20Rng::seed_from_u64(1);
-        let mut b = rand_chacha::ChaCha20Rng::seed_from_u64(1);
-        let pa = DenseStack::new_random(&sizes, &mut a, &inference_device()).unwrap().to_flat().unwrap();
-        let pb = DenseStack::new_random(&sizes, &mut b, &inference_device()).unwrap().to_flat().unwrap();
-        assert_eq!(pa, pb);
-        assert!(pa[..16 * 8].iter().all(|w| w.abs() <= 0.25) && pa[..16 * 8].iter().any(|w| w.abs() > 0.1));
-        assert!(pa[16 * 8..16 * 8 + 8].iter().all(|b| *b == 0.0));
+        let seeded = || rand_chacha::ChaCha20Rng::seed_from_u64(1);
+        let model = DenseStack::new_random(&sizes, &mut seeded(), &inference_device()).unwrap();
+        assert_eq!(model.to_flat().unwrap(), initial_parameters(&sizes, &mut seeded()).unwrap());
     }
 
     #[test]
@@ -606,7 +370,7 @@ mod tests {
         let probed = model.forward_probed(x);
         let loss = Loss::CrossEntropy { classes: 2 }.summed(probed.output, &targets).unwrap();
         let grads = loss.backward();
-        let g = read(probed.probes[0].grad(&grads).unwrap()).unwrap();
+        let g = tensor_values(probed.probes[0].grad(&grads).unwrap()).unwrap();
         let p = model.predict_for(Loss::CrossEntropy { classes: 2 }, &features).unwrap();
         for i in 0..3 {
             for c in 0..2 {
@@ -614,37 +378,37 @@ mod tests {
                 assert!((g[i * 2 + c] - want).abs() < 1e-6);
             }
         }
-        assert_eq!(read(probed.activations[0].clone()).unwrap(), features);
+        assert_eq!(tensor_values(probed.activations[0].clone()).unwrap(), features);
     }
 
     #[test]
     fn bad_shapes_are_typed_errors() {
         let device = training_device();
-        assert!(matches!(DenseStack::from_flat(&[2], &[], &device), Err(DenseError::Sizes(_))));
-        assert!(matches!(DenseStack::from_flat(&[2, 0], &[], &device), Err(DenseError::Sizes(_))));
-        assert!(matches!(DenseStack::from_flat(&[usize::MAX, 3], &[], &device), Err(DenseError::Sizes(_))));
+        assert!(matches!(DenseStack::from_flat(&[2], &[], &device), Err(ModelError::Sizes(_))));
+        assert!(matches!(DenseStack::from_flat(&[2, 0], &[], &device), Err(ModelError::Sizes(_))));
+        assert!(matches!(DenseStack::from_flat(&[usize::MAX, 3], &[], &device), Err(ModelError::Sizes(_))));
         assert!(matches!(
             DenseStack::from_flat(&[2, 2], &[0.0; 5], &device),
-            Err(DenseError::ParameterCount { expected: 6, actual: 5 })
+            Err(ModelError::ParameterCount { expected: 6, actual: 5 })
         ));
         assert!(matches!(
             DenseStack::from_flat(&[1, 1], &[0.0, f32::NAN], &device),
-            Err(DenseError::NonFiniteParameter(1))
+            Err(ModelError::NonFiniteParameter(1))
         ));
         let model = DenseStack::from_flat(&[2, 2], &[0.0; 6], &device).unwrap();
         let ce = Loss::CrossEntropy { classes: 2 };
-        assert!(matches!(model.summed_gradient(ce, Batch::new(&[0.0; 2], &[5.0])), Err(DenseError::Target { .. })));
-        assert!(matches!(model.summed_gradient(ce, Batch::new(&[0.0; 2], &[0.5])), Err(DenseError::Target { .. })));
-        assert!(matches!(model.summed_gradient(ce, Batch::new(&[0.0; 3], &[0.0])), Err(DenseError::Features { .. })));
+        assert!(matches!(model.summed_gradient(ce, Batch::new(&[0.0; 2], &[5.0])), Err(ModelError::Target { .. })));
+        assert!(matches!(model.summed_gradient(ce, Batch::new(&[0.0; 2], &[0.5])), Err(ModelError::Target { .. })));
+        assert!(matches!(model.summed_gradient(ce, Batch::new(&[0.0; 3], &[0.0])), Err(ModelError::Features { .. })));
         assert!(matches!(
             model.summed_gradient(ce, Batch::new(&[0.0, f32::INFINITY], &[0.0])),
-            Err(DenseError::NonFiniteFeature(1))
+            Err(ModelError::NonFiniteFeature(1))
         ));
         assert!(matches!(
             model.summed_gradient(Loss::SquaredError, Batch::new(&[0.0; 2], &[0.0])),
-            Err(DenseError::LossShape { .. })
+            Err(ModelError::LossShape { .. })
         ));
-        assert!(matches!(model.predict(&[0.0; 3]), Err(DenseError::Features { .. })));
+        assert!(matches!(model.predict(&[0.0; 3]), Err(ModelError::Features { .. })));
         // A model on a plain device gives the same gradient as one on the training device.
         let params = [0.3, -0.2, 0.1, 0.4, 0.05, -0.1];
         let batch = Batch::new(&[1.0, -2.0, 0.5, 0.5], &[1.0, 0.0]);
