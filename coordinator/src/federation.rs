@@ -26,6 +26,7 @@ use cohort_core::protocol::{
     PartialHeader, ProtocolError, RoundRef, SecureRoundData, ShareBundle, ShareSubmission, TaskHeader, TrainSettings,
     UpdateHeader,
 };
+use cohort_core::untrusted::Untrusted;
 use cohort_core::{ModelVersion, NodeName, Round};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -480,7 +481,7 @@ impl Federation {
         self.machine.check_member(&peer.name)?;
         self.on_machine(|m, now| m.decline(&peer.name, round, version, &decline.reason, now))?;
         self.take_ledger(&peer.name, decline.record.into_iter().collect())?;
-        tracing::info!(node = %peer.name, round = round.0, "node declined: {}", decline.reason);
+        tracing::info!(node = %peer.name, round = round.0, "node declined: {}", Untrusted(&decline.reason));
         Ok(())
     }
 
