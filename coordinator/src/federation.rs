@@ -328,7 +328,7 @@ impl Federation {
         let data =
             join.data.unwrap_or(DataReport { fingerprint: String::new(), examples: 0.0, label_histogram: Vec::new() });
         tracing::info!(node = %peer.name, examples = data.examples, labels = ?data.label_histogram, "node joined");
-        self.nodes.insert(
+        let earlier = self.nodes.insert(
             peer.name.clone(),
             NodeInfo {
                 signing_public_key: hex::encode(&join.keys.ledger),
@@ -338,6 +338,10 @@ impl Federation {
                 label_histogram: data.label_histogram,
             },
         );
+        if earlier.is_some() {
+            // A restart, or a second process with the same certificate: the last join's keys and data report win.
+            tracing::info!(node = %peer.name, "connection of node {} replaced: it joined again", peer.name);
+        }
         Ok(JoinResponse {
             federation_id: self.plan.federation_id.clone(),
             plan: self.plan.clone(),

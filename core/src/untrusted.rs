@@ -42,24 +42,22 @@ impl fmt::Display for UntrustedUpTo<'_> {
 }
 
 fn render(f: &mut fmt::Formatter<'_>, text: &str, max_chars: usize) -> fmt::Result {
-    {
-        let mut shown_bytes = 0;
-        for (i, c) in text.chars().enumerate() {
-            if i == max_chars {
-                return write!(f, "…({} more bytes)", text.len() - shown_bytes);
-            }
-            match c {
-                '\\' => f.write_str("\\\\")?,
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                c if needs_escape(c) => write!(f, "\\u{{{:x}}}", u32::from(c))?,
-                c => write!(f, "{c}")?,
-            }
-            shown_bytes += c.len_utf8();
+    let mut shown_bytes = 0;
+    for (i, c) in text.chars().enumerate() {
+        if i == max_chars {
+            return write!(f, "…({} more bytes)", text.len() - shown_bytes);
         }
-        Ok(())
+        match c {
+            '\\' => f.write_str("\\\\")?,
+            '\n' => f.write_str("\\n")?,
+            '\r' => f.write_str("\\r")?,
+            '\t' => f.write_str("\\t")?,
+            c if needs_escape(c) => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+            c => write!(f, "{c}")?,
+        }
+        shown_bytes += c.len_utf8();
     }
+    Ok(())
 }
 
 /// [`Untrusted`] rendered to a string.
