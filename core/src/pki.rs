@@ -58,7 +58,7 @@ pub enum PkiError {
     Certificate(#[from] rcgen::Error),
     /// A name that cannot be a node name (see [`crate::names::check_node_name`]).
     #[error(
-        "invalid name \"{}\": {reason}. Use lowercase letters, digits, '.', '_' and '-', starting with a letter or \
+        "invalid node name \"{}\": {reason}. Use lowercase letters, digits, '.', '_' and '-', starting with a letter or \
          a digit, at most 63 characters (for example hospital-a)",
         crate::untrusted::Untrusted(name)
     )]
