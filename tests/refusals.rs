@@ -58,10 +58,10 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
     assert!(matches!(err, ClientError::TlsRefused(_)), "{err}");
     assert!(err.to_string().contains("is not the federation CA"), "{err}");
 
-    // 2. A valid certificate whose name is not in the roster.
+    // 2. A valid certificate whose name is not in the roster: refused in the TLS handshake.
     let files = fx.issue("intruder");
     let err = run_client(fx.client("intruder", &files, 0, 2, addr)).await.unwrap_err();
-    assert!(matches!(err, ClientError::Refused(_)), "{err}");
+    assert!(matches!(err, ClientError::TlsRefused(_)), "{err}");
     assert!(err.to_string().contains("not in the federation roster"), "{err}");
 
     // 3. An expired certificate.

@@ -106,6 +106,7 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
         secure_aggregation: SecureAggregationSection::default(),
         gate: None,
         central_test_set: None,
+        admission: Default::default(),
     };
     runtime.block_on(async {
         let coordinator = cohort_coordinator::Coordinator::bind(&config).await.unwrap();

@@ -110,6 +110,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         secure_aggregation: SecureAggregationSection { mode: secure_mode, ..SecureAggregationSection::default() },
         gate: None,
         central_test_set: Some(central_path.clone()),
+        admission: Default::default(),
     };
     coordinator_config.validate()?;
     if let Some(seed) = args.insecure_seed {

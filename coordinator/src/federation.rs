@@ -26,6 +26,7 @@ use cohort_core::protocol::{
     PartialHeader, ProtocolError, RoundRef, SecureRoundData, ShareBundle, ShareSubmission, TaskHeader, TrainSettings,
     UpdateHeader,
 };
+use cohort_core::untrusted::Untrusted;
 use cohort_core::{ModelVersion, NodeName, Round};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -327,7 +328,7 @@ impl Federation {
         let data =
             join.data.unwrap_or(DataReport { fingerprint: String::new(), examples: 0.0, label_histogram: Vec::new() });
         tracing::info!(node = %peer.name, examples = data.examples, labels = ?data.label_histogram, "node joined");
-        self.nodes.insert(
+        let earlier = self.nodes.insert(
             peer.name.clone(),
             NodeInfo {
                 signing_public_key: hex::encode(&join.keys.ledger),
@@ -337,6 +338,10 @@ impl Federation {
                 label_histogram: data.label_histogram,
             },
         );
+        if earlier.is_some() {
+            // A restart, or a second process with the same certificate: the last join's keys and data report win.
+            tracing::info!(node = %peer.name, "connection of node {} replaced: it joined again", peer.name);
+        }
         Ok(JoinResponse {
             federation_id: self.plan.federation_id.clone(),
             plan: self.plan.clone(),
@@ -480,7 +485,7 @@ impl Federation {
         self.machine.check_member(&peer.name)?;
         self.on_machine(|m, now| m.decline(&peer.name, round, version, &decline.reason, now))?;
         self.take_ledger(&peer.name, decline.record.into_iter().collect())?;
-        tracing::info!(node = %peer.name, round = round.0, "node declined: {}", decline.reason);
+        tracing::info!(node = %peer.name, round = round.0, "node declined: {}", Untrusted(&decline.reason));
         Ok(())
     }
 

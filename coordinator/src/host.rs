@@ -98,7 +98,7 @@ impl Host {
             }
             Effect::KeepBinding(binding) => {
                 if let Some(Err(e)) = p.recorder.as_ref().map(|r| r.store_binding(&self.federation_id, &binding)) {
-                    tracing::warn!(node = %binding.node, "cannot keep the key binding for auditors: {e}");
+                    tracing::warn!(node = %cohort_core::untrusted::Untrusted(&binding.node), "cannot keep the key binding for auditors: {}", cohort_core::untrusted::UntrustedUpTo(&e.to_string(), 1000));
                 }
             }
             Effect::AppendLedger { node, records } => {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 #[non_exhaustive]
 pub enum RoundError {
     /// The message names another federation.
-    #[error("message is for federation {actual:?}, this is {expected:?}")]
+    #[error("message is for federation \"{}\", this is \"{expected}\"", cohort_core::untrusted::Untrusted(actual))]
     WrongFederation {
         /// This federation.
         expected: String,

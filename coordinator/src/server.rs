@@ -1,20 +1,25 @@
-//! The coordinator process: a TLS listener that logs refused handshakes, the tonic server, a deadline ticker, and
-//! the run loop that ends when the federation is finished.
+//! The coordinator process: a TLS listener that admits only roster clients (in the handshake, see
+//! [`cohort_core::admission`]) within connection caps ([`crate::limits`]), the tonic server with bounded HTTP/2
+//! resources, a deadline ticker, and the run loop that ends when the federation is finished.
 
 use crate::federation::{Federation, SystemClock};
 use crate::gate::GateConfig;
 use crate::host::Host;
+use crate::limits::{ConnectionLimits, Http2Limits};
 use crate::recorder::Recorder;
 use crate::registry::Registry;
 use crate::round::{Event, RoundMachine, RoundSettings, RoundSummary};
 use crate::secure::SecureSettings;
 use crate::service::FederationService;
 use crate::strategy;
+use cohort_core::admission::Admission;
 use cohort_core::binding::FederationTrust;
 use cohort_core::config::{CoordinatorConfig, FederationPlan, SecureAggregationMode};
 use cohort_core::model::parameters_from_bytes;
 use cohort_core::protocol::{codec::MAX_MESSAGE_BYTES, proto};
-use cohort_core::tls::{describe_server_handshake_failure, server_config};
+use cohort_core::tls::{
+    describe_server_handshake_failure, is_logged_certificate_refusal, peer_identity, server_config,
+};
 use cohort_core::{ModelVersion, NodeName, Round};
 use cohort_crypto::SecAggParams;
 use rand_chacha::ChaCha20Rng;
@@ -36,6 +41,9 @@ pub enum CoordinatorError {
     /// TLS material is unusable.
     #[error(transparent)]
     Tls(#[from] cohort_core::tls::TlsError),
+    /// The revocation list is unusable.
+    #[error(transparent)]
+    Revocation(#[from] cohort_core::admission::RevocationError),
     /// The listen address cannot be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -300,6 +308,8 @@ pub fn run_report(host: &Host, resumed_after: Round) -> RunReport {
 pub struct Coordinator {
     listener: TcpListener,
     acceptor: TlsAcceptor,
+    connections: ConnectionLimits,
+    http2: Http2Limits,
     shared: Arc<Host>,
     resumed_after: Round,
     guarantee: Option<String>,
@@ -328,12 +338,22 @@ impl Coordinator {
     pub async fn bind_with_rng(config: &CoordinatorConfig, rng: Option<ChaCha20Rng>) -> Result<Self, CoordinatorError> {
         // TLS material is checked before the data directory is touched, so a start that fails on a missing
         // certificate leaves no state behind.
-        let tls = server_config(&config.tls.files())?;
+        config.admission.validate()?;
+        let admission = Admission::new(config.roster.iter().cloned(), config.admission.revocation_list.as_deref())?;
+        let tls = server_config(&config.tls.files(), Arc::new(admission))?;
         let Hosted { host, resumed_after, guarantee } = host(config, rng)?;
         let listener = TcpListener::bind(&config.listen)
             .await
             .map_err(|source| CoordinatorError::Bind { addr: config.listen.clone(), source })?;
-        Ok(Self { listener, acceptor: TlsAcceptor::from(Arc::new(tls)), shared: host, resumed_after, guarantee })
+        Ok(Self {
+            listener,
+            acceptor: TlsAcceptor::from(Arc::new(tls)),
+            connections: ConnectionLimits::new(&config.admission),
+            http2: Http2Limits::new(&config.admission),
+            shared: host,
+            resumed_after,
+            guarantee,
+        })
     }
 
     /// The bound address (useful with port 0).
@@ -378,9 +398,9 @@ impl Coordinator {
         shutdown: impl Future<Output = ()> + Send + 'static,
         wrap: impl FnOnce(FederationService) -> S,
     ) -> Result<RunReport, CoordinatorError> {
-        let Self { listener, acceptor, shared, resumed_after, guarantee: _ } = self;
+        let Self { listener, acceptor, connections, http2, shared, resumed_after, guarantee: _ } = self;
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
-        let accept_task = tokio::spawn(accept_loop(listener, acceptor, conn_tx));
+        let accept_task = tokio::spawn(accept_loop(listener, acceptor, connections, conn_tx));
         let stop = {
             let host = shared.clone();
             async move { run_until_finished(&host, shutdown).await }
@@ -388,7 +408,8 @@ impl Coordinator {
         let service = proto::federation_server::FederationServer::new(wrap(FederationService::new(shared.clone())))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let result = tonic::transport::Server::builder()
+        let result = http2
+            .apply(tonic::transport::Server::builder())
             .add_service(service)
             .serve_with_incoming_shutdown(ReceiverStream::new(conn_rx), stop)
             .await;
@@ -398,13 +419,20 @@ impl Coordinator {
     }
 }
 
-/// Accepts TCP connections and completes TLS handshakes concurrently; refused handshakes are logged with their
-/// reason and never reach the gRPC layer.
+/// A connection handed to the gRPC server: the TLS stream and its place under the connection caps.
+type Admitted = crate::limits::Counted<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>;
+
+/// Accepts TCP connections and completes TLS handshakes concurrently, within the global connection cap and the
+/// handshake timeout; the TLS verifier refuses every certificate the admission policy does not admit, so only
+/// roster clients reach the gRPC layer, and no more than the per-node cap of connections per node. Every refusal
+/// is logged once, with the peer address (the verifier's log line carries it through the `handshake` span).
 async fn accept_loop(
     listener: TcpListener,
     acceptor: TlsAcceptor,
-    out: tokio::sync::mpsc::Sender<Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>, std::io::Error>>,
+    limits: ConnectionLimits,
+    out: tokio::sync::mpsc::Sender<Result<Admitted, std::io::Error>>,
 ) {
+    use tracing::Instrument;
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(conn) => conn,
@@ -414,19 +442,40 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Some(slot) = limits.connection_slot() else {
+            tracing::warn!(%peer, max = limits.max_connections(), "refused TCP connection: the coordinator holds its maximum of connections");
+            drop(tcp);
+            continue;
+        };
         let acceptor = acceptor.clone();
         let out = out.clone();
-        tokio::spawn(async move {
-            match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => {
-                    let _ = out.send(Ok(tls)).await;
-                }
+        let limits = limits.clone();
+        let handshake = async move {
+            let tls = match tokio::time::timeout(limits.handshake_timeout(), acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) if is_logged_certificate_refusal(&err) => return,
                 Ok(Err(err)) => {
-                    tracing::warn!(%peer, "refused TLS connection: {}", describe_server_handshake_failure(&err));
+                    tracing::warn!("refused TLS connection: {}", describe_server_handshake_failure(&err));
+                    return;
                 }
-                Err(_) => tracing::warn!(%peer, "TLS handshake timed out"),
+                Err(_) => {
+                    tracing::warn!("TLS handshake timed out after {} s", limits.handshake_timeout().as_secs());
+                    return;
+                }
+            };
+            let name = tls.get_ref().1.peer_certificates().and_then(|chain| peer_identity(chain).ok()).map(|(n, _)| n);
+            // The verifier admitted the certificate, so it has a valid name.
+            let Some(name) = name else { return };
+            match limits.node_slot(&name, slot) {
+                Ok(counted) => {
+                    let _ = out.send(Ok(crate::limits::Counted::new(tls, counted))).await;
+                }
+                Err(open) => {
+                    tracing::warn!(node = %name, open, "refused connection of node {name}: it already holds {open} connections (admission.max_connections_per_node)");
+                }
             }
-        });
+        };
+        tokio::spawn(handshake.instrument(tracing::info_span!("handshake", %peer)));
     }
 }
 

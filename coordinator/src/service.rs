@@ -13,6 +13,10 @@ use cohort_core::protocol::{
     proto,
 };
 use cohort_core::tls::peer_identity;
+use cohort_core::untrusted::UntrustedUpTo;
+
+/// The most characters of an error text that quotes a peer's message, in a log line or a status.
+const MAX_ERROR_CHARS: usize = 1000;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,8 +24,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Maps a refused message to a gRPC status carrying the typed error's text.
+/// The text is escaped and bounded ([`UntrustedUpTo`]): it may quote what the peer sent.
 pub fn status_of(err: &Refusal) -> Status {
-    let msg = err.to_string();
+    let msg = UntrustedUpTo(&err.to_string(), MAX_ERROR_CHARS).to_string();
     let round = match err {
         Refusal::Round(round) => round,
         Refusal::Message(_) | Refusal::Binding(_) | Refusal::Ledger(_) => return Status::invalid_argument(msg),
@@ -102,16 +107,18 @@ impl FederationService {
     /// Decodes a message into the typed protocol.
     fn decode<P, T: TryFrom<P, Error = ProtocolError>>(&self, peer: &Peer, what: &str, p: P) -> Result<T, Status> {
         T::try_from(p).map_err(|e| {
-            tracing::warn!(node = %peer.name, "refused {what}: {e}");
-            Status::from(e)
+            let text = UntrustedUpTo(&e.to_string(), MAX_ERROR_CHARS).to_string();
+            tracing::warn!(node = %peer.name, "refused {what}: {text}");
+            Status::invalid_argument(text)
         })
     }
 }
 
 /// Logs a refusal and maps it to its status.
 fn refused(peer: &Peer, what: &str, e: &Refusal) -> Status {
-    tracing::warn!(node = %peer.name, "refused {what}: {e}");
-    status_of(e)
+    let status = status_of(e);
+    tracing::warn!(node = %peer.name, "refused {what}: {}", status.message());
+    status
 }
 
 type TaskStream = Pin<Box<dyn Stream<Item = Result<proto::TaskChunk, Status>> + Send>>;

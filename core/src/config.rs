@@ -444,6 +444,79 @@ pub struct CoordinatorConfig {
     /// the schema's declared bounds (or, without them, with the test set's own statistics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub central_test_set: Option<PathBuf>,
+    /// Who may connect and how much each connection may hold (revocation list, connection and stream limits).
+    #[serde(default)]
+    pub admission: AdmissionSection,
+}
+
+/// The coordinator's `[admission]` section: the revocation list and the limits that bound what any admitted
+/// peer can make the coordinator hold. Every field has a safe default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionSection {
+    /// A file of revoked certificates (one node name or `sha256:<hex>` certificate fingerprint a line, `#`
+    /// comments), re-read without a restart whenever it changes. See `cohort_core::admission`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation_list: Option<PathBuf>,
+    /// The most TLS connections open or in their handshake at once; further connections are closed at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// The most connections one node (one certificate name) may hold open at once.
+    #[serde(default = "default_max_connections_per_node")]
+    pub max_connections_per_node: usize,
+    /// The most concurrent HTTP/2 streams (calls) on one connection; further streams are refused.
+    #[serde(default = "default_max_streams_per_connection")]
+    pub max_streams_per_connection: u32,
+    /// How long a peer may take to complete its TLS handshake.
+    #[serde(default = "default_handshake_timeout_secs")]
+    pub handshake_timeout_secs: u64,
+}
+
+fn default_max_connections() -> usize {
+    256
+}
+
+fn default_max_connections_per_node() -> usize {
+    2
+}
+
+fn default_max_streams_per_connection() -> u32 {
+    16
+}
+
+fn default_handshake_timeout_secs() -> u64 {
+    10
+}
+
+impl Default for AdmissionSection {
+    fn default() -> Self {
+        Self {
+            revocation_list: None,
+            max_connections: default_max_connections(),
+            max_connections_per_node: default_max_connections_per_node(),
+            max_streams_per_connection: default_max_streams_per_connection(),
+            handshake_timeout_secs: default_handshake_timeout_secs(),
+        }
+    }
+}
+
+impl AdmissionSection {
+    /// Checks every limit is at least 1.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let limits = [
+            ("max_connections", self.max_connections as u64),
+            ("max_connections_per_node", self.max_connections_per_node as u64),
+            ("max_streams_per_connection", u64::from(self.max_streams_per_connection)),
+            ("handshake_timeout_secs", self.handshake_timeout_secs),
+        ];
+        match limits.iter().find(|(_, v)| *v == 0) {
+            Some((field, _)) => Err(ConfigError::Invalid(format!("admission.{field} must be at least 1"))),
+            None => Ok(()),
+        }
+    }
 }
 
 fn default_listen() -> String {
@@ -461,6 +534,7 @@ impl CoordinatorConfig {
         config.tls.resolve(base);
         config.data_dir = resolve(base, &config.data_dir);
         config.central_test_set = config.central_test_set.map(|p| resolve(base, &p));
+        config.admission.revocation_list = config.admission.revocation_list.map(|p| resolve(base, &p));
         config.validate()?;
         Ok(config)
     }
@@ -474,6 +548,10 @@ impl CoordinatorConfig {
         if self.roster.is_empty() {
             return Err(ConfigError::Invalid("roster is empty: list the client names allowed to join".into()));
         }
+        for name in &self.roster {
+            crate::pki::check_name(name).map_err(|e| ConfigError::Invalid(format!("roster: {e}")))?;
+        }
+        self.admission.validate()?;
         if self.training.rounds == 0 {
             return Err(ConfigError::Invalid(
                 "training.rounds = 0: the federation would train nothing; set training.rounds to at least 1".into(),

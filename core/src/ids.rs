@@ -28,8 +28,10 @@ impl fmt::Display for ModelVersion {
 }
 
 impl fmt::Display for NodeName {
+    /// The name, escaped and bounded like any untrusted text ([`crate::untrusted::Untrusted`]): a valid node name
+    /// shows as itself, and a name that was never validated cannot break a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        crate::untrusted::Untrusted(&self.0).fmt(f)
     }
 }
 

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admission;
 pub mod binding;
 pub mod config;
 pub mod data;
@@ -14,9 +15,11 @@ pub mod ledger;
 pub mod lock;
 pub mod metrics;
 pub mod model;
+pub mod names;
 pub mod pki;
 pub mod protocol;
 pub mod secret;
 pub mod tls;
+pub mod untrusted;
 
 pub use ids::{ModelVersion, NodeName, Round};

@@ -56,9 +56,18 @@ pub enum PkiError {
     /// rcgen could not build or parse a certificate or key.
     #[error("certificate error: {0}")]
     Certificate(#[from] rcgen::Error),
-    /// A name that cannot be a node name.
-    #[error("invalid node name {0:?}: use letters, digits, '-', '_' and '.' only")]
-    BadName(String),
+    /// A name that cannot be a node name (see [`crate::names::check_node_name`]).
+    #[error(
+        "invalid node name \"{}\": {reason}. Use lowercase letters, digits, '.', '_' and '-', starting with a letter or \
+         a digit, at most 63 characters (for example hospital-a)",
+        crate::untrusted::Untrusted(name)
+    )]
+    BadName {
+        /// The refused name (printed escaped and truncated).
+        name: String,
+        /// The rule it breaks.
+        reason: crate::names::NameError,
+    },
     /// A validity period that ends before it starts.
     #[error("invalid validity: {0}")]
     BadValidity(String),
@@ -163,15 +172,13 @@ impl NodeFiles {
     }
 }
 
-/// Checks a node name: non-empty, at most 64 bytes, `[A-Za-z0-9._-]`.
+/// Checks a node or federation name with the one validator, [`crate::names::check_node_name`]
+/// (`[a-z0-9][a-z0-9._-]{0,62}`).
 ///
 /// # Errors
 /// [`PkiError::BadName`].
 pub fn check_name(name: &str) -> Result<(), PkiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok { Ok(()) } else { Err(PkiError::BadName(name.to_owned())) }
+    crate::names::check_node_name(name).map_err(|reason| PkiError::BadName { name: name.to_owned(), reason })
 }
 
 /// Creates a federation CA in `out`: `ca.pem` and `ca-key.pem` (mode 0600). Refuses to replace an existing CA.
@@ -357,8 +364,8 @@ mod tests {
 
     #[test]
     fn bad_names_and_validity_are_refused() {
-        assert!(matches!(check_name("a b"), Err(PkiError::BadName(_))));
-        assert!(matches!(check_name(""), Err(PkiError::BadName(_))));
+        assert!(matches!(check_name("a b"), Err(PkiError::BadName { .. })));
+        assert!(matches!(check_name(""), Err(PkiError::BadName { .. })));
         let dir = tempfile::tempdir().unwrap();
         init_ca(dir.path(), "demo").unwrap();
         let now = OffsetDateTime::now_utc();

@@ -1,13 +1,16 @@
 //! Mutual-TLS configuration for both sides, and the diagnosis of refused handshakes.
 //!
-//! The coordinator is a rustls server that requires a client certificate chaining to the federation CA
-//! ([`server_config`]). Every refused client certificate is logged with the reason and the certificate's subject
-//! and issuer, so the operator sees *who* was refused and *why*. Clients use tonic's rustls client
+//! The coordinator is a rustls server that requires a client certificate chaining to the federation CA and
+//! admitted by the [`Admission`] policy (valid name, client role, not revoked, in the roster) before the handshake
+//! completes ([`server_config`]). Every refused client certificate is logged once with the precise reason and the
+//! certificate's subject and issuer (escaped), so the operator sees *who* was refused and *why*. Clients use tonic's rustls client
 //! ([`client_tls`]); when a call fails during the handshake, [`diagnose_client_failure`] turns the TLS alert into a
 //! sentence a hospital IT person can act on.
 
+use crate::admission::{Admission, AdmissionRefusal, certificate_fingerprint};
 use crate::ids::NodeName;
 use crate::pki::{NodeFiles, Role};
+use crate::untrusted::Untrusted;
 use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -91,15 +94,16 @@ fn federation_roots(files: &NodeFiles) -> Result<RootCertStore, TlsError> {
 
 /// Builds the coordinator's rustls server configuration: its own certificate, ALPN `h2`, and a mandatory client
 /// certificate chaining to the federation CA (checked for validity period, signature and client-auth usage by
-/// webpki). Refusals are logged by [`LoggingClientVerifier`].
+/// webpki) and then admitted by `admission`. A refused certificate fails the handshake, so its peer never
+/// reaches the gRPC layer. Refusals are logged by [`LoggingClientVerifier`].
 ///
 /// # Errors
 /// [`TlsError`] when a file cannot be read or rustls rejects the material.
-pub fn server_config(files: &NodeFiles) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(files: &NodeFiles, admission: Arc<Admission>) -> Result<rustls::ServerConfig, TlsError> {
     let inner = WebPkiClientVerifier::builder_with_provider(Arc::new(federation_roots(files)?), provider())
         .build()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let verifier = Arc::new(LoggingClientVerifier { inner });
+    let verifier = Arc::new(LoggingClientVerifier { inner, admission });
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -144,8 +148,15 @@ pub struct CertSummary {
 }
 
 impl fmt::Display for CertSummary {
+    /// `CN=<name> issued by "<issuer>"`, both escaped and truncated ([`Untrusted`]): a certificate's fields are the
+    /// peer's text.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CN={} issued by \"{}\"", self.subject_cn.as_deref().unwrap_or("?"), self.issuer)
+        write!(
+            f,
+            "CN={} issued by \"{}\"",
+            Untrusted(self.subject_cn.as_deref().unwrap_or("?")),
+            Untrusted(&self.issuer)
+        )
     }
 }
 
@@ -185,10 +196,13 @@ pub fn peer_identity(chain: &[CertificateDer<'_>]) -> Result<(NodeName, Option<R
     Ok((NodeName(name), role))
 }
 
-/// Wraps webpki's client verifier and logs every refusal with the certificate's subject, issuer and reason.
+/// Wraps webpki's client verifier, then applies the [`Admission`] policy to the certificates webpki accepts, and
+/// logs every refusal once with the certificate's subject, issuer and the precise reason. The log event is
+/// emitted inside the caller's span (the coordinator's accept loop names the peer address there).
 #[derive(Debug)]
 pub struct LoggingClientVerifier {
     inner: Arc<dyn ClientCertVerifier>,
+    admission: Arc<Admission>,
 }
 
 impl ClientCertVerifier for LoggingClientVerifier {
@@ -210,10 +224,21 @@ impl ClientCertVerifier for LoggingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.inner.verify_client_cert(end_entity, intermediates, now).inspect_err(|err| {
-            let who = summarize(end_entity).map_or_else(|| "an unparsable certificate".to_owned(), |s| s.to_string());
-            tracing::warn!(certificate = %who, "refused client certificate: {}", describe_cert_error(err));
-        })
+        let who = || summarize(end_entity).map_or_else(|| "an unparsable certificate".to_owned(), |s| s.to_string());
+        let verified = self.inner.verify_client_cert(end_entity, intermediates, now).inspect_err(|err| {
+            tracing::warn!(certificate = %who(), "refused client certificate: {}", describe_cert_error(err));
+        })?;
+        match self.admission.admit(end_entity) {
+            Ok(_) => Ok(verified),
+            Err(refusal) => {
+                tracing::warn!(
+                    certificate = %who(),
+                    fingerprint = %certificate_fingerprint(end_entity),
+                    "refused client certificate: {refusal}"
+                );
+                Err(rustls::Error::InvalidCertificate(refusal.certificate_error()))
+            }
+        }
     }
 
     fn verify_tls12_signature(
@@ -252,16 +277,39 @@ pub fn describe_cert_error(err: &rustls::Error) -> String {
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
         ) => "it is not valid yet".into(),
         rustls::Error::NoCertificatesPresented => "no client certificate was presented".into(),
-        other => other.to_string(),
+        rustls::Error::InvalidCertificate(CertificateError::Other(other)) => {
+            match other.0.downcast_ref::<AdmissionRefusal>() {
+                Some(refusal) => refusal.to_string(),
+                None => escape_text(&other.to_string()),
+            }
+        }
+        rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure) => {
+            "its name is not in the federation roster".into()
+        }
+        rustls::Error::InvalidCertificate(CertificateError::Revoked) => "it is revoked".into(),
+        rustls::Error::InvalidCertificate(
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. },
+        ) => "it is not a client certificate".into(),
+        other => escape_text(&other.to_string()),
     }
 }
 
-/// Explains a refused server-side handshake (for the coordinator's log).
+fn escape_text(text: &str) -> String {
+    crate::untrusted::escape(text)
+}
+
+/// Explains a refused server-side handshake (for the coordinator's log), escaped.
 pub fn describe_server_handshake_failure(err: &std::io::Error) -> String {
     match err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) {
         Some(e) => describe_cert_error(e),
-        None => err.to_string(),
+        None => escape_text(&err.to_string()),
     }
+}
+
+/// Whether a refused server-side handshake failed on the client's certificate, which [`LoggingClientVerifier`]
+/// has already logged with its cause (so the accept loop need not log it again).
+pub fn is_logged_certificate_refusal(err: &std::io::Error) -> bool {
+    matches!(err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()), Some(rustls::Error::InvalidCertificate(_)))
 }
 
 /// Finds the TLS alert or certificate error behind a failed client call, walking the error's source chain
@@ -304,6 +352,36 @@ pub fn diagnose_client_failure(err: &(dyn std::error::Error + 'static), own_cert
             own.map_or_else(|| "an unknown date".to_owned(), |s| s.not_after),
             own_cert.display()
         ),
+        rustls::Error::AlertReceived(AlertDescription::AccessDenied) => format!(
+            "the coordinator refused this node's certificate: the name \"{}\" is not in the federation roster. Ask \
+             the federation operator to add it to the coordinator's roster, or check [tls] cert ({})",
+            own_name(own.as_ref()),
+            own_cert.display()
+        ),
+        rustls::Error::AlertReceived(AlertDescription::CertificateRevoked) => format!(
+            "the coordinator refused this node's certificate: it has been revoked by the federation operator. Ask \
+             for a new certificate ({})",
+            own_cert.display()
+        ),
+        rustls::Error::AlertReceived(AlertDescription::UnsupportedCertificate) => format!(
+            "the coordinator refused this node's certificate: it is not a client certificate (its role is {}). Ask \
+             the federation operator for one issued with --role client ({})",
+            own.as_ref()
+                .and_then(|s| s.subject_ou.as_deref())
+                .map_or_else(|| "missing".to_owned(), |r| format!("\"{}\"", Untrusted(r))),
+            own_cert.display()
+        ),
+        rustls::Error::AlertReceived(AlertDescription::CertificateUnknown) => {
+            match own.as_ref().and_then(|s| s.subject_cn.as_deref()).map(crate::names::check_node_name) {
+                Some(Err(reason)) => format!(
+                    "the coordinator refused this node's certificate: its name \"{}\" is not a valid node name ({reason}). \
+                 Ask the federation operator for a certificate with a valid name ({})",
+                    own_name(own.as_ref()),
+                    own_cert.display()
+                ),
+                _ => format!("the coordinator refused this node's certificate ({})", own_cert.display()),
+            }
+        }
         rustls::Error::AlertReceived(AlertDescription::CertificateRequired) => {
             "the coordinator requires a client certificate and none was presented: set [tls] cert and key in the \
              client config"
@@ -331,6 +409,11 @@ pub fn diagnose_client_failure(err: &(dyn std::error::Error + 'static), own_cert
         other => format!("TLS failure talking to the coordinator: {other}"),
     };
     Some(msg)
+}
+
+/// This node's certificate name, escaped, for messages.
+fn own_name(own: Option<&CertSummary>) -> String {
+    own.and_then(|s| s.subject_cn.as_deref()).map_or_else(|| "?".to_owned(), crate::untrusted::escape)
 }
 
 /// The message for a coordinator certificate that is not valid for the configured server name: the name that was
@@ -378,6 +461,10 @@ fn alert_from_text(text: &str) -> Option<rustls::Error> {
         ("BadCertificate", AlertDescription::BadCertificate),
         ("CertificateExpired", AlertDescription::CertificateExpired),
         ("CertificateRequired", AlertDescription::CertificateRequired),
+        ("AccessDenied", AlertDescription::AccessDenied),
+        ("CertificateRevoked", AlertDescription::CertificateRevoked),
+        ("UnsupportedCertificate", AlertDescription::UnsupportedCertificate),
+        ("CertificateUnknown", AlertDescription::CertificateUnknown),
     ];
     alerts
         .into_iter()
@@ -479,12 +566,13 @@ mod tests {
         let coord =
             issue(&ca, &IssueRequest::valid_for_days("c", Role::Coordinator, &sans, 1), &dir.path().join("c")).unwrap();
         let node = issue(&ca, &IssueRequest::valid_for_days("n", Role::Client, &[], 1), &dir.path().join("n")).unwrap();
-        server_config(&coord).unwrap();
+        let admission = || Arc::new(Admission::new(["n".to_owned()], None).unwrap());
+        server_config(&coord, admission()).unwrap();
         client_tls(&node, "localhost").unwrap();
         client_config(&node).unwrap();
         for mode in [0o644, 0o640, 0o604] {
             std::fs::set_permissions(&coord.key, std::fs::Permissions::from_mode(mode)).unwrap();
-            let err = server_config(&coord).unwrap_err();
+            let err = server_config(&coord, admission()).unwrap_err();
             assert!(matches!(&err, TlsError::KeyPermissions(e) if e.mode == mode), "{err}");
             let text = err.to_string();
             assert!(text.contains(&format!("{} has mode {mode:04o}", coord.key.display())), "{text}");

@@ -66,6 +66,7 @@ impl Fixture {
             secure_aggregation: SecureAggregationSection::default(),
             gate: None,
             central_test_set: None,
+            admission: Default::default(),
         };
         Self { dir, coordinator, header, rows }
     }

@@ -77,15 +77,16 @@ fn enum_of<E: TryFrom<i32>>(field: &'static str, v: i32) -> Result<E, ProtocolEr
 
 impl From<ProtocolError> for tonic::Status {
     /// A message that does not decode is the sender's fault: `INVALID_ARGUMENT`, with the reason.
+    /// The text is escaped and bounded: it may quote the message.
     fn from(e: ProtocolError) -> Self {
-        tonic::Status::invalid_argument(e.to_string())
+        tonic::Status::invalid_argument(crate::untrusted::UntrustedUpTo(&e.to_string(), 1000).to_string())
     }
 }
 
 impl From<BodyError> for tonic::Status {
     /// A body that does not match its header is the sender's fault: `INVALID_ARGUMENT`, with the reason.
     fn from(e: BodyError) -> Self {
-        tonic::Status::invalid_argument(e.to_string())
+        tonic::Status::invalid_argument(crate::untrusted::UntrustedUpTo(&e.to_string(), 1000).to_string())
     }
 }
 
