@@ -107,6 +107,7 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
         gate: None,
         central_test_set: None,
         admission: Default::default(),
+        influence: Default::default(),
     };
     runtime.block_on(async {
         let coordinator = cohort_coordinator::Coordinator::bind(&config).await.unwrap();
@@ -160,6 +161,7 @@ fn in_memory_rounds() -> Duration {
         deadline: Duration::from_secs(60),
         clients_per_round: None,
         max_round_failures: 5,
+        influence: InfluenceSection::default(),
     };
     let (a, b) = (NodeName::from("a"), NodeName::from("b"));
     let mut m = RoundMachine::new(

@@ -111,6 +111,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         gate: None,
         central_test_set: Some(central_path.clone()),
         admission: Default::default(),
+        influence: Default::default(),
     };
     coordinator_config.validate()?;
     if let Some(seed) = args.insecure_seed {

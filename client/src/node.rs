@@ -241,6 +241,20 @@ enum SecureOutcome {
     MovedOn,
 }
 
+/// The update of a round, `trained - global`, clipped to the federation's `max_update_norm`. Clipping a DP
+/// release is post-processing, so it costs no privacy; the coordinator refuses a plaintext update beyond the
+/// bound, and under secure aggregation honest clients bound themselves the same way.
+fn bounded_delta(trained: &[f32], global: &[f32], max_update_norm: f64, round: Round) -> Vec<f32> {
+    let mut delta: Vec<f32> = trained.iter().zip(global).map(|(w, g)| w - g).collect();
+    let norm = cohort_model::layout::clip_to_norm(&mut delta, max_update_norm);
+    if norm > max_update_norm {
+        tracing::info!(round = round.0, "update norm {norm:.4} clipped to the federation's bound {max_update_norm}");
+    } else {
+        tracing::debug!(round = round.0, "update norm {norm:.4} within the federation's bound {max_update_norm}");
+    }
+    delta
+}
+
 /// One secure training round: check the announcement, share the round key with this node's consent, train,
 /// open the shares addressed to this node, encrypt the delta and upload it.
 #[allow(clippy::too_many_arguments)]
@@ -253,6 +267,7 @@ async fn train_secure(
     rref: &RoundRef,
     model: &[f32],
     settings: &TrainSettings,
+    max_update_norm: f64,
 ) -> Result<SecureOutcome, ClientError> {
     let round = rref.round;
     let verifier = Verifier {
@@ -285,7 +300,7 @@ async fn train_secure(
         other => other?,
     }
     let outcome = compute(|| work.train(round, model, settings))?;
-    let delta: Vec<f32> = outcome.params.iter().zip(model).map(|(w, g)| w - g).collect();
+    let delta = bounded_delta(&outcome.params, model, max_update_norm, round);
     let bundle = loop {
         match link.fetch_shares(rref.clone()).await {
             Err(e) if round_moved_on(&e) => {
@@ -523,7 +538,7 @@ impl<L: CoordinatorLink> Tasks<'_, L> {
         }
         let Some(round_data) = settings.secure.clone() else {
             let outcome = compute(|| self.work.train(round, model, settings))?;
-            let delta: Vec<f32> = outcome.params.iter().zip(model).map(|(w, g)| w - g).collect();
+            let delta = bounded_delta(&outcome.params, model, self.plan.influence.max_update_norm, round);
             let header = UpdateHeader {
                 round: rref.clone(),
                 value_count: delta.len() as u64,
@@ -535,8 +550,10 @@ impl<L: CoordinatorLink> Tasks<'_, L> {
             return Ok(());
         };
         self.secure_round = None;
+        let bound = self.plan.influence.max_update_norm;
         let outcome =
-            train_secure(self.link, self.config, &self.secure, self.work, round_data, rref, model, settings).await?;
+            train_secure(self.link, self.config, &self.secure, self.work, round_data, rref, model, settings, bound)
+                .await?;
         match outcome {
             SecureOutcome::Uploaded(state) => {
                 self.secure_round = Some(state);

@@ -578,6 +578,7 @@ mod tests {
             },
             strategy: StrategyConfig::Fedavg,
             secure_aggregation: SecureAggregationSection::default(),
+            influence: cohort_core::config::InfluenceSection::default(),
         }
     }
 

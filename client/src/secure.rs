@@ -430,6 +430,7 @@ mod tests {
             min_participants,
             max_colluders: c,
             reference_examples: 10.0,
+            weight_cap: 1e6,
             model_len: MODEL.len(),
             participants: fed
                 .identities

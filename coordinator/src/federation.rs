@@ -305,9 +305,9 @@ impl Federation {
         Ok(Some(binding))
     }
 
-    /// A node joins. Its first join (no data report) only fetches the plan; in a secure federation only a join
-    /// with a data report counts towards starting a round, because secure rounds fix their public FedAvg
-    /// reference count from those reports at start.
+    /// A node joins. Its first join (no data report) only fetches the plan; only a join with a data report
+    /// counts towards starting a round, because a round fixes its bounded weights (and, when secure, its public
+    /// FedAvg reference count) from those reports when it starts.
     ///
     /// # Errors
     /// [`Refusal`] for another federation, a node outside the roster, a binding that does not verify, or (in a
@@ -321,7 +321,7 @@ impl Federation {
         if let Some(b) = binding {
             self.effects.push(Effect::KeepBinding(b));
         }
-        let discovery_only = join.data.is_none() && self.machine.is_secure();
+        let discovery_only = join.data.is_none();
         if !discovery_only {
             self.on_machine(|m, now| m.join(&peer.name, now))?;
         }

@@ -9,6 +9,7 @@ pub mod audit;
 pub mod central;
 pub mod federation;
 pub mod host;
+pub mod influence;
 pub mod limits;
 pub mod recorder;
 pub mod round;

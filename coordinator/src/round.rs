@@ -2,12 +2,13 @@
 //! fed messages, the current time and a random generator, and read back for tasks and events, so every transition
 //! is testable without a network or a clock, and a run with a seeded generator replays exactly.
 
+use crate::influence::{Influence, TooLarge, Weights};
 use crate::secure::{
     Outcome, Poll, RoundStart, SecureError, SecureEvent, SecureRound, SecureRoundRecord, SecureSettings,
 };
 use crate::strategy::{AggregateError, Strategy, WeightedSum};
 use cohort_core::binding::SignedBinding;
-use cohort_core::config::FederationPlan;
+use cohort_core::config::{FederationPlan, InfluenceSection};
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::{ModelVersion, NodeName, Round};
 use cohort_crypto::{DecryptionRequest, RoundAnnouncement};
@@ -70,6 +71,9 @@ pub enum RoundError {
     /// A secure-aggregation message that is refused.
     #[error(transparent)]
     Secure(#[from] SecureError),
+    /// A plaintext update beyond the federation's norm bound.
+    #[error("refused update: {0}")]
+    TooLarge(#[from] TooLarge),
 }
 
 /// What a node should do next.
@@ -277,6 +281,8 @@ struct Training {
     declined: Vec<(NodeName, String)>,
     losses: Vec<f64>,
     sum: WeightedSum,
+    /// The round's bounded weights over the selected nodes, fixed when it starts.
+    weights: Weights,
     deadline: Instant,
     secure: Option<SecureRound>,
     secure_record: Option<SecureRoundRecord>,
@@ -288,9 +294,6 @@ struct Evaluating {
     expected: BTreeSet<NodeName>,
     deadline: Instant,
 }
-
-/// The largest weight one node's update or evaluation gets (a reported count beyond it is capped).
-pub const MAX_WEIGHT: f64 = 1e9;
 
 /// Timing and quorum settings of the machine.
 #[derive(Debug, Clone)]
@@ -305,6 +308,8 @@ pub struct RoundSettings {
     pub clients_per_round: Option<usize>,
     /// Consecutive failures of one round before the federation stops.
     pub max_round_failures: u32,
+    /// How much one node can move the model and the pooled metrics.
+    pub influence: InfluenceSection,
 }
 
 impl RoundSettings {
@@ -316,6 +321,7 @@ impl RoundSettings {
             deadline: Duration::from_secs(plan.training.round_deadline_secs),
             clients_per_round: plan.training.clients_per_round,
             max_round_failures: plan.training.max_round_failures,
+            influence: plan.influence,
         }
     }
 }
@@ -341,6 +347,7 @@ pub struct RoundMachine {
     secure: Option<SecureSettings>,
     bindings: BTreeMap<NodeName, SignedBinding>,
     examples: BTreeMap<NodeName, f64>,
+    influence: Influence,
     rng: ChaCha20Rng,
 }
 
@@ -367,6 +374,7 @@ impl RoundMachine {
         version: ModelVersion,
     ) -> Self {
         let phase = if completed.0 >= settings.rounds { Phase::Finished } else { Phase::Joining { since: None } };
+        let influence = Influence::new(settings.influence);
         Self {
             federation_id: federation_id.to_owned(),
             roster: roster.into_iter().collect(),
@@ -385,6 +393,7 @@ impl RoundMachine {
             secure: None,
             bindings: BTreeMap::new(),
             examples: BTreeMap::new(),
+            influence,
             rng: ChaCha20Rng::from_os_rng(),
         }
     }
@@ -403,11 +412,6 @@ impl RoundMachine {
     pub fn with_secure_aggregation(mut self, settings: SecureSettings) -> Self {
         self.secure = Some(settings);
         self
-    }
-
-    /// Whether rounds run with secure aggregation.
-    pub fn is_secure(&self) -> bool {
-        self.secure.is_some()
     }
 
     /// Records what a node announced at join: its public keys bound to its certificate (checked by the caller
@@ -711,19 +715,12 @@ impl RoundMachine {
         Ok(())
     }
 
-    /// The FedAvg (and evaluation pooling) weight of `node`: its reported join count, a noisy DP release under
-    /// DP, capped at [`MAX_WEIGHT`]; 1 for a node that reported none. Never a number the node declares with its
-    /// update, so one node cannot take over the average by claiming a huge count there.
-    fn weight_of(&self, node: &NodeName) -> f64 {
-        self.examples.get(node).copied().unwrap_or(1.0).clamp(1.0, MAX_WEIGHT)
-    }
-
-    /// Accepts a plaintext training update: the delta from the global model, weighted by the node's
-    /// [`RoundMachine::weight_of`].
+    /// Accepts a plaintext training update: the delta from the global model, weighted by the node's bounded
+    /// weight of the round ([`Influence::weights`]), never by a number the node declares with its update.
     ///
     /// # Errors
-    /// [`RoundError`] for a stale round, a wrong version, an unselected or duplicate sender, or a malformed delta.
-    /// A refused update leaves the round unchanged.
+    /// [`RoundError`] for a stale round, a wrong version, an unselected or duplicate sender, a malformed delta, or
+    /// one whose norm exceeds the federation's `max_update_norm`. A refused update leaves the round unchanged.
     pub fn submit_update(
         &mut self,
         node: &NodeName,
@@ -733,11 +730,15 @@ impl RoundMachine {
         train_loss: f64,
         now: Instant,
     ) -> Result<(), RoundError> {
-        let weight = self.weight_of(node);
+        let influence = self.influence;
         let t = self.training_for(node, round, version)?;
         if t.secure.is_some() {
             return Err(SecureError::PlaintextRefused.into());
         }
+        // A malformed delta is refused as such before its norm is looked at.
+        t.sum.check(delta)?;
+        influence.check_update(delta)?;
+        let weight = t.weights.of(node);
         t.sum.add(delta, weight)?;
         t.answered.insert(node.clone());
         t.contributors.push(node.clone());
@@ -946,8 +947,6 @@ impl RoundMachine {
         now: Instant,
     ) -> Result<(), RoundError> {
         self.check_member(node)?;
-        // Pooled like the updates: by the node's join count, not by a count it declares in its report.
-        let weight = self.weight_of(node);
         let current = self.version;
         let phase = self.phase_name();
         let Phase::Evaluating(e) = &mut self.phase else {
@@ -962,7 +961,7 @@ impl RoundMachine {
         if !e.expected.remove(node) {
             return Err(RoundError::Duplicate(node.clone()));
         }
-        e.summary.slices.push((node.clone(), EvalMetrics { examples: weight.round() as u64, ..metrics }));
+        e.summary.slices.push((node.clone(), metrics));
         self.advance(now);
         Ok(())
     }
@@ -1069,13 +1068,14 @@ impl RoundMachine {
             selected.truncate(k.max(self.quorum()));
             selected.sort();
         }
+        let weights = self.influence.weights(&selected, &self.examples);
         let secure = match &self.secure {
             Some(settings) => {
                 let start = RoundStart {
                     federation: &self.federation_id,
                     selected: &selected,
                     bindings: &self.bindings,
-                    examples: &self.examples,
+                    weights: &weights,
                     model: &self.global,
                 };
                 match SecureRound::start(settings, start, &mut self.rng, now, self.settings.deadline) {
@@ -1100,6 +1100,7 @@ impl RoundMachine {
             declined: Vec::new(),
             losses: Vec::new(),
             sum: WeightedSum::new(self.global.len()),
+            weights,
             deadline: now + self.settings.deadline,
             secure,
             secure_record: None,
@@ -1180,6 +1181,11 @@ impl RoundMachine {
         };
         // In node order, not arrival order: the pooled figures are then the same however the reports raced.
         e.summary.slices.sort_by(|(a, _), (b, _)| a.cmp(b));
+        // Pooled like the updates, by the bounded weights of the reporting nodes, never by a count in a report.
+        let weights = self.influence.weights(e.summary.slices.iter().map(|(n, _)| n), &self.examples);
+        for (node, m) in &mut e.summary.slices {
+            m.examples = weights.of(node).round().max(1.0) as u64;
+        }
         let slices: Vec<(String, EvalMetrics)> =
             e.summary.slices.iter().map(|(n, m)| (n.0.clone(), m.clone())).collect();
         e.summary.metrics = cohort_core::metrics::weighted_aggregate(&slices).ok();
@@ -1200,13 +1206,19 @@ mod tests {
     use super::*;
     use crate::strategy::FedAvg;
 
+    /// A machine weighting by the join counts with no share cap (the share cap has its own tests).
     fn machine(roster: &[&str], min: usize, rounds: u64) -> RoundMachine {
+        machine_with(roster, min, rounds, InfluenceSection { max_share: 1.0, ..InfluenceSection::default() })
+    }
+
+    fn machine_with(roster: &[&str], min: usize, rounds: u64, influence: InfluenceSection) -> RoundMachine {
         let settings = RoundSettings {
             rounds,
             min_clients: min,
             deadline: Duration::from_secs(10),
             clients_per_round: None,
             max_round_failures: 3,
+            influence,
         };
         RoundMachine::new(
             "f",
@@ -1248,6 +1260,52 @@ mod tests {
         assert!((summary.metrics.as_ref().unwrap().get("accuracy").unwrap() - 2.2 / 3.0).abs() < 1e-12);
         assert_eq!(summary.slices.len(), 2);
         assert_eq!(m.task_for(&a, now).unwrap(), Task::Finished { version: ModelVersion(1) });
+    }
+
+    /// Problem 2 of the reliability issue: one hospital claims 2^63 examples, uploads a huge update and reports
+    /// a perfect accuracy. Its update is refused for its norm; its honest-sized update and its report then
+    /// count for at most half of the pooled figures (the default share cap), not for all of them.
+    #[test]
+    fn a_poisoning_node_moves_the_model_and_the_metric_by_at_most_its_share() {
+        let now = Instant::now();
+        let names = ["liar", "h1", "h2"];
+        let [liar, h1, h2] = names.map(NodeName::from);
+        let mut m = machine_with(&names, 2, 1, InfluenceSection::default());
+        m.announce(&liar, None, 2f64.powi(63)).unwrap();
+        m.announce(&h1, None, 100.0).unwrap();
+        m.announce(&h2, None, 100.0).unwrap();
+        for n in [&liar, &h1, &h2] {
+            m.join(n, now).unwrap();
+        }
+        let refused = m.submit_update(&liar, Round(1), ModelVersion(0), &[1e6, 1e6], 0.5, now).unwrap_err();
+        assert!(matches!(refused, RoundError::TooLarge(_)), "{refused}");
+        m.submit_update(&liar, Round(1), ModelVersion(0), &[7.0, 7.0], 0.5, now).unwrap();
+        m.submit_update(&h1, Round(1), ModelVersion(0), &[1.0, 0.0], 0.5, now).unwrap();
+        m.submit_update(&h2, Round(1), ModelVersion(0), &[0.0, 1.0], 0.5, now).unwrap();
+        // The liar's weight is capped at the honest total (200): half of the mean.
+        assert_eq!(m.global(), &[3.75, 3.75]);
+        m.report_evaluation(&liar, Round(1), ModelVersion(1), metrics(1.0, 1_000_000), now).unwrap();
+        m.report_evaluation(&h1, Round(1), ModelVersion(1), metrics(0.4, 100), now).unwrap();
+        m.report_evaluation(&h2, Round(1), ModelVersion(1), metrics(0.5, 100), now).unwrap();
+        let pooled = m.history()[0].metrics.as_ref().unwrap().get("accuracy").unwrap();
+        assert!((pooled - (0.5 * 1.0 + 0.5 * 0.45)).abs() < 1e-12, "pooled accuracy {pooled}");
+    }
+
+    /// Under uniform weighting the counts play no part at all.
+    #[test]
+    fn uniform_weighting_ignores_the_join_counts() {
+        let now = Instant::now();
+        let (a, b) = (NodeName::from("a"), NodeName::from("b"));
+        let uniform =
+            InfluenceSection { weighting: cohort_core::config::Weighting::Uniform, ..InfluenceSection::default() };
+        let mut m = machine_with(&["a", "b"], 2, 1, uniform);
+        m.announce(&a, None, 1.0).unwrap();
+        m.announce(&b, None, 1e6).unwrap();
+        m.join(&a, now).unwrap();
+        m.join(&b, now).unwrap();
+        m.submit_update(&a, Round(1), ModelVersion(0), &[1.0, 0.0], 0.5, now).unwrap();
+        m.submit_update(&b, Round(1), ModelVersion(0), &[3.0, 2.0], 0.5, now).unwrap();
+        assert_eq!(m.global(), &[2.0, 1.0]);
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //!    holders that ask for work become the responders `R`, each gets the same
 //!    [`DecryptionRequest`]; when all `t` partials are in, the sum is decoded.
 
+use crate::influence::Weights;
 use crate::strategy::WeightedSum;
 use cohort_core::NodeName;
 use cohort_core::binding::SignedBinding;
@@ -314,8 +315,8 @@ pub struct RoundStart<'a> {
     pub selected: &'a [NodeName],
     /// Each node's keys bound to its certificate.
     pub bindings: &'a BTreeMap<NodeName, SignedBinding>,
-    /// Each node's reported (noisy) example count.
-    pub examples: &'a BTreeMap<NodeName, f64>,
+    /// The round's bounded weights (examples) over the selected nodes.
+    pub weights: &'a Weights,
     /// The global model the round trains.
     pub model: &'a [f32],
 }
@@ -359,15 +360,9 @@ impl SecureRound {
         }
         let n = participants.len();
         let (threshold, min_participants) = settings.policy_for(n)?;
-        // n_ref: the largest reported count maps to half the largest weight, leaving room for noisy reports.
-        let max_examples = start
-            .selected
-            .iter()
-            .filter_map(|n| start.examples.get(n))
-            .copied()
-            .filter(|x| x.is_finite())
-            .fold(1.0f64, f64::max);
-        let reference_examples = max_examples / (settings.ctx.params().max_weight / 2.0);
+        // n_ref: the largest bounded weight maps to half the largest encodable weight, leaving room for noisy
+        // counts; every client caps its own count at the round's weight cap first.
+        let reference_examples = start.weights.max() / (settings.ctx.params().max_weight / 2.0);
         let model_sha256 = model_digest(start.model);
         let announcement = RoundAnnouncement {
             federation: start.federation.to_owned(),
@@ -380,6 +375,7 @@ impl SecureRound {
             min_participants,
             max_colluders: settings.max_colluders,
             reference_examples,
+            weight_cap: start.weights.cap,
             model_len: start.model.len(),
             participants,
         };
@@ -758,7 +754,9 @@ pub fn model_digest(model: &[f32]) -> [u8; 32] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::influence::Influence;
     use cohort_core::binding::BoundKeys;
+    use cohort_core::config::InfluenceSection;
     use cohort_crypto::announce::{decode_sealed, encode_sealed};
     use cohort_crypto::envelope::open_share_for;
     use cohort_crypto::shamir::share_round_key;
@@ -807,13 +805,9 @@ mod tests {
         let names: Vec<NodeName> = clients.iter().map(|c| c.name.clone()).collect();
         let bindings = bindings(&clients);
         let examples = clients.iter().enumerate().map(|(i, c)| (c.name.clone(), 10.0 * (i + 1) as f64)).collect();
-        let start = RoundStart {
-            federation: "f",
-            selected: &names,
-            bindings: &bindings,
-            examples: &examples,
-            model: &[0.0; 3],
-        };
+        let weights = Influence::new(InfluenceSection::default()).weights(&names, &examples);
+        let start =
+            RoundStart { federation: "f", selected: &names, bindings: &bindings, weights: &weights, model: &[0.0; 3] };
         let round = SecureRound::start(&settings, start, &mut rand::rng(), now, Duration::from_secs(10)).unwrap();
         (round, clients, now)
     }

@@ -99,6 +99,7 @@ pub fn plan_of(config: &CoordinatorConfig) -> Result<FederationPlan, Coordinator
         training: config.training.clone(),
         strategy: config.strategy.clone(),
         secure_aggregation: config.secure_aggregation.clone(),
+        influence: config.influence,
     })
 }
 

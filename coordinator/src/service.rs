@@ -35,7 +35,7 @@ pub fn status_of(err: &Refusal) -> Status {
         RoundError::NotInRoster(_) => Status::permission_denied(msg),
         RoundError::WrongFederation { .. } => Status::invalid_argument(msg),
         RoundError::NotJoined(_) => Status::unauthenticated(msg),
-        RoundError::BadUpdate(_) | RoundError::BadReport(_) => Status::invalid_argument(msg),
+        RoundError::BadUpdate(_) | RoundError::BadReport(_) | RoundError::TooLarge(_) => Status::invalid_argument(msg),
         RoundError::Secure(
             SecureError::BadShares(_)
             | SecureError::BadBody(_)

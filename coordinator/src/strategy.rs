@@ -61,19 +61,28 @@ impl WeightedSum {
         Ok(Self { sum, weight, contributors })
     }
 
+    /// Checks that `delta` fits the sum: the model's shape, every value finite.
+    ///
+    /// # Errors
+    /// [`AggregateError::WrongShape`] or [`AggregateError::NonFinite`].
+    pub fn check(&self, delta: &[f32]) -> Result<(), AggregateError> {
+        if delta.len() != self.sum.len() {
+            return Err(AggregateError::WrongShape { expected: self.sum.len(), actual: delta.len() });
+        }
+        match delta.iter().position(|v| !v.is_finite()) {
+            Some(index) => Err(AggregateError::NonFinite { index }),
+            None => Ok(()),
+        }
+    }
+
     /// Adds `weight · delta`.
     ///
     /// # Errors
     /// [`AggregateError`] for a wrong shape, a bad weight or a non-finite value; the sum is unchanged then.
     pub fn add(&mut self, delta: &[f32], weight: f64) -> Result<(), AggregateError> {
-        if delta.len() != self.sum.len() {
-            return Err(AggregateError::WrongShape { expected: self.sum.len(), actual: delta.len() });
-        }
+        self.check(delta)?;
         if !(weight > 0.0 && weight.is_finite()) {
             return Err(AggregateError::BadWeight(weight));
-        }
-        if let Some(index) = delta.iter().position(|v| !v.is_finite()) {
-            return Err(AggregateError::NonFinite { index });
         }
         for (s, d) in self.sum.iter_mut().zip(delta) {
             *s += weight * f64::from(*d);

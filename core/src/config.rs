@@ -8,6 +8,10 @@ use crate::pki::NodeFiles;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
+mod influence;
+
+pub use influence::{DEFAULT_MAX_UPDATE_NORM, InfluenceSection, Weighting};
+
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -447,6 +451,9 @@ pub struct CoordinatorConfig {
     /// Who may connect and how much each connection may hold (revocation list, connection and stream limits).
     #[serde(default)]
     pub admission: AdmissionSection,
+    /// How much one node can move the model and the gate: weighting, weight and share caps, update norm bound.
+    #[serde(default)]
+    pub influence: InfluenceSection,
 }
 
 /// The coordinator's `[admission]` section: the revocation list and the limits that bound what any admitted
@@ -552,6 +559,7 @@ impl CoordinatorConfig {
             crate::pki::check_name(name).map_err(|e| ConfigError::Invalid(format!("roster: {e}")))?;
         }
         self.admission.validate()?;
+        self.influence.validate()?;
         if self.training.rounds == 0 {
             return Err(ConfigError::Invalid(
                 "training.rounds = 0: the federation would train nothing; set training.rounds to at least 1".into(),
@@ -898,6 +906,8 @@ pub struct FederationPlan {
     pub strategy: StrategyConfig,
     /// Secure aggregation settings.
     pub secure_aggregation: SecureAggregationSection,
+    /// The influence bounds (clients clip their updates to `max_update_norm`).
+    pub influence: InfluenceSection,
 }
 
 impl FederationPlan {

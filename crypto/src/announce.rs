@@ -101,6 +101,9 @@ pub enum AnnouncementError {
     /// The reference example count is not a positive finite number.
     #[error("reference example count {0} is not positive")]
     BadReference(f64),
+    /// The weight cap is not a positive finite number.
+    #[error("weight cap {0} is not positive")]
+    BadWeightCap(f64),
     /// The model length is zero or, with the weight coordinate, exceeds `max_coordinates`.
     #[error("model length {model_len} must be >= 1 with model_len + 1 <= max_coordinates = {max_coordinates}")]
     BadModelLength {
@@ -262,8 +265,12 @@ pub struct RoundAnnouncement {
     /// Largest number of clients assumed to collude with the coordinator (c).
     pub max_colluders: usize,
     /// Public reference example count `n_ref`: a client with `n_i` examples uses weight
-    /// `min(n_i / n_ref, max_weight)`.
+    /// `min(min(n_i, weight_cap) / n_ref, max_weight)`.
     pub reference_examples: f64,
+    /// The most examples one participant's weight stands for this round: the coordinator's influence bound
+    /// (a configured cap and a share cap, or 1 for uniform weights), so no participant's weight exceeds its
+    /// bounded share.
+    pub weight_cap: f64,
     /// Number of model coordinates, without the weight coordinate.
     pub model_len: usize,
     /// The selected participants, in announced order (sorted by id by convention).
@@ -286,9 +293,9 @@ impl RoundAnnouncement {
         self.participants.iter().map(|p| p.id).collect()
     }
 
-    /// The FedAvg weight for `examples` local examples: `min(examples / n_ref, max_weight)`.
+    /// The FedAvg weight for `examples` local examples: `min(min(examples, weight_cap) / n_ref, max_weight)`.
     pub fn weight_for(&self, examples: u64) -> f64 {
-        (examples as f64 / self.reference_examples).min(self.params.max_weight)
+        ((examples as f64).min(self.weight_cap) / self.reference_examples).min(self.params.max_weight)
     }
 
     /// The vector length of one upload: `model_len + 1` (the weight coordinate).
@@ -312,16 +319,18 @@ impl RoundAnnouncement {
             min_participants,
             max_colluders,
             reference_examples,
+            weight_cap,
             model_len,
             participants,
         } = self;
-        let mut c = Canon::new(b"cohort/secagg/announcement/v1");
+        let mut c = Canon::new(b"cohort/secagg/announcement/v2");
         c.str(0x01, federation).u64(0x02, round.0).bytes(0x03, nonce).bytes(0x04, model_sha256).bytes(0x05, &seed.0);
         params.write_canonical(&mut c);
         c.usize(0x06, *threshold)
             .usize(0x07, *min_participants)
             .usize(0x08, *max_colluders)
             .f64(0x09, *reference_examples)
+            .f64(0x0c, *weight_cap)
             .usize(0x0a, *model_len)
             .usize(0x0b, participants.len());
         for p in participants {
@@ -372,6 +381,9 @@ impl RoundAnnouncement {
         }
         if !(self.reference_examples > 0.0 && self.reference_examples.is_finite()) {
             return Err(AnnouncementError::BadReference(self.reference_examples));
+        }
+        if !(self.weight_cap > 0.0 && self.weight_cap.is_finite()) {
+            return Err(AnnouncementError::BadWeightCap(self.weight_cap));
         }
         if self.model_len == 0 || self.model_len >= self.params.max_coordinates {
             return Err(AnnouncementError::BadModelLength {
@@ -510,6 +522,7 @@ mod tests {
             min_participants: 3,
             max_colluders: 1,
             reference_examples: 10.0,
+            weight_cap: 100.0,
             model_len: 1000,
             participants: (1..=n)
                 .map(|i| AnnouncedParticipant {
@@ -559,10 +572,17 @@ mod tests {
         a.reference_examples = f64::NAN;
         assert!(matches!(a.validate(), Err(AnnouncementError::BadReference(_))));
         let (mut a, _) = announcement(5, 4);
+        a.weight_cap = 0.0;
+        assert!(matches!(a.validate(), Err(AnnouncementError::BadWeightCap(_))));
+        let (mut a, _) = announcement(5, 4);
         a.params.error_eta = 2;
         assert!(matches!(a.validate(), Err(AnnouncementError::Params(_))));
         let (a, _) = announcement(5, 4);
         assert_eq!(a.weight_for(20), 2.0);
+        // The weight cap (100 examples) binds before the encoding's max_weight (16).
+        assert_eq!(a.weight_for(10_000), 10.0);
+        let (mut a, _) = announcement(5, 4);
+        a.weight_cap = 1e9;
         assert_eq!(a.weight_for(10_000), 16.0);
         assert!(decode_sealed(a.share_context(a.participants[0].id, a.participants[1].id), &[0; 50]).is_err());
     }
@@ -641,6 +661,7 @@ mod tests {
         push(&|b| b.min_participants += 1);
         push(&|b| b.max_colluders += 1);
         push(&|b| b.reference_examples = 10.000001);
+        push(&|b| b.weight_cap = 100.000001);
         push(&|b| b.model_len += 1);
         push(&|b| b.participants[0].name.push('x'));
         push(&|b| b.participants[1].id = ParticipantId::new(77).unwrap());

@@ -152,6 +152,7 @@ pub fn announce<R: CryptoRng + ?Sized>(
         min_participants: config.min_participants,
         max_colluders: config.max_colluders,
         reference_examples: 1.0,
+        weight_cap: f64::MAX,
         model_len,
         participants,
     };

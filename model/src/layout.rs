@@ -73,6 +73,25 @@ pub fn check_finite(params: &[f32]) -> Result<(), ModelError> {
     }
 }
 
+/// The L2 norm of `values`, accumulated in f64 (infinite or NaN when a value is).
+pub fn l2_norm(values: &[f32]) -> f64 {
+    values.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt()
+}
+
+/// Scales `values` down so that its L2 norm is at most `bound` (a no-op within it); returns the norm before.
+/// For a non-finite vector nothing is scaled and the non-finite norm is returned, for the caller to refuse.
+pub fn clip_to_norm(values: &mut [f32], bound: f64) -> f64 {
+    let norm = l2_norm(values);
+    if norm.is_finite() && norm > bound {
+        // A hair under the bound, so rounding each product to f32 cannot carry the norm over it.
+        let scale = bound / norm * (1.0 - 1e-7);
+        for v in values.iter_mut() {
+            *v = (f64::from(*v) * scale) as f32;
+        }
+    }
+    norm
+}
+
 /// Initial parameters for `sizes`, the one initialization of Cohort's models: Glorot-uniform weights, each
 /// uniform in `±√(6 / (in + out))` (Glorot and Bengio 2010, "Understanding the difficulty of training deep
 /// feedforward neural networks", eq. 16), and zero biases. The same `rng` state gives the same vector.
@@ -93,6 +112,18 @@ pub fn initial_parameters<R: Rng + ?Sized>(sizes: &[usize], rng: &mut R) -> Resu
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn clipping_bounds_the_norm_and_keeps_the_direction() {
+        let mut v = vec![3.0f32, 4.0];
+        assert_eq!(clip_to_norm(&mut v, 10.0), 5.0);
+        assert_eq!(v, [3.0, 4.0], "within the bound nothing changes");
+        assert_eq!(clip_to_norm(&mut v, 1.0), 5.0);
+        assert!(l2_norm(&v) <= 1.0);
+        assert!((v[0] / v[1] - 0.75).abs() < 1e-6);
+        let mut bad = vec![f32::NAN, 1.0];
+        assert!(clip_to_norm(&mut bad, 1.0).is_nan());
+    }
+
     use super::*;
     use rand::SeedableRng;
 

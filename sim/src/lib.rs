@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fuzzing;
 mod link;
 
 pub use link::MemoryLink;

@@ -67,6 +67,7 @@ impl Fixture {
             gate: None,
             central_test_set: None,
             admission: Default::default(),
+            influence: Default::default(),
         };
         Self { dir, coordinator, header, rows }
     }

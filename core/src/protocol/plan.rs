@@ -2,7 +2,8 @@
 
 use super::{ProtocolError, enum_of, proto, usize_of};
 use crate::config::{
-    FederationPlan, Schema, SecureAggregationMode, SecureAggregationSection, StrategyConfig, TrainingSection,
+    FederationPlan, InfluenceSection, Schema, SecureAggregationMode, SecureAggregationSection, StrategyConfig,
+    TrainingSection, Weighting,
 };
 use crate::model::{ModelSpec, TaskKind};
 
@@ -77,7 +78,40 @@ impl From<&FederationPlan> for proto::Plan {
                 threshold: a.threshold.map(|t| t as u64),
                 min_participants: a.min_participants.map(|m| m as u64),
             }),
+            influence: Some((&p.influence).into()),
         }
+    }
+}
+
+impl From<&InfluenceSection> for proto::Influence {
+    fn from(i: &InfluenceSection) -> Self {
+        let weighting = match i.weighting {
+            Weighting::Examples => proto::Weighting::Examples,
+            Weighting::Uniform => proto::Weighting::Uniform,
+        };
+        Self {
+            weighting: weighting.into(),
+            max_weight: i.max_weight,
+            max_share: i.max_share,
+            max_update_norm: i.max_update_norm,
+        }
+    }
+}
+
+impl TryFrom<proto::Influence> for InfluenceSection {
+    type Error = ProtocolError;
+
+    /// Decodes and validates the influence bounds.
+    fn try_from(i: proto::Influence) -> Result<Self, ProtocolError> {
+        let weighting = match enum_of::<proto::Weighting>("weighting", i.weighting)? {
+            proto::Weighting::Examples => Weighting::Examples,
+            proto::Weighting::Uniform => Weighting::Uniform,
+            proto::Weighting::Unspecified => return Err(ProtocolError::Missing("weighting")),
+        };
+        let section =
+            Self { weighting, max_weight: i.max_weight, max_share: i.max_share, max_update_norm: i.max_update_norm };
+        section.validate().map_err(|e| ProtocolError::invalid("influence", e))?;
+        Ok(section)
     }
 }
 
@@ -135,6 +169,7 @@ impl TryFrom<proto::Plan> for FederationPlan {
             threshold: a.threshold.map(|t| usize_of("threshold", t)).transpose()?,
             min_participants: a.min_participants.map(|m| usize_of("min_participants", m)).transpose()?,
         };
+        let influence = p.influence.ok_or(ProtocolError::Missing("influence settings"))?.try_into()?;
         Ok(Self {
             federation_id: p.federation_id,
             model_name: p.model_name,
@@ -143,6 +178,7 @@ impl TryFrom<proto::Plan> for FederationPlan {
             training,
             strategy,
             secure_aggregation,
+            influence,
         })
     }
 }

@@ -95,6 +95,7 @@ impl From<&RoundAnnouncement> for proto::RoundAnnouncement {
             min_participants: a.min_participants as u64,
             max_colluders: a.max_colluders as u64,
             reference_examples: a.reference_examples,
+            weight_cap: a.weight_cap,
             model_len: a.model_len as u64,
             participants: a
                 .participants
@@ -139,6 +140,7 @@ impl TryFrom<proto::RoundAnnouncement> for RoundAnnouncement {
             min_participants: usize_of("min_participants", a.min_participants)?,
             max_colluders: usize_of("max_colluders", a.max_colluders)?,
             reference_examples: a.reference_examples,
+            weight_cap: a.weight_cap,
             model_len: usize_of("model_len", a.model_len)?,
             participants,
         })

@@ -3,7 +3,8 @@
 use super::*;
 use crate::binding::{BoundKeys, SignedBinding};
 use crate::config::{
-    FederationPlan, Schema, SecureAggregationMode, SecureAggregationSection, StrategyConfig, TrainingSection,
+    FederationPlan, InfluenceSection, Schema, SecureAggregationMode, SecureAggregationSection, StrategyConfig,
+    TrainingSection, Weighting,
 };
 use crate::ids::{ModelVersion, NodeName, Round};
 use crate::ledger::{LedgerRecord, Mechanism, RecordBody};
@@ -42,8 +43,9 @@ fn plan() -> impl Strategy<Value = FederationPlan> {
         mode,
         (1u64..100, 1u32..5, 0.001..1.0f64, 1usize..64, 1usize..10, proptest::option::of(1usize..10)),
         (0usize..4, proptest::option::of(1usize..20), proptest::option::of(2usize..20)),
+        (any::<bool>(), 1.0..1e9f64, 0.01..=1.0f64, prop_oneof![Just(f64::INFINITY), 0.001..1e3f64]),
     )
-        .prop_map(|(task, features, hidden, bounded, strategy, mode, t, a)| {
+        .prop_map(|(task, features, hidden, bounded, strategy, mode, t, a, i)| {
             let classes = match task {
                 TaskKind::Multiclass => Some(3),
                 _ => None,
@@ -78,6 +80,12 @@ fn plan() -> impl Strategy<Value = FederationPlan> {
                     threshold: a.1,
                     min_participants: a.2,
                 },
+                influence: InfluenceSection {
+                    weighting: if i.0 { Weighting::Uniform } else { Weighting::Examples },
+                    max_weight: i.1,
+                    max_share: i.2,
+                    max_update_norm: i.3,
+                },
             }
         })
 }
@@ -104,6 +112,7 @@ fn announcement() -> impl Strategy<Value = RoundAnnouncement> {
             min_participants: 3,
             max_colluders: 1,
             reference_examples: 123.5,
+            weight_cap: 1000.0,
             model_len: 10,
             participants: people
                 .into_iter()
@@ -313,6 +322,7 @@ fn a_plan_with_an_invalid_schema_is_refused() {
         training: TrainingSection::default(),
         strategy: StrategyConfig::Fedavg,
         secure_aggregation: SecureAggregationSection::default(),
+        influence: InfluenceSection::default(),
     });
     if let Some(s) = wire.schema.as_mut() {
         s.label = "x".into();
