@@ -266,7 +266,11 @@ async fn a_decline_reason_with_a_newline_cannot_forge_a_log_line() {
     assert!(err.message().len() < 4096, "the error echoes {} bytes", err.message().len());
     assert!(err.message().contains("more bytes)"), "{}", err.message());
 
-    raw.join(proto::JoinRequest { federation_id: support::FEDERATION.into(), ..Default::default() }).await.unwrap();
+    // A join with a data report (the first join without one only fetches the plan).
+    let data = Some(proto::DataReport { reported_examples: 100.0, ..Default::default() });
+    raw.join(proto::JoinRequest { federation_id: support::FEDERATION.into(), data, ..Default::default() })
+        .await
+        .unwrap();
     let header = loop {
         let mut stream = raw.fetch_task(proto::TaskRequest { last_seen: None }).await.unwrap().into_inner();
         let Some(proto::task_chunk::Body::Header(h)) = stream.message().await.unwrap().unwrap().body else {

@@ -96,7 +96,11 @@ async fn refused_certificates_and_messages_do_not_stop_the_federation() {
         raw.join(proto::JoinRequest { federation_id: "not-this-one".into(), ..Default::default() }).await.unwrap_err();
     assert_eq!(wrong_fed.code(), tonic::Code::InvalidArgument);
     assert!(wrong_fed.message().contains("federation"), "{}", wrong_fed.message());
-    raw.join(proto::JoinRequest { federation_id: support::FEDERATION.into(), ..Default::default() }).await.unwrap();
+    // A join with a data report (the first join without one only fetches the plan).
+    let data = Some(proto::DataReport { reported_examples: 100.0, ..Default::default() });
+    raw.join(proto::JoinRequest { federation_id: support::FEDERATION.into(), data, ..Default::default() })
+        .await
+        .unwrap();
 
     // The honest hospital starts; the round opens once both have joined.
     let honest = tokio::spawn(run_client(fx.client("hospital-a", &fx.issue("hospital-a"), 0, 2, addr)));

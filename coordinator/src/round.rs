@@ -347,7 +347,6 @@ pub struct RoundMachine {
     secure: Option<SecureSettings>,
     bindings: BTreeMap<NodeName, SignedBinding>,
     examples: BTreeMap<NodeName, f64>,
-    influence: Influence,
     rng: ChaCha20Rng,
 }
 
@@ -374,7 +373,6 @@ impl RoundMachine {
         version: ModelVersion,
     ) -> Self {
         let phase = if completed.0 >= settings.rounds { Phase::Finished } else { Phase::Joining { since: None } };
-        let influence = Influence::new(settings.influence);
         Self {
             federation_id: federation_id.to_owned(),
             roster: roster.into_iter().collect(),
@@ -393,7 +391,6 @@ impl RoundMachine {
             secure: None,
             bindings: BTreeMap::new(),
             examples: BTreeMap::new(),
-            influence,
             rng: ChaCha20Rng::from_os_rng(),
         }
     }
@@ -715,6 +712,11 @@ impl RoundMachine {
         Ok(())
     }
 
+    /// The federation's influence bounds.
+    fn influence(&self) -> Influence {
+        Influence::new(self.settings.influence)
+    }
+
     /// Accepts a plaintext training update: the delta from the global model, weighted by the node's bounded
     /// weight of the round ([`Influence::weights`]), never by a number the node declares with its update.
     ///
@@ -730,7 +732,7 @@ impl RoundMachine {
         train_loss: f64,
         now: Instant,
     ) -> Result<(), RoundError> {
-        let influence = self.influence;
+        let influence = self.influence();
         let t = self.training_for(node, round, version)?;
         if t.secure.is_some() {
             return Err(SecureError::PlaintextRefused.into());
@@ -1068,7 +1070,7 @@ impl RoundMachine {
             selected.truncate(k.max(self.quorum()));
             selected.sort();
         }
-        let weights = self.influence.weights(&selected, &self.examples);
+        let weights = self.influence().weights(&selected, &self.examples);
         let secure = match &self.secure {
             Some(settings) => {
                 let start = RoundStart {
@@ -1182,7 +1184,7 @@ impl RoundMachine {
         // In node order, not arrival order: the pooled figures are then the same however the reports raced.
         e.summary.slices.sort_by(|(a, _), (b, _)| a.cmp(b));
         // Pooled like the updates, by the bounded weights of the reporting nodes, never by a count in a report.
-        let weights = self.influence.weights(e.summary.slices.iter().map(|(n, _)| n), &self.examples);
+        let weights = self.influence().weights(e.summary.slices.iter().map(|(n, _)| n), &self.examples);
         for (node, m) in &mut e.summary.slices {
             m.examples = weights.of(node).round().max(1.0) as u64;
         }
