@@ -199,6 +199,50 @@ async fn a_revoked_certificate_is_refused_after_a_reload_without_restart() {
     handshake(addr, &a).await.unwrap();
 }
 
+/// A channel to the coordinator at `addr` with `files`' certificate (one TLS connection, reused by every call).
+async fn channel(addr: std::net::SocketAddr, files: &NodeFiles) -> tonic::transport::Channel {
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(&files.ca_cert).unwrap()))
+        .identity(tonic::transport::Identity::from_pem(
+            std::fs::read(&files.cert).unwrap(),
+            std::fs::read(&files.key).unwrap(),
+        ))
+        .domain_name("localhost");
+    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// "Open connections survive revocation": a node revoked while its connection is open is refused from its next
+/// call on that same connection, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_revoked_while_connected_is_refused_on_its_open_connection() {
+    let mut fx = Fixture::new(&["hospital-a"], 1);
+    let list = fx.dir.path().join("revoked.txt");
+    std::fs::write(&list, "").unwrap();
+    fx.coordinator.admission.revocation_list = Some(list.clone());
+    let addr = start(&fx.coordinator).await;
+    let mut raw = FederationClient::new(channel(addr, &fx.issue("hospital-a")).await);
+    let join = || proto::JoinRequest { federation_id: support::FEDERATION.into(), ..Default::default() };
+    raw.join(join()).await.unwrap();
+
+    std::fs::write(&list, "hospital-a  # revoked mid-session\n").unwrap();
+    let err = raw.join(join()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("revoked (revocation list entry hospital-a)"), "{}", err.message());
+    let err = raw.fetch_task(proto::TaskRequest { last_seen: None }).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
+    await_log("refused a call on an open connection").await;
+
+    // Lifting the revocation lets the same connection work again.
+    std::fs::write(&list, "").unwrap();
+    raw.join(join()).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_with_path_separators_is_refused_at_issue_and_at_admission() {
     let fx = Fixture::new(&["hospital-a"], 1);
@@ -242,22 +286,8 @@ async fn a_name_with_path_separators_is_refused_at_issue_and_at_admission() {
 async fn a_decline_reason_with_a_newline_cannot_forge_a_log_line() {
     let fx = Fixture::new(&["hospital-a"], 1);
     let addr = start(&fx.coordinator).await;
-    let files = fx.issue("hospital-a");
-    let tls = tonic::transport::ClientTlsConfig::new()
-        .ca_certificate(tonic::transport::Certificate::from_pem(std::fs::read(&files.ca_cert).unwrap()))
-        .identity(tonic::transport::Identity::from_pem(
-            std::fs::read(&files.cert).unwrap(),
-            std::fs::read(&files.key).unwrap(),
-        ))
-        .domain_name("localhost");
-    let channel = tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
-        .unwrap()
-        .tls_config(tls)
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut raw = FederationClient::new(channel).max_decoding_message_size(8 << 20);
+    let mut raw =
+        FederationClient::new(channel(addr, &fx.issue("hospital-a")).await).max_decoding_message_size(8 << 20);
 
     // A 3.9 MB federation id is not echoed back.
     let huge = "x".repeat(3_900_000);

@@ -312,6 +312,7 @@ pub struct Coordinator {
     connections: ConnectionLimits,
     http2: Http2Limits,
     shared: Arc<Host>,
+    admission: Arc<Admission>,
     resumed_after: Round,
     guarantee: Option<String>,
 }
@@ -340,8 +341,9 @@ impl Coordinator {
         // TLS material is checked before the data directory is touched, so a start that fails on a missing
         // certificate leaves no state behind.
         config.admission.validate()?;
-        let admission = Admission::new(config.roster.iter().cloned(), config.admission.revocation_list.as_deref())?;
-        let tls = server_config(&config.tls.files(), Arc::new(admission))?;
+        let admission =
+            Arc::new(Admission::new(config.roster.iter().cloned(), config.admission.revocation_list.as_deref())?);
+        let tls = server_config(&config.tls.files(), admission.clone())?;
         let Hosted { host, resumed_after, guarantee } = host(config, rng)?;
         let listener = TcpListener::bind(&config.listen)
             .await
@@ -352,6 +354,7 @@ impl Coordinator {
             connections: ConnectionLimits::new(&config.admission),
             http2: Http2Limits::new(&config.admission),
             shared: host,
+            admission,
             resumed_after,
             guarantee,
         })
@@ -399,16 +402,18 @@ impl Coordinator {
         shutdown: impl Future<Output = ()> + Send + 'static,
         wrap: impl FnOnce(FederationService) -> S,
     ) -> Result<RunReport, CoordinatorError> {
-        let Self { listener, acceptor, connections, http2, shared, resumed_after, guarantee: _ } = self;
+        let Self { listener, acceptor, connections, http2, shared, admission, resumed_after, guarantee: _ } = self;
         let (conn_tx, conn_rx) = tokio::sync::mpsc::channel(64);
         let accept_task = tokio::spawn(accept_loop(listener, acceptor, connections, conn_tx));
         let stop = {
             let host = shared.clone();
             async move { run_until_finished(&host, shutdown).await }
         };
-        let service = proto::federation_server::FederationServer::new(wrap(FederationService::new(shared.clone())))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let service = proto::federation_server::FederationServer::new(wrap(
+            FederationService::new(shared.clone()).with_admission(admission),
+        ))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let result = http2
             .apply(tonic::transport::Server::builder())
             .add_service(service)

@@ -6,6 +6,7 @@ use crate::federation::{Federation, Peer, Refusal};
 use crate::host::Host;
 use crate::round::RoundError;
 use crate::secure::SecureError;
+use cohort_core::admission::Admission;
 use cohort_core::model::parameters_to_bytes;
 use cohort_core::protocol::codec::{read_body, read_header, stream_messages};
 use cohort_core::protocol::{
@@ -53,6 +54,9 @@ pub fn status_of(err: &Refusal) -> Status {
 #[derive(Debug, Clone)]
 pub struct FederationService {
     host: Arc<Host>,
+    /// The admission policy whose revocation list every call is checked against, so a certificate revoked while
+    /// its connection is open is refused from its next call on (None: only the handshake checks).
+    admission: Option<Arc<Admission>>,
     /// How long one streamed upload may take: the round deadline, so a stalled sender never holds a stream
     /// (or the coordinator's shutdown) longer than a round waits for it.
     stream_deadline: Duration,
@@ -66,7 +70,14 @@ impl FederationService {
     /// A service over the hosted core.
     pub fn new(host: Arc<Host>) -> Self {
         let secs = host.with_federation(|f| f.plan().training.round_deadline_secs);
-        Self { host, stream_deadline: Duration::from_secs(secs.max(1)) }
+        Self { host, admission: None, stream_deadline: Duration::from_secs(secs.max(1)) }
+    }
+
+    /// Checks every call's certificate against `admission`'s revocation list (re-read when its file changes).
+    #[must_use]
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = Some(admission);
+        self
     }
 
     /// Reads a whole streamed message (header and body) within the stream deadline.
@@ -91,6 +102,13 @@ impl FederationService {
             .peer_certs()
             .ok_or_else(|| Status::permission_denied("no client certificate: connect with mutual TLS"))?;
         let (name, _role) = peer_identity(&certs).map_err(|e| Status::permission_denied(e.to_string()))?;
+        if let (Some(admission), Some(der)) = (&self.admission, certs.first())
+            && let Some(entry) = admission.revocations().revokes(name.as_str(), der)
+        {
+            let said = format!("the certificate of {name} is revoked (revocation list entry {entry})");
+            tracing::warn!(node = %name, "refused a call on an open connection: {said}");
+            return Err(Status::permission_denied(said));
+        }
         Ok(Peer { name, certificate_der: certs.first().map(|c| c.to_vec()) })
     }
 
