@@ -15,6 +15,7 @@ use crate::strategy;
 use cohort_core::admission::Admission;
 use cohort_core::binding::FederationTrust;
 use cohort_core::config::{CoordinatorConfig, FederationPlan, SecureAggregationMode};
+use cohort_core::metrics::PrimaryMetric;
 use cohort_core::model::parameters_from_bytes;
 use cohort_core::protocol::{codec::MAX_MESSAGE_BYTES, proto};
 use cohort_core::tls::{
@@ -103,6 +104,27 @@ pub fn plan_of(config: &CoordinatorConfig) -> Result<FederationPlan, Coordinator
     })
 }
 
+/// The validation gate a config implies. Without a `primary_metric` the gate judges the task's own metric
+/// (accuracy for classification, R² for regression), so a regression federation is never gated on accuracy it
+/// does not report.
+///
+/// # Errors
+/// [`CoordinatorError::Incompatible`] for an invalid `[gate]` section.
+pub fn gate_of(config: &CoordinatorConfig) -> Result<GateConfig, CoordinatorError> {
+    let mut gate: GateConfig = match &config.gate {
+        Some(table) => table
+            .clone()
+            .try_into()
+            .map_err(|e| CoordinatorError::Incompatible(format!("invalid [gate] section: {e}")))?,
+        None => GateConfig::default(),
+    };
+    if !config.gate.as_ref().is_some_and(|t| t.contains_key("primary_metric")) {
+        gate.primary_metric = PrimaryMetric::for_task(config.schema.task);
+    }
+    gate.validate().map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
+    Ok(gate)
+}
+
 /// Refuses a strategy that needs each client's update (median, Krum) under secure aggregation.
 ///
 /// # Errors
@@ -176,14 +198,7 @@ pub fn host(config: &CoordinatorConfig, mut rng: Option<ChaCha20Rng>) -> Result<
     let strategy = strategy::from_config(&config.strategy);
     check_strategy(strategy.as_ref(), config.secure_aggregation.mode)?;
     let secure = secure_settings(config)?;
-    let gate: GateConfig = match &config.gate {
-        Some(table) => table
-            .clone()
-            .try_into()
-            .map_err(|e| CoordinatorError::Incompatible(format!("invalid [gate] section: {e}")))?,
-        None => GateConfig::default(),
-    };
-    gate.validate().map_err(|e| CoordinatorError::Incompatible(e.to_string()))?;
+    let gate = gate_of(config)?;
     // Everything that can be checked without touching the data directory comes first, so a start that fails
     // on a bad test set leaves no state behind.
     let trust =
@@ -505,6 +520,25 @@ mod tests {
         fn aggregate(&mut self, _global: &[f32], _deltas: &WeightedSum) -> Result<Vec<f32>, AggregateError> {
             Err(AggregateError::Empty)
         }
+    }
+
+    fn config(task: &str, gate: &str) -> CoordinatorConfig {
+        let text = format!(
+            "federation_id = \"f\"\ndata_dir = \"d\"\nroster = [\"a\"]\n[tls]\nca_cert = \"c\"\ncert = \"c\"\nkey = \"k\"\n\
+             [schema]\nfeatures = [\"x\"]\nlabel = \"y\"\ntask = \"{task}\"\n{gate}"
+        );
+        toml::from_str(&text).expect("a config")
+    }
+
+    /// A regression federation is gated on R² unless the operator names another metric.
+    #[test]
+    fn the_gate_judges_the_tasks_own_metric_by_default() {
+        assert_eq!(gate_of(&config("regression", "")).unwrap().primary_metric, PrimaryMetric::R2);
+        assert_eq!(gate_of(&config("binary", "")).unwrap().primary_metric, PrimaryMetric::Accuracy);
+        let gated = config("regression", "[gate]\nmax_regression = 0.1");
+        assert_eq!(gate_of(&gated).unwrap().primary_metric, PrimaryMetric::R2);
+        let chosen = config("regression", "[gate]\nprimary_metric = \"mse\"");
+        assert_eq!(gate_of(&chosen).unwrap().primary_metric, PrimaryMetric::Mse);
     }
 
     #[test]

@@ -89,8 +89,8 @@ impl GateConfig {
 
     /// Applies the three rules to `candidate`, comparing with `production` when there is one.
     ///
-    /// A missing or non-finite primary metric fails the rule that needs it (the gate never promotes on
-    /// missing evidence). A production version without the metric cannot be compared, which is noted and does
+    /// A missing or non-finite primary metric blocks promotion whatever rules are configured (the gate never
+    /// promotes on missing evidence). A production version without the metric cannot be compared, which is noted and does
     /// not block. An invalid config (see [`GateConfig::validate`]) blocks promotion with the problem as reason.
     ///
     /// # Example
@@ -113,11 +113,17 @@ impl GateConfig {
         let mut passed = Vec::new();
         let mut failed = Vec::new();
         let value = metric.value(&candidate.aggregate);
+        // No evidence, no promotion: whatever rules are configured, a candidate without the metric fails.
+        if value.is_none() {
+            failed.push(format!(
+                "candidate has no {metric}: the gate promotes no version without its primary metric (set [gate] \
+                 primary_metric to one the task reports)"
+            ));
+        }
 
         // Rule 1: absolute threshold.
         match (self.min_primary, value) {
-            (None, _) => {}
-            (Some(_), None) => failed.push(format!("candidate has no {metric} to compare with the threshold")),
+            (None, _) | (Some(_), None) => {}
             (Some(t), Some(v)) if metric.meets(v, t) => passed.push(format!("{metric} {v:.4} {good} threshold {t:.4}")),
             (Some(t), Some(v)) => failed.push(format!("{metric} {v:.4} {bad_op} threshold {t:.4}")),
         }
@@ -127,7 +133,7 @@ impl GateConfig {
             None => passed.push("no production version to compare with".into()),
             Some(None) => passed.push(format!("production version has no {metric}; regression check skipped")),
             Some(Some(p)) => match value {
-                None => failed.push(format!("candidate has no {metric} to compare with production {p:.4}")),
+                None => {}
                 Some(v) => {
                     let worse = metric.worsening(v, p);
                     let tol = self.max_regression;
@@ -223,7 +229,23 @@ mod tests {
         // A candidate without the metric never passes a threshold.
         let d = cfg.decide(&eval("r2", &[("a", 0.95, 10)]), None);
         assert!(!d.promote);
-        assert_eq!(d.reasons, ["candidate has no accuracy to compare with the threshold"]);
+        assert_eq!(d.reasons.len(), 1, "{:?}", d.reasons);
+        assert!(d.reasons[0].starts_with("candidate has no accuracy: the gate promotes no version"), "{:?}", d.reasons);
+    }
+
+    /// "No metric for the task means no promotion, not skipped": even with no rule configured and no production
+    /// version, a candidate without the primary metric (a regression model under an accuracy gate) is not
+    /// promoted.
+    #[test]
+    fn a_candidate_without_the_primary_metric_is_never_promoted() {
+        let d = GateConfig::default().decide(&eval("r2", &[("a", 0.9, 10)]), None);
+        assert!(!d.promote, "{:?}", d.reasons);
+        assert!(d.reasons[0].contains("set [gate] primary_metric"), "{:?}", d.reasons);
+        let production = eval("accuracy", &[("a", 0.9, 10)]);
+        let d = GateConfig::default().decide(&eval("r2", &[("a", 0.9, 10)]), Some(&production));
+        assert!(!d.promote, "{:?}", d.reasons);
+        let r2 = GateConfig { primary_metric: PrimaryMetric::R2, ..GateConfig::default() };
+        assert!(r2.decide(&eval("r2", &[("a", 0.9, 10)]), None).promote);
     }
 
     #[test]
