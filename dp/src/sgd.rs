@@ -466,24 +466,13 @@ fn train_dp_scheduled(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cohort_model::fixtures::blobs;
     use cohort_model::layout::initial_parameters;
     use cohort_model::train::{mean_loss, predict};
     use cohort_model::{DenseStack, Loss, inference_device, parameter_count};
     use rand::SeedableRng;
 
     const CE2: Loss = Loss::CrossEntropy { classes: 2 };
-
-    /// Two separable blobs around (±2, 0) with deterministic jitter.
-    fn blobs(n: usize) -> (Vec<f32>, Vec<f32>) {
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        for i in 0..n {
-            let c = i % 2;
-            let j = ((i * 7919) % 100) as f32 / 100.0 - 0.5;
-            x.extend([if c == 1 { 2.0 } else { -2.0 } + j, 0.7 * j]);
-            y.push(c as f32);
-        }
-        (x, y)
-    }
 
     fn accuracy(net: Network<'_>, params: &[f32], x: &[f32], y: &[f32]) -> f64 {
         let p = predict(net, params, x).unwrap();

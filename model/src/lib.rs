@@ -18,6 +18,8 @@
 pub mod batch;
 pub mod dense;
 mod error;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod layout;
 pub mod linear;
 pub mod loss;

@@ -291,22 +291,11 @@ pub fn mean_loss(net: Network<'_>, params: &[f32], data: Batch<'_>) -> Result<Op
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::blobs;
     use crate::layout::{initial_parameters, parameter_count};
     use rand::SeedableRng;
 
     const CE2: Loss = Loss::CrossEntropy { classes: 2 };
-
-    /// Two separable blobs around (±2, 0) with deterministic jitter.
-    fn blobs(n: usize) -> (Vec<f32>, Vec<f32>) {
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        for i in 0..n {
-            let c = i % 2;
-            let j = ((i * 7919) % 100) as f32 / 100.0 - 0.5;
-            x.extend([if c == 1 { 2.0 } else { -2.0 } + j, 0.7 * j]);
-            y.push(c as f32);
-        }
-        (x, y)
-    }
 
     fn seeded(seed: u64) -> rand_chacha::ChaCha20Rng {
         rand_chacha::ChaCha20Rng::seed_from_u64(seed)

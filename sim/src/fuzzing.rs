@@ -24,8 +24,8 @@ use cohort_core::config::{
 use cohort_core::model::{ModelSpec, TaskKind};
 use cohort_core::protocol::codec::{Chunked, f32s_to_le, read_body, read_header, stream_messages};
 use cohort_core::protocol::{
-    Assignment, DataReport, Decline, EvaluationReport, JoinKeys, JoinRequest, JoinResponse, PartialHeader, RoundRef,
-    ShareSubmission, TaskHeader, UpdateHeader, proto,
+    Assignment, DataReport, Decline, EvaluationReport, JoinKeys, JoinRequest, JoinResponse, PartialHeader,
+    ProtocolError, RoundRef, ShareSubmission, TaskHeader, UpdateHeader, proto,
 };
 use cohort_core::{ModelVersion, NodeName, Round};
 use prost::Message;
@@ -304,23 +304,26 @@ fn ready<F: Future>(future: F) -> F::Output {
     }
 }
 
-/// Decodes a chunk stream payload into messages; an undecodable chunk becomes a stream error, as tonic's would.
-fn chunk_stream<M: Message + Default>(payload: &[u8]) -> Vec<Result<M, Refusal>> {
-    pieces(payload).into_iter().map(|p| M::decode(p).map_err(|e| Refusal::Ledger(e.to_string()))).collect()
+/// Decodes one protobuf message; bytes that are not one are refused as the adapter refuses them.
+fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, Refusal> {
+    M::decode(bytes).map_err(|e| Refusal::Message(ProtocolError::Invalid { field: "message", reason: e.to_string() }))
 }
 
-fn decoded<P: Message + Default, T: TryFrom<P, Error = cohort_core::protocol::ProtocolError>>(
-    payload: &[u8],
-) -> Result<T, Refusal> {
-    let message = P::decode(payload).map_err(|e| Refusal::Ledger(e.to_string()))?;
-    Ok(T::try_from(message)?)
+/// Decodes a chunk stream payload into messages; an undecodable chunk becomes a stream error, as tonic's would.
+fn chunk_stream<M: Message + Default>(payload: &[u8]) -> Vec<Result<M, Refusal>> {
+    pieces(payload).into_iter().map(decode).collect()
+}
+
+/// Decodes a protobuf message and converts it into the typed protocol.
+fn decoded<P: Message + Default, T: TryFrom<P, Error = ProtocolError>>(payload: &[u8]) -> Result<T, Refusal> {
+    Ok(T::try_from(decode::<P>(payload)?)?)
 }
 
 fn step(core: &mut Federation, clock: &ScriptClock, op: Op, peer: &Peer, payload: &[u8]) -> Result<(), Refusal> {
     match op {
         Op::Join => core.join(peer, decoded::<proto::JoinRequest, JoinRequest>(payload)?).map(drop),
         Op::Task => {
-            let request = proto::TaskRequest::decode(payload).map_err(|e| Refusal::Ledger(e.to_string()))?;
+            let request = decode::<proto::TaskRequest>(payload)?;
             let last_seen = request.last_seen.map(RoundRef::from);
             core.task(peer, last_seen.as_ref()).map(drop)
         }
@@ -329,7 +332,7 @@ fn step(core: &mut Federation, clock: &ScriptClock, op: Op, peer: &Peer, payload
         Op::Report => core.report(peer, decoded::<proto::EvaluationReport, EvaluationReport>(payload)?),
         Op::Shares => core.submit_shares(peer, decoded::<proto::ShareSubmission, ShareSubmission>(payload)?),
         Op::FetchShares => {
-            let request = proto::ShareRequest::decode(payload).map_err(|e| Refusal::Ledger(e.to_string()))?;
+            let request = decode::<proto::ShareRequest>(payload)?;
             let round = request
                 .round
                 .map(RoundRef::from)
