@@ -33,6 +33,11 @@ pub(crate) enum Command {
     ///
     /// Example: cohort demo --rounds 10 --json
     Demo(DemoArgs),
+    /// Simulate a federation of many clients on this machine, through the real protocol core, DP and secure
+    /// aggregation, with a report (metrics.csv, summary.json, report.html) in --out.
+    ///
+    /// Example: cohort simulate --dataset digits --clients 100 --rounds 20 --partition dirichlet:0.5 --no-dp --seed 7
+    Simulate(Box<SimulateArgs>),
     /// Manage the federation's certificates.
     #[command(subcommand)]
     Pki(PkiCommand),
@@ -91,6 +96,82 @@ pub(crate) struct DemoArgs {
     /// Secure aggregation: `threshold-rlwe` (the coordinator sees only the sum of the updates) or `none`.
     #[arg(long, default_value = "threshold-rlwe", value_parser = ["none", "threshold-rlwe"])]
     pub(crate) secure_aggregation: String,
+}
+
+/// `cohort simulate`: every setting may come from `--config` (TOML, the same names with `_` for `-`) and be
+/// overridden by its flag.
+#[derive(Debug, Default, Clone, clap::Args, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub(crate) struct SimulateArgs {
+    /// A TOML file of settings (keys: dataset, synthetic, label, clients, rounds, clients_per_round, strategy,
+    /// model, partition, dp_epsilon, no_dp, secure_aggregation, seed, transport, local_epochs, learning_rate,
+    /// batch_size, out); flags override it.
+    #[arg(long)]
+    #[serde(skip)]
+    pub(crate) config: Option<PathBuf>,
+    /// The data set: breast_cancer, digits, diabetes, or PATH.csv (default: breast_cancer).
+    #[arg(long)]
+    pub(crate) dataset: Option<String>,
+    /// Synthetic data instead: ROWS_PER_CLIENT,FEATURES,CLASSES (CLASSES 0 for regression), e.g. 1000,50,2.
+    #[arg(long, conflicts_with = "dataset")]
+    pub(crate) synthetic: Option<String>,
+    /// The label column of a CSV data set (default: its last column).
+    #[arg(long)]
+    pub(crate) label: Option<String>,
+    /// Clients (default 10; a column partition makes one per value).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) clients: Option<u64>,
+    /// Rounds (default 10).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) rounds: Option<u64>,
+    /// Clients sampled per round (default: all).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) clients_per_round: Option<u64>,
+    /// fedavg, fedprox or fedadam (default fedavg).
+    #[arg(long)]
+    pub(crate) strategy: Option<String>,
+    /// logistic (one layer: logistic, softmax or linear regression) or mlp:W1,W2,... (default logistic).
+    #[arg(long)]
+    pub(crate) model: Option<String>,
+    /// iid, dirichlet:ALPHA, shards:K, quantity:POWER or column:NAME (default iid).
+    #[arg(long)]
+    pub(crate) partition: Option<String>,
+    /// Each client's ε budget for DP-SGD and its releases, at δ = 1e-5 (default 3).
+    #[arg(long, conflicts_with = "no_dp")]
+    pub(crate) dp_epsilon: Option<f64>,
+    /// No differential privacy.
+    #[arg(long)]
+    pub(crate) no_dp: bool,
+    /// threshold-rlwe or none (default none).
+    #[arg(long, value_parser = ["none", "threshold-rlwe"])]
+    pub(crate) secure_aggregation: Option<String>,
+    /// INSECURE: seed every random choice (the partition, the data, DP noise, selections) for a run that replays
+    /// bit for bit at any thread count. The run then gives no privacy. Without it randomness comes from the OS.
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    /// memory (default) or mtls (the same run over loopback mutual TLS).
+    #[arg(long, value_parser = ["memory", "mtls"])]
+    pub(crate) transport: Option<String>,
+    /// Local epochs per round (default 1).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) local_epochs: Option<u32>,
+    /// Local learning rate (default 0.5).
+    #[arg(long)]
+    pub(crate) learning_rate: Option<f64>,
+    /// Local batch size (default 32).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) batch_size: Option<u64>,
+    /// Sweep one setting and overlay the runs: FIELD=A,B,... with FIELD one of strategy, partition,
+    /// dp-epsilon, clients-per-round, e.g. --compare dp-epsilon=1,3,8.
+    #[arg(long)]
+    pub(crate) compare: Option<String>,
+    /// Output directory (default: a new temporary directory, kept). It gets metrics.csv, summary.json,
+    /// report.html, partition.csv and the federation's files (PKI, ledgers, registry) in federation/.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,6 +9,7 @@ use cohort_core::pki::{self, IssueRequest, Overwrite, Role};
 pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Demo(args) => crate::demo::run(args).await,
+        Command::Simulate(args) => crate::simulate::run(*args).await,
         Command::Models(command) => crate::models::run(command),
         Command::Audit(command) => crate::audit::run(command),
         Command::Privacy(command) => crate::privacy::run(command),

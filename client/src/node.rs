@@ -358,8 +358,21 @@ fn is_transient(err: &ClientError) -> bool {
 /// # Errors
 /// [`ClientError`] when the node is refused, its data does not fit, or the coordinator stays away.
 pub async fn run(config: &ClientConfig, work: &mut dyn LocalWork) -> Result<NodeReport, ClientError> {
+    run_prepared(config, work, None).await
+}
+
+/// [`run`] with the node's data already loaded for `plan` (a simulation deals rows out in memory): when the
+/// federation's plan is `plan`, the node uses `data` (for which `work` must already be prepared) instead of
+/// reading `config.data`.
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_prepared(
+    config: &ClientConfig,
+    work: &mut dyn LocalWork,
+    mut prepared: Option<(FederationPlan, LocalData)>,
+) -> Result<NodeReport, ClientError> {
     let mut report = NodeReport::default();
-    let mut prepared: Option<(FederationPlan, LocalData)> = None;
     let mut patience = Duration::from_secs(60);
     loop {
         let outcome = match GrpcLink::connect(config, patience).await {
@@ -446,9 +459,8 @@ pub async fn run_session(
         work.prepare(&plan, &local)?;
         *prepared = Some((plan.clone(), local));
     }
-    let local =
-        prepared.as_ref().map(|(_, l)| l.clone()).ok_or_else(|| ClientError::Local("data not loaded".into()))?;
-    let releases = work.join_releases(&local)?;
+    let (_, local) = prepared.as_ref().ok_or_else(|| ClientError::Local("data not loaded".into()))?;
+    let releases = work.join_releases(local)?;
     let data = DataReport {
         fingerprint: local.fingerprint.clone(),
         examples: releases.examples,
@@ -573,20 +585,33 @@ impl<L: CoordinatorLink> Tasks<'_, L> {
     async fn evaluate(&mut self, rref: &RoundRef, model_sha256: &str, model: &[f32]) -> Result<(), ClientError> {
         // The round's key material is no longer needed; drop (and zeroize) it.
         self.secure_round = None;
-        let metrics = compute(|| self.work.evaluate(model))?;
         let version = rref.version;
-        let released = match compute(|| self.work.release_evaluation(version, model_sha256, model, &metrics)) {
-            Ok(released) => released.values,
-            Err(e @ ClientError::Policy(_)) => {
-                tracing::warn!(node = %self.config.name, version = version.0, "{e}");
-                Default::default()
+        // A model this node cannot evaluate (no held-out rows, a diverged model) gets an empty report: the round
+        // goes on, and nothing about the failure leaves the node.
+        let metrics = match compute(|| self.work.evaluate(model)) {
+            Ok(metrics) => Some(metrics),
+            Err(ClientError::Training(e)) => {
+                tracing::warn!(node = %self.config.name, version = version.0, "cannot evaluate this version ({e}); reporting no metrics");
+                None
             }
             Err(e) => return Err(e),
         };
+        let released =
+            match metrics.as_ref().map(|m| compute(|| self.work.release_evaluation(version, model_sha256, model, m))) {
+                Some(Ok(released)) => released.values,
+                Some(Err(e @ ClientError::Policy(_))) => {
+                    tracing::warn!(node = %self.config.name, version = version.0, "{e}");
+                    Default::default()
+                }
+                Some(Err(e)) => return Err(e),
+                None => Default::default(),
+            };
         // The held-out count stays here too: the coordinator weights reports by the join count.
         let ledger = self.work.take_ledger_records();
         self.link.report(EvaluationReport { round: rref.clone(), metrics: released, ledger }).await?;
-        self.report.final_metrics = Some(metrics);
+        if metrics.is_some() {
+            self.report.final_metrics = metrics;
+        }
         Ok(())
     }
 

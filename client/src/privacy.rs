@@ -158,6 +158,12 @@ impl PrivateWork {
         cumulative_epsilon(s.ledger.records(), None, self.privacy.delta).ok()
     }
 
+    /// The cumulative ε of the newest ledger record, as recorded there (None before the node joined). Unlike
+    /// [`PrivateWork::spent`] it composes nothing, so it is cheap to ask after every round.
+    pub fn recorded_spend(&self) -> Option<f64> {
+        self.state.as_ref()?.ledger.head().map(|r| r.body.cumulative_epsilon)
+    }
+
     /// The schedule (None before the node joined and made its join releases).
     pub fn schedule(&self) -> Option<DpSchedule> {
         self.state.as_ref().and_then(|s| s.schedule)

@@ -47,21 +47,21 @@ fn batch(data: &Dataset) -> Batch<'_> {
     Batch::new(&data.features, &data.targets)
 }
 
-/// Ordinary minibatch SGD from `global` (shuffles from the thread's OS-seeded CSPRNG), with an optional
-/// FedProx coefficient `mu`.
+/// Ordinary minibatch SGD from `global` (shuffles from `rng`), with an optional FedProx coefficient `mu`.
 ///
 /// # Errors
 /// [`TrainError`] for mismatched shapes or divergence.
-pub fn train_sgd(
+pub fn train_sgd<R: rand::Rng + ?Sized>(
     spec: &ModelSpec,
     global: &[f32],
     data: &Dataset,
     config: &SgdConfig,
     mu: Option<f64>,
+    rng: &mut R,
 ) -> Result<TrainOutput, TrainError> {
     let net = network(spec, global, data)?;
     let proximal = mu.map(|mu| (mu, global));
-    Ok(train::train_sgd(net, global, batch(data), config, proximal, &mut rand::rng())?)
+    Ok(train::train_sgd(net, global, batch(data), config, proximal, rng)?)
 }
 
 /// DP-SGD from `global`, with an optional FedProx coefficient `mu`.
@@ -123,7 +123,7 @@ mod tests {
         let start = vec![0.0; spec.parameter_count()];
         let before = evaluate(&spec, &start, &data).unwrap();
         let config = SgdConfig { epochs: 5, batch_size: 16, learning_rate: 0.5 };
-        let out = train_sgd(&spec, &start, &data, &config, None).unwrap();
+        let out = train_sgd(&spec, &start, &data, &config, None, &mut rand::rng()).unwrap();
         let after = evaluate(&spec, &out.params, &data).unwrap();
         assert!(after.get("loss").unwrap() < before.get("loss").unwrap());
         assert_eq!(after.get("accuracy"), Some(1.0));
@@ -136,8 +136,8 @@ mod tests {
         let start = vec![0.0; spec.parameter_count()];
         let config = SgdConfig { epochs: 3, batch_size: 16, learning_rate: 0.5 };
         let dist = |p: &[f32]| p.iter().map(|v| v * v).sum::<f32>();
-        let free = train_sgd(&spec, &start, &data, &config, None).unwrap();
-        let prox = train_sgd(&spec, &start, &data, &config, Some(1.0)).unwrap();
+        let free = train_sgd(&spec, &start, &data, &config, None, &mut rand::rng()).unwrap();
+        let prox = train_sgd(&spec, &start, &data, &config, Some(1.0), &mut rand::rng()).unwrap();
         assert!(dist(&prox.params) < dist(&free.params));
     }
 

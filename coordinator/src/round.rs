@@ -1110,7 +1110,7 @@ impl RoundMachine {
     }
 
     fn aggregate(&mut self, now: Instant) -> Phase {
-        let Phase::Training(t) = std::mem::replace(&mut self.phase, Phase::Finished) else {
+        let Phase::Training(mut t) = std::mem::replace(&mut self.phase, Phase::Finished) else {
             return Phase::Finished;
         };
         match self.strategy.aggregate(&self.global, &t.sum) {
@@ -1130,6 +1130,8 @@ impl RoundMachine {
                 );
             }
         }
+        // Summed in a fixed order, so the figure does not depend on the order the uploads arrived in.
+        t.losses.sort_by(f64::total_cmp);
         let train_loss =
             if t.losses.is_empty() { f64::NAN } else { t.losses.iter().sum::<f64>() / t.losses.len() as f64 };
         self.events.push(Event::Aggregated {

@@ -276,9 +276,30 @@ pub const WAITING_LOG_EVERY: Duration = Duration::from_secs(5);
 /// Ticks `host`'s deadlines until the federation finishes (plus a short grace period so nodes fetch the final
 /// model) or `shutdown` resolves.
 pub async fn run_until_finished(host: &Arc<Host>, shutdown: impl Future<Output = ()>) {
-    let ticker = {
+    let finished = async {
+        tick_until_finished(host).await;
+        // Let nodes collect the final model.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    };
+    tokio::select! {
+        () = finished => {}
+        () = shutdown => {}
+    }
+}
+
+/// Ticks `host`'s deadlines until the federation finishes, and returns at once then (an in-process caller that
+/// can see its nodes waits for them instead of a grace period).
+pub async fn tick_until_finished(host: &Arc<Host>) {
+    /// The ticker stops when this future is dropped, whoever drops it.
+    struct Ticker(tokio::task::JoinHandle<()>);
+    impl Drop for Ticker {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _ticker = {
         let host = host.clone();
-        tokio::spawn(async move {
+        Ticker(tokio::spawn(async move {
             let mut interval = tokio::time::interval(Duration::from_millis(250));
             let mut last_said = tokio::time::Instant::now();
             loop {
@@ -292,23 +313,14 @@ pub async fn run_until_finished(host: &Arc<Host>, shutdown: impl Future<Output =
                     last_said = tokio::time::Instant::now();
                 }
             }
-        })
+        }))
     };
-    let finished = async {
-        let mut watch = host.watch();
-        while !host.with_federation(|f| f.machine().is_finished()) {
-            if watch.changed().await.is_err() {
-                break;
-            }
+    let mut watch = host.watch();
+    while !host.with_federation(|f| f.machine().is_finished()) {
+        if watch.changed().await.is_err() {
+            break;
         }
-        // Let nodes collect the final model.
-        tokio::time::sleep(Duration::from_millis(1500)).await;
-    };
-    tokio::select! {
-        () = finished => {}
-        () = shutdown => {}
     }
-    ticker.abort();
 }
 
 /// What `host`'s federation did, for its run report.

@@ -10,13 +10,23 @@ use cohort_core::config::StrategyConfig;
 
 /// The example-weighted sum of client deltas for one round, accumulated as updates stream in.
 ///
-/// Memory is O(model): individual updates are added and dropped.
+/// Memory is O(model): individual updates are added and dropped. The sum is kept in fixed point
+/// ([`FRACTION_BITS`] fractional bits in an `i128` per coordinate), so integer addition makes it exact and
+/// independent of the order in which updates arrive: a federation replayed with the same seeds gives a
+/// bit-identical model however its uploads raced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WeightedSum {
-    sum: Vec<f64>,
-    weight: f64,
+    sum: Vec<i128>,
+    weight: i128,
     contributors: usize,
 }
+
+/// Fractional bits of [`WeightedSum`]'s fixed point: a resolution of 2⁻⁶⁴ ≈ 5.4e-20, far below an `f32` delta's.
+pub const FRACTION_BITS: i32 = 64;
+
+/// The largest magnitude of one weighted term `weight · delta` (2⁴⁰ ≈ 1.1e12). With 2⁶⁴ fractional bits an
+/// `i128` then holds the sum of 2²³ such terms; a real update is many orders of magnitude below this.
+pub const MAX_TERM: f64 = (1u64 << 40) as f64;
 
 /// An update that cannot be added.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -39,25 +49,48 @@ pub enum AggregateError {
         /// Index of the first bad value.
         index: usize,
     },
+    /// A weighted value beyond [`MAX_TERM`], or a sum that no longer fits.
+    #[error("weighted update value {index} is out of range (|weight · value| must stay below {MAX_TERM:e})")]
+    OutOfRange {
+        /// Index of the first bad value.
+        index: usize,
+    },
     /// Nothing to aggregate.
     #[error("no updates to aggregate")]
     Empty,
 }
 
+/// `x` in [`WeightedSum`]'s fixed point, or None beyond [`MAX_TERM`]. Scaling by a power of two is exact, so
+/// the only rounding is the one to the 2⁻⁶⁴ grid, the same for a value wherever it comes from.
+fn to_fixed(x: f64) -> Option<i128> {
+    (x.abs() < MAX_TERM).then(|| (x * f64::from(FRACTION_BITS).exp2()).round() as i128)
+}
+
+fn from_fixed(x: i128) -> f64 {
+    x as f64 / f64::from(FRACTION_BITS).exp2()
+}
+
 impl WeightedSum {
     /// An empty sum for a model of `len` parameters.
     pub fn new(len: usize) -> Self {
-        Self { sum: vec![0.0; len], weight: 0.0, contributors: 0 }
+        Self { sum: vec![0; len], weight: 0, contributors: 0 }
     }
 
     /// Builds a sum that was computed elsewhere (for example decrypted from secure aggregation).
     ///
     /// # Errors
-    /// [`AggregateError::BadWeight`] for a non-positive total weight.
+    /// [`AggregateError::BadWeight`] for a non-positive total weight, [`AggregateError::OutOfRange`] for a value
+    /// the fixed point cannot hold.
     pub fn from_parts(sum: Vec<f64>, weight: f64, contributors: usize) -> Result<Self, AggregateError> {
         if !(weight > 0.0 && weight.is_finite()) {
             return Err(AggregateError::BadWeight(weight));
         }
+        let weight = to_fixed(weight).ok_or(AggregateError::BadWeight(weight))?;
+        let sum = sum
+            .iter()
+            .enumerate()
+            .map(|(index, &s)| to_fixed(s).ok_or(AggregateError::OutOfRange { index }))
+            .collect::<Result<_, _>>()?;
         Ok(Self { sum, weight, contributors })
     }
 
@@ -78,16 +111,24 @@ impl WeightedSum {
     /// Adds `weight · delta`.
     ///
     /// # Errors
-    /// [`AggregateError`] for a wrong shape, a bad weight or a non-finite value; the sum is unchanged then.
+    /// [`AggregateError`] for a wrong shape, a bad weight, a non-finite or out-of-range value; the sum is
+    /// unchanged then.
     pub fn add(&mut self, delta: &[f32], weight: f64) -> Result<(), AggregateError> {
         self.check(delta)?;
+        let bad_weight = AggregateError::BadWeight(weight);
         if !(weight > 0.0 && weight.is_finite()) {
-            return Err(AggregateError::BadWeight(weight));
+            return Err(bad_weight);
         }
-        for (s, d) in self.sum.iter_mut().zip(delta) {
-            *s += weight * f64::from(*d);
+        let total = to_fixed(weight).and_then(|w| self.weight.checked_add(w)).ok_or(bad_weight)?;
+        let sum_with = |s: i128, d: f32| to_fixed(weight * f64::from(d)).and_then(|term| s.checked_add(term));
+        // Checked in full before anything is written, so that a refused update leaves no trace.
+        if let Some(index) = self.sum.iter().zip(delta).position(|(&s, &d)| sum_with(s, d).is_none()) {
+            return Err(AggregateError::OutOfRange { index });
         }
-        self.weight += weight;
+        for (s, &d) in self.sum.iter_mut().zip(delta) {
+            *s = sum_with(*s, d).unwrap_or(*s);
+        }
+        self.weight = total;
         self.contributors += 1;
         Ok(())
     }
@@ -99,7 +140,7 @@ impl WeightedSum {
 
     /// Total weight.
     pub fn weight(&self) -> f64 {
-        self.weight
+        from_fixed(self.weight)
     }
 
     /// The weighted mean delta.
@@ -107,10 +148,11 @@ impl WeightedSum {
     /// # Errors
     /// [`AggregateError::Empty`] when nothing was added.
     pub fn mean(&self) -> Result<Vec<f64>, AggregateError> {
-        if self.contributors == 0 || self.weight <= 0.0 {
+        if self.contributors == 0 || self.weight <= 0 {
             return Err(AggregateError::Empty);
         }
-        Ok(self.sum.iter().map(|s| s / self.weight).collect())
+        let weight = from_fixed(self.weight);
+        Ok(self.sum.iter().map(|&s| from_fixed(s) / weight).collect())
     }
 }
 
@@ -279,6 +321,39 @@ mod tests {
         assert_eq!(sum.add(&[1.0, 1.0], 0.0), Err(AggregateError::BadWeight(0.0)));
         assert_eq!(sum.add(&[1.0, f32::NAN], 1.0), Err(AggregateError::NonFinite { index: 1 }));
         assert_eq!(sum, before);
+    }
+
+    /// The fixed-point sum is exact: the same updates in any order give the same bits, where an `f64` sum
+    /// of these values depends on the order.
+    #[test]
+    fn the_sum_does_not_depend_on_the_order_of_the_updates() {
+        let updates: [(&[f32], f64); 3] = [(&[1e-7, 3.0], 1.0), (&[1e8, -3.0], 7.0), (&[-1e8, 1e-3], 7.0)];
+        let orders = [[0, 1, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]];
+        let sums: Vec<WeightedSum> = orders
+            .iter()
+            .map(|order| {
+                let mut sum = WeightedSum::new(2);
+                for &i in order {
+                    sum.add(updates[i].0, updates[i].1).unwrap();
+                }
+                sum
+            })
+            .collect();
+        assert!(sums.windows(2).all(|w| w[0] == w[1]));
+        let naive = |order: &[usize]| order.iter().map(|&i| updates[i].1 * f64::from(updates[i].0[0])).sum::<f64>();
+        assert_ne!(naive(&orders[0]), naive(&orders[3]), "the example must expose f64's order dependence");
+        let mean = sums[0].mean().unwrap();
+        assert!((mean[0] - 1e-7 / 15.0).abs() < 1e-12, "{mean:?}");
+    }
+
+    #[test]
+    fn an_out_of_range_update_is_refused_and_leaves_the_sum_unchanged() {
+        let mut sum = WeightedSum::new(2);
+        sum.add(&[1.0, 1.0], 2.0).unwrap();
+        let before = sum.clone();
+        assert_eq!(sum.add(&[0.0, 1e10], 1e3), Err(AggregateError::OutOfRange { index: 1 }));
+        assert_eq!(sum, before);
+        assert!(matches!(WeightedSum::from_parts(vec![1e13], 1.0, 1), Err(AggregateError::OutOfRange { index: 0 })));
     }
 
     #[test]

@@ -85,7 +85,8 @@ impl Dataset {
 
     /// Each feature's observed range widened by `widen` of its width on both sides: a starting point for a
     /// federation's declared `schema.bounds` from a public or synthetic data set (a real federation takes them
-    /// from its data dictionary; computing them from private rows would itself be a release).
+    /// from its data dictionary; computing them from private rows would itself be a release). A constant column
+    /// gets the range of width 1 centred on its value.
     pub fn widened_ranges(&self, widen: f64) -> Vec<[f64; 2]> {
         let mut ranges = vec![[f64::INFINITY, f64::NEG_INFINITY]; self.dims];
         for row in self.features.chunks_exact(self.dims.max(1)) {
@@ -94,10 +95,21 @@ impl Dataset {
                 range[1] = range[1].max(f64::from(v));
             }
         }
-        ranges.into_iter().map(|[lo, hi]| [lo - widen * (hi - lo), hi + widen * (hi - lo)]).collect()
+        ranges
+            .into_iter()
+            .map(|[lo, hi]| match hi > lo {
+                true => [lo - widen * (hi - lo), hi + widen * (hi - lo)],
+                // A constant column (a border pixel that is always blank) still needs a valid range.
+                false => [lo - 0.5, lo + 0.5],
+            })
+            .collect()
     }
 
-    fn select(&self, rows: &[usize]) -> Self {
+    /// The rows `rows` of this data set, in that order.
+    ///
+    /// # Panics
+    /// When a row index is out of range (callers select among indices below [`Dataset::rows`]).
+    pub fn select(&self, rows: &[usize]) -> Self {
         let mut features = Vec::with_capacity(rows.len() * self.dims);
         for &r in rows {
             features.extend_from_slice(&self.features[r * self.dims..(r + 1) * self.dims]);
@@ -285,15 +297,42 @@ pub fn prepare(
     split_seed: u64,
     secret: &NodeSecret,
 ) -> Result<LocalData, DataError> {
-    let all = load_csv(path, schema)?;
+    prepare_rows(&load_csv(path, schema)?, path, schema, holdout_fraction, split_seed, secret)
+}
+
+/// The row indices of `all` that [`prepare`] trains on and holds out, in that order: each row is held out on its
+/// own, by the keyed hash of its content ([`NodeSecret::holds_out`]).
+pub fn split_rows(
+    all: &Dataset,
+    holdout_fraction: f64,
+    split_seed: u64,
+    secret: &NodeSecret,
+) -> (Vec<usize>, Vec<usize>) {
     let d = all.dims;
-    let (hold_rows, train_rows): (Vec<usize>, Vec<usize>) = (0..all.rows()).partition(|&r| {
+    let (hold, train): (Vec<usize>, Vec<usize>) = (0..all.rows()).partition(|&r| {
         secret.holds_out(split_seed, &all.features[r * d..(r + 1) * d], all.targets[r], holdout_fraction)
     });
+    (train, hold)
+}
+
+/// [`prepare`] for rows already loaded (`all`, read from `origin`, which error messages name): splits them by
+/// the node secret and standardizes them under `schema`. A simulation gives each node its partition this way.
+///
+/// # Errors
+/// [`DataError::Empty`] when the training split would be empty.
+pub fn prepare_rows(
+    all: &Dataset,
+    origin: &Path,
+    schema: &Schema,
+    holdout_fraction: f64,
+    split_seed: u64,
+    secret: &NodeSecret,
+) -> Result<LocalData, DataError> {
+    let (train_rows, hold_rows) = split_rows(all, holdout_fraction, split_seed, secret);
     let mut train = all.select(&train_rows);
     let mut holdout = all.select(&hold_rows);
     if train.rows() == 0 {
-        return Err(DataError::Empty { path: path.to_owned() });
+        return Err(DataError::Empty { path: origin.to_owned() });
     }
     let standardizer = Standardizer::for_schema(schema, &train);
     standardizer.apply(&mut train);

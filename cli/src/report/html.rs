@@ -5,7 +5,7 @@ use super::verification_line;
 use cohort_coordinator::audit::ComplianceReport;
 use std::fmt::Write as _;
 
-pub(super) fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -20,7 +20,7 @@ pub(super) fn esc(s: &str) -> String {
     out
 }
 
-pub(super) const CSS: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:60em}\
+pub(crate) const CSS: &str = "body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em;color:#222;max-width:60em}\
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}\
 th{background:#f3f3f3}.ok{color:#166534;font-weight:bold}.bad{color:#b91c1c;font-weight:bold}\
 .muted{color:#666;font-size:.9em}svg{background:#fff;border:1px solid #ddd}";

@@ -2,7 +2,8 @@
 //! [`cohort_coordinator::audit`]) as HTML with inline SVG charts, Markdown, or JSON. Only the presentation lives
 //! here; every figure comes from the audit.
 
-mod html;
+pub(crate) mod chart;
+pub(crate) mod html;
 mod markdown;
 mod svg;
 

@@ -53,10 +53,9 @@
 //! is made coarser by doubling Δ until it fits; that ε is still an upper bound, only a looser one. Past
 //! Δ = 1000 (absurd step counts such as 10^12) the answer is ε = +∞, no guarantee claimed.
 
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::f64::consts::SQRT_2;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustfft::num_complex::Complex;
 use rustfft::{Fft, FftPlanner};
@@ -107,23 +106,30 @@ struct TooLarge;
 /// A forward and an inverse transform of one length.
 type Plans = (Arc<dyn Fft<f64>>, Arc<dyn Fft<f64>>);
 
-thread_local! {
-    /// Finished plans by length. Each length is planned by a fresh [`FftPlanner`]: rustfft's planner builds a new
-    /// length on the sub-transforms it already caches (`avx_planner.rs`, `replan_with_cache`), so a shared planner
-    /// would make the decomposition, and the last bits of every ε, depend on what the thread planned before.
-    static PLANS: RefCell<BTreeMap<usize, Plans>> = const { RefCell::new(BTreeMap::new()) };
-}
+/// Finished plans by length, shared by every thread (a plan is immutable and `Send + Sync`). Each length is
+/// planned by a fresh [`FftPlanner`]: rustfft's planner builds a new length on the sub-transforms it already
+/// caches (`avx_planner.rs`, `replan_with_cache`), so a shared planner would make the decomposition, and the last
+/// bits of every ε, depend on what was planned before.
+static PLANS: Mutex<BTreeMap<usize, Plans>> = Mutex::new(BTreeMap::new());
 
 /// The transforms of length `len`, the same on every call on this machine (see [`PLANS`]).
 fn plans(len: usize) -> Plans {
-    PLANS.with(|plans| {
-        plans
-            .borrow_mut()
-            .entry(len)
-            .or_insert_with(|| (FftPlanner::new().plan_fft_forward(len), FftPlanner::new().plan_fft_inverse(len)))
-            .clone()
-    })
+    // A poisoned cache only means another thread panicked while planning: the map itself is still sound.
+    let mut plans = PLANS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // A plan holds twiddle tables of about its length: bound the lengths kept, so that a process accounting for
+    // many nodes (a simulation) does not keep a plan for every node's sampling rate. Planning again is
+    // deterministic (a fresh planner per length), so dropping plans changes no ε.
+    if !plans.contains_key(&len) && plans.keys().sum::<usize>() + len > PLAN_CACHE_POINTS {
+        plans.clear();
+    }
+    plans
+        .entry(len)
+        .or_insert_with(|| (FftPlanner::new().plan_fft_forward(len), FftPlanner::new().plan_fft_inverse(len)))
+        .clone()
 }
+
+/// The total length of the transforms [`PLANS`] keeps (2²², about 64 MiB of twiddles per direction at most).
+const PLAN_CACHE_POINTS: usize = 1 << 22;
 
 /// The smallest 2^a·3^b·5^c ≥ n (sizes rustfft transforms fastest).
 fn fast_len(n: usize) -> usize {

@@ -1,0 +1,797 @@
+//! [`Simulation`]: a whole federation in one process, built like a deployment and run through its code.
+//!
+//! What is real: the coordinator's [`Host`](cohort_coordinator::host::Host) and round machine, its strategies,
+//! influence bounds and registry; every client's node loop, DP-SGD, ledger, secure-aggregation client and
+//! evaluation releases; a federation CA with one certificate per client. What is swapped: the transport (the
+//! in-memory [`MemoryLink`] by default, loopback mutual TLS with [`Transport::Mtls`]) and where a node's rows come
+//! from (its partition of one loaded data set, by index, instead of its own CSV file).
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), cohort_sim::SimError> {
+//! use cohort_sim::{Partition, Simulation, Source};
+//! let report = Simulation::new("digits".parse()?)
+//!     .clients(100)
+//!     .rounds(20)
+//!     .partition(Partition::Dirichlet { alpha: 0.5 })
+//!     .no_dp()
+//!     .insecure_seed(7)
+//!     .run()
+//!     .await?;
+//! println!("accuracy {:?}, model {}", report.final_score(), report.model_sha256);
+//! # Ok(()) }
+//! ```
+
+use crate::MemoryLink;
+use crate::dataset::{Source, SourceError, Table};
+use crate::partition::{Partition, PartitionError, Rows};
+use crate::work::{Cores, Observation, SimWork, Sink};
+use cohort_client::node::{ClientError, NodeReport, run_prepared, run_session};
+use cohort_client::privacy::PrivateWork;
+use cohort_client::work::TrainingWork;
+use cohort_coordinator::round::{Event, RoundSummary};
+use cohort_coordinator::server::{self, Hosted, plan_of};
+use cohort_coordinator::{Coordinator, CoordinatorError, RunReport};
+use cohort_core::config::{
+    ClientConfig, ClientSecureAggregation, CoordinatorConfig, CoordinatorEndpoint, DataSection, ModelSection,
+    PrivacySection, SecureAggregationMode, SecureAggregationSection, StrategyConfig, TlsSection, TrainingSection,
+};
+use cohort_core::data::{DataError, prepare_rows, split_rows};
+use cohort_core::metrics::{EvalMetrics, PrimaryMetric, weighted_aggregate};
+use cohort_core::model::{TaskKind, parameters_sha256};
+use cohort_core::pki::{self, IssueRequest, NodeFiles, Overwrite, PkiError, Role};
+use cohort_core::secret::NodeSecret;
+use cohort_core::{ModelVersion, Round};
+use rand::{Rng, RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::broadcast;
+
+/// The federation id of every simulation.
+pub const FEDERATION: &str = "cohort-sim";
+
+/// The share of each client's rows held out for its evaluations.
+pub const HOLDOUT_FRACTION: f64 = 0.2;
+
+/// How the simulated nodes reach the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Transport {
+    /// [`MemoryLink`]: the protobuf messages of the gRPC service, handed over in memory.
+    #[default]
+    Memory,
+    /// gRPC over mutual TLS on 127.0.0.1, one connection per node.
+    Mtls,
+}
+
+/// A simulation that could not be set up or did not finish. Each says what to change.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The data set could not be read.
+    #[error(transparent)]
+    Data(#[from] DataError),
+    /// A `--dataset`-style argument could not be understood.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The rows cannot be dealt out as asked.
+    #[error(transparent)]
+    Partition(#[from] PartitionError),
+    /// The simulation's settings make no federation (the coordinator's own validation says why).
+    #[error("the simulated federation is misconfigured: {0}")]
+    Config(String),
+    /// The work directory cannot be used.
+    #[error("work directory {path}: {message}")]
+    WorkDir {
+        /// The directory.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The federation PKI could not be made.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// The coordinator failed.
+    #[error(transparent)]
+    Coordinator(#[from] CoordinatorError),
+    /// A node failed: the run is not a valid result.
+    #[error("client {name} failed: {error}")]
+    Client {
+        /// The node.
+        name: String,
+        /// Its error.
+        error: ClientError,
+    },
+    /// The federation stopped before its last round.
+    #[error("the federation stopped after round {completed} of {rounds}: {reason}")]
+    Stopped {
+        /// Rounds completed.
+        completed: u64,
+        /// Rounds asked for.
+        rounds: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A simulation's settings, built with [`Simulation::new`] and its setters.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Simulation {
+    /// The data set.
+    pub source: Source,
+    /// Clients (None: 10, or one per value for [`Partition::Column`]).
+    pub clients: Option<usize>,
+    /// Rounds.
+    pub rounds: u64,
+    /// Clients sampled per round (None: all).
+    pub clients_per_round: Option<usize>,
+    /// The aggregation strategy.
+    pub strategy: StrategyConfig,
+    /// Hidden layer widths (empty: logistic or linear regression).
+    pub hidden: Vec<usize>,
+    /// How rows are dealt out.
+    pub partition: Partition,
+    /// Each client's ε budget (None: no DP).
+    pub epsilon: Option<f64>,
+    /// Threshold-RLWE secure aggregation.
+    pub secure_aggregation: bool,
+    /// INSECURE: the seed of every random choice, DP noise included (None: the operating system's randomness).
+    pub seed: Option<u64>,
+    /// The transport.
+    pub transport: Transport,
+    /// Local epochs per round.
+    pub local_epochs: u32,
+    /// Local learning rate.
+    pub learning_rate: f64,
+    /// Local batch size.
+    pub batch_size: usize,
+    /// Where the federation's files go (None: a temporary directory, removed afterwards).
+    pub work_dir: Option<PathBuf>,
+}
+
+impl Simulation {
+    /// A simulation of `source` with the defaults: 10 clients, 10 rounds, all clients every round, FedAvg,
+    /// logistic (or linear) regression, IID, DP at ε = 3 per client, no secure aggregation, OS randomness, the
+    /// in-memory transport, one local epoch at learning rate 0.5 in batches of 32.
+    pub fn new(source: Source) -> Self {
+        Self {
+            source,
+            clients: None,
+            rounds: 10,
+            clients_per_round: None,
+            strategy: StrategyConfig::Fedavg,
+            hidden: Vec::new(),
+            partition: Partition::Iid,
+            epsilon: Some(3.0),
+            secure_aggregation: false,
+            seed: None,
+            transport: Transport::Memory,
+            local_epochs: 1,
+            learning_rate: 0.5,
+            batch_size: 32,
+            work_dir: None,
+        }
+    }
+
+    /// Number of clients.
+    pub fn clients(mut self, clients: usize) -> Self {
+        self.clients = Some(clients);
+        self
+    }
+
+    /// Number of rounds.
+    pub fn rounds(mut self, rounds: u64) -> Self {
+        self.rounds = rounds;
+        self
+    }
+
+    /// Clients sampled per round.
+    pub fn clients_per_round(mut self, k: usize) -> Self {
+        self.clients_per_round = Some(k);
+        self
+    }
+
+    /// The aggregation strategy.
+    pub fn strategy(mut self, strategy: StrategyConfig) -> Self {
+        self.strategy = strategy;
+        self
+    }
+
+    /// Hidden layer widths (an MLP; empty for a one-layer model).
+    pub fn hidden(mut self, hidden: Vec<usize>) -> Self {
+        self.hidden = hidden;
+        self
+    }
+
+    /// How rows are dealt out.
+    pub fn partition(mut self, partition: Partition) -> Self {
+        self.partition = partition;
+        self
+    }
+
+    /// DP-SGD with this ε budget per client.
+    pub fn dp_epsilon(mut self, epsilon: f64) -> Self {
+        self.epsilon = Some(epsilon);
+        self
+    }
+
+    /// No DP: exact updates and metrics (no privacy for the simulated patients).
+    pub fn no_dp(mut self) -> Self {
+        self.epsilon = None;
+        self
+    }
+
+    /// Threshold-RLWE secure aggregation on or off.
+    pub fn secure_aggregation(mut self, on: bool) -> Self {
+        self.secure_aggregation = on;
+        self
+    }
+
+    /// INSECURE: every random choice, DP noise included, from `seed`. Reproducible, and NOT private.
+    pub fn insecure_seed(mut self, seed: u64) -> Self {
+        self.seed = Some(seed);
+        self
+    }
+
+    /// The transport.
+    pub fn transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// Local training settings.
+    pub fn local_training(mut self, epochs: u32, learning_rate: f64, batch_size: usize) -> Self {
+        (self.local_epochs, self.learning_rate, self.batch_size) = (epochs, learning_rate, batch_size);
+        self
+    }
+
+    /// Keep the federation's files (PKI, ledgers, registry) in `dir`, which must not hold a federation yet.
+    pub fn work_dir(mut self, dir: PathBuf) -> Self {
+        self.work_dir = Some(dir);
+        self
+    }
+
+    /// Runs the simulation to its last round.
+    ///
+    /// # Errors
+    /// [`SimError`] when it cannot be set up, a node fails, or the federation stops early.
+    pub async fn run(self) -> Result<SimulationReport, SimError> {
+        self.run_observed(|_| {}).await
+    }
+
+    /// [`Simulation::run`], handing `observe` a [`Watch`] on the run (for a progress display) as soon as the
+    /// federation exists.
+    ///
+    /// # Errors
+    /// As [`Simulation::run`].
+    pub async fn run_observed(self, observe: impl FnOnce(Watch)) -> Result<SimulationReport, SimError> {
+        let started = Instant::now();
+        let (scratch, dir) = match &self.work_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let temp = tempfile::Builder::new()
+                    .prefix("cohort-sim-")
+                    .tempdir()
+                    .map_err(|e| SimError::WorkDir { path: std::env::temp_dir(), message: e.to_string() })?;
+                let path = temp.path().to_owned();
+                (Some(temp), path)
+            }
+        };
+        let work_err = |e: &dyn std::fmt::Display| SimError::WorkDir { path: dir.clone(), message: e.to_string() };
+        std::fs::create_dir_all(&dir).map_err(|e| work_err(&e))?;
+        if dir.join(cohort_coordinator::registry::DB_FILE).exists() {
+            return Err(work_err(&"it already holds a federation's registry; give the simulation a new directory"));
+        }
+        let mut seeds = Seeds::new(self.seed);
+        let mut data_rng = seeds.rng();
+        let column = match &self.partition {
+            Partition::Column { name } => Some(name.as_str()),
+            _ => None,
+        };
+        // A synthetic data set needs the client count first; a column partition decides it from the data.
+        let provisional = self.clients.unwrap_or(10);
+        let table = Table::load(&self.source, column, provisional, &dir.join("data"), &mut data_rng)?;
+        let labels = table.partition_labels();
+        let rows = Rows { labels: &labels, column: table.column.as_deref() };
+        let clients = self.partition.clients(rows, self.clients)?;
+        let parts = self.partition.assign(rows, clients, &mut seeds.rng())?;
+        let names: Vec<String> = (1..=clients).map(|i| client_name(i, clients)).collect();
+
+        let pki_dir = dir.join("pki");
+        pki::init_ca_with(&pki_dir.join("ca"), FEDERATION, Overwrite::Replace)?;
+        let sans = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let coordinator_files = pki::issue_with(
+            &pki_dir.join("ca"),
+            &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 30),
+            &pki_dir.join("coordinator"),
+            Overwrite::Replace,
+        )?;
+        let config = self.coordinator_config(&dir, &table, &names, &coordinator_files)?;
+        let plan = plan_of(&config)?;
+        let mut coordinator_rng = self.seed.map(|_| ChaCha20Rng::seed_from_u64(seeds.next()));
+
+        // The coordinator: hosted in memory, or listening on loopback.
+        let (hosted, addr) = match self.transport {
+            Transport::Memory => (Some(server::host(&config, coordinator_rng.take())?), None),
+            Transport::Mtls => {
+                let coordinator = Coordinator::bind_with_rng(&config, coordinator_rng.take()).await?;
+                let addr = coordinator.local_addr().map_err(|e| work_err(&e))?;
+                (None, Some((coordinator, addr)))
+            }
+        };
+
+        let sink: Sink = Arc::new(Mutex::new(Vec::new()));
+        let cores = Cores::of_machine();
+        let mut partitions = Vec::with_capacity(clients);
+        let mut nodes = Vec::with_capacity(clients);
+        for (index, (name, part)) in names.iter().zip(&parts).enumerate() {
+            let files = pki::issue_with(
+                &pki_dir.join("ca"),
+                &IssueRequest::valid_for_days(name, Role::Client, &[], 30),
+                &pki_dir.join(name),
+                Overwrite::Replace,
+            )?;
+            let node_dir = dir.join("nodes").join(name);
+            let seed = self.seed.map(|_| seeds.next());
+            let secret = match seed {
+                Some(seed) => NodeSecret::create_insecure_seeded(&node_dir, seed),
+                None => NodeSecret::load_or_create(&node_dir),
+            }
+            .map_err(|e| work_err(&e))?;
+            let origin = PathBuf::from(format!("<partition of {name}>"));
+            let rows = table.data.select(part);
+            let local = prepare_rows(&rows, &origin, &table.schema, HOLDOUT_FRACTION, 0, &secret)?;
+            // The same split, as indices into the whole data set, for other tools to replay.
+            let (train, holdout) = split_rows(&rows, HOLDOUT_FRACTION, 0, &secret);
+            drop(rows);
+            partitions.push(ClientPartition {
+                name: name.clone(),
+                labels: label_counts(part, &labels),
+                train: train.into_iter().map(|r| part[r]).collect(),
+                holdout: holdout.into_iter().map(|r| part[r]).collect(),
+            });
+            let client_config = self.client_config(name, &files, &node_dir, addr.as_ref().map(|(_, a)| *a));
+            let mut work = match self.epsilon {
+                Some(_) => {
+                    let work = PrivateWork::new(name, node_dir.clone(), client_config.privacy.clone());
+                    SimWork::private(
+                        if let Some(seed) = seed { work.with_insecure_seed(seed) } else { work },
+                        index,
+                        sink.clone(),
+                        cores.clone(),
+                    )
+                }
+                None => {
+                    let work = TrainingWork::new();
+                    SimWork::plain(
+                        if let Some(seed) = seed { work.with_seed(seed) } else { work },
+                        index,
+                        sink.clone(),
+                        cores.clone(),
+                    )
+                }
+            };
+            let client_err = |error| SimError::Client { name: name.clone(), error };
+            cohort_client::node::LocalWork::prepare(&mut work, &plan, &local).map_err(client_err)?;
+            let certificate = cohort_core::tls::load_certs(&files.cert)
+                .map_err(|e| work_err(&e))?
+                .into_iter()
+                .next()
+                .map(|c| c.to_vec());
+            nodes.push((client_config, work, local, certificate));
+        }
+        drop(table);
+
+        let mut tasks = tokio::task::JoinSet::new();
+        let coordinator = match (hosted, addr) {
+            (Some(Hosted { host, .. }), _) => {
+                observe(Watch { events: host.subscribe(), sink: sink.clone(), clients });
+                for (index, (config, mut work, local, certificate)) in nodes.into_iter().enumerate() {
+                    let mut link = MemoryLink::new(host.clone(), &config.name, certificate);
+                    let plan = plan.clone();
+                    tasks.spawn(async move {
+                        let mut report = NodeReport::default();
+                        let result =
+                            run_session(&mut link, &config, &mut work, &mut Some((plan, local)), &mut report).await;
+                        (index, result.map(|()| report), work.spent())
+                    });
+                }
+                Box::pin(async move {
+                    // No grace period: the loop below waits for the nodes themselves.
+                    server::tick_until_finished(&host).await;
+                    Ok(server::run_report(&host, Round(0)))
+                }) as Running
+            }
+            (None, Some((coordinator, _))) => {
+                observe(Watch { events: coordinator.subscribe(), sink: sink.clone(), clients });
+                for (index, (config, mut work, local, _)) in nodes.into_iter().enumerate() {
+                    let plan = plan.clone();
+                    tasks.spawn(async move {
+                        let result = run_prepared(&config, &mut work, Some((plan, local))).await;
+                        (index, result, work.spent())
+                    });
+                }
+                Box::pin(coordinator.run(std::future::pending()))
+            }
+            (None, None) => unreachable!("a simulation hosts its coordinator in memory or on loopback"),
+        };
+        // A node that fails ends the run at once: its rounds would only wait out their deadlines.
+        let mut epsilon = vec![None; clients];
+        let mut finished = |joined: Result<NodeOutcome, tokio::task::JoinError>| {
+            let (index, result, spent) = joined.map_err(|e| work_err(&format!("a client task panicked: {e}")))?;
+            result.map_err(|error| SimError::Client { name: names[index].clone(), error })?;
+            epsilon[index] = spent;
+            Ok::<(), SimError>(())
+        };
+        tokio::pin!(coordinator);
+        let report = loop {
+            tokio::select! {
+                report = &mut coordinator => break report?,
+                Some(joined) = tasks.join_next() => finished(joined)?,
+            }
+        };
+        while let Some(joined) = tasks.join_next().await {
+            finished(joined)?;
+        }
+        if let Some(stopped) = &report.stopped {
+            return Err(SimError::Stopped {
+                completed: report.history.last().map_or(0, |s| s.round.0),
+                rounds: self.rounds,
+                reason: stopped.to_string(),
+            });
+        }
+        let observations = std::mem::take(&mut *sink.lock().map_err(|_| work_err(&"the metrics sink is poisoned"))?);
+        let task = config.schema.task;
+        let built = SimulationReport::build(
+            &self,
+            task,
+            &names,
+            partitions,
+            &report,
+            observations,
+            epsilon,
+            started.elapsed().as_secs_f64(),
+            scratch.is_none().then(|| dir.clone()),
+        );
+        drop(scratch);
+        Ok(built)
+    }
+
+    fn coordinator_config(
+        &self,
+        dir: &Path,
+        table: &Table,
+        names: &[String],
+        files: &NodeFiles,
+    ) -> Result<CoordinatorConfig, SimError> {
+        let config = CoordinatorConfig {
+            federation_id: FEDERATION.into(),
+            listen: "127.0.0.1:0".into(),
+            data_dir: dir.to_owned(),
+            tls: tls_section(files),
+            roster: names.to_vec(),
+            schema: table.schema.clone(),
+            model: ModelSection { name: "sim".into(), hidden: self.hidden.clone() },
+            training: TrainingSection {
+                rounds: self.rounds,
+                local_epochs: self.local_epochs,
+                learning_rate: self.learning_rate,
+                batch_size: self.batch_size,
+                // Every simulated node is online: a round starts once all have joined, so that the sample
+                // drawn for it does not depend on which nodes happened to be quickest.
+                min_clients: names.len(),
+                round_deadline_secs: 600,
+                clients_per_round: self.clients_per_round,
+                max_round_failures: 3,
+            },
+            strategy: self.strategy.clone(),
+            secure_aggregation: SecureAggregationSection {
+                mode: if self.secure_aggregation {
+                    SecureAggregationMode::ThresholdRlwe
+                } else {
+                    SecureAggregationMode::None
+                },
+                ..SecureAggregationSection::default()
+            },
+            gate: None,
+            central_test_set: None,
+            admission: Default::default(),
+            influence: Default::default(),
+        };
+        config.validate().map_err(|e| SimError::Config(e.to_string()))?;
+        Ok(config)
+    }
+
+    fn client_config(
+        &self,
+        name: &str,
+        files: &NodeFiles,
+        node_dir: &Path,
+        addr: Option<std::net::SocketAddr>,
+    ) -> ClientConfig {
+        ClientConfig {
+            name: name.to_owned(),
+            federation_id: FEDERATION.into(),
+            coordinator: CoordinatorEndpoint {
+                url: addr.map_or_else(|| "memory://coordinator".to_owned(), |a| format!("https://{a}")),
+                server_name: Some("localhost".into()),
+            },
+            tls: tls_section(files),
+            // Never read: the node gets its partition in memory.
+            data: DataSection {
+                path: PathBuf::from(format!("<partition of {name}>")),
+                holdout_fraction: HOLDOUT_FRACTION,
+                split_seed: 0,
+            },
+            data_dir: node_dir.to_owned(),
+            privacy: match self.epsilon {
+                Some(epsilon_budget) => PrivacySection { enabled: true, epsilon_budget, ..PrivacySection::default() },
+                None => PrivacySection { enabled: false, ..PrivacySection::default() },
+            },
+            secure_aggregation: ClientSecureAggregation {
+                required: self.secure_aggregation,
+                ..ClientSecureAggregation::default()
+            },
+        }
+    }
+}
+
+/// What a node's task ends with: its index, its report or error, and the ε it spent.
+type NodeOutcome = (usize, Result<NodeReport, ClientError>, Option<f64>);
+
+/// The coordinator side of a running simulation, whichever the transport.
+type Running = std::pin::Pin<Box<dyn Future<Output = Result<RunReport, CoordinatorError>> + Send>>;
+
+/// A running simulation, as a progress display sees it.
+#[derive(Debug)]
+pub struct Watch {
+    /// The coordinator's round events.
+    pub events: broadcast::Receiver<Event>,
+    /// Clients in the federation.
+    pub clients: usize,
+    sink: Sink,
+}
+
+impl Watch {
+    /// The largest cumulative ε any client has recorded so far (None without DP or before any release).
+    pub fn max_epsilon(&self) -> Option<f64> {
+        self.sink.lock().ok()?.iter().filter_map(|o| o.epsilon).reduce(f64::max)
+    }
+}
+
+fn tls_section(files: &NodeFiles) -> TlsSection {
+    TlsSection { ca_cert: files.ca_cert.clone(), cert: files.cert.clone(), key: files.key.clone() }
+}
+
+/// `client-007` of 100: zero-padded, so that name order is number order.
+fn client_name(i: usize, of: usize) -> String {
+    format!("client-{i:0width$}", width = of.to_string().len())
+}
+
+fn label_counts(part: &[usize], labels: &[usize]) -> Vec<usize> {
+    let mut counts = vec![0; labels.iter().max().map_or(0, |m| m + 1)];
+    for &row in part {
+        counts[labels[row]] += 1;
+    }
+    counts
+}
+
+/// Where a simulation's randomness comes from: one seeded ChaCha20 stream that every other seed is drawn from
+/// (INSECURE, for reproducible runs), or the operating system.
+struct Seeds(Option<ChaCha20Rng>);
+
+impl Seeds {
+    fn new(seed: Option<u64>) -> Self {
+        Self(seed.map(ChaCha20Rng::seed_from_u64))
+    }
+
+    /// The next derived seed (from the OS without a seed).
+    fn next(&mut self) -> u64 {
+        match &mut self.0 {
+            Some(rng) => rng.next_u64(),
+            None => rand::rng().random(),
+        }
+    }
+
+    /// A generator for one purpose: seeded from the stream, or from the OS.
+    fn rng(&mut self) -> ChaCha20Rng {
+        match &mut self.0 {
+            Some(rng) => ChaCha20Rng::seed_from_u64(rng.next_u64()),
+            None => ChaCha20Rng::from_os_rng(),
+        }
+    }
+}
+
+/// One client's share of the data.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClientPartition {
+    /// The node's name.
+    pub name: String,
+    /// Rows per label (class, or quantile bin of a regression target), before the split.
+    pub labels: Vec<usize>,
+    /// The client's training rows, as indices into the data set in increasing order (to replay the partition
+    /// elsewhere).
+    pub train: Vec<usize>,
+    /// Its held-out rows, likewise.
+    pub holdout: Vec<usize>,
+}
+
+/// One client's exact evaluation of one round's model.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ClientRound {
+    /// The round.
+    pub round: u64,
+    /// The client.
+    pub client: String,
+    /// Held-out rows evaluated.
+    pub holdout_rows: u64,
+    /// Exact metrics.
+    pub metrics: BTreeMap<String, f64>,
+    /// The client's cumulative ε after this round (None without DP).
+    pub epsilon: Option<f64>,
+}
+
+/// One round of the federation.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RoundRow {
+    /// The round.
+    pub round: u64,
+    /// The model version it produced.
+    pub version: u64,
+    /// Clients whose updates went into the model.
+    pub contributors: usize,
+    /// Exact metrics pooled over every evaluating client's held-out rows (the simulator's view).
+    pub exact: BTreeMap<String, f64>,
+    /// What the federation itself measured: the clients' released evaluations pooled by the coordinator (DP
+    /// releases under DP, hence noisy).
+    pub federated: BTreeMap<String, f64>,
+    /// The primary metric per evaluating client, sorted (for the spread).
+    pub client_scores: Vec<f64>,
+    /// The largest cumulative ε of any client after the round (None without DP).
+    pub max_epsilon: Option<f64>,
+}
+
+/// What a simulation did, for people (`report.html`), spreadsheets (`metrics.csv`) and programs
+/// (`summary.json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SimulationReport {
+    /// The settings.
+    pub settings: SimulationSettings,
+    /// The primary metric's name (`accuracy`, or `r2` for regression).
+    pub primary_metric: String,
+    /// Per round.
+    pub rounds: Vec<RoundRow>,
+    /// Per round × client.
+    pub client_rounds: Vec<ClientRound>,
+    /// Each client's share of the data.
+    pub partitions: Vec<ClientPartition>,
+    /// Each client's final ε (None without DP), in client order.
+    pub epsilon: Vec<Option<f64>>,
+    /// SHA-256 of the final model's parameters.
+    pub model_sha256: String,
+    /// The final model version.
+    pub model_version: u64,
+    /// Wall-clock seconds of the whole run, set-up included.
+    pub wall_seconds: f64,
+    /// Whether a seed made the run reproducible, and therefore NOT private.
+    pub insecure_seed: bool,
+    /// Where the federation's files were kept (None when they were in a removed temporary directory).
+    pub work_dir: Option<PathBuf>,
+}
+
+/// The settings a report echoes.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SimulationSettings {
+    /// The data set.
+    pub dataset: String,
+    /// Clients.
+    pub clients: usize,
+    /// Rounds.
+    pub rounds: u64,
+    /// Clients per round (None: all).
+    pub clients_per_round: Option<usize>,
+    /// The strategy, as configured.
+    pub strategy: StrategyConfig,
+    /// Hidden widths.
+    pub hidden: Vec<usize>,
+    /// The partition.
+    pub partition: String,
+    /// ε budget per client (None: no DP).
+    pub epsilon: Option<f64>,
+    /// Secure aggregation.
+    pub secure_aggregation: bool,
+    /// The seed.
+    pub seed: Option<u64>,
+    /// The transport.
+    pub transport: Transport,
+}
+
+impl SimulationReport {
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        sim: &Simulation,
+        task: TaskKind,
+        names: &[String],
+        partitions: Vec<ClientPartition>,
+        run: &RunReport,
+        mut observations: Vec<Observation>,
+        epsilon: Vec<Option<f64>>,
+        wall_seconds: f64,
+        work_dir: Option<PathBuf>,
+    ) -> Self {
+        let primary = PrimaryMetric::for_task(task).name().to_owned();
+        observations.sort_by_key(|o| (o.version, o.client));
+        let mut by_version: BTreeMap<ModelVersion, Vec<&Observation>> = BTreeMap::new();
+        for o in &observations {
+            by_version.entry(o.version).or_default().push(o);
+        }
+        let round_of: BTreeMap<ModelVersion, &RoundSummary> = run.history.iter().map(|s| (s.version, s)).collect();
+        let mut rounds = Vec::new();
+        let mut client_rounds = Vec::new();
+        for summary in &run.history {
+            let seen = by_version.get(&summary.version).map(Vec::as_slice).unwrap_or_default();
+            let slices: Vec<(String, EvalMetrics)> =
+                seen.iter().map(|o| (names[o.client].clone(), o.metrics.clone())).collect();
+            let mut client_scores: Vec<f64> =
+                seen.iter().filter_map(|o| o.metrics.values.get(&primary).copied()).collect();
+            client_scores.sort_by(f64::total_cmp);
+            rounds.push(RoundRow {
+                round: summary.round.0,
+                version: summary.version.0,
+                contributors: summary.contributors.len(),
+                exact: weighted_aggregate(&slices).map(|m| m.values).unwrap_or_default(),
+                federated: summary.metrics.as_ref().map(|m| m.values.clone()).unwrap_or_default(),
+                client_scores,
+                max_epsilon: seen.iter().filter_map(|o| o.epsilon).reduce(f64::max),
+            });
+        }
+        for o in &observations {
+            if let Some(summary) = round_of.get(&o.version) {
+                client_rounds.push(ClientRound {
+                    round: summary.round.0,
+                    client: names[o.client].clone(),
+                    holdout_rows: o.metrics.examples,
+                    metrics: o.metrics.values.clone(),
+                    epsilon: o.epsilon,
+                });
+            }
+        }
+        Self {
+            settings: SimulationSettings {
+                dataset: sim.source.describe(),
+                clients: names.len(),
+                rounds: sim.rounds,
+                clients_per_round: sim.clients_per_round,
+                strategy: sim.strategy.clone(),
+                hidden: sim.hidden.clone(),
+                partition: sim.partition.to_string(),
+                epsilon: sim.epsilon,
+                secure_aggregation: sim.secure_aggregation,
+                seed: sim.seed,
+                transport: sim.transport,
+            },
+            primary_metric: primary,
+            rounds,
+            client_rounds,
+            partitions,
+            epsilon,
+            model_sha256: parameters_sha256(&run.global),
+            model_version: run.version.0,
+            wall_seconds,
+            insecure_seed: sim.seed.is_some(),
+            work_dir,
+        }
+    }
+
+    /// The primary metric of the final model, pooled exactly over every client's held-out rows.
+    pub fn final_score(&self) -> Option<f64> {
+        self.rounds.last().and_then(|r| r.exact.get(&self.primary_metric).copied())
+    }
+
+    /// The largest ε any client spent (None without DP).
+    pub fn max_epsilon(&self) -> Option<f64> {
+        self.epsilon.iter().flatten().copied().reduce(f64::max)
+    }
+}
