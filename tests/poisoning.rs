@@ -170,9 +170,10 @@ async fn attack(influence: InfluenceSection) -> Attacked {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn one_hospital_can_no_longer_poison_the_model_and_get_it_promoted() {
+    // As unbounded as a federation may configure: any declared count up to a billion examples.
     let unbounded = InfluenceSection {
         weighting: Weighting::Examples,
-        max_weight: f64::MAX,
+        max_weight: cohort_core::config::MAX_WEIGHT_LIMIT,
         max_share: 1.0,
         max_update_norm: f64::INFINITY,
     };

@@ -38,18 +38,15 @@ async fn a_seeded_simulation_replays_bit_for_bit_over_both_transports() {
 }
 
 /// DP-SGD and threshold-RLWE secure aggregation through the same node loop as a deployment: every round sums
-/// every client's encrypted update, and each client's ε grows round by round within its budget.
+/// every client's encrypted update, each client's ε grows round by round within its budget, and the seeded run
+/// replays exactly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_private_secure_simulation_spends_within_the_budget() {
-    let report = Simulation::new(breast_cancer())
-        .clients(4)
-        .rounds(2)
-        .dp_epsilon(8.0)
-        .secure_aggregation(true)
-        .insecure_seed(5)
-        .run()
-        .await
-        .expect("the run");
+    let simulation =
+        Simulation::new(breast_cancer()).clients(4).rounds(2).dp_epsilon(8.0).secure_aggregation(true).insecure_seed(5);
+    let report = simulation.clone().run().await.expect("the run");
+    let again = simulation.run().await.expect("the replay");
+    assert_eq!(report.model_sha256, again.model_sha256, "seeded DP noise and exact secure sums replay bit for bit");
     assert_eq!(report.rounds.len(), 2);
     assert!(report.rounds.iter().all(|r| r.contributors == 4), "{:?}", report.rounds);
     let first = report.rounds[0].max_epsilon.expect("ε after round 1");

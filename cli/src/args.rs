@@ -105,7 +105,7 @@ pub(crate) struct DemoArgs {
 pub(crate) struct SimulateArgs {
     /// A TOML file of settings (keys: dataset, synthetic, label, clients, rounds, clients_per_round, strategy,
     /// model, partition, dp_epsilon, no_dp, secure_aggregation, seed, transport, local_epochs, learning_rate,
-    /// batch_size, out); flags override it.
+    /// batch_size, out, keep_federation); flags override it.
     #[arg(long)]
     #[serde(skip)]
     pub(crate) config: Option<PathBuf>,
@@ -166,9 +166,13 @@ pub(crate) struct SimulateArgs {
     #[arg(long)]
     pub(crate) compare: Option<String>,
     /// Output directory (default: a new temporary directory, kept). It gets metrics.csv, summary.json,
-    /// report.html, partition.csv and the federation's files (PKI, ledgers, registry) in federation/.
+    /// report.html, partition.json and partition.csv.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// Keep the federation's own files (PKI, ledgers, registry) in OUT/federation, for `cohort audit` and
+    /// `cohort models`; by default they live in a temporary, memory-backed directory and are removed.
+    #[arg(long)]
+    pub(crate) keep_federation: bool,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
     pub(crate) json: bool,

@@ -2,6 +2,8 @@
 //! lists versions with lineage, the ledger verifies, every kind of tampering with an export is caught and the
 //! bad record named, and the HTML report renders in headless Chromium when it is installed.
 
+mod support;
+
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -217,28 +219,10 @@ fn the_report_states_budgets_versions_and_the_verdict_in_every_format() {
 /// Skipped, with a message, when Chromium is not installed.
 #[test]
 fn the_html_report_renders_in_headless_chromium() {
-    let Some(chromium) = ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .map(|b| PathBuf::from("/usr/bin").join(b))
-        .find(|p| p.exists())
-    else {
-        eprintln!("SKIPPED: no Chromium in /usr/bin (install Debian's `chromium` to run the screenshot test)");
-        return;
-    };
     let scratch = tempfile::tempdir().unwrap();
     let html_path = scratch.path().join("report.html");
     write_from_demo(&["audit", "report", "--format", "html"], &html_path);
-    let shot = scratch.path().join("report.png");
-    let out = Command::new(&chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1200,1600"])
-        .arg(format!("--user-data-dir={}", scratch.path().join("profile").display()))
-        .arg(format!("--screenshot={}", shot.display()))
-        .arg(format!("file://{}", html_path.display()))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "chromium failed: {}", text(&out));
-    let png = std::fs::read(&shot).unwrap();
-    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let Some(png) = support::screenshot(&html_path) else { return };
     // A blank page compresses to a few kilobytes; text, tables and charts do not.
     assert!(png.len() > 20_000, "the screenshot looks blank ({} bytes)", png.len());
 }

@@ -1,6 +1,8 @@
 //! `cohort simulate` end to end: its files, its JSON, a settings file with flag overrides, a sweep, and a
 //! failure that exits non-zero.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -102,4 +104,14 @@ fn a_simulation_that_cannot_run_exits_non_zero_and_says_why() {
     let out = simulate(&["--partition", "dirichlet:0"], &dir.path().join("b"));
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown partition"));
+}
+
+/// The report renders in headless Chromium (skipped, saying so, where Chromium is not installed).
+#[test]
+fn the_report_renders_in_headless_chromium() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = simulate(&["--clients", "6", "--rounds", "3", "--dp-epsilon", "8", "--seed", "2"], dir.path());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let Some(png) = support::screenshot(&dir.path().join("report.html")) else { return };
+    assert!(png.len() > 20_000, "the screenshot looks blank ({} bytes)", png.len());
 }

@@ -21,12 +21,13 @@ pub struct WeightedSum {
     contributors: usize,
 }
 
-/// Fractional bits of [`WeightedSum`]'s fixed point: a resolution of 2⁻⁶⁴ ≈ 5.4e-20, far below an `f32` delta's.
-pub const FRACTION_BITS: i32 = 64;
+/// Fractional bits of [`WeightedSum`]'s fixed point: a resolution of 2⁻⁴⁸ ≈ 3.6e-15, finer than an `f32` of
+/// 1e-7 resolves itself.
+pub const FRACTION_BITS: i32 = 48;
 
-/// The largest magnitude of one weighted term `weight · delta` (2⁴⁰ ≈ 1.1e12). With 2⁶⁴ fractional bits an
-/// `i128` then holds the sum of 2²³ such terms; a real update is many orders of magnitude below this.
-pub const MAX_TERM: f64 = (1u64 << 40) as f64;
+/// The largest magnitude of one weighted term `weight · delta` (2⁵⁶ ≈ 7.2e16: a delta of 7e7 at the largest
+/// configurable weight). An `i128` then holds the sum of 2²³ such terms.
+pub const MAX_TERM: f64 = (1u64 << 56) as f64;
 
 /// An update that cannot be added.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -61,7 +62,7 @@ pub enum AggregateError {
 }
 
 /// `x` in [`WeightedSum`]'s fixed point, or None beyond [`MAX_TERM`]. Scaling by a power of two is exact, so
-/// the only rounding is the one to the 2⁻⁶⁴ grid, the same for a value wherever it comes from.
+/// the only rounding is the one to the 2⁻⁴⁸ grid, the same for a value wherever it comes from.
 fn to_fixed(x: f64) -> Option<i128> {
     (x.abs() < MAX_TERM).then(|| (x * f64::from(FRACTION_BITS).exp2()).round() as i128)
 }
@@ -343,7 +344,7 @@ mod tests {
         let naive = |order: &[usize]| order.iter().map(|&i| updates[i].1 * f64::from(updates[i].0[0])).sum::<f64>();
         assert_ne!(naive(&orders[0]), naive(&orders[3]), "the example must expose f64's order dependence");
         let mean = sums[0].mean().unwrap();
-        assert!((mean[0] - 1e-7 / 15.0).abs() < 1e-12, "{mean:?}");
+        assert!((mean[0] - 1e-7 / 15.0).abs() < 1e-14, "{mean:?}");
     }
 
     #[test]
@@ -351,9 +352,9 @@ mod tests {
         let mut sum = WeightedSum::new(2);
         sum.add(&[1.0, 1.0], 2.0).unwrap();
         let before = sum.clone();
-        assert_eq!(sum.add(&[0.0, 1e10], 1e3), Err(AggregateError::OutOfRange { index: 1 }));
+        assert_eq!(sum.add(&[0.0, 1e10], 1e9), Err(AggregateError::OutOfRange { index: 1 }));
         assert_eq!(sum, before);
-        assert!(matches!(WeightedSum::from_parts(vec![1e13], 1.0, 1), Err(AggregateError::OutOfRange { index: 0 })));
+        assert!(matches!(WeightedSum::from_parts(vec![1e17], 1.0, 1), Err(AggregateError::OutOfRange { index: 0 })));
     }
 
     #[test]

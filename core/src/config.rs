@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 mod influence;
 
-pub use influence::{DEFAULT_MAX_UPDATE_NORM, InfluenceSection, Weighting};
+pub use influence::{DEFAULT_MAX_UPDATE_NORM, InfluenceSection, MAX_WEIGHT_LIMIT, Weighting};
 
 /// A configuration file that cannot be used.
 #[derive(Debug, thiserror::Error)]

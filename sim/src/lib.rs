@@ -13,14 +13,14 @@ pub mod dataset;
 pub mod fuzzing;
 mod link;
 pub mod partition;
+mod report;
 mod simulation;
+mod threads;
 mod work;
 
 pub use dataset::{Builtin, Source};
 pub use link::MemoryLink;
 pub use partition::Partition;
-pub use simulation::{
-    ClientPartition, ClientRound, FEDERATION, HOLDOUT_FRACTION, RoundRow, SimError, Simulation, SimulationReport,
-    SimulationSettings, Transport, Watch,
-};
+pub use report::{ClientPartition, ClientRound, RoundRow, SimulationReport, SimulationSettings};
+pub use simulation::{FEDERATION, HOLDOUT_FRACTION, SimError, Simulation, Transport, Watch};
 pub use work::Observation;

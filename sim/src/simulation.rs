@@ -24,26 +24,25 @@
 use crate::MemoryLink;
 use crate::dataset::{Source, SourceError, Table};
 use crate::partition::{Partition, PartitionError, Rows};
-use crate::work::{Cores, Observation, SimWork, Sink};
+use crate::report::{ClientPartition, SimulationReport};
+use crate::threads::{self, NodeJob};
+use crate::work::{SimWork, Sink};
 use cohort_client::node::{ClientError, NodeReport, run_prepared, run_session};
 use cohort_client::privacy::PrivateWork;
 use cohort_client::work::TrainingWork;
-use cohort_coordinator::round::{Event, RoundSummary};
+use cohort_coordinator::round::Event;
 use cohort_coordinator::server::{self, Hosted, plan_of};
 use cohort_coordinator::{Coordinator, CoordinatorError, RunReport};
+use cohort_core::Round;
 use cohort_core::config::{
     ClientConfig, ClientSecureAggregation, CoordinatorConfig, CoordinatorEndpoint, DataSection, ModelSection,
     PrivacySection, SecureAggregationMode, SecureAggregationSection, StrategyConfig, TlsSection, TrainingSection,
 };
 use cohort_core::data::{DataError, prepare_rows, split_rows};
-use cohort_core::metrics::{EvalMetrics, PrimaryMetric, weighted_aggregate};
-use cohort_core::model::{TaskKind, parameters_sha256};
 use cohort_core::pki::{self, IssueRequest, NodeFiles, Overwrite, PkiError, Role};
 use cohort_core::secret::NodeSecret;
-use cohort_core::{ModelVersion, Round};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -54,6 +53,10 @@ pub const FEDERATION: &str = "cohort-sim";
 
 /// The share of each client's rows held out for its evaluations.
 pub const HOLDOUT_FRACTION: f64 = 0.2;
+
+/// Where a simulation keeps its federation's files unless told otherwise: a memory-backed file system, when the
+/// machine has one (else the system's temporary directory).
+const MEMORY_BACKED_TMP: &str = "/dev/shm";
 
 /// How the simulated nodes reach the coordinator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -147,7 +150,8 @@ pub struct Simulation {
     pub learning_rate: f64,
     /// Local batch size.
     pub batch_size: usize,
-    /// Where the federation's files go (None: a temporary directory, removed afterwards).
+    /// Where the federation's files go (None: a temporary directory, on `/dev/shm` when there is one, removed
+    /// afterwards).
     pub work_dir: Option<PathBuf>,
 }
 
@@ -271,10 +275,14 @@ impl Simulation {
         let (scratch, dir) = match &self.work_dir {
             Some(dir) => (None, dir.clone()),
             None => {
+                // Memory-backed when the machine has one: the federation's fsyncs then cost nothing, and its
+                // files are removed when the run ends.
+                let base = Path::new(MEMORY_BACKED_TMP);
+                let base = if base.is_dir() { base.to_owned() } else { std::env::temp_dir() };
                 let temp = tempfile::Builder::new()
                     .prefix("cohort-sim-")
-                    .tempdir()
-                    .map_err(|e| SimError::WorkDir { path: std::env::temp_dir(), message: e.to_string() })?;
+                    .tempdir_in(&base)
+                    .map_err(|e| SimError::WorkDir { path: base.clone(), message: e.to_string() })?;
                 let path = temp.path().to_owned();
                 (Some(temp), path)
             }
@@ -323,7 +331,6 @@ impl Simulation {
         };
 
         let sink: Sink = Arc::new(Mutex::new(Vec::new()));
-        let cores = Cores::of_machine();
         let mut partitions = Vec::with_capacity(clients);
         let mut nodes = Vec::with_capacity(clients);
         for (index, (name, part)) in names.iter().zip(&parts).enumerate() {
@@ -360,17 +367,11 @@ impl Simulation {
                         if let Some(seed) = seed { work.with_insecure_seed(seed) } else { work },
                         index,
                         sink.clone(),
-                        cores.clone(),
                     )
                 }
                 None => {
                     let work = TrainingWork::new();
-                    SimWork::plain(
-                        if let Some(seed) = seed { work.with_seed(seed) } else { work },
-                        index,
-                        sink.clone(),
-                        cores.clone(),
-                    )
+                    SimWork::plain(if let Some(seed) = seed { work.with_seed(seed) } else { work }, index, sink.clone())
                 }
             };
             let client_err = |error| SimError::Client { name: name.clone(), error };
@@ -383,20 +384,22 @@ impl Simulation {
             nodes.push((client_config, work, local, certificate));
         }
         drop(table);
+        tracing::debug!(clients, seconds = started.elapsed().as_secs_f64(), "simulation set up");
 
-        let mut tasks = tokio::task::JoinSet::new();
+        // The nodes run on their own threads, one per core; the coordinator runs here.
+        let mut jobs: Vec<NodeJob<NodeOutcome>> = Vec::with_capacity(clients);
         let coordinator = match (hosted, addr) {
             (Some(Hosted { host, .. }), _) => {
                 observe(Watch { events: host.subscribe(), sink: sink.clone(), clients });
                 for (index, (config, mut work, local, certificate)) in nodes.into_iter().enumerate() {
                     let mut link = MemoryLink::new(host.clone(), &config.name, certificate);
                     let plan = plan.clone();
-                    tasks.spawn(async move {
+                    jobs.push(Box::pin(async move {
                         let mut report = NodeReport::default();
                         let result =
                             run_session(&mut link, &config, &mut work, &mut Some((plan, local)), &mut report).await;
                         (index, result.map(|()| report), work.spent())
-                    });
+                    }));
                 }
                 Box::pin(async move {
                     // No grace period: the loop below waits for the nodes themselves.
@@ -408,33 +411,41 @@ impl Simulation {
                 observe(Watch { events: coordinator.subscribe(), sink: sink.clone(), clients });
                 for (index, (config, mut work, local, _)) in nodes.into_iter().enumerate() {
                     let plan = plan.clone();
-                    tasks.spawn(async move {
+                    jobs.push(Box::pin(async move {
                         let result = run_prepared(&config, &mut work, Some((plan, local))).await;
                         (index, result, work.spent())
-                    });
+                    }));
                 }
                 Box::pin(coordinator.run(std::future::pending()))
             }
             (None, None) => unreachable!("a simulation hosts its coordinator in memory or on loopback"),
         };
+        let (_threads, mut outcomes) = threads::spawn(jobs);
         // A node that fails ends the run at once: its rounds would only wait out their deadlines.
         let mut epsilon = vec![None; clients];
-        let mut finished = |joined: Result<NodeOutcome, tokio::task::JoinError>| {
-            let (index, result, spent) = joined.map_err(|e| work_err(&format!("a client task panicked: {e}")))?;
+        let mut finished = |outcome: Option<Result<NodeOutcome, threads::ThreadFailure>>| {
+            let (index, result, spent) = outcome
+                .ok_or_else(|| work_err(&"the node threads ended before every node finished"))?
+                .map_err(|e| work_err(&e))?;
             result.map_err(|error| SimError::Client { name: names[index].clone(), error })?;
             epsilon[index] = spent;
             Ok::<(), SimError>(())
         };
         tokio::pin!(coordinator);
+        let mut done = 0;
         let report = loop {
             tokio::select! {
                 report = &mut coordinator => break report?,
-                Some(joined) = tasks.join_next() => finished(joined)?,
+                outcome = outcomes.recv(), if done < clients => {
+                    finished(outcome)?;
+                    done += 1;
+                }
             }
         };
-        while let Some(joined) = tasks.join_next().await {
-            finished(joined)?;
+        for _ in done..clients {
+            finished(outcomes.recv().await)?;
         }
+        tracing::debug!(seconds = started.elapsed().as_secs_f64(), "simulation finished");
         if let Some(stopped) = &report.stopped {
             return Err(SimError::Stopped {
                 completed: report.history.last().map_or(0, |s| s.round.0),
@@ -601,197 +612,5 @@ impl Seeds {
             Some(rng) => ChaCha20Rng::seed_from_u64(rng.next_u64()),
             None => ChaCha20Rng::from_os_rng(),
         }
-    }
-}
-
-/// One client's share of the data.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ClientPartition {
-    /// The node's name.
-    pub name: String,
-    /// Rows per label (class, or quantile bin of a regression target), before the split.
-    pub labels: Vec<usize>,
-    /// The client's training rows, as indices into the data set in increasing order (to replay the partition
-    /// elsewhere).
-    pub train: Vec<usize>,
-    /// Its held-out rows, likewise.
-    pub holdout: Vec<usize>,
-}
-
-/// One client's exact evaluation of one round's model.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct ClientRound {
-    /// The round.
-    pub round: u64,
-    /// The client.
-    pub client: String,
-    /// Held-out rows evaluated.
-    pub holdout_rows: u64,
-    /// Exact metrics.
-    pub metrics: BTreeMap<String, f64>,
-    /// The client's cumulative ε after this round (None without DP).
-    pub epsilon: Option<f64>,
-}
-
-/// One round of the federation.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct RoundRow {
-    /// The round.
-    pub round: u64,
-    /// The model version it produced.
-    pub version: u64,
-    /// Clients whose updates went into the model.
-    pub contributors: usize,
-    /// Exact metrics pooled over every evaluating client's held-out rows (the simulator's view).
-    pub exact: BTreeMap<String, f64>,
-    /// What the federation itself measured: the clients' released evaluations pooled by the coordinator (DP
-    /// releases under DP, hence noisy).
-    pub federated: BTreeMap<String, f64>,
-    /// The primary metric per evaluating client, sorted (for the spread).
-    pub client_scores: Vec<f64>,
-    /// The largest cumulative ε of any client after the round (None without DP).
-    pub max_epsilon: Option<f64>,
-}
-
-/// What a simulation did, for people (`report.html`), spreadsheets (`metrics.csv`) and programs
-/// (`summary.json`).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SimulationReport {
-    /// The settings.
-    pub settings: SimulationSettings,
-    /// The primary metric's name (`accuracy`, or `r2` for regression).
-    pub primary_metric: String,
-    /// Per round.
-    pub rounds: Vec<RoundRow>,
-    /// Per round × client.
-    pub client_rounds: Vec<ClientRound>,
-    /// Each client's share of the data.
-    pub partitions: Vec<ClientPartition>,
-    /// Each client's final ε (None without DP), in client order.
-    pub epsilon: Vec<Option<f64>>,
-    /// SHA-256 of the final model's parameters.
-    pub model_sha256: String,
-    /// The final model version.
-    pub model_version: u64,
-    /// Wall-clock seconds of the whole run, set-up included.
-    pub wall_seconds: f64,
-    /// Whether a seed made the run reproducible, and therefore NOT private.
-    pub insecure_seed: bool,
-    /// Where the federation's files were kept (None when they were in a removed temporary directory).
-    pub work_dir: Option<PathBuf>,
-}
-
-/// The settings a report echoes.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct SimulationSettings {
-    /// The data set.
-    pub dataset: String,
-    /// Clients.
-    pub clients: usize,
-    /// Rounds.
-    pub rounds: u64,
-    /// Clients per round (None: all).
-    pub clients_per_round: Option<usize>,
-    /// The strategy, as configured.
-    pub strategy: StrategyConfig,
-    /// Hidden widths.
-    pub hidden: Vec<usize>,
-    /// The partition.
-    pub partition: String,
-    /// ε budget per client (None: no DP).
-    pub epsilon: Option<f64>,
-    /// Secure aggregation.
-    pub secure_aggregation: bool,
-    /// The seed.
-    pub seed: Option<u64>,
-    /// The transport.
-    pub transport: Transport,
-}
-
-impl SimulationReport {
-    #[allow(clippy::too_many_arguments)]
-    fn build(
-        sim: &Simulation,
-        task: TaskKind,
-        names: &[String],
-        partitions: Vec<ClientPartition>,
-        run: &RunReport,
-        mut observations: Vec<Observation>,
-        epsilon: Vec<Option<f64>>,
-        wall_seconds: f64,
-        work_dir: Option<PathBuf>,
-    ) -> Self {
-        let primary = PrimaryMetric::for_task(task).name().to_owned();
-        observations.sort_by_key(|o| (o.version, o.client));
-        let mut by_version: BTreeMap<ModelVersion, Vec<&Observation>> = BTreeMap::new();
-        for o in &observations {
-            by_version.entry(o.version).or_default().push(o);
-        }
-        let round_of: BTreeMap<ModelVersion, &RoundSummary> = run.history.iter().map(|s| (s.version, s)).collect();
-        let mut rounds = Vec::new();
-        let mut client_rounds = Vec::new();
-        for summary in &run.history {
-            let seen = by_version.get(&summary.version).map(Vec::as_slice).unwrap_or_default();
-            let slices: Vec<(String, EvalMetrics)> =
-                seen.iter().map(|o| (names[o.client].clone(), o.metrics.clone())).collect();
-            let mut client_scores: Vec<f64> =
-                seen.iter().filter_map(|o| o.metrics.values.get(&primary).copied()).collect();
-            client_scores.sort_by(f64::total_cmp);
-            rounds.push(RoundRow {
-                round: summary.round.0,
-                version: summary.version.0,
-                contributors: summary.contributors.len(),
-                exact: weighted_aggregate(&slices).map(|m| m.values).unwrap_or_default(),
-                federated: summary.metrics.as_ref().map(|m| m.values.clone()).unwrap_or_default(),
-                client_scores,
-                max_epsilon: seen.iter().filter_map(|o| o.epsilon).reduce(f64::max),
-            });
-        }
-        for o in &observations {
-            if let Some(summary) = round_of.get(&o.version) {
-                client_rounds.push(ClientRound {
-                    round: summary.round.0,
-                    client: names[o.client].clone(),
-                    holdout_rows: o.metrics.examples,
-                    metrics: o.metrics.values.clone(),
-                    epsilon: o.epsilon,
-                });
-            }
-        }
-        Self {
-            settings: SimulationSettings {
-                dataset: sim.source.describe(),
-                clients: names.len(),
-                rounds: sim.rounds,
-                clients_per_round: sim.clients_per_round,
-                strategy: sim.strategy.clone(),
-                hidden: sim.hidden.clone(),
-                partition: sim.partition.to_string(),
-                epsilon: sim.epsilon,
-                secure_aggregation: sim.secure_aggregation,
-                seed: sim.seed,
-                transport: sim.transport,
-            },
-            primary_metric: primary,
-            rounds,
-            client_rounds,
-            partitions,
-            epsilon,
-            model_sha256: parameters_sha256(&run.global),
-            model_version: run.version.0,
-            wall_seconds,
-            insecure_seed: sim.seed.is_some(),
-            work_dir,
-        }
-    }
-
-    /// The primary metric of the final model, pooled exactly over every client's held-out rows.
-    pub fn final_score(&self) -> Option<f64> {
-        self.rounds.last().and_then(|r| r.exact.get(&self.primary_metric).copied())
-    }
-
-    /// The largest ε any client spent (None without DP).
-    pub fn max_epsilon(&self) -> Option<f64> {
-        self.epsilon.iter().flatten().copied().reduce(f64::max)
     }
 }

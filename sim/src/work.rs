@@ -13,7 +13,7 @@ use cohort_core::data::LocalData;
 use cohort_core::ledger::LedgerRecord;
 use cohort_core::metrics::EvalMetrics;
 use cohort_core::{ModelVersion, Round};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 /// One client's exact evaluation of one global model version, as the simulator saw it.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,73 +31,26 @@ pub struct Observation {
 /// Where every simulated node's tap writes.
 pub(crate) type Sink = Arc<Mutex<Vec<Observation>>>;
 
-/// The machine's cores, shared by every simulated node: at most as many nodes compute (train, evaluate, account
-/// for privacy) at once as there are cores. Without it, each node blocked in computation would get a thread of
-/// its own, with its own working memory, and a thousand nodes would oversubscribe two cores a thousand times.
-#[derive(Debug)]
-pub(crate) struct Cores {
-    busy: Mutex<usize>,
-    freed: Condvar,
-    limit: usize,
-}
-
-impl Cores {
-    /// As many as the machine has.
-    pub(crate) fn of_machine() -> Arc<Self> {
-        let limit = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-        Arc::new(Self { busy: Mutex::new(0), freed: Condvar::new(), limit })
-    }
-
-    /// Runs `f` on one of the cores, waiting for one to be free.
-    fn run<T>(&self, f: impl FnOnce() -> T) -> T {
-        /// Frees the core however `f` ends.
-        struct Held<'a>(&'a Cores);
-        impl Drop for Held<'_> {
-            fn drop(&mut self) {
-                let mut busy = self.0.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                *busy -= 1;
-                self.0.freed.notify_one();
-            }
-        }
-        let mut busy = self.busy.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        while *busy >= self.limit {
-            busy = self.freed.wait(busy).unwrap_or_else(std::sync::PoisonError::into_inner);
-        }
-        *busy += 1;
-        drop(busy);
-        let _held = Held(self);
-        f()
-    }
-}
-
 /// The node's real work.
 enum Inner {
     Private(Box<PrivateWork>),
     Plain(Box<TrainingWork>),
 }
 
-/// A simulated node's [`LocalWork`]: the deployment's work, delegated to call for call (its computations on one
-/// of the shared [`Cores`]), plus the tap.
+/// A simulated node's [`LocalWork`]: the deployment's work, delegated to call for call, plus the tap.
 pub(crate) struct SimWork {
     inner: Inner,
     client: usize,
     sink: Sink,
-    cores: Arc<Cores>,
 }
 
 impl SimWork {
-    pub(crate) fn private(work: PrivateWork, client: usize, sink: Sink, cores: Arc<Cores>) -> Self {
-        Self { inner: Inner::Private(Box::new(work)), client, sink, cores }
+    pub(crate) fn private(work: PrivateWork, client: usize, sink: Sink) -> Self {
+        Self { inner: Inner::Private(Box::new(work)), client, sink }
     }
 
-    pub(crate) fn plain(work: TrainingWork, client: usize, sink: Sink, cores: Arc<Cores>) -> Self {
-        Self { inner: Inner::Plain(Box::new(work)), client, sink, cores }
-    }
-
-    /// Runs `f` on the node's work, on one of the shared cores.
-    fn on_core<T>(&mut self, f: impl FnOnce(&mut dyn LocalWork) -> T) -> T {
-        let cores = self.cores.clone();
-        cores.run(|| f(self.work()))
+    pub(crate) fn plain(work: TrainingWork, client: usize, sink: Sink) -> Self {
+        Self { inner: Inner::Plain(Box::new(work)), client, sink }
     }
 
     fn work(&mut self) -> &mut dyn LocalWork {
@@ -122,15 +75,15 @@ impl LocalWork for SimWork {
     }
 
     fn participate(&mut self, round: Round, settings: &TrainSettings) -> Result<Participation, ClientError> {
-        self.on_core(|w| w.participate(round, settings))
+        self.work().participate(round, settings)
     }
 
     fn train(&mut self, round: Round, global: &[f32], settings: &TrainSettings) -> Result<TrainOutcome, ClientError> {
-        self.on_core(|w| w.train(round, global, settings))
+        self.work().train(round, global, settings)
     }
 
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {
-        self.on_core(|w| w.evaluate(params))
+        self.work().evaluate(params)
     }
 
     fn release_evaluation(
@@ -140,7 +93,7 @@ impl LocalWork for SimWork {
         params: &[f32],
         exact: &EvalMetrics,
     ) -> Result<EvalMetrics, ClientError> {
-        let released = self.on_core(|w| w.release_evaluation(version, model_sha256, params, exact))?;
+        let released = self.work().release_evaluation(version, model_sha256, params, exact)?;
         let observation = Observation { client: self.client, version, metrics: exact.clone(), epsilon: self.spent() };
         self.sink
             .lock()
@@ -169,6 +122,6 @@ impl LocalWork for SimWork {
     }
 
     fn join_releases(&mut self, data: &LocalData) -> Result<JoinReleases, ClientError> {
-        self.on_core(|w| w.join_releases(data))
+        self.work().join_releases(data)
     }
 }

@@ -41,7 +41,7 @@ pub(crate) async fn run(flags: SimulateArgs) -> anyhow::Result<()> {
         let dir = if label.is_empty() { out.clone() } else { out.join(slug(&label)) };
         let rounds = simulation.rounds;
         let name = if label.is_empty() { String::new() } else { format!("{label}: ") };
-        let simulation = simulation.work_dir(dir.join("federation"));
+        let simulation = if args.keep_federation { simulation.work_dir(dir.join("federation")) } else { simulation };
         let mut progress = None;
         let report = simulation
             .run_observed(|watch| progress = Some(tokio::spawn(follow(watch, rounds, name))))
@@ -105,6 +105,7 @@ fn merge(file: SimulateArgs, flags: SimulateArgs) -> SimulateArgs {
         batch_size: flags.batch_size.or(file.batch_size),
         compare: flags.compare.or(file.compare),
         out: flags.out.or(file.out),
+        keep_federation: flags.keep_federation || file.keep_federation,
         json: flags.json || file.json,
     }
 }

@@ -70,15 +70,19 @@ impl Default for InfluenceSection {
     }
 }
 
+/// The largest `max_weight` a federation may configure: a billion examples per node. The coordinator sums
+/// weighted updates exactly in fixed point, which holds any weight up to this with room to spare.
+pub const MAX_WEIGHT_LIMIT: f64 = 1e9;
+
 impl InfluenceSection {
-    /// Checks `max_weight ≥ 1`, `0 < max_share ≤ 1` and a positive `max_update_norm`.
+    /// Checks `1 ≤ max_weight ≤` [`MAX_WEIGHT_LIMIT`], `0 < max_share ≤ 1` and a positive `max_update_norm`.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] naming the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if !(self.max_weight.is_finite() && self.max_weight >= 1.0) {
+        if !(self.max_weight >= 1.0 && self.max_weight <= MAX_WEIGHT_LIMIT) {
             return Err(ConfigError::Invalid(format!(
-                "influence.max_weight is {}: it must be a finite number of examples, at least 1",
+                "influence.max_weight is {}: it must be a number of examples from 1 to {MAX_WEIGHT_LIMIT:e}",
                 self.max_weight
             )));
         }
@@ -107,7 +111,7 @@ mod tests {
         InfluenceSection::default().validate().unwrap();
         let bad = [
             InfluenceSection { max_weight: 0.5, ..InfluenceSection::default() },
-            InfluenceSection { max_weight: f64::INFINITY, ..InfluenceSection::default() },
+            InfluenceSection { max_weight: 1e10, ..InfluenceSection::default() },
             InfluenceSection { max_share: 0.0, ..InfluenceSection::default() },
             InfluenceSection { max_share: 1.5, ..InfluenceSection::default() },
             InfluenceSection { max_update_norm: -1.0, ..InfluenceSection::default() },
