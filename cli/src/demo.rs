@@ -13,7 +13,7 @@ use cohort_core::config::{
     TrainingSection,
 };
 use cohort_core::model::{TaskKind, parameters_sha256, parameters_to_bytes};
-use cohort_core::pki::{self, IssueRequest, NodeFiles, Overwrite, Role};
+use cohort_core::pki::{self, NodeFiles};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use std::path::Path;
@@ -50,14 +50,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     let pki_dir = data_dir.join("pki");
     // The demo's own throwaway PKI: replacing one left by an earlier, unfinished demo here is intended.
-    pki::init_ca_with(&pki_dir.join("ca"), FEDERATION, Overwrite::Replace)?;
-    let sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let coord_files = pki::issue_with(
-        &pki_dir.join("ca"),
-        &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 30),
-        &pki_dir.join("coordinator"),
-        Overwrite::Replace,
-    )?;
+    let coord_files = pki::local_federation(&pki_dir, FEDERATION)?;
     let (header, central, splits) = split_rows(BREAST_CANCER)?;
     let central_path = data_dir.join("data").join("central-test.csv");
     // The federation's declared range of every feature: the range of the published data set widened by 10% on
@@ -124,12 +117,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let mut clients = Vec::new();
     for ((name, _), rows) in HOSPITALS.iter().zip(&splits) {
-        let files = pki::issue_with(
-            &pki_dir.join("ca"),
-            &IssueRequest::valid_for_days(name, Role::Client, &[], 30),
-            &pki_dir.join(name),
-            Overwrite::Replace,
-        )?;
+        let files = pki::local_client(&pki_dir, name)?;
         let csv_path = data_dir.join("data").join(format!("{name}.csv"));
         std::fs::create_dir_all(csv_path.parent().unwrap_or(&data_dir))?;
         std::fs::write(&csv_path, format!("{}\n{}\n", header.join(","), rows.join("\n")))?;

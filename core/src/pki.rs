@@ -248,6 +248,33 @@ pub fn issue(ca_dir: &Path, request: &IssueRequest<'_>, out: &Path) -> Result<No
     issue_with(ca_dir, request, out, Overwrite::Refuse)
 }
 
+/// How long the certificates of [`local_federation`] and [`local_client`] are valid.
+const LOCAL_DAYS: i64 = 30;
+
+/// A throwaway PKI for a federation that lives on one machine (the demo, simulations): a new CA for
+/// `federation` in `dir/ca`, and a coordinator certificate for `localhost` and `127.0.0.1` in
+/// `dir/coordinator`, both replacing whatever an earlier run left there. Never for a real federation, whose CA
+/// must not be replaced silently (see [`init_ca`]).
+///
+/// # Errors
+/// As [`init_ca_with`] and [`issue_with`].
+pub fn local_federation(dir: &Path, federation: &str) -> Result<NodeFiles, PkiError> {
+    init_ca_with(&dir.join("ca"), federation, Overwrite::Replace)?;
+    let sans = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let request = IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, LOCAL_DAYS);
+    issue_with(&dir.join("ca"), &request, &dir.join("coordinator"), Overwrite::Replace)
+}
+
+/// A client certificate for `name` from the CA of [`local_federation`] in `dir`, into `dir/name` (replaced if
+/// present).
+///
+/// # Errors
+/// As [`issue_with`].
+pub fn local_client(dir: &Path, name: &str) -> Result<NodeFiles, PkiError> {
+    let request = IssueRequest::valid_for_days(name, Role::Client, &[], LOCAL_DAYS);
+    issue_with(&dir.join("ca"), &request, &dir.join(name), Overwrite::Replace)
+}
+
 /// Issues a node certificate like [`issue`], replacing existing files only with [`Overwrite::Replace`].
 ///
 /// # Errors

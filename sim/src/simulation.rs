@@ -39,7 +39,7 @@ use cohort_core::config::{
     PrivacySection, SecureAggregationMode, SecureAggregationSection, StrategyConfig, TlsSection, TrainingSection,
 };
 use cohort_core::data::{DataError, prepare_rows, split_rows};
-use cohort_core::pki::{self, IssueRequest, NodeFiles, Overwrite, PkiError, Role};
+use cohort_core::pki::{self, NodeFiles, PkiError};
 use cohort_core::secret::NodeSecret;
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -308,14 +308,7 @@ impl Simulation {
         let names: Vec<String> = (1..=clients).map(|i| client_name(i, clients)).collect();
 
         let pki_dir = dir.join("pki");
-        pki::init_ca_with(&pki_dir.join("ca"), FEDERATION, Overwrite::Replace)?;
-        let sans = ["localhost".to_owned(), "127.0.0.1".to_owned()];
-        let coordinator_files = pki::issue_with(
-            &pki_dir.join("ca"),
-            &IssueRequest::valid_for_days("coordinator", Role::Coordinator, &sans, 30),
-            &pki_dir.join("coordinator"),
-            Overwrite::Replace,
-        )?;
+        let coordinator_files = pki::local_federation(&pki_dir, FEDERATION)?;
         let config = self.coordinator_config(&dir, &table, &names, &coordinator_files)?;
         let plan = plan_of(&config)?;
         let mut coordinator_rng = self.seed.map(|_| ChaCha20Rng::seed_from_u64(seeds.next()));
@@ -334,12 +327,7 @@ impl Simulation {
         let mut partitions = Vec::with_capacity(clients);
         let mut nodes = Vec::with_capacity(clients);
         for (index, (name, part)) in names.iter().zip(&parts).enumerate() {
-            let files = pki::issue_with(
-                &pki_dir.join("ca"),
-                &IssueRequest::valid_for_days(name, Role::Client, &[], 30),
-                &pki_dir.join(name),
-                Overwrite::Replace,
-            )?;
+            let files = pki::local_client(&pki_dir, name)?;
             let node_dir = dir.join("nodes").join(name);
             let seed = self.seed.map(|_| seeds.next());
             let secret = match seed {

@@ -4,12 +4,79 @@
 use super::html::esc;
 use std::fmt::Write as _;
 
-const W: f64 = 640.0;
-const H: f64 = 260.0;
-const L: f64 = 64.0;
-const R: f64 = 150.0;
-const T: f64 = 28.0;
-const B: f64 = 40.0;
+/// The plotting area of a chart: its size and its margins (left, right, top, bottom).
+pub(super) struct Frame {
+    pub(super) w: f64,
+    pub(super) h: f64,
+    pub(super) l: f64,
+    pub(super) r: f64,
+    pub(super) t: f64,
+    pub(super) b: f64,
+}
+
+impl Frame {
+    /// The x pixel of `x` on the axis `[x0, x1]`.
+    pub(super) fn px(&self, x: f64, (x0, x1): (f64, f64)) -> f64 {
+        self.l + (x - x0) / (x1 - x0) * (self.w - self.l - self.r)
+    }
+
+    /// The y pixel of `y` on the axis `[y0, y1]`.
+    pub(super) fn py(&self, y: f64, (y0, y1): (f64, f64)) -> f64 {
+        self.h - self.b - (y - y0) / (y1 - y0) * (self.h - self.t - self.b)
+    }
+
+    /// The grid, the two axes with their ticks, and the axis labels, for the ranges `xs` and `ys`.
+    pub(super) fn axes(&self, s: &mut String, xs: (f64, f64), ys: (f64, f64), x_label: &str, y_label: &str) {
+        let Self { w, h, l, r, t, b } = *self;
+        for i in 0..=4 {
+            let v = ys.0 + (ys.1 - ys.0) * f64::from(i) / 4.0;
+            let y = self.py(v, ys);
+            let _ = write!(s, "<line x1=\"{l}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>", w - r);
+            let _ = write!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
+                l - 6.0,
+                y + 4.0,
+                tick(v, ys.1 - ys.0)
+            );
+        }
+        let _ = write!(s, "<line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{:.1}\" stroke=\"#333\"/>", h - b);
+        let _ =
+            write!(s, "<line x1=\"{l}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/>", h - b, w - r, h - b);
+        let ticks = 6.min((xs.1 - xs.0).round() as u64).max(1);
+        for i in 0..=ticks {
+            let v = xs.0 + (xs.1 - xs.0) * i as f64 / ticks as f64;
+            let _ = write!(
+                s,
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
+                self.px(v, xs),
+                h - b + 16.0,
+                tick(v, xs.1 - xs.0)
+            );
+        }
+        let _ = write!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\">{}</text>",
+            (l + w - r) / 2.0,
+            h - 6.0,
+            esc(x_label)
+        );
+        let mid = (t + h - b) / 2.0;
+        let _ = write!(
+            s,
+            "<text x=\"14\" y=\"{mid:.1}\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 14 {mid:.1})\">{}</text>",
+            esc(y_label)
+        );
+    }
+}
+
+/// The frame of [`line_chart`]: room on the right for the legend.
+const FRAME: Frame = Frame { w: 640.0, h: 260.0, l: 64.0, r: 150.0, t: 28.0, b: 40.0 };
+const W: f64 = FRAME.w;
+const H: f64 = FRAME.h;
+const L: f64 = FRAME.l;
+const R: f64 = FRAME.r;
+const T: f64 = FRAME.t;
 
 /// Colours for overlaid series, in order.
 pub(crate) const PALETTE: [&str; 8] =
@@ -63,8 +130,8 @@ pub(crate) fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Se
     let (y0, y1) = range(ys);
     let pad = (y1 - y0) * 0.05;
     let (y0, y1) = (y0 - pad, y1 + pad);
-    let px = |x: f64| L + (x - x0) / (x1 - x0) * (W - L - R);
-    let py = |y: f64| H - B - (y - y0) / (y1 - y0) * (H - T - B);
+    let px = |x: f64| FRAME.px(x, (x0, x1));
+    let py = |y: f64| FRAME.py(y, (y0, y1));
     let mut s = String::new();
     let _ = write!(
         s,
@@ -73,44 +140,7 @@ pub(crate) fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Se
         esc(title)
     );
     let _ = write!(s, "<text x=\"{L}\" y=\"18\" font-size=\"13\" font-weight=\"bold\">{}</text>", esc(title));
-    for i in 0..=4 {
-        let v = y0 + (y1 - y0) * f64::from(i) / 4.0;
-        let y = py(v);
-        let _ = write!(s, "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>", W - R);
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
-            L - 6.0,
-            y + 4.0,
-            tick(v, y1 - y0)
-        );
-    }
-    let _ = write!(s, "<line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{:.1}\" stroke=\"#333\"/>", H - B);
-    let _ = write!(s, "<line x1=\"{L}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/>", H - B, W - R, H - B);
-    let ticks = 6.min((x1 - x0).round() as u64).max(1);
-    for i in 0..=ticks {
-        let v = x0 + (x1 - x0) * i as f64 / ticks as f64;
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
-            px(v),
-            H - B + 16.0,
-            tick(v, x1 - x0)
-        );
-    }
-    let _ = write!(
-        s,
-        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\">{}</text>",
-        (L + W - R) / 2.0,
-        H - 6.0,
-        esc(x_label)
-    );
-    let mid = (T + H - B) / 2.0;
-    let _ = write!(
-        s,
-        "<text x=\"14\" y=\"{mid:.1}\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 14 {mid:.1})\">{}</text>",
-        esc(y_label)
-    );
+    FRAME.axes(&mut s, (x0, x1), (y0, y1), x_label, y_label);
     let mut legend = 0.0;
     let mut entry = |s: &mut String, name: &str, colour: &str, dashed: bool| {
         let y = T + 8.0 + legend * 16.0;
@@ -180,7 +210,7 @@ pub(crate) fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Se
 }
 
 /// A tick label with as many decimals as the axis' span needs.
-fn tick(v: f64, span: f64) -> String {
+pub(super) fn tick(v: f64, span: f64) -> String {
     let decimals = if span >= 20.0 {
         0
     } else if span >= 2.0 {

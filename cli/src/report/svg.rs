@@ -1,5 +1,6 @@
 //! A client's cumulative ε as an inline SVG line chart.
 
+use super::chart::Frame;
 use super::html::esc;
 use super::mechanism_name;
 use cohort_coordinator::audit::ClientPrivacy;
@@ -9,12 +10,8 @@ use std::fmt::Write as _;
 /// A line chart of cumulative ε over the client's records (x: round, or seq for records without one), with the
 /// budget as a dashed line. Plain SVG 1.1: no scripts, no external references.
 pub(super) fn svg_chart(c: &ClientPrivacy) -> String {
-    const W: f64 = 600.0;
-    const H: f64 = 240.0;
-    const L: f64 = 60.0;
-    const R: f64 = 20.0;
-    const T: f64 = 16.0;
-    const B: f64 = 40.0;
+    const FRAME: Frame = Frame { w: 600.0, h: 240.0, l: 60.0, r: 20.0, t: 16.0, b: 40.0 };
+    let (w, l, r) = (FRAME.w, FRAME.l, FRAME.r);
     let xs: Vec<f64> = c.series.iter().map(|p| p.round.unwrap_or(p.seq) as f64).collect();
     let (x0, x1) = xs.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| (a.min(x), b.max(x)));
     let (x0, x1) = if x0.is_finite() && x1 > x0 {
@@ -26,63 +23,30 @@ pub(super) fn svg_chart(c: &ClientPrivacy) -> String {
     };
     let top = c.series.iter().map(|p| p.epsilon).fold(c.budget, f64::max);
     let y1 = if top.is_finite() && top > 0.0 { top * 1.1 } else { 1.0 };
-    let px = |x: f64| L + (x - x0) / (x1 - x0) * (W - L - R);
-    let py = |y: f64| H - B - (y.clamp(0.0, y1) / y1) * (H - T - B);
+    let px = |x: f64| FRAME.px(x, (x0, x1));
+    let py = |y: f64| FRAME.py(y.clamp(0.0, y1), (0.0, y1));
     let mut s = String::new();
     let _ = write!(
         s,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" role=\"img\" aria-label=\"cumulative epsilon of {}\">",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{}\" viewBox=\"0 0 {w} {}\" role=\"img\" aria-label=\"cumulative epsilon of {}\">",
+        FRAME.h,
+        FRAME.h,
         esc(&c.node)
     );
     let _ = write!(s, "<title>Cumulative ε of {}</title>", esc(&c.node));
-    // Axes and grid.
-    for i in 0..=4 {
-        let v = y1 * f64::from(i) / 4.0;
-        let y = py(v);
-        let _ = write!(s, "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>", W - R);
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{v:.2}</text>",
-            L - 6.0,
-            y + 4.0
-        );
-    }
-    let _ = write!(s, "<line x1=\"{L}\" y1=\"{T}\" x2=\"{L}\" y2=\"{:.1}\" stroke=\"#333\"/>", H - B);
-    let _ = write!(s, "<line x1=\"{L}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/>", H - B, W - R, H - B);
-    let ticks = 6.min((x1 - x0).round() as u64).max(1);
-    for i in 0..=ticks {
-        let v = x0 + (x1 - x0) * i as f64 / ticks as f64;
-        let _ = write!(
-            s,
-            "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{v:.0}</text>",
-            px(v),
-            H - B + 16.0
-        );
-    }
-    let _ = write!(
-        s,
-        "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\">round</text>",
-        (L + W - R) / 2.0,
-        H - 6.0
-    );
-    let _ = write!(
-        s,
-        "<text x=\"14\" y=\"{:.1}\" font-size=\"12\" text-anchor=\"middle\" transform=\"rotate(-90 14 {:.1})\">ε</text>",
-        (T + H - B) / 2.0,
-        (T + H - B) / 2.0
-    );
+    FRAME.axes(&mut s, (x0, x1), (0.0, y1), "round", "ε");
     // Budget.
     if c.budget.is_finite() && c.budget > 0.0 {
         let y = py(c.budget);
         let _ = write!(
             s,
-            "<line x1=\"{L}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#b91c1c\" stroke-dasharray=\"6 4\"/>",
-            W - R
+            "<line x1=\"{l}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#b91c1c\" stroke-dasharray=\"6 4\"/>",
+            w - r
         );
         let _ = write!(
             s,
             "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" fill=\"#b91c1c\" text-anchor=\"end\">budget ε = {}</text>",
-            W - R - 4.0,
+            w - r - 4.0,
             y - 4.0,
             c.budget
         );
