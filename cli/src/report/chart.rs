@@ -28,30 +28,27 @@ impl Frame {
     /// The grid, the two axes with their ticks, and the axis labels, for the ranges `xs` and `ys`.
     pub(super) fn axes(&self, s: &mut String, xs: (f64, f64), ys: (f64, f64), x_label: &str, y_label: &str) {
         let Self { w, h, l, r, t, b } = *self;
-        for i in 0..=4 {
-            let v = ys.0 + (ys.1 - ys.0) * f64::from(i) / 4.0;
+        let (y_ticks, y_decimals) = nice_ticks(ys, 5);
+        for v in y_ticks {
             let y = self.py(v, ys);
             let _ = write!(s, "<line x1=\"{l}\" y1=\"{y:.1}\" x2=\"{:.1}\" y2=\"{y:.1}\" stroke=\"#eee\"/>", w - r);
             let _ = write!(
                 s,
-                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{}</text>",
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"end\">{v:.y_decimals$}</text>",
                 l - 6.0,
-                y + 4.0,
-                tick(v, ys.1 - ys.0)
+                y + 4.0
             );
         }
         let _ = write!(s, "<line x1=\"{l}\" y1=\"{t}\" x2=\"{l}\" y2=\"{:.1}\" stroke=\"#333\"/>", h - b);
         let _ =
             write!(s, "<line x1=\"{l}\" y1=\"{:.1}\" x2=\"{:.1}\" y2=\"{:.1}\" stroke=\"#333\"/>", h - b, w - r, h - b);
-        let ticks = 6.min((xs.1 - xs.0).round() as u64).max(1);
-        for i in 0..=ticks {
-            let v = xs.0 + (xs.1 - xs.0) * i as f64 / ticks as f64;
+        let (x_ticks, x_decimals) = nice_ticks(xs, 7);
+        for v in x_ticks {
             let _ = write!(
                 s,
-                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{}</text>",
+                "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"11\" text-anchor=\"middle\">{v:.x_decimals$}</text>",
                 self.px(v, xs),
-                h - b + 16.0,
-                tick(v, xs.1 - xs.0)
+                h - b + 16.0
             );
         }
         let _ = write!(
@@ -210,6 +207,21 @@ pub(crate) fn line_chart(title: &str, x_label: &str, y_label: &str, series: &[Se
 }
 
 /// A tick label with as many decimals as the axis' span needs.
+/// Round-number ticks within `[lo, hi]`: multiples of a step of 1, 2 or 5 × 10^k, at most `most` of them, and
+/// the decimals their labels need (so rounds 1–10 get 2 4 6 8 10, not 1 2.5 4 5.5).
+fn nice_ticks((lo, hi): (f64, f64), most: usize) -> (Vec<f64>, usize) {
+    if !(lo.is_finite() && hi.is_finite() && hi > lo) {
+        return (vec![lo], 0);
+    }
+    let raw = (hi - lo) / most.max(2).saturating_sub(1) as f64;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude);
+    let first = (lo / step).ceil() as i64;
+    let last = (hi / step).floor() as i64;
+    let ticks = (first..=last).map(|k| k as f64 * step).collect();
+    (ticks, (-step.log10().floor()).max(0.0) as usize)
+}
+
 pub(super) fn tick(v: f64, span: f64) -> String {
     let decimals = if span >= 20.0 {
         0
@@ -310,6 +322,16 @@ mod tests {
         assert_eq!(svg.matches("<circle").count(), 2);
         assert!(svg.contains("a&lt;b") && svg.contains("<polygon"), "{svg}");
         assert!(!svg.contains("NaN"));
+    }
+
+    #[test]
+    fn ticks_are_round_numbers() {
+        assert_eq!(nice_ticks((1.0, 10.0), 7), (vec![2.0, 4.0, 6.0, 8.0, 10.0], 0));
+        assert_eq!(nice_ticks((0.0, 3.3), 5), (vec![0.0, 1.0, 2.0, 3.0], 0));
+        let (ticks, decimals) = nice_ticks((0.35, 0.92), 5);
+        assert_eq!(decimals, 1);
+        assert_eq!(ticks.iter().map(|t| format!("{t:.1}")).collect::<Vec<_>>(), ["0.4", "0.6", "0.8"]);
+        assert_eq!(nice_ticks((5.0, 5.0), 5), (vec![5.0], 0));
     }
 
     #[test]
