@@ -33,6 +33,12 @@ impl SqliteJournal {
         Ok(journal)
     }
 
+    /// The journal in `data_dir` for `federation`, not opened yet: its file is created, and its storage checked,
+    /// on first use (a plaintext federation never uses it).
+    pub fn unopened(data_dir: &Path, federation: &str) -> Self {
+        Self { path: data_dir.join(JOURNAL_FILE), federation: federation.to_owned() }
+    }
+
     /// A connection with full synchronous writes, the schema in place.
     fn connect(&self) -> Result<Connection, JournalError> {
         let storage = |e: rusqlite::Error| JournalError::Storage(format!("{}: {e}", self.path.display()));

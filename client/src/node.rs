@@ -421,14 +421,16 @@ pub async fn run_session(
         share_signing: bound.share_ed25519.to_vec(),
         binding_signature,
     };
-    let secure = SecureContext {
-        identity,
-        trust: FederationTrust::load(&config.tls.ca_cert).map_err(|e| local(&e))?,
-        journal: SqliteJournal::open(&config.data_dir, &config.federation_id).map_err(|e| local(&e))?,
-    };
+    let trust = FederationTrust::load(&config.tls.ca_cert).map_err(|e| local(&e))?;
     // Join to learn the plan, load the data against its schema (once), then join again with the data report.
     let join = JoinRequest { federation_id: config.federation_id.clone(), keys: keys.clone(), data: None };
     let plan = link.join(join).await?.plan;
+    // The journal of answered secure rounds, created (and checked) only for a federation that runs them.
+    let journal = match plan.secure_aggregation.mode {
+        SecureAggregationMode::None => SqliteJournal::unopened(&config.data_dir, &config.federation_id),
+        _ => SqliteJournal::open(&config.data_dir, &config.federation_id).map_err(|e| local(&e))?,
+    };
+    let secure = SecureContext { identity, trust, journal };
     if config.secure_aggregation.required && plan.secure_aggregation.mode == SecureAggregationMode::None {
         let reason = format!(
             "this node requires secure aggregation ([secure_aggregation] required = true in its config), but federation \

@@ -159,6 +159,8 @@ pub struct Federation {
     nodes: BTreeMap<NodeName, NodeInfo>,
     ledgers: BTreeMap<NodeName, Vec<LedgerRecord>>,
     effects: Vec<Effect>,
+    /// The SHA-256 of the global model of a version, computed once per version rather than once per task.
+    digest: Option<(ModelVersion, String)>,
 }
 
 impl std::fmt::Debug for Federation {
@@ -177,7 +179,7 @@ impl Federation {
         clock: Box<dyn Clock>,
         ledgers: BTreeMap<NodeName, Vec<LedgerRecord>>,
     ) -> Self {
-        Self { machine, plan, trust, clock, nodes: BTreeMap::new(), ledgers, effects: Vec::new() }
+        Self { machine, plan, trust, clock, nodes: BTreeMap::new(), ledgers, effects: Vec::new(), digest: None }
     }
 
     /// The round machine (read-only: every change goes through a message).
@@ -382,15 +384,34 @@ impl Federation {
             Task::Evaluate { round, version } => (Assignment::Evaluate, round, version),
             Task::Finished { version } => (Assignment::Finished, self.machine.completed(), version),
         };
-        let model = if assignment.carries_model() { self.machine.global().to_vec() } else { Vec::new() };
+        let (model, model_sha256) = if assignment.carries_model() {
+            (self.machine.global().to_vec(), self.global_digest())
+        } else {
+            (Vec::new(), String::new())
+        };
         let header = TaskHeader {
             round: RoundRef::new(&self.plan.federation_id, round, version),
             retry_after: RETRY_AFTER,
             parameter_count: model.len() as u64,
-            model_sha256: if model.is_empty() { String::new() } else { parameters_sha256(&model) },
+            model_sha256,
             assignment,
         };
         Ok((header, model))
+    }
+
+    /// The SHA-256 of the current global model (empty for an empty model), cached for its version: the model
+    /// changes only when the version does.
+    fn global_digest(&mut self) -> String {
+        let version = self.machine.version();
+        match &self.digest {
+            Some((v, digest)) if *v == version => digest.clone(),
+            _ => {
+                let global = self.machine.global();
+                let digest = if global.is_empty() { String::new() } else { parameters_sha256(global) };
+                self.digest = Some((version, digest.clone()));
+                digest
+            }
+        }
     }
 
     /// Checks an upload's header before its body is received: returns the body's size in bytes. A stale,

@@ -64,7 +64,14 @@ pub enum AggregateError {
 /// `x` in [`WeightedSum`]'s fixed point, or None beyond [`MAX_TERM`]. Scaling by a power of two is exact, so
 /// the only rounding is the one to the 2⁻⁴⁸ grid, the same for a value wherever it comes from.
 fn to_fixed(x: f64) -> Option<i128> {
-    (x.abs() < MAX_TERM).then(|| (x * f64::from(FRACTION_BITS).exp2()).round() as i128)
+    /// Below this the scaled value fits an `i64`, whose conversion is one instruction (an `i128` one is a
+    /// library call): nearly every weighted delta.
+    const I64_SAFE: f64 = 9.0e18;
+    if x.abs() >= MAX_TERM {
+        return None;
+    }
+    let scaled = (x * f64::from(FRACTION_BITS).exp2()).round();
+    Some(if scaled.abs() < I64_SAFE { i128::from(scaled as i64) } else { scaled as i128 })
 }
 
 fn from_fixed(x: i128) -> f64 {
@@ -121,13 +128,20 @@ impl WeightedSum {
             return Err(bad_weight);
         }
         let total = to_fixed(weight).and_then(|w| self.weight.checked_add(w)).ok_or(bad_weight)?;
-        let sum_with = |s: i128, d: f32| to_fixed(weight * f64::from(d)).and_then(|term| s.checked_add(term));
-        // Checked in full before anything is written, so that a refused update leaves no trace.
-        if let Some(index) = self.sum.iter().zip(delta).position(|(&s, &d)| sum_with(s, d).is_none()) {
+        let term = |d: f32| to_fixed(weight * f64::from(d));
+        // One pass; a refused update is taken out again exactly (integer sums), so it leaves no trace.
+        let refused = self.sum.iter_mut().zip(delta).position(|(s, &d)| match term(d).and_then(|t| s.checked_add(t)) {
+            Some(next) => {
+                *s = next;
+                false
+            }
+            None => true,
+        });
+        if let Some(index) = refused {
+            for (s, &d) in self.sum.iter_mut().zip(delta).take(index) {
+                *s -= term(d).unwrap_or(0);
+            }
             return Err(AggregateError::OutOfRange { index });
-        }
-        for (s, &d) in self.sum.iter_mut().zip(delta) {
-            *s = sum_with(*s, d).unwrap_or(*s);
         }
         self.weight = total;
         self.contributors += 1;
@@ -352,7 +366,8 @@ mod tests {
         let mut sum = WeightedSum::new(2);
         sum.add(&[1.0, 1.0], 2.0).unwrap();
         let before = sum.clone();
-        assert_eq!(sum.add(&[0.0, 1e10], 1e9), Err(AggregateError::OutOfRange { index: 1 }));
+        // The first value is added before the second is found out of range, and taken out again exactly.
+        assert_eq!(sum.add(&[1.0, 1e10], 1e9), Err(AggregateError::OutOfRange { index: 1 }));
         assert_eq!(sum, before);
         assert!(matches!(WeightedSum::from_parts(vec![1e17], 1.0, 1), Err(AggregateError::OutOfRange { index: 0 })));
     }
