@@ -588,31 +588,33 @@ impl<L: CoordinatorLink> Tasks<'_, L> {
         // The round's key material is no longer needed; drop (and zeroize) it.
         self.secure_round = None;
         let version = rref.version;
-        // A model this node cannot evaluate (no held-out rows, a diverged model) gets an empty report: the round
-        // goes on, and nothing about the failure leaves the node.
-        let metrics = match compute(|| self.work.evaluate(model)) {
+        // A model this node cannot evaluate exactly (no held-out rows, say) still gets the node's release: under
+        // DP a noisy one like every other (see `PrivateWork::release_evaluation`), so the failure does not show;
+        // without DP, nothing.
+        let exact = match compute(|| self.work.evaluate(model)) {
             Ok(metrics) => Some(metrics),
             Err(ClientError::Training(e)) => {
-                tracing::warn!(node = %self.config.name, version = version.0, "cannot evaluate this version ({e}); reporting no metrics");
+                tracing::warn!(node = %self.config.name, version = version.0, "cannot evaluate this version exactly ({e})");
                 None
             }
             Err(e) => return Err(e),
         };
-        let released =
-            match metrics.as_ref().map(|m| compute(|| self.work.release_evaluation(version, model_sha256, model, m))) {
-                Some(Ok(released)) => released.values,
-                Some(Err(e @ ClientError::Policy(_))) => {
-                    tracing::warn!(node = %self.config.name, version = version.0, "{e}");
-                    Default::default()
-                }
-                Some(Err(e)) => return Err(e),
-                None => Default::default(),
-            };
+        let nothing = EvalMetrics { examples: 0, values: Default::default() };
+        let released = match compute(|| {
+            self.work.release_evaluation(version, model_sha256, model, exact.as_ref().unwrap_or(&nothing))
+        }) {
+            Ok(released) => released.values,
+            Err(e @ ClientError::Policy(_)) => {
+                tracing::warn!(node = %self.config.name, version = version.0, "{e}");
+                Default::default()
+            }
+            Err(e) => return Err(e),
+        };
         // The held-out count stays here too: the coordinator weights reports by the join count.
         let ledger = self.work.take_ledger_records();
         self.link.report(EvaluationReport { round: rref.clone(), metrics: released, ledger }).await?;
-        if metrics.is_some() {
-            self.report.final_metrics = metrics;
+        if exact.is_some() {
+            self.report.final_metrics = exact;
         }
         Ok(())
     }

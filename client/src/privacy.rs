@@ -471,10 +471,16 @@ impl LocalWork for PrivateWork {
             return Ok(nothing);
         }
         let s = self.state()?;
-        let probs =
-            trainer::predict(&s.spec, params, &s.data.holdout).map_err(|e| ClientError::Training(e.to_string()))?;
-        let cells = metrics::confusion_cells(&probs, classes, &s.data.holdout.class_ids())
-            .map_err(|e| ClientError::Training(e.to_string()))?;
+        // No held-out rows is a confusion matrix of zeros, released like any other: the coordinator cannot tell
+        // it from a small split beyond what the noise allows.
+        let cells = if s.data.holdout.rows() == 0 {
+            vec![0; classes * classes]
+        } else {
+            let probs =
+                trainer::predict(&s.spec, params, &s.data.holdout).map_err(|e| ClientError::Training(e.to_string()))?;
+            metrics::confusion_cells(&probs, classes, &s.data.holdout.class_ids())
+                .map_err(|e| ClientError::Training(e.to_string()))?
+        };
         let released = releases::label_histogram(&cells, classes * classes, epsilon, &mut self.release_noise)
             .map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
         let note = serde_json::to_string(&EvaluationRelease {
@@ -676,6 +682,28 @@ mod tests {
         assert_eq!(work.spent().unwrap(), spent, "a repeated evaluation spends nothing");
         let err = work.release_evaluation(ModelVersion(1), "bb", &params, &exact).unwrap_err();
         assert!(matches!(err, ClientError::Policy(_)) && err.to_string().contains("once"), "{err}");
+        let evaluations =
+            work.take_ledger_records().iter().filter(|r| r.body.mechanism == Mechanism::OpenDpEvaluation).count();
+        assert_eq!(evaluations, 1);
+    }
+
+    /// A node without held-out rows cannot evaluate exactly, but still makes its DP evaluation release (of an
+    /// all-zero confusion matrix), charged and recorded like any other, so its report looks like everyone's.
+    #[test]
+    fn a_node_without_held_out_rows_still_releases_a_charged_evaluation() {
+        let dir = tempfile::tempdir().unwrap();
+        let plan = plan();
+        let mut local = data(dir.path(), &plan);
+        local.holdout = crate::data::Dataset { features: Vec::new(), targets: Vec::new(), dims: local.holdout.dims };
+        let mut work = PrivateWork::new("h", dir.path().join("state"), PrivacySection::default());
+        work.prepare(&plan, &local).unwrap();
+        work.join_releases(&local).unwrap();
+        let params = plan.model.initial_parameters(&mut rand::rng()).unwrap();
+        assert!(matches!(work.evaluate(&params), Err(ClientError::Training(_))));
+        let before = work.spent().unwrap();
+        let nothing = EvalMetrics { examples: 0, values: Default::default() };
+        work.release_evaluation(ModelVersion(1), "aa", &params, &nothing).unwrap();
+        assert!(work.spent().unwrap() > before, "the release is charged");
         let evaluations =
             work.take_ledger_records().iter().filter(|r| r.body.mechanism == Mechanism::OpenDpEvaluation).count();
         assert_eq!(evaluations, 1);

@@ -297,40 +297,46 @@ pub fn prepare(
     split_seed: u64,
     secret: &NodeSecret,
 ) -> Result<LocalData, DataError> {
-    prepare_rows(&load_csv(path, schema)?, path, schema, holdout_fraction, split_seed, secret)
+    let all = load_csv(path, schema)?;
+    let split = Split::of(&all, holdout_fraction, split_seed, secret);
+    prepare_rows(&all, &split, path, schema, secret)
 }
 
-/// The row indices of `all` that [`prepare`] trains on and holds out, in that order: each row is held out on its
-/// own, by the keyed hash of its content ([`NodeSecret::holds_out`]).
-pub fn split_rows(
-    all: &Dataset,
-    holdout_fraction: f64,
-    split_seed: u64,
-    secret: &NodeSecret,
-) -> (Vec<usize>, Vec<usize>) {
-    let d = all.dims;
-    let (hold, train): (Vec<usize>, Vec<usize>) = (0..all.rows()).partition(|&r| {
-        secret.holds_out(split_seed, &all.features[r * d..(r + 1) * d], all.targets[r], holdout_fraction)
-    });
-    (train, hold)
+/// Which rows of a data set a node trains on and which it holds out, as row indices in increasing order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Training rows.
+    pub train: Vec<usize>,
+    /// Held-out rows.
+    pub holdout: Vec<usize>,
 }
 
-/// [`prepare`] for rows already loaded (`all`, read from `origin`, which error messages name): splits them by
-/// the node secret and standardizes them under `schema`. A simulation gives each node its partition this way.
+impl Split {
+    /// The split [`prepare`] makes of `all`: each row is held out on its own, by the keyed hash of its content
+    /// ([`NodeSecret::holds_out`] under split id `split_seed`).
+    pub fn of(all: &Dataset, holdout_fraction: f64, split_seed: u64, secret: &NodeSecret) -> Self {
+        let d = all.dims;
+        let (holdout, train) = (0..all.rows()).partition(|&r| {
+            secret.holds_out(split_seed, &all.features[r * d..(r + 1) * d], all.targets[r], holdout_fraction)
+        });
+        Self { train, holdout }
+    }
+}
+
+/// [`prepare`] for rows already loaded (`all`, read from `origin`, which error messages name) and split
+/// ([`Split::of`]): standardizes them under `schema`. A simulation gives each node its partition this way.
 ///
 /// # Errors
-/// [`DataError::Empty`] when the training split would be empty.
+/// [`DataError::Empty`] when the training split is empty.
 pub fn prepare_rows(
     all: &Dataset,
+    split: &Split,
     origin: &Path,
     schema: &Schema,
-    holdout_fraction: f64,
-    split_seed: u64,
     secret: &NodeSecret,
 ) -> Result<LocalData, DataError> {
-    let (train_rows, hold_rows) = split_rows(all, holdout_fraction, split_seed, secret);
-    let mut train = all.select(&train_rows);
-    let mut holdout = all.select(&hold_rows);
+    let mut train = all.select(&split.train);
+    let mut holdout = all.select(&split.holdout);
     if train.rows() == 0 {
         return Err(DataError::Empty { path: origin.to_owned() });
     }

@@ -38,7 +38,7 @@ use cohort_core::config::{
     ClientConfig, ClientSecureAggregation, CoordinatorConfig, CoordinatorEndpoint, DataSection, ModelSection,
     PrivacySection, SecureAggregationMode, SecureAggregationSection, StrategyConfig, TlsSection, TrainingSection,
 };
-use cohort_core::data::{DataError, prepare_rows, split_rows};
+use cohort_core::data::{DataError, Split, prepare_rows};
 use cohort_core::pki::{self, NodeFiles, PkiError};
 use cohort_core::secret::NodeSecret;
 use rand::{Rng, RngCore, SeedableRng};
@@ -337,15 +337,15 @@ impl Simulation {
             .map_err(|e| work_err(&e))?;
             let origin = PathBuf::from(format!("<partition of {name}>"));
             let rows = table.data.select(part);
-            let local = prepare_rows(&rows, &origin, &table.schema, HOLDOUT_FRACTION, 0, &secret)?;
-            // The same split, as indices into the whole data set, for other tools to replay.
-            let (train, holdout) = split_rows(&rows, HOLDOUT_FRACTION, 0, &secret);
+            let split = Split::of(&rows, HOLDOUT_FRACTION, 0, &secret);
+            let local = prepare_rows(&rows, &split, &origin, &table.schema, &secret)?;
             drop(rows);
+            // The split, as indices into the whole data set, for other tools to replay.
             partitions.push(ClientPartition {
                 name: name.clone(),
                 labels: label_counts(part, &labels),
-                train: train.into_iter().map(|r| part[r]).collect(),
-                holdout: holdout.into_iter().map(|r| part[r]).collect(),
+                train: split.train.iter().map(|&r| part[r]).collect(),
+                holdout: split.holdout.iter().map(|&r| part[r]).collect(),
             });
             let client_config = self.client_config(name, &files, &node_dir, addr.as_ref().map(|(_, a)| *a));
             let mut work = match self.epsilon {

@@ -94,11 +94,15 @@ impl LocalWork for SimWork {
         exact: &EvalMetrics,
     ) -> Result<EvalMetrics, ClientError> {
         let released = self.work().release_evaluation(version, model_sha256, params, exact)?;
-        let observation = Observation { client: self.client, version, metrics: exact.clone(), epsilon: self.spent() };
-        self.sink
-            .lock()
-            .map_err(|_| ClientError::Local("the simulator's metrics sink is poisoned".into()))?
-            .push(observation);
+        // A node without held-out rows evaluated nothing exactly: there is nothing to observe.
+        if exact.examples > 0 {
+            let observation =
+                Observation { client: self.client, version, metrics: exact.clone(), epsilon: self.spent() };
+            self.sink
+                .lock()
+                .map_err(|_| ClientError::Local("the simulator's metrics sink is poisoned".into()))?
+                .push(observation);
+        }
         Ok(released)
     }
 
