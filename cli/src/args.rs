@@ -105,7 +105,8 @@ pub(crate) struct DemoArgs {
 pub(crate) struct SimulateArgs {
     /// A TOML file of settings (keys: dataset, synthetic, label, clients, rounds, clients_per_round, strategy,
     /// model, partition, dp_epsilon, no_dp, secure_aggregation, seed, transport, local_epochs, learning_rate,
-    /// batch_size, out, keep_federation); flags override it.
+    /// batch_size, dropout_rate, compute, bandwidth, latency_ms, round_deadline, min_clients, threads, out,
+    /// keep_federation); flags override it.
     #[arg(long)]
     #[serde(skip)]
     pub(crate) config: Option<PathBuf>,
@@ -161,8 +162,33 @@ pub(crate) struct SimulateArgs {
     /// Local batch size (default 32).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) batch_size: Option<u64>,
+    /// The probability that a client selected for a round drops out of it, in virtual time (default 0). A
+    /// dropped client goes silent for one round deadline: its update (or, in a secure round, its partial
+    /// decryption) is lost.
+    #[arg(long)]
+    pub(crate) dropout_rate: Option<f64>,
+    /// Each client's training speed in examples per second, log-normal across clients: MEDIAN or MEDIAN,SIGMA
+    /// (default 2000,0.5).
+    #[arg(long)]
+    pub(crate) compute: Option<String>,
+    /// Each client's link bandwidth in Mbit/s, log-normal across clients: MEDIAN or MEDIAN,SIGMA (default 20,1).
+    #[arg(long)]
+    pub(crate) bandwidth: Option<String>,
+    /// One-way latency between a client and the coordinator, in milliseconds (default 40).
+    #[arg(long)]
+    pub(crate) latency_ms: Option<f64>,
+    /// Seconds a round (and each stage of a secure round) waits for stragglers (default 120, a deployment's
+    /// default); measured on the virtual clock.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) round_deadline: Option<u64>,
+    /// The fewest updates a round can be aggregated from (default: half of each round's sample, rounded up).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) min_clients: Option<u64>,
+    /// Threads the clients run on (default: one per core); results are the same for any number.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub(crate) threads: Option<u64>,
     /// Sweep one setting and overlay the runs: FIELD=A,B,... with FIELD one of strategy, partition,
-    /// dp-epsilon, clients-per-round, e.g. --compare dp-epsilon=1,3,8.
+    /// dp-epsilon, clients-per-round, dropout-rate, e.g. --compare dp-epsilon=1,3,8.
     #[arg(long)]
     pub(crate) compare: Option<String>,
     /// Output directory (default: a new temporary directory, kept). It gets metrics.csv, summary.json,

@@ -206,7 +206,7 @@ pub struct NodeReport {
 /// Whether the coordinator moved on from the round this message was about (a failed or closed
 /// secure round): the node drops the round and asks for its next task.
 fn round_moved_on(err: &ClientError) -> bool {
-    matches!(err, ClientError::Protocol(m) if m.starts_with("FailedPrecondition"))
+    matches!(err, ClientError::Late(_))
 }
 
 /// What a node needs for secure rounds: its identity, the federation CA to check the others' keys, and the

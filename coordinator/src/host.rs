@@ -141,18 +141,12 @@ impl Host {
         peer: &Peer,
         last_seen: Option<&RoundRef>,
     ) -> Result<(TaskHeader, Vec<f32>), Refusal> {
-        let mut watch = self.watch();
-        let give_up = tokio::time::Instant::now() + LONG_POLL;
-        loop {
-            let (header, model) = self.with_federation(|f| f.task(peer, last_seen))?;
-            if header.assignment != Assignment::Wait {
-                return Ok((header, model));
-            }
-            match tokio::time::timeout_at(give_up, watch.changed()).await {
-                Ok(Ok(())) => continue,
-                _ => return Ok((header, model)),
-            }
-        }
+        self.long_poll(|f| {
+            let (header, model) = f.task(peer, last_seen)?;
+            let ready = header.assignment != Assignment::Wait;
+            Ok(((header, model), ready))
+        })
+        .await
     }
 
     /// The key shares addressed to `peer`, waiting up to [`LONG_POLL`] while distribution is open (then the
@@ -161,16 +155,33 @@ impl Host {
     /// # Errors
     /// [`Refusal`] from the core.
     pub async fn shares(&self, peer: &Peer, round: &RoundRef) -> Result<ShareBundle, Refusal> {
+        self.long_poll(|f| {
+            let bundle = f.shares_for(peer, round)?;
+            let ready = bundle.ready;
+            Ok((bundle, ready))
+        })
+        .await
+    }
+
+    /// Asks the core with `ask` (which answers and says whether the answer is final) until the answer is final,
+    /// asking again after each change, for up to [`LONG_POLL`]; then the last answer, final or not.
+    ///
+    /// # Errors
+    /// The first [`Refusal`] `ask` returns.
+    pub async fn long_poll<T>(
+        &self,
+        mut ask: impl FnMut(&mut Federation) -> Result<(T, bool), Refusal>,
+    ) -> Result<T, Refusal> {
         let mut watch = self.watch();
         let give_up = tokio::time::Instant::now() + LONG_POLL;
         loop {
-            let bundle = self.with_federation(|f| f.shares_for(peer, round))?;
-            if bundle.ready {
-                return Ok(bundle);
+            let (answer, ready) = self.with_federation(&mut ask)?;
+            if ready {
+                return Ok(answer);
             }
             match tokio::time::timeout_at(give_up, watch.changed()).await {
                 Ok(Ok(())) => continue,
-                _ => return Ok(bundle),
+                _ => return Ok(answer),
             }
         }
     }

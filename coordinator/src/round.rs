@@ -545,6 +545,19 @@ impl RoundMachine {
         }
     }
 
+    /// The next instant at which [`RoundMachine::advance`] would act without any message arriving (a phase or
+    /// stage deadline, the end of a backoff), or None while only messages can move the machine. A driver with a
+    /// virtual clock (a simulation) jumps to it when every node is waiting.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Joining { since } => since.map(|s| s + self.settings.deadline),
+            Phase::Backoff { until } => Some(*until),
+            Phase::Training(t) => Some(t.secure.as_ref().map_or(t.deadline, SecureRound::deadline)),
+            Phase::Evaluating(e) => Some(e.deadline),
+            Phase::Finished => None,
+        }
+    }
+
     /// Whether `node` has joined and is not marked absent.
     fn is_present(&self, node: &NodeName) -> bool {
         self.joined.contains(node) && !self.absent.contains_key(node)

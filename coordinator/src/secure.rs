@@ -435,6 +435,11 @@ impl SecureRound {
         (nodes, self.deadline)
     }
 
+    /// When the current stage closes, whatever has arrived by then.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
     /// Whether `node` has submitted its shares.
     pub fn has_shared(&self, node: &NodeName) -> bool {
         self.sharers.contains(node)

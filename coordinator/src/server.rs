@@ -2,7 +2,7 @@
 //! [`cohort_core::admission`]) within connection caps ([`crate::limits`]), the tonic server with bounded HTTP/2
 //! resources, a deadline ticker, and the run loop that ends when the federation is finished.
 
-use crate::federation::{Federation, SystemClock};
+use crate::federation::{Clock, Federation, SystemClock};
 use crate::gate::GateConfig;
 use crate::host::Host;
 use crate::limits::{ConnectionLimits, Http2Limits};
@@ -193,7 +193,19 @@ pub struct Hosted {
 /// # Errors
 /// [`CoordinatorError`] for an incompatible strategy or gate, an unusable CA or central test set, or a registry
 /// that cannot be opened.
-pub fn host(config: &CoordinatorConfig, mut rng: Option<ChaCha20Rng>) -> Result<Hosted, CoordinatorError> {
+pub fn host(config: &CoordinatorConfig, rng: Option<ChaCha20Rng>) -> Result<Hosted, CoordinatorError> {
+    host_with_clock(config, rng, Box::new(SystemClock))
+}
+
+/// [`host`], with deadlines measured on `clock` instead of the system clock (a simulation's virtual clock).
+///
+/// # Errors
+/// As [`host`].
+pub fn host_with_clock(
+    config: &CoordinatorConfig,
+    mut rng: Option<ChaCha20Rng>,
+    clock: Box<dyn Clock>,
+) -> Result<Hosted, CoordinatorError> {
     let plan = plan_of(config)?;
     let strategy = strategy::from_config(&config.strategy);
     check_strategy(strategy.as_ref(), config.secure_aggregation.mode)?;
@@ -265,7 +277,7 @@ pub fn host(config: &CoordinatorConfig, mut rng: Option<ChaCha20Rng>) -> Result<
     let ledgers = recorder
         .ledger_copies(config.roster.iter().map(|n| NodeName(n.clone())))
         .map_err(|e| CoordinatorError::Registry(format!("the coordinator's copy of a ledger: {e}")))?;
-    let federation = Federation::new(machine, plan.clone(), trust, Box::new(SystemClock), ledgers);
+    let federation = Federation::new(machine, plan.clone(), trust, clock, ledgers);
     let host = Host::new(federation, Some(recorder));
     Ok(Hosted { host, resumed_after: completed, guarantee })
 }

@@ -1,16 +1,20 @@
 //! What a simulation reports: per round, per round × client, each client's share of the data, and the
 //! settings, for people (`report.html`), spreadsheets (`metrics.csv`) and programs (`summary.json`).
 
+use crate::conditions::Conditions;
+use crate::link::Missed;
+use crate::network::Mark;
 use crate::simulation::{Simulation, Transport};
 use crate::work::Observation;
 use cohort_coordinator::RunReport;
 use cohort_coordinator::round::RoundSummary;
-use cohort_core::ModelVersion;
 use cohort_core::config::StrategyConfig;
 use cohort_core::metrics::{EvalMetrics, PrimaryMetric, weighted_aggregate};
 use cohort_core::model::{TaskKind, parameters_sha256};
+use cohort_core::{ModelVersion, Round};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// One client's share of the data.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -59,6 +63,32 @@ pub struct RoundRow {
     pub client_scores: Vec<f64>,
     /// The largest cumulative ε of any client after the round (None without DP).
     pub max_epsilon: Option<f64>,
+    /// The simulated time its model was aggregated at, in seconds since the start (None in real time).
+    pub simulated_seconds: Option<f64>,
+    /// Selected clients that dropped out of it (in every attempt at it).
+    pub dropped: usize,
+    /// Messages of it that arrived after their deadline and were refused (stragglers).
+    pub late: usize,
+}
+
+/// An attempt at a round that closed without enough updates; the federation retried it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FailedAttempt {
+    /// The round.
+    pub round: u64,
+    /// Updates it got.
+    pub updates: usize,
+    /// Updates it needed.
+    pub required: usize,
+    /// When it failed, in simulated seconds since the start.
+    pub simulated_seconds: f64,
+}
+
+/// What happened on the virtual clock: the rounds' moments and the clients' missed messages.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Timeline {
+    pub(crate) marks: Vec<(Duration, Mark)>,
+    pub(crate) misses: Vec<(Round, usize, Missed)>,
 }
 
 /// What a simulation did, for people (`report.html`), spreadsheets (`metrics.csv`) and programs
@@ -83,6 +113,10 @@ pub struct SimulationReport {
     pub model_version: u64,
     /// Wall-clock seconds of the whole run, set-up included.
     pub wall_seconds: f64,
+    /// How long the federation took in simulated time, in seconds (None in real time, over mTLS).
+    pub simulated_seconds: Option<f64>,
+    /// Round attempts that failed and were retried.
+    pub failed_attempts: Vec<FailedAttempt>,
     /// Whether a seed made the run reproducible, and therefore NOT private.
     pub insecure_seed: bool,
     /// Where the federation's files were kept (None when they were in a removed temporary directory).
@@ -114,6 +148,12 @@ pub struct SimulationSettings {
     pub seed: Option<u64>,
     /// The transport.
     pub transport: Transport,
+    /// The clients' machines, links and dropouts.
+    pub conditions: Conditions,
+    /// The round deadline, in seconds.
+    pub round_deadline_secs: u64,
+    /// The fewest updates a round needed.
+    pub min_clients: usize,
 }
 
 impl SimulationReport {
@@ -125,6 +165,7 @@ impl SimulationReport {
         partitions: Vec<ClientPartition>,
         run: &RunReport,
         mut observations: Vec<Observation>,
+        timeline: Option<Timeline>,
         epsilon: Vec<Option<f64>>,
         wall_seconds: f64,
         work_dir: Option<PathBuf>,
@@ -136,6 +177,19 @@ impl SimulationReport {
             by_version.entry(o.version).or_default().push(o);
         }
         let round_of: BTreeMap<ModelVersion, &RoundSummary> = run.history.iter().map(|s| (s.version, s)).collect();
+        let timeline = timeline.as_ref();
+        let seconds = |d: &Duration| d.as_secs_f64();
+        let aggregated: BTreeMap<Round, f64> = timeline
+            .into_iter()
+            .flat_map(|t| &t.marks)
+            .filter_map(|(at, m)| match m {
+                Mark::Aggregated(round) => Some((*round, seconds(at))),
+                _ => None,
+            })
+            .collect();
+        let missed = |round: Round, kind: Missed| {
+            timeline.map_or(0, |t| t.misses.iter().filter(|(r, _, k)| *r == round && *k == kind).count())
+        };
         let mut rounds = Vec::new();
         let mut client_rounds = Vec::new();
         for summary in &run.history {
@@ -153,6 +207,9 @@ impl SimulationReport {
                 federated: summary.metrics.as_ref().map(|m| m.values.clone()).unwrap_or_default(),
                 client_scores,
                 max_epsilon: seen.iter().filter_map(|o| o.epsilon).reduce(f64::max),
+                simulated_seconds: aggregated.get(&summary.round).copied(),
+                dropped: missed(summary.round, Missed::Dropped),
+                late: missed(summary.round, Missed::Late),
             });
         }
         drop(by_version);
@@ -180,6 +237,9 @@ impl SimulationReport {
                 secure_aggregation: sim.secure_aggregation,
                 seed: sim.seed,
                 transport: sim.transport,
+                conditions: sim.conditions,
+                round_deadline_secs: sim.round_deadline_secs,
+                min_clients: sim.min_clients_for(names.len()),
             },
             primary_metric: primary,
             rounds,
@@ -189,6 +249,20 @@ impl SimulationReport {
             model_sha256: parameters_sha256(&run.global),
             model_version: run.version.0,
             wall_seconds,
+            simulated_seconds: timeline.map(|t| {
+                let finished = t.marks.iter().find(|(_, m)| *m == Mark::Finished).or(t.marks.last());
+                finished.map_or(0.0, |(at, _)| seconds(at))
+            }),
+            failed_attempts: timeline
+                .into_iter()
+                .flat_map(|t| &t.marks)
+                .filter_map(|(at, m)| match *m {
+                    Mark::Failed { round, updates, required } => {
+                        Some(FailedAttempt { round: round.0, updates, required, simulated_seconds: seconds(at) })
+                    }
+                    _ => None,
+                })
+                .collect(),
             insecure_seed: sim.seed.is_some(),
             work_dir,
         }

@@ -21,9 +21,12 @@
 //! # Ok(()) }
 //! ```
 
-use crate::MemoryLink;
+use crate::conditions::{Conditions, Profile};
 use crate::dataset::{Source, SourceError, Table};
+use crate::link::{MemoryLink, Misses, SimulatedNode};
+use crate::network::{Network, VirtualClock};
 use crate::partition::{Partition, PartitionError, Rows};
+use crate::report::Timeline;
 use crate::report::{ClientPartition, SimulationReport};
 use crate::threads::{self, NodeJob};
 use crate::work::{SimWork, Sink};
@@ -45,11 +48,14 @@ use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
 /// The federation id of every simulation.
 pub const FEDERATION: &str = "cohort-sim";
+
+/// The round deadline of a simulation unless told otherwise: a deployment's default.
+pub const DEFAULT_ROUND_DEADLINE_SECS: u64 = 120;
 
 /// The share of each client's rows held out for its evaluations.
 pub const HOLDOUT_FRACTION: f64 = 0.2;
@@ -107,6 +113,9 @@ pub enum SimError {
         /// Its error.
         error: ClientError,
     },
+    /// Every node waits for the coordinator and the coordinator for a message: a simulation that cannot end.
+    #[error("{0}")]
+    Stalled(String),
     /// The federation stopped before its last round.
     #[error("the federation stopped after round {completed} of {rounds}: {reason}")]
     Stopped {
@@ -153,12 +162,21 @@ pub struct Simulation {
     /// Where the federation's files go (None: a temporary directory, on `/dev/shm` when there is one, removed
     /// afterwards).
     pub work_dir: Option<PathBuf>,
+    /// The clients' machines, links and dropouts, in virtual time (the memory transport only).
+    pub conditions: Conditions,
+    /// How long a round (and each stage of a secure one) waits for stragglers, in seconds.
+    pub round_deadline_secs: u64,
+    /// The fewest updates a round can be aggregated from (None: half of each round's sample, rounded up).
+    pub min_clients: Option<usize>,
+    /// Threads the nodes run on (None: one per core). Results do not depend on it.
+    pub threads: Option<usize>,
 }
 
 impl Simulation {
     /// A simulation of `source` with the defaults: 10 clients, 10 rounds, all clients every round, FedAvg,
     /// logistic (or linear) regression, IID, DP at ε = 3 per client, no secure aggregation, OS randomness, the
-    /// in-memory transport, one local epoch at learning rate 0.5 in batches of 32.
+    /// in-memory transport, one local epoch at learning rate 0.5 in batches of 32, the default [`Conditions`]
+    /// (no dropouts), a 120 s round deadline, and rounds that need half their sample.
     pub fn new(source: Source) -> Self {
         Self {
             source,
@@ -176,6 +194,10 @@ impl Simulation {
             learning_rate: 0.5,
             batch_size: 32,
             work_dir: None,
+            conditions: Conditions::default(),
+            round_deadline_secs: DEFAULT_ROUND_DEADLINE_SECS,
+            min_clients: None,
+            threads: None,
         }
     }
 
@@ -251,6 +273,30 @@ impl Simulation {
         self
     }
 
+    /// The clients' machines, links and dropout rate (virtual time; the memory transport only).
+    pub fn conditions(mut self, conditions: Conditions) -> Self {
+        self.conditions = conditions;
+        self
+    }
+
+    /// The round deadline, in seconds.
+    pub fn round_deadline(mut self, seconds: u64) -> Self {
+        self.round_deadline_secs = seconds;
+        self
+    }
+
+    /// The fewest updates a round can be aggregated from.
+    pub fn min_clients(mut self, min: usize) -> Self {
+        self.min_clients = Some(min);
+        self
+    }
+
+    /// The number of threads the nodes run on (the results are the same for any number).
+    pub fn threads(mut self, threads: usize) -> Self {
+        self.threads = Some(threads);
+        self
+    }
+
     /// Keep the federation's files (PKI, ledgers, registry) in `dir`, which must not hold a federation yet.
     pub fn work_dir(mut self, dir: PathBuf) -> Self {
         self.work_dir = Some(dir);
@@ -272,6 +318,17 @@ impl Simulation {
     /// As [`Simulation::run`].
     pub async fn run_observed(self, observe: impl FnOnce(Watch)) -> Result<SimulationReport, SimError> {
         let started = Instant::now();
+        self.conditions.validate().map_err(|e| SimError::Config(e.to_string()))?;
+        if self.round_deadline_secs == 0 {
+            return Err(SimError::Config("the round deadline must be at least 1 second".into()));
+        }
+        if self.transport == Transport::Mtls && self.conditions.dropout_rate > 0.0 {
+            return Err(SimError::Config(
+                "dropouts are simulated in virtual time, on the memory transport; the mTLS transport runs in real \
+                 time (drop --dropout-rate or use --transport memory)"
+                    .into(),
+            ));
+        }
         let (scratch, dir) = match &self.work_dir {
             Some(dir) => (None, dir.clone()),
             None => {
@@ -313,9 +370,12 @@ impl Simulation {
         let plan = plan_of(&config)?;
         let mut coordinator_rng = self.seed.map(|_| ChaCha20Rng::seed_from_u64(seeds.next()));
 
-        // The coordinator: hosted in memory, or listening on loopback.
+        // The coordinator: hosted in memory on a virtual clock, or listening on loopback in real time.
+        let clock = VirtualClock::new();
         let (hosted, addr) = match self.transport {
-            Transport::Memory => (Some(server::host(&config, coordinator_rng.take())?), None),
+            Transport::Memory => {
+                (Some(server::host_with_clock(&config, coordinator_rng.take(), Box::new(clock.clone()))?), None)
+            }
             Transport::Mtls => {
                 let coordinator = Coordinator::bind_with_rng(&config, coordinator_rng.take()).await?;
                 let addr = coordinator.local_addr().map_err(|e| work_err(&e))?;
@@ -326,6 +386,7 @@ impl Simulation {
         let sink: Sink = Arc::new(Mutex::new(Vec::new()));
         let mut partitions = Vec::with_capacity(clients);
         let mut nodes = Vec::with_capacity(clients);
+        let mut sizes = Vec::with_capacity(clients);
         for (index, (name, part)) in names.iter().zip(&parts).enumerate() {
             let files = pki::local_client(&pki_dir, name)?;
             let node_dir = dir.join("nodes").join(name);
@@ -364,6 +425,7 @@ impl Simulation {
             };
             let client_err = |error| SimError::Client { name: name.clone(), error };
             cohort_client::node::LocalWork::prepare(&mut work, &plan, &local).map_err(client_err)?;
+            sizes.push((local.train.rows(), local.holdout.rows()));
             let certificate = cohort_core::tls::load_certs(&files.cert)
                 .map_err(|e| work_err(&e))?
                 .into_iter()
@@ -374,29 +436,46 @@ impl Simulation {
         drop(table);
         tracing::debug!(clients, seconds = started.elapsed().as_secs_f64(), "simulation set up");
 
+        // Drawn after everything else, so that the conditions do not change the other random choices.
+        let mut conditions_rng = seeds.rng();
+        let profiles: Vec<Profile> = (0..clients).map(|_| self.conditions.profile(&mut conditions_rng)).collect();
+        let misses: Misses = Arc::new(Mutex::new(Vec::new()));
+        let mut network = None;
+
         // The nodes run on their own threads, one per core; the coordinator runs here.
         let mut jobs: Vec<NodeJob<NodeOutcome>> = Vec::with_capacity(clients);
         let coordinator = match (hosted, addr) {
             (Some(Hosted { host, .. }), _) => {
-                observe(Watch { events: host.subscribe(), sink: sink.clone(), clients });
-                for (index, (config, mut work, local, certificate)) in nodes.into_iter().enumerate() {
-                    let mut link = MemoryLink::new(host.clone(), &config.name, certificate);
+                observe(Watch { events: host.subscribe(), sink: sink.clone(), clients, clock: Some(clock.clone()) });
+                let latencies: Vec<Duration> = profiles.iter().map(|p| p.latency).collect();
+                let net = Network::new(host.clone(), clock, &latencies);
+                network = Some(net.clone());
+                let offline = Duration::from_secs(self.round_deadline_secs);
+                let nodes = nodes.into_iter().zip(profiles).zip(sizes);
+                for (index, (((config, mut work, local, certificate), profile), rows)) in nodes.enumerate() {
+                    let rng = ChaCha20Rng::from_seed(conditions_rng.random());
+                    let rate = self.conditions.dropout_rate;
+                    let node =
+                        SimulatedNode::new(net.clone(), index, profile, rows, rate, offline, rng, misses.clone());
+                    let mut link = MemoryLink::simulated(host.clone(), &config.name, certificate, node);
                     let plan = plan.clone();
                     jobs.push(Box::pin(async move {
                         let mut report = NodeReport::default();
                         let result =
                             run_session(&mut link, &config, &mut work, &mut Some((plan, local)), &mut report).await;
+                        // The link leaves the network as soon as the node is done.
+                        drop(link);
                         (index, result.map(|()| report), work.spent())
                     }));
                 }
                 Box::pin(async move {
-                    // No grace period: the loop below waits for the nodes themselves.
-                    server::tick_until_finished(&host).await;
+                    // The driver returns once every node is done.
+                    net.drive().await.map_err(|e| SimError::Stalled(e.to_string()))?;
                     Ok(server::run_report(&host, Round(0)))
                 }) as Running
             }
             (None, Some((coordinator, _))) => {
-                observe(Watch { events: coordinator.subscribe(), sink: sink.clone(), clients });
+                observe(Watch { events: coordinator.subscribe(), sink: sink.clone(), clients, clock: None });
                 for (index, (config, mut work, local, _)) in nodes.into_iter().enumerate() {
                     let plan = plan.clone();
                     jobs.push(Box::pin(async move {
@@ -404,11 +483,11 @@ impl Simulation {
                         (index, result, work.spent())
                     }));
                 }
-                Box::pin(coordinator.run(std::future::pending()))
+                Box::pin(async move { Ok(coordinator.run(std::future::pending()).await?) })
             }
             (None, None) => unreachable!("a simulation hosts its coordinator in memory or on loopback"),
         };
-        let (_threads, mut outcomes) = threads::spawn(jobs);
+        let (_threads, mut outcomes) = threads::spawn(jobs, self.threads);
         // A node that fails ends the run at once: its rounds would only wait out their deadlines.
         let mut epsilon = vec![None; clients];
         let mut finished = |outcome: Option<Result<NodeOutcome, threads::ThreadFailure>>| {
@@ -442,6 +521,13 @@ impl Simulation {
             });
         }
         let observations = std::mem::take(&mut *sink.lock().map_err(|_| work_err(&"the metrics sink is poisoned"))?);
+        let timeline = match network {
+            Some(network) => Some(Timeline {
+                marks: network.marks(),
+                misses: std::mem::take(&mut *misses.lock().map_err(|_| work_err(&"the dropout log is poisoned"))?),
+            }),
+            None => None,
+        };
         let task = config.schema.task;
         let built = SimulationReport::build(
             &self,
@@ -450,12 +536,18 @@ impl Simulation {
             partitions,
             &report,
             observations,
+            timeline,
             epsilon,
             started.elapsed().as_secs_f64(),
             scratch.is_none().then(|| dir.clone()),
         );
         drop(scratch);
         Ok(built)
+    }
+
+    /// The fewest updates a round of a federation of `clients` needs: as set, or half of each round's sample.
+    pub(crate) fn min_clients_for(&self, clients: usize) -> usize {
+        self.min_clients.unwrap_or_else(|| self.clients_per_round.unwrap_or(clients).min(clients).div_ceil(2)).max(1)
     }
 
     fn coordinator_config(
@@ -478,10 +570,8 @@ impl Simulation {
                 local_epochs: self.local_epochs,
                 learning_rate: self.learning_rate,
                 batch_size: self.batch_size,
-                // Every simulated node is online: a round starts once all have joined, so that the sample
-                // drawn for it does not depend on which nodes happened to be quickest.
-                min_clients: names.len(),
-                round_deadline_secs: 600,
+                min_clients: self.min_clients_for(names.len()),
+                round_deadline_secs: self.round_deadline_secs,
                 clients_per_round: self.clients_per_round,
                 max_round_failures: 3,
             },
@@ -541,7 +631,7 @@ impl Simulation {
 type NodeOutcome = (usize, Result<NodeReport, ClientError>, Option<f64>);
 
 /// The coordinator side of a running simulation, whichever the transport.
-type Running = std::pin::Pin<Box<dyn Future<Output = Result<RunReport, CoordinatorError>> + Send>>;
+type Running = std::pin::Pin<Box<dyn Future<Output = Result<RunReport, SimError>> + Send>>;
 
 /// A running simulation, as a progress display sees it.
 #[derive(Debug)]
@@ -551,9 +641,15 @@ pub struct Watch {
     /// Clients in the federation.
     pub clients: usize,
     sink: Sink,
+    clock: Option<VirtualClock>,
 }
 
 impl Watch {
+    /// The simulated time the federation has reached, in seconds (None in real time, over mTLS).
+    pub fn simulated_seconds(&self) -> Option<f64> {
+        self.clock.as_ref().map(|c| c.elapsed().as_secs_f64())
+    }
+
     /// The largest cumulative ε any client has recorded so far (None without DP or before any release).
     pub fn max_epsilon(&self) -> Option<f64> {
         self.sink.lock().ok()?.iter().filter_map(|o| o.epsilon).reduce(f64::max)

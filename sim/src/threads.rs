@@ -29,12 +29,14 @@ impl Drop for NodeThreads {
 /// Why the node threads could not run a node.
 pub(crate) type ThreadFailure = String;
 
-/// Runs `jobs` on one thread per core, dealt round-robin; each result (or why a node's task died) arrives on
-/// the returned channel as that node finishes.
+/// Runs `jobs` on `threads` threads (None: one per core), dealt round-robin; each result (or why a node's task
+/// died) arrives on the returned channel as that node finishes.
 pub(crate) fn spawn<T: Send + 'static>(
     jobs: Vec<NodeJob<T>>,
+    threads: Option<usize>,
 ) -> (NodeThreads, mpsc::UnboundedReceiver<Result<T, ThreadFailure>>) {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let cores =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)).max(1);
     let (stop, stopped) = watch::channel(false);
     let (results, received) = mpsc::unbounded_channel();
     let mut shares: Vec<Vec<NodeJob<T>>> = (0..cores).map(|_| Vec::new()).collect();
@@ -96,7 +98,7 @@ mod tests {
     #[tokio::test]
     async fn every_job_reports_and_dropping_the_threads_stops_the_rest() {
         let jobs: Vec<NodeJob<usize>> = (0..5usize).map(|i| Box::pin(async move { i }) as NodeJob<usize>).collect();
-        let (_threads, mut results) = spawn(jobs);
+        let (_threads, mut results) = spawn(jobs, Some(3));
         let mut seen: Vec<usize> = Vec::new();
         for _ in 0..5 {
             seen.push(results.recv().await.unwrap().unwrap());
@@ -105,7 +107,7 @@ mod tests {
         assert_eq!(seen, [0, 1, 2, 3, 4]);
 
         let forever: Vec<NodeJob<()>> = vec![Box::pin(std::future::pending())];
-        let (threads, mut results) = spawn(forever);
+        let (threads, mut results) = spawn(forever, None);
         drop(threads);
         assert!(results.recv().await.is_none(), "a stopped node reports nothing and its thread ends");
     }

@@ -103,6 +103,13 @@ fn merge(file: SimulateArgs, flags: SimulateArgs) -> SimulateArgs {
         local_epochs: flags.local_epochs.or(file.local_epochs),
         learning_rate: flags.learning_rate.or(file.learning_rate),
         batch_size: flags.batch_size.or(file.batch_size),
+        dropout_rate: flags.dropout_rate.or(file.dropout_rate),
+        compute: flags.compute.or(file.compute),
+        bandwidth: flags.bandwidth.or(file.bandwidth),
+        latency_ms: flags.latency_ms.or(file.latency_ms),
+        round_deadline: flags.round_deadline.or(file.round_deadline),
+        min_clients: flags.min_clients.or(file.min_clients),
+        threads: flags.threads.or(file.threads),
         compare: flags.compare.or(file.compare),
         out: flags.out.or(file.out),
         keep_federation: flags.keep_federation || file.keep_federation,
@@ -153,6 +160,30 @@ fn simulation(args: &SimulateArgs) -> anyhow::Result<Simulation> {
         Some("memory") | None => Transport::Memory,
         Some(other) => bail!("unknown transport {other:?}: expected memory or mtls"),
     });
+    let mut conditions = s.conditions;
+    if let Some(rate) = args.dropout_rate {
+        conditions.dropout_rate = rate;
+    }
+    if let Some(spec) = &args.compute {
+        conditions.compute = spec.parse().context("--compute")?;
+    }
+    if let Some(spec) = &args.bandwidth {
+        conditions.bandwidth_mbps = spec.parse().context("--bandwidth")?;
+    }
+    if let Some(ms) = args.latency_ms {
+        conditions.latency_ms = ms;
+    }
+    conditions.validate()?;
+    s = s.conditions(conditions);
+    if let Some(seconds) = args.round_deadline {
+        s = s.round_deadline(seconds);
+    }
+    if let Some(min) = args.min_clients {
+        s = s.min_clients(usize::try_from(min)?);
+    }
+    if let Some(threads) = args.threads {
+        s = s.threads(usize::try_from(threads)?);
+    }
     let epochs = args.local_epochs.unwrap_or(s.local_epochs);
     let lr = args.learning_rate.unwrap_or(s.learning_rate);
     let batch = args.batch_size.map_or(Ok(s.batch_size), usize::try_from)?;
@@ -189,7 +220,8 @@ fn hidden(model: &str) -> anyhow::Result<Vec<usize>> {
 /// The runs of `--compare FIELD=A,B,...`: `base` with FIELD set to each value, labelled `FIELD=value`.
 fn sweep(base: &Simulation, spec: &str) -> anyhow::Result<Vec<(String, Simulation)>> {
     let (field, values) = spec.split_once('=').context(
-        "--compare takes FIELD=A,B,... with FIELD one of strategy, partition, dp-epsilon, clients-per-round",
+        "--compare takes FIELD=A,B,... with FIELD one of strategy, partition, dp-epsilon, clients-per-round, \
+         dropout-rate",
     )?;
     let values: Vec<&str> = values.split(',').map(str::trim).filter(|v| !v.is_empty()).collect();
     if values.len() < 2 {
@@ -214,8 +246,15 @@ fn sweep(base: &Simulation, spec: &str) -> anyhow::Result<Vec<(String, Simulatio
                 "clients-per-round" => {
                     s.clients_per_round(v.parse().with_context(|| format!("--compare: {v:?} is not a client count"))?)
                 }
+                "dropout-rate" => {
+                    let rate = v.parse().with_context(|| format!("--compare: {v:?} is not a dropout rate"))?;
+                    let conditions = cohort_sim::Conditions { dropout_rate: rate, ..s.conditions };
+                    conditions.validate()?;
+                    s.conditions(conditions)
+                }
                 other => bail!(
-                    "--compare: cannot sweep {other:?}; sweep strategy, partition, dp-epsilon or clients-per-round"
+                    "--compare: cannot sweep {other:?}; sweep strategy, partition, dp-epsilon, clients-per-round or \
+                     dropout-rate"
                 ),
             };
             Ok((format!("{}={v}", field.trim()), s))
@@ -268,9 +307,30 @@ async fn follow(mut watch: Watch, rounds: u64, label: String) {
             }
             Ok(_) | Err(RecvError::Lagged(_)) => continue,
         }
+        let simulated = watch.simulated_seconds().map_or_else(String::new, |s| format!("  simulated {}", clock(s)));
         bar.set_message(format!(
-            "clients {done}/{selected} of {}  federated accuracy {accuracy}  max ε {epsilon}",
+            "clients {done}/{selected} of {}  federated accuracy {accuracy}  max ε {epsilon}{simulated}",
             watch.clients
         ));
+    }
+}
+
+/// Simulated seconds as `1h02m03s`, `2m03s` or `3.4s`.
+pub(crate) fn clock(seconds: f64) -> String {
+    let whole = seconds.max(0.0).round() as u64;
+    match (whole / 3600, whole % 3600 / 60, whole % 60) {
+        (0, 0, _) => format!("{seconds:.1}s"),
+        (0, m, s) => format!("{m}m{s:02}s"),
+        (h, m, s) => format!("{h}h{m:02}m{s:02}s"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn simulated_time_reads_as_a_clock() {
+        assert_eq!(super::clock(3.44), "3.4s");
+        assert_eq!(super::clock(123.0), "2m03s");
+        assert_eq!(super::clock(3723.2), "1h02m03s");
     }
 }

@@ -56,6 +56,17 @@ pub(super) fn summary(label: &str, r: &SimulationReport) -> serde_json::Value {
         "model_version": r.model_version,
         "rounds_completed": r.rounds.len(),
         "wall_seconds": r.wall_seconds,
+        "simulated_seconds": r.simulated_seconds,
+        "dropped": r.rounds.iter().map(|row| row.dropped).sum::<usize>(),
+        "late": r.rounds.iter().map(|row| row.late).sum::<usize>(),
+        "failed_attempts": r.failed_attempts,
+        "rounds": r.rounds.iter().map(|row| serde_json::json!({
+            "round": row.round,
+            "contributors": row.contributors,
+            "dropped": row.dropped,
+            "late": row.late,
+            "simulated_seconds": row.simulated_seconds,
+        })).collect::<Vec<_>>(),
         "work_dir": r.work_dir,
     })
 }
@@ -65,8 +76,14 @@ pub(super) fn summary_line(label: &str, r: &SimulationReport) -> String {
     let score = r.final_score().map_or_else(|| "n/a".to_owned(), |s| format!("{s:.4}"));
     let epsilon = r.max_epsilon().map_or_else(|| "no DP".to_owned(), |e| format!("max ε {e:.3}"));
     let prefix = if label.is_empty() { String::new() } else { format!("{label}: ") };
+    let simulated = r.simulated_seconds.map_or_else(String::new, |s| {
+        let dropped: usize = r.rounds.iter().map(|row| row.dropped).sum();
+        let late: usize = r.rounds.iter().map(|row| row.late).sum();
+        let failed = r.failed_attempts.len();
+        format!(" ({} simulated; {dropped} dropouts, {late} late, {failed} failed attempts)", super::clock(s))
+    });
     format!(
-        "{prefix}{} clients, {} rounds in {:.1} s: {} {score}, {epsilon}, model v{} sha256 {}{}",
+        "{prefix}{} clients, {} rounds in {:.1} s{simulated}: {} {score}, {epsilon}, model v{} sha256 {}{}",
         r.settings.clients,
         r.rounds.len(),
         r.wall_seconds,
@@ -136,6 +153,20 @@ fn insecure_banner(r: &SimulationReport) -> String {
     }
 }
 
+/// The virtual-time conditions in one line.
+fn conditions_line(r: &SimulationReport) -> String {
+    let c = &r.settings.conditions;
+    format!(
+        "compute {} examples/s (median, log-normal σ {}), bandwidth {} Mbit/s (σ {}), latency {} ms, dropout rate {}",
+        c.compute.median,
+        c.compute.sigma,
+        c.bandwidth_mbps.median,
+        c.bandwidth_mbps.sigma,
+        c.latency_ms,
+        c.dropout_rate
+    )
+}
+
 fn report_html(r: &SimulationReport) -> String {
     let primary = &r.primary_metric;
     let mut s = String::from("<h1>Federation simulation</h1>\n");
@@ -175,6 +206,30 @@ fn report_html(r: &SimulationReport) -> String {
         ("largest ε spent", r.max_epsilon().map_or_else(|| "n/a".to_owned(), |e| format!("{e:.4}"))),
         ("final model", format!("v{} sha256 {}", r.model_version, r.model_sha256)),
         ("wall time", format!("{:.2} s", r.wall_seconds)),
+        (
+            "simulated time",
+            r.simulated_seconds.map_or_else(
+                || "n/a (real time over mTLS)".to_owned(),
+                |t| format!("{} for the whole federation, on the virtual clock", super::clock(t)),
+            ),
+        ),
+        ("conditions", conditions_line(r)),
+        (
+            "rounds close",
+            format!(
+                "when every selected client answered, or at the {} s deadline with at least {} updates",
+                set.round_deadline_secs, set.min_clients
+            ),
+        ),
+        (
+            "dropouts, stragglers",
+            format!(
+                "{} dropped out, {} late messages refused, {} failed round attempts (retried)",
+                r.rounds.iter().map(|x| x.dropped).sum::<usize>(),
+                r.rounds.iter().map(|x| x.late).sum::<usize>(),
+                r.failed_attempts.len()
+            ),
+        ),
     ];
     s.push_str("<table>\n");
     for (k, v) in rows {
@@ -238,6 +293,28 @@ fn report_html(r: &SimulationReport) -> String {
             dashed: false,
         };
         s.push_str(&line_chart("ε spent", "round", "ε", &[spent], &[]));
+    }
+    if r.simulated_seconds.is_some() {
+        let _ = writeln!(
+            s,
+            "<h2>Virtual time</h2>\n<p class=\"muted\">When each round's model was aggregated on the simulated clock, and how many selected clients dropped out of it or answered after its deadline.</p>"
+        );
+        let at = Series {
+            name: "simulated minutes".into(),
+            colour: PALETTE[0],
+            points: points(&r.rounds, |x| x.simulated_seconds.map(|t| t / 60.0)),
+            dashed: false,
+        };
+        s.push_str(&line_chart("simulated time at aggregation", "round", "minutes", &[at], &[]));
+        let count = |name: &str, colour, f: fn(&RoundRow) -> usize| Series {
+            name: name.into(),
+            colour,
+            points: points(&r.rounds, |x| Some(f(x) as f64)),
+            dashed: false,
+        };
+        let dropped = count("dropped out", PALETTE[1], |x| x.dropped);
+        let late = count("late", PALETTE[2], |x| x.late);
+        s.push_str(&line_chart("clients missing from each round", "round", "clients", &[dropped, late], &[]));
     }
     let _ = writeln!(s, "<h2>Partition</h2>");
     let shown = &r.partitions[..r.partitions.len().min(HEATMAP_CLIENTS)];
