@@ -125,7 +125,7 @@ pub(crate) struct SimulateArgs {
     /// Rounds (default 10).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) rounds: Option<u64>,
-    /// Clients sampled per round (default: all).
+    /// Clients sampled per round for training, and again for evaluation (default: all).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) clients_per_round: Option<u64>,
     /// fedavg, fedprox or fedadam (default fedavg).

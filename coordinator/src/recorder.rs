@@ -151,7 +151,7 @@ impl Recorder {
     pub fn record(&mut self, registration: &Registration) -> Result<Recorded, RegistryError> {
         let Registration { summary, model: global, strategy, nodes, privacy } = registration;
         let name = self.plan.model_name.clone();
-        let parent = self.registry.latest(&name)?.map(|r| r.version);
+        let parent = self.registry.latest_version(&name)?;
         let new = NewVersion {
             name: name.clone(),
             round: summary.round,

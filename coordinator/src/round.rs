@@ -304,7 +304,8 @@ pub struct RoundSettings {
     pub min_clients: usize,
     /// How long a phase waits for stragglers.
     pub deadline: Duration,
-    /// How many clients to select per round (None: all joined).
+    /// How many clients to select per round, for its training and, in a separate sample, its evaluation
+    /// (None: all present).
     pub clients_per_round: Option<usize>,
     /// Consecutive failures of one round before the federation stops.
     pub max_round_failures: u32,
@@ -566,6 +567,32 @@ impl RoundMachine {
     /// The joined nodes not marked absent.
     fn present(&self) -> BTreeSet<NodeName> {
         self.joined.iter().filter(|n| !self.absent.contains_key(*n)).cloned().collect()
+    }
+
+    /// The present nodes a round asks, in name order: all of them, or with
+    /// [`RoundSettings::clients_per_round`] = k a fresh uniform sample of k (at least the quorum). Each round
+    /// draws one sample for training and another for evaluation.
+    fn sample_present(&mut self) -> Vec<NodeName> {
+        let mut nodes: Vec<NodeName> = self.present().into_iter().collect();
+        if let Some(k) = self.settings.clients_per_round {
+            use rand::seq::SliceRandom;
+            nodes.shuffle(&mut self.rng);
+            nodes.truncate(k.max(self.quorum()));
+            nodes.sort();
+        }
+        nodes
+    }
+
+    /// How many nodes [`RoundMachine::present`] would list, in time linear in the absent nodes only.
+    fn present_count(&self) -> usize {
+        self.joined.len() - self.absent.keys().filter(|n| self.joined.contains(*n)).count()
+    }
+
+    /// Whether every roster node has joined or is known to be absent, so that nobody is left to wait for
+    /// (joined and absent nodes are roster nodes).
+    fn all_accounted_for(&self) -> bool {
+        let absent_unjoined = self.absent.keys().filter(|n| !self.joined.contains(*n)).count();
+        self.joined.len() + absent_unjoined >= self.roster.len()
     }
 
     /// Marks each of `nodes` absent since `now` (a missed deadline).
@@ -986,10 +1013,10 @@ impl RoundMachine {
         loop {
             let next = match &mut self.phase {
                 Phase::Joining { since } => {
-                    // Every roster node is either here or known to be absent: nobody is left to wait for.
-                    let all = self.roster.iter().all(|n| self.joined.contains(n) || self.absent.contains_key(n));
                     let waited = since.is_some_and(|s| now.duration_since(s) >= self.settings.deadline);
-                    if self.present().len() >= self.quorum() && (all || waited) {
+                    // Counted, not listed: this runs on every join and task request.
+                    let all = self.all_accounted_for();
+                    if self.present_count() >= self.quorum() && (all || waited) {
                         if waited && !all {
                             let missing: Vec<NodeName> =
                                 self.roster.iter().filter(|n| !self.joined.contains(*n)).cloned().collect();
@@ -1076,13 +1103,7 @@ impl RoundMachine {
 
     fn start_round(&mut self, now: Instant) -> Phase {
         let round = Round(self.completed.0 + 1);
-        let mut selected: Vec<NodeName> = self.present().into_iter().collect();
-        if let Some(k) = self.settings.clients_per_round {
-            use rand::seq::SliceRandom;
-            selected.shuffle(&mut self.rng);
-            selected.truncate(k.max(self.quorum()));
-            selected.sort();
-        }
+        let selected = self.sample_present();
         let weights = self.influence().weights(&selected, &self.examples);
         let secure = match &self.secure {
             Some(settings) => {
@@ -1164,7 +1185,7 @@ impl RoundMachine {
                 slices: Vec::new(),
                 secure: t.secure_record,
             },
-            expected: self.present(),
+            expected: self.sample_present().into_iter().collect(),
             deadline: now + self.settings.deadline,
         })
     }
@@ -1355,6 +1376,32 @@ mod tests {
             m.report_evaluation(&a, Round(1), ModelVersion(0), metrics(1.0, 1), now),
             Err(RoundError::Unexpected(_))
         ));
+    }
+
+    #[test]
+    fn a_sampled_round_trains_and_evaluates_on_samples_of_its_size() {
+        let now = Instant::now();
+        let names: Vec<NodeName> = ["a", "b", "c", "d", "e", "f"].map(NodeName::from).to_vec();
+        let mut m = machine(&["a", "b", "c", "d", "e", "f"], 1, 1);
+        m.settings.clients_per_round = Some(2);
+        for n in &names {
+            m.join(n, now).unwrap();
+        }
+        let asked = |m: &mut RoundMachine, task: fn(&Task) -> bool| -> Vec<NodeName> {
+            names.iter().filter(|n| task(&m.task_for(n, now).unwrap())).cloned().collect()
+        };
+        let trainers = asked(&mut m, |t| matches!(t, Task::Train { .. }));
+        assert_eq!(trainers.len(), 2);
+        for n in &trainers {
+            m.submit_update(n, Round(1), ModelVersion(0), &[1.0, 1.0], 0.0, now).unwrap();
+        }
+        let evaluators = asked(&mut m, |t| matches!(t, Task::Evaluate { .. }));
+        assert_eq!(evaluators.len(), 2, "not every present node: {evaluators:?}");
+        for n in &evaluators {
+            m.report_evaluation(n, Round(1), ModelVersion(1), metrics(0.5, 10), now).unwrap();
+        }
+        assert!(m.is_finished());
+        assert_eq!(m.history()[0].slices.len(), 2);
     }
 
     #[test]

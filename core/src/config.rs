@@ -219,7 +219,8 @@ pub struct TrainingSection {
     /// Seconds a round waits for updates before closing with what it has (if at least `min_clients`).
     #[serde(default = "default_deadline")]
     pub round_deadline_secs: u64,
-    /// How many joined clients are selected per round (default: all).
+    /// How many joined clients are selected per round (default: all). Each round's evaluation then asks
+    /// another sample of as many.
     #[serde(default)]
     pub clients_per_round: Option<usize>,
     /// How many times in a row one round may fail (too few updates, a failed secure round) before the

@@ -147,7 +147,7 @@ pub(crate) fn insert_version(
         return Ok((record, false));
     }
     if let Some(parent) = new.parent {
-        get_version(tx, &new.name, parent)
+        stage_of(tx, &new.name, parent)
             .map_err(|_| RegistryError::Invalid(format!("parent {} {parent} is not registered", new.name)))?;
     }
     let next: i64 = tx.query_row(
@@ -253,6 +253,22 @@ pub(crate) fn get_version(conn: &Connection, name: &str, version: Version) -> Re
         )
         .optional()?;
     raw.ok_or_else(|| RegistryError::NotFound { name: name.to_owned(), version: Some(version) })?.parse()
+}
+
+/// The stage of one version, without reading the rest of its record.
+pub(crate) fn stage_of(conn: &Connection, name: &str, version: Version) -> Result<Stage> {
+    let v = to_i64("version", version.0)?;
+    let stage: Option<String> = conn
+        .query_row("SELECT stage FROM model_versions WHERE name = ?1 AND version = ?2", params![name, v], |r| r.get(0))
+        .optional()?;
+    stage.ok_or_else(|| RegistryError::NotFound { name: name.to_owned(), version: Some(version) })?.parse()
+}
+
+/// The newest version number of `name`, if any, without reading its record.
+pub(crate) fn latest_in(conn: &Connection, name: &str) -> Result<Option<Version>> {
+    let v: Option<i64> =
+        conn.query_row("SELECT MAX(version) FROM model_versions WHERE name = ?1", params![name], |r| r.get(0))?;
+    Ok(v.map(|v| Version(to_u64(v))))
 }
 
 pub(crate) fn production_in(conn: &Connection, name: &str) -> Result<Option<Version>> {

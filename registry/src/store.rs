@@ -249,7 +249,7 @@ impl Registry {
         decision: &GateDecision,
     ) -> Result<Stage> {
         let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let record = get_version(&tx, name, version)?;
+        let stage = stage_of(&tx, name, version)?;
         let compared_with = production_in(&tx, name)?;
         tx.execute(
             "INSERT INTO gate_decisions (name, version, compared_with, promote, reasons, config, at_unix_ms)
@@ -264,11 +264,11 @@ impl Registry {
                 now_unix_ms(),
             ],
         )?;
-        let stage = if decision.promote && record.stage != Stage::Production {
+        let stage = if decision.promote && stage != Stage::Production {
             promote_in(&tx, name, version, "gate", "gate", &decision.summary())?;
             Stage::Production
         } else {
-            record.stage
+            stage
         };
         tx.commit()?;
         Ok(stage)
@@ -308,6 +308,14 @@ impl Registry {
             )
             .optional()?;
         raw.map(RawVersion::parse).transpose()
+    }
+
+    /// The number of the newest version of `name`, if any (cheaper than [`Registry::latest`]).
+    ///
+    /// # Errors
+    /// Storage errors.
+    pub fn latest_version(&self, name: &str) -> Result<Option<Version>> {
+        latest_in(&self.conn, name)
     }
 
     /// The current production version of `name`, if any.
@@ -521,6 +529,9 @@ mod tests {
         assert_eq!(reg.list(Some("heart")).unwrap().len(), 3);
         assert_eq!(reg.list(None).unwrap().len(), 4);
         assert_eq!(reg.latest("heart").unwrap().unwrap().version, Version(3));
+        assert_eq!(reg.latest_version("heart").unwrap(), Some(Version(3)));
+        assert_eq!(reg.latest_version("diabetes").unwrap(), Some(Version(1)));
+        assert_eq!(reg.latest_version("unknown").unwrap(), None);
         // Unknown parent is refused.
         assert!(matches!(
             reg.register(&new_version("heart", 9, Some(42), 0.8), &weights(1.0)),

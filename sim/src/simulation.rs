@@ -359,6 +359,7 @@ impl Simulation {
         let provisional = self.clients.unwrap_or(10);
         let table = Table::load(&self.source, column, provisional, &dir.join("data"), &mut data_rng)?;
         let labels = table.partition_labels();
+        let classes = labels.iter().max().map_or(0, |m| m + 1);
         let rows = Rows { labels: &labels, column: table.column.as_deref() };
         let clients = self.partition.clients(rows, self.clients)?;
         let parts = self.partition.assign(rows, clients, &mut seeds.rng())?;
@@ -404,7 +405,7 @@ impl Simulation {
             // The split, as indices into the whole data set, for other tools to replay.
             partitions.push(ClientPartition {
                 name: name.clone(),
-                labels: label_counts(part, &labels),
+                labels: label_counts(part, &labels, classes),
                 train: split.train.iter().map(|&r| part[r]).collect(),
                 holdout: split.holdout.iter().map(|&r| part[r]).collect(),
             });
@@ -665,8 +666,9 @@ fn client_name(i: usize, of: usize) -> String {
     format!("client-{i:0width$}", width = of.to_string().len())
 }
 
-fn label_counts(part: &[usize], labels: &[usize]) -> Vec<usize> {
-    let mut counts = vec![0; labels.iter().max().map_or(0, |m| m + 1)];
+/// How many of the rows `part` have each of the `classes` labels.
+fn label_counts(part: &[usize], labels: &[usize], classes: usize) -> Vec<usize> {
+    let mut counts = vec![0; classes];
     for &row in part {
         counts[labels[row]] += 1;
     }
