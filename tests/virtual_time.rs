@@ -1,5 +1,5 @@
-//! Simulations in virtual time: dropouts that secure aggregation survives down to its threshold and a clear
-//! stop past it, stragglers refused as late, simulated time that follows the documented cost model, and results
+//! Simulations in virtual time: dropouts that secure aggregation survives or retries and reports, a clear
+//! stop past its threshold, stragglers refused as late, simulated time that follows the documented cost model, and results
 //! (simulated time included) that do not depend on the thread count.
 
 use cohort_sim::{Conditions, Partition, SimError, Simulation, SimulationReport, Source, Spread};
@@ -48,10 +48,12 @@ async fn plaintext_rounds_survive_dropouts_above_their_quorum() {
     assert!(simulated >= waited, "{simulated} s simulated, {waited} s of deadlines");
 }
 
-/// Secure aggregation survives clients lost before their encrypted update or before their partial decryption,
-/// down to its decryption threshold, and replays bit for bit.
+/// Secure aggregation survives clients lost before their encrypted update, down to its quorum. A key holder lost
+/// after it took the decryption request fails that attempt (the request names exactly t responders, so that a
+/// round has one decryption): the round is retried without it, the report lists the failed attempt with what it
+/// lacked, and the seeded run replays bit for bit, failures included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn secure_rounds_survive_dropouts_down_to_the_threshold() {
+async fn secure_rounds_survive_dropouts_or_retry_and_say_so() {
     let simulation = Simulation::new(breast_cancer())
         .clients(8)
         .rounds(3)
@@ -59,15 +61,20 @@ async fn secure_rounds_survive_dropouts_down_to_the_threshold() {
         .secure_aggregation(true)
         .min_clients(5)
         .round_deadline(20)
-        .conditions(uniform(2000.0, 0.1))
+        .conditions(Conditions { dropout_rate: 0.15, ..Conditions::default() })
         .insecure_seed(4);
     let report = simulation.clone().run().await.expect("a secure run with dropouts");
     assert_eq!(report.rounds.len(), 3);
     assert!(dropped(&report) > 0, "no dropouts: {:?}", report.rounds);
     assert!(report.rounds.iter().all(|r| r.contributors >= 5), "{:?}", report.rounds);
+    assert!(!report.failed_attempts.is_empty(), "this seed loses a key holder during decryption");
+    for failed in &report.failed_attempts {
+        assert!(failed.updates < failed.required && (1..=3).contains(&failed.round), "{failed:?}");
+    }
     let again = simulation.run().await.expect("the replay");
     assert_eq!(report.model_sha256, again.model_sha256);
     assert_eq!(report.rounds, again.rounds, "identical rounds, dropouts and simulated times");
+    assert_eq!(report.failed_attempts, again.failed_attempts);
 }
 
 /// Past the threshold, rounds fail, are retried with a backoff, and the run stops with an error that names the

@@ -93,7 +93,10 @@ pub struct Conditions {
     /// The probability that a client selected for a round drops out of it (default 0). A client that drops
     /// goes silent at one point of its round and stays offline for one round deadline: in a plaintext round it
     /// trains but its update is lost; in a secure round it is lost either before its encrypted update or after
-    /// it, before its partial decryption (one or the other with equal odds).
+    /// it, before its partial decryption (one or the other with equal odds). A secure round survives the first
+    /// kind down to its quorum; the second fails the attempt, because a decryption request names exactly the
+    /// threshold's number of responders, and the round is retried without the lost node (the report lists the
+    /// failed attempts).
     pub dropout_rate: f64,
 }
 
