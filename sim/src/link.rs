@@ -99,7 +99,7 @@ impl Drop for MemoryLink {
 }
 
 /// What a simulated node's link did with a message the coordinator did not act on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Missed {
     /// Lost: the node dropped out of the round.
     Dropped,

@@ -187,9 +187,12 @@ impl SimulationReport {
                 _ => None,
             })
             .collect();
-        let missed = |round: Round, kind: Missed| {
-            timeline.map_or(0, |t| t.misses.iter().filter(|(r, _, k)| *r == round && *k == kind).count())
-        };
+        // Counted once, not scanned once per round.
+        let mut misses: BTreeMap<(Round, Missed), usize> = BTreeMap::new();
+        for (round, _, kind) in timeline.into_iter().flat_map(|t| &t.misses) {
+            *misses.entry((*round, *kind)).or_default() += 1;
+        }
+        let missed = |round: Round, kind: Missed| misses.get(&(round, kind)).copied().unwrap_or(0);
         let mut rounds = Vec::new();
         let mut client_rounds = Vec::new();
         for summary in &run.history {
@@ -271,6 +274,16 @@ impl SimulationReport {
     /// The primary metric of the final model, pooled exactly over every client's held-out rows.
     pub fn final_score(&self) -> Option<f64> {
         self.rounds.last().and_then(|r| r.exact.get(&self.primary_metric).copied())
+    }
+
+    /// Selected clients that dropped out, over every round.
+    pub fn dropped(&self) -> usize {
+        self.rounds.iter().map(|r| r.dropped).sum()
+    }
+
+    /// Messages refused as late, over every round.
+    pub fn late(&self) -> usize {
+        self.rounds.iter().map(|r| r.late).sum()
     }
 
     /// The largest ε any client spent (None without DP).

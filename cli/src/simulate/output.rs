@@ -57,8 +57,8 @@ pub(super) fn summary(label: &str, r: &SimulationReport) -> serde_json::Value {
         "rounds_completed": r.rounds.len(),
         "wall_seconds": r.wall_seconds,
         "simulated_seconds": r.simulated_seconds,
-        "dropped": r.rounds.iter().map(|row| row.dropped).sum::<usize>(),
-        "late": r.rounds.iter().map(|row| row.late).sum::<usize>(),
+        "dropped": r.dropped(),
+        "late": r.late(),
         "failed_attempts": r.failed_attempts,
         "rounds": r.rounds.iter().map(|row| serde_json::json!({
             "round": row.round,
@@ -77,9 +77,7 @@ pub(super) fn summary_line(label: &str, r: &SimulationReport) -> String {
     let epsilon = r.max_epsilon().map_or_else(|| "no DP".to_owned(), |e| format!("max ε {e:.3}"));
     let prefix = if label.is_empty() { String::new() } else { format!("{label}: ") };
     let simulated = r.simulated_seconds.map_or_else(String::new, |s| {
-        let dropped: usize = r.rounds.iter().map(|row| row.dropped).sum();
-        let late: usize = r.rounds.iter().map(|row| row.late).sum();
-        let failed = r.failed_attempts.len();
+        let (dropped, late, failed) = (r.dropped(), r.late(), r.failed_attempts.len());
         format!(" ({} simulated; {dropped} dropouts, {late} late, {failed} failed attempts)", super::clock(s))
     });
     format!(
@@ -225,8 +223,8 @@ fn report_html(r: &SimulationReport) -> String {
             "dropouts, stragglers",
             format!(
                 "{} dropped out, {} late messages refused, {} failed round attempts (retried)",
-                r.rounds.iter().map(|x| x.dropped).sum::<usize>(),
-                r.rounds.iter().map(|x| x.late).sum::<usize>(),
+                r.dropped(),
+                r.late(),
                 r.failed_attempts.len()
             ),
         ),
