@@ -75,9 +75,6 @@ async fn secure_rounds_survive_dropouts_or_retry_and_say_so() {
 
 /// The same seeded secure run with failed attempts replays bit for bit, failures included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: with secure aggregation, dropouts and retried attempts, two seeded runs can differ when \
-            the machine is loaded (2 of 3 full runs of this file); it held in 6 of 6 runs of this test \
-            alone"]
 async fn a_secure_run_with_failed_attempts_replays_bit_for_bit() {
     let report = secure_with_dropouts().run().await.expect("a secure run with dropouts");
     let again = secure_with_dropouts().run().await.expect("the replay");

@@ -224,7 +224,8 @@ impl SimulatedNode {
             self.drop_at = None;
             self.record(round, Missed::Dropped);
             let (_, back) = self.network.send(self.index, sent + self.offline, |_| Some(())).await.map_err(gone)?;
-            self.clock = back;
+            // The network counts on the node's next message coming no sooner than a round trip after `back`.
+            self.clock = back + self.profile.transfer(SMALL_MESSAGE_BYTES);
             return Err(ClientError::Late(format!("simulated dropout: offline for round {round}")));
         }
         let host = host.clone();

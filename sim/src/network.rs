@@ -87,14 +87,36 @@ pub(crate) struct Gone;
 
 /// Why the driver could not go on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the simulation stalled at {:.1} s of simulated time: {waiting} nodes wait for the coordinator, which waits \
-     for a message and has no deadline to reach",
-    at.as_secs_f64()
-)]
-pub(crate) struct Stall {
-    at: Duration,
-    waiting: usize,
+pub(crate) enum Halt {
+    /// Every node waits and the coordinator has no deadline left to reach.
+    #[error(
+        "the simulation stalled at {:.1} s of simulated time: {waiting} nodes wait for the coordinator, which \
+         waits for a message and has no deadline to reach",
+        at.as_secs_f64()
+    )]
+    Stalled {
+        /// The virtual time reached.
+        at: Duration,
+        /// Long polls waiting for an answer.
+        waiting: usize,
+    },
+    /// A node sent a message stamped before the virtual clock: the lookahead the driver relies on was broken, so
+    /// the order of deliveries (and every result) could depend on thread scheduling. A bug in the simulator, which
+    /// stops the run rather than letting it report a result that might not replay.
+    #[error(
+        "simulator bug: node {node} sent a message stamped {:.6} s, before the virtual clock's {:.6} s, so this \
+         run might not replay",
+        at.as_secs_f64(),
+        now.as_secs_f64()
+    )]
+    OutOfOrder {
+        /// The node.
+        node: usize,
+        /// The message's stamp.
+        at: Duration,
+        /// The virtual time already reached.
+        now: Duration,
+    },
 }
 
 /// A moment of the federation on the virtual clock, for the report.
@@ -132,7 +154,9 @@ struct State {
     /// The core's events, which say when the round changed.
     events: broadcast::Receiver<Event>,
     /// How the run ended, once it has.
-    outcome: Option<Result<Duration, Stall>>,
+    outcome: Option<Result<Duration, Halt>>,
+    /// The first message that came stamped before the virtual clock, if any.
+    out_of_order: Option<Halt>,
 }
 
 impl State {
@@ -148,6 +172,7 @@ impl State {
             marks: Vec::new(),
             events,
             outcome: None,
+            out_of_order: None,
         }
     }
 
@@ -249,6 +274,12 @@ impl Network {
             let mut state = lock(&self.state);
             state.deactivate(node);
             state.sequence[node] += 1;
+            if at < state.now {
+                // Delivered at once, and the run reports the broken order when it ends.
+                let halt = Halt::OutOfOrder { node, at, now: state.now };
+                tracing::error!("{halt}");
+                state.out_of_order.get_or_insert(halt);
+            }
             let key = (at.max(state.now), node, state.sequence[node]);
             state.queue.insert(key, call);
         }
@@ -269,8 +300,9 @@ impl Network {
     /// Waits until every node has left; returns the virtual time reached.
     ///
     /// # Errors
-    /// [`Stall`] when every node waits and the coordinator has no deadline left to reach.
-    pub(crate) async fn drive(&self) -> Result<Duration, Stall> {
+    /// [`Halt::Stalled`] when every node waits and the coordinator has no deadline left to reach;
+    /// [`Halt::OutOfOrder`] when a node broke the lookahead.
+    pub(crate) async fn drive(&self) -> Result<Duration, Halt> {
         loop {
             let ended = self.ended.notified();
             tokio::pin!(ended);
@@ -304,9 +336,12 @@ impl Network {
     }
 
     /// One delivery, or one jump of the clock to a deadline, if either is safe now.
-    fn step(&self, state: &mut State) -> Result<Progress, Stall> {
+    fn step(&self, state: &mut State) -> Result<Progress, Halt> {
         if state.running == 0 {
-            return Ok(Progress::Done(state.now));
+            return match state.out_of_order.take() {
+                Some(halt) => Err(halt),
+                None => Ok(Progress::Done(state.now)),
+            };
         }
         let head = state.queue.first_key_value().map(|(k, _)| *k);
         let deadline = self
@@ -320,7 +355,7 @@ impl Network {
             (Some(k), None) => k.0,
             (None, Some(d)) => d,
             (None, None) if state.active.is_empty() => {
-                return Err(Stall { at: state.now, waiting: state.parked.len() });
+                return Err(Halt::Stalled { at: state.now, waiting: state.parked.len() });
             }
             (None, None) => return Ok(Progress::Blocked),
         };

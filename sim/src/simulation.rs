@@ -113,7 +113,8 @@ pub enum SimError {
         /// Its error.
         error: ClientError,
     },
-    /// Every node waits for the coordinator and the coordinator for a message: a simulation that cannot end.
+    /// Every node waits for the coordinator and the coordinator for a message: a simulation that cannot end. Or
+    /// (a simulator bug) a message broke virtual-time order, so the result might not replay.
     #[error("{0}")]
     Stalled(String),
     /// The federation stopped before its last round.
