@@ -61,6 +61,16 @@ pub(crate) enum Command {
     /// Export, verify and report the privacy ledger.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Serve the registry's models: KServe V2 (Open Inference Protocol) and TF Serving V1 REST, with a new
+    /// production version picked up without a restart, and an inference log in the data directory.
+    ///
+    /// Example: cohort serve --data-dir demo-data --listen 127.0.0.1:8080
+    Serve(ServeArgs),
+    /// Ask a model server for one prediction per row of a CSV file (columns named after the model's features;
+    /// other columns are ignored).
+    ///
+    /// Example: cohort predict --server http://127.0.0.1:8080 --model breast-cancer --input rows.csv --json
+    Predict(PredictArgs),
     /// Run a client node.
     ///
     /// Example: cohort client --config examples/client.toml
@@ -69,6 +79,45 @@ pub(crate) enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The data directory whose registry is served (a coordinator's, or `cohort demo --data-dir`'s).
+    #[arg(long)]
+    pub(crate) data_dir: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: std::net::SocketAddr,
+    /// How often to re-read the registry for new versions and promotions, in milliseconds.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub(crate) poll_ms: u64,
+    /// A file holding a bearer token that every request except the health checks must carry.
+    #[arg(long)]
+    pub(crate) token_file: Option<PathBuf>,
+    /// The most rows one request may carry.
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) max_rows: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PredictArgs {
+    /// The server's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    pub(crate) server: String,
+    /// NAME, or NAME:VERSION (without a version, the production version answers).
+    #[arg(long)]
+    pub(crate) model: String,
+    /// CSV file with a header row; the columns named after the model's features are sent, in its order.
+    #[arg(long)]
+    pub(crate) input: PathBuf,
+    /// One JSON object per line: `row`, `class` and `probabilities` (or `value` for regression), `model`,
+    /// `version`.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// A file holding the server's bearer token.
+    #[arg(long)]
+    pub(crate) token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]

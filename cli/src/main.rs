@@ -13,6 +13,7 @@ mod progress;
 mod report;
 mod run;
 mod secagg_bench;
+mod serve;
 mod simulate;
 
 use clap::Parser;

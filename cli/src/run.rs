@@ -13,6 +13,8 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Models(command) => crate::models::run(command),
         Command::Audit(command) => crate::audit::run(command),
         Command::Privacy(command) => crate::privacy::run(command),
+        Command::Serve(args) => crate::serve::serve(args).await,
+        Command::Predict(args) => crate::serve::predict(args).await,
         Command::Bench(BenchCommand::Secagg { params, clients, max_colluders, json }) => {
             let report = tokio::task::spawn_blocking(move || {
                 crate::secagg_bench::run_with_colluders(params, clients, max_colluders)

@@ -6,28 +6,8 @@ mod support;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-fn cohort() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_cohort"))
-}
-
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
-/// One DP demo run (3 rounds) shared by the tests of this file.
-fn demo_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = cohort().args(["demo", "--rounds", "3", "--json", "--data-dir"]).arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-        dir
-    })
-    .path()
-}
+use std::process::Output;
+use support::{cohort, demo_dir, text};
 
 /// Runs `cohort ARGS --data-dir DEMO --out OUT` and asserts it succeeded.
 fn write_from_demo(args: &[&str], out: &Path) {

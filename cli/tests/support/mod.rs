@@ -1,8 +1,32 @@
-//! What several CLI tests share: a headless-Chromium screenshot of an HTML report.
+//! What several CLI tests share: the binary, one DP demo run per test binary, and a headless-Chromium
+//! screenshot of an HTML report.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The `cohort` binary under test.
+pub(crate) fn cohort() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_cohort"))
+}
+
+/// A command's stdout and stderr, for assertion messages.
+pub(crate) fn text(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+}
+
+/// One DP demo run (3 rounds), shared by the tests of a test binary.
+pub(crate) fn demo_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = cohort().args(["demo", "--rounds", "3", "--json", "--data-dir"]).arg(dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        dir
+    })
+    .path()
+}
 
 /// A screenshot (PNG bytes) of `html` rendered by headless Chromium, or None when Chromium is not installed
 /// (the caller skips, saying so).
