@@ -456,6 +456,25 @@ pub(crate) enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The model server under load: plaintext KServe V2 REST latency (p50, p99) and throughput at a fixed
+    /// concurrency, over loopback, for a 30-feature logistic model, against the same predictions made in
+    /// process in the same run.
+    ///
+    /// Example: cohort bench serving --concurrency 8 --requests 20000 --json
+    Serving {
+        /// Requests in flight at once (one keep-alive connection each).
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+        concurrency: u64,
+        /// Requests in all.
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        requests: u64,
+        /// Rows per request.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+        rows: u64,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Subcommands of `cohort privacy`.

@@ -15,6 +15,26 @@ pub(crate) async fn dispatch(command: Command) -> anyhow::Result<()> {
         Command::Privacy(command) => crate::privacy::run(command),
         Command::Serve(args) => crate::serve::serve(args).await,
         Command::Predict(args) => crate::serve::predict(args).await,
+        Command::Bench(BenchCommand::Serving { concurrency, requests, rows, json }) => {
+            let size = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+            let report = crate::serve::bench(size(concurrency), size(requests), size(rows)).await?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "serving, {} requests of {} row(s) at concurrency {} (KServe V2 REST over loopback):",
+                    report.requests, report.rows_per_request, report.concurrency
+                );
+                println!("  throughput      {:.0} requests/s", report.throughput_rps);
+                println!("  latency         p50 {:.3} ms, p99 {:.3} ms", report.p50_ms, report.p99_ms);
+                println!("  in process      p50 {:.1} µs per predict (same rows, no HTTP)", report.direct_p50_us);
+                println!("  HTTP / direct   {:.1}x at p50", report.http_over_direct_p50);
+                if report.failed > 0 {
+                    println!("  FAILED          {} requests", report.failed);
+                }
+            }
+            Ok(())
+        }
         Command::Bench(BenchCommand::Secagg { params, clients, max_colluders, json }) => {
             let report = tokio::task::spawn_blocking(move || {
                 crate::secagg_bench::run_with_colluders(params, clients, max_colluders)

@@ -204,3 +204,117 @@ fn print_rows(answer: &Value, first: usize, n: usize, json: bool, name: &str, ve
     }
     Ok(())
 }
+
+/// What `cohort bench serving` measured.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ServingBench {
+    pub(crate) concurrency: usize,
+    pub(crate) requests: usize,
+    pub(crate) rows_per_request: usize,
+    pub(crate) failed: usize,
+    pub(crate) throughput_rps: f64,
+    pub(crate) p50_ms: f64,
+    pub(crate) p99_ms: f64,
+    /// The same predictions through `ServedModel::predict`, in process, one at a time: the baseline.
+    pub(crate) direct_p50_us: f64,
+    pub(crate) http_over_direct_p50: f64,
+}
+
+/// A registry in `dir` with one production version of a 30-feature logistic model, `bench`.
+fn bench_registry(dir: &Path) -> anyhow::Result<()> {
+    use cohort_coordinator::registry::{NewVersion, Registry};
+    use rand::{Rng, SeedableRng};
+    let features: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(1);
+    let weights: Vec<f32> = (0..30 * 2 + 2).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let new = NewVersion {
+        name: "bench".into(),
+        round: cohort_core::Round(1),
+        strategy: "fedavg".into(),
+        hyperparameters: json!({}),
+        secure_aggregation: json!(null),
+        preprocessing: json!({"kind": "declared-range", "center": vec![0.5; 30], "scale": vec![0.5; 30]}),
+        schema: json!({"features": features, "label": "y", "task": "binary", "classes": 2,
+                       "bounds": vec![[0.0, 1.0]; 30]}),
+        model_spec: json!({"layers": [30, 2], "task": "binary"}),
+        ..Default::default()
+    };
+    let mut registry = Registry::open(dir)?;
+    let record = registry.register(&new, &cohort_core::model::parameters_to_bytes(&weights))?;
+    registry.promote("bench", record.version, "cohort bench", "benchmark model")?;
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
+}
+
+/// Serves a benchmark model on loopback and loads it with `concurrency` keep-alive connections.
+pub(crate) async fn bench(concurrency: usize, requests: usize, rows: usize) -> anyhow::Result<ServingBench> {
+    use rand::{Rng, SeedableRng};
+    let scratch = tempfile::tempdir()?;
+    bench_registry(scratch.path())?;
+    let mut config = cohort_serving::ServeConfig::new(scratch.path());
+    config.listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let server = cohort_serving::Server::bind(config).await?;
+    let url = format!("http://{}", server.local_addr()?);
+    let model = server.catalog().model("bench", cohort_serving::Selector::Default)?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(2);
+    let data: Vec<f32> = (0..rows * 30).map(|_| rng.random_range(0.0..1.0)).collect();
+    let body = json!({"inputs": [{"name": "x", "shape": [rows, 30], "datatype": "FP32", "data": data}]});
+    let features = cohort_serving::Features { rows, values: data };
+
+    // The baseline: the same predictions in process.
+    let mut direct = Vec::with_capacity(requests.min(5_000));
+    for _ in 0..requests.min(5_000) {
+        let started = std::time::Instant::now();
+        model.predict(&features)?;
+        direct.push(started.elapsed().as_secs_f64());
+    }
+    direct.sort_by(f64::total_cmp);
+
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = std::time::Instant::now();
+    let mut workers = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let (next, body, http) = (next.clone(), body.clone(), Http::new(&url, None)?);
+        workers.push(tokio::spawn(async move {
+            let (mut latencies, mut failed) = (Vec::new(), 0usize);
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < requests {
+                let t = std::time::Instant::now();
+                match http.call(Method::POST, "/v2/models/bench/infer", Some(&body)).await {
+                    Ok(_) => latencies.push(t.elapsed().as_secs_f64()),
+                    Err(_) => failed += 1,
+                }
+            }
+            (latencies, failed)
+        }));
+    }
+    let (mut latencies, mut failed) = (Vec::with_capacity(requests), 0);
+    for worker in workers {
+        let (l, f) = worker.await?;
+        latencies.extend(l);
+        failed += f;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let _ = stop.send(());
+    running.await??;
+    latencies.sort_by(f64::total_cmp);
+    let (p50, direct_p50) = (percentile(&latencies, 0.5), percentile(&direct, 0.5));
+    Ok(ServingBench {
+        concurrency,
+        requests,
+        rows_per_request: rows,
+        failed,
+        throughput_rps: latencies.len() as f64 / elapsed,
+        p50_ms: p50 * 1e3,
+        p99_ms: percentile(&latencies, 0.99) * 1e3,
+        direct_p50_us: direct_p50 * 1e6,
+        http_over_direct_p50: p50 / direct_p50,
+    })
+}

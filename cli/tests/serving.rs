@@ -57,6 +57,12 @@ impl Serving {
 
     /// One HTTP/1.1 request; the status and the JSON body.
     fn call(&self, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+        let (status, payload) = self.raw(method, path, body);
+        (status, serde_json::from_str(&payload).unwrap_or_else(|e| panic!("{e}: {payload:?}")))
+    }
+
+    /// One HTTP/1.1 request; the status and the body.
+    fn raw(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
         let mut stream = TcpStream::connect(&self.addr).unwrap();
         let body = body.unwrap_or("");
         write!(
@@ -71,7 +77,7 @@ impl Serving {
         stream.read_to_string(&mut raw).unwrap();
         let (head, payload) = raw.split_once("\r\n\r\n").unwrap();
         let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, serde_json::from_str(payload).unwrap_or_else(|e| panic!("{e}: {payload:?}")))
+        (status, payload.to_owned())
     }
 
     /// Stops the server as Ctrl-C does, and waits for it (so the inference log is written).
@@ -215,6 +221,20 @@ fn v2_v1_and_cohort_predict_agree_and_bad_requests_are_named() {
     assert_eq!(server.call("POST", "/v2/models/breast-cancer/versions/99/infer", Some(&infer_body(1, 30, one))).0, 404);
     assert_eq!(server.call("GET", "/v2/models/breast-cancer/versions/99/ready", None).0, 404);
     assert_eq!(server.call("POST", "/v1/models/breast-cancer/labels/beta:predict", Some(&body)).0, 404);
+
+    // The Prometheus metrics count the same requests, per version and endpoint.
+    let (status, metrics) = server.raw("GET", "/metrics", None);
+    assert_eq!(status, 200);
+    let v2 = format!("model=\"breast-cancer\",version=\"{version}\",endpoint=\"v2-infer\"");
+    for line in [
+        format!("cohort_inference_requests_total{{{v2},status=\"200\"}} 3"),
+        format!("cohort_inference_requests_total{{{v2},status=\"400\"}} 6"),
+        format!("cohort_inference_rows_total{{{v2}}} {}", 3 * rows),
+        format!("cohort_model_version_info{{model=\"breast-cancer\",version=\"{version}\",stage=\"production\"}} 1"),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line:?} in\n{metrics}");
+    }
+    assert_eq!(metrics.lines().filter(|l| l.starts_with("cohort_input_drift{")).count(), 30, "{metrics}");
     server.stop();
 
     // Every inference request is in the log, with a hash of its body and never the features.
@@ -279,4 +299,18 @@ fn a_promotion_under_load_switches_versions_without_a_failed_request() {
     assert!(switched > 50, "switched at request {switched}");
     assert!(versions[switched..].iter().all(|v| v == other), "no flapping back: {versions:?}");
     server.stop();
+}
+
+#[test]
+fn the_serving_benchmark_reports_latency_and_throughput_against_in_process_predictions() {
+    let out =
+        cohort().args(["bench", "serving", "--concurrency", "2", "--requests", "300", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let number = |k: &str| report[k].as_f64().unwrap_or_else(|| panic!("no {k} in {report}"));
+    assert_eq!((report["failed"].as_u64(), report["requests"].as_u64()), (Some(0), Some(300)));
+    assert!(number("throughput_rps") > 0.0 && number("p99_ms") >= number("p50_ms"), "{report}");
+    let ratio = number("p50_ms") * 1e3 / number("direct_p50_us");
+    assert!((ratio - number("http_over_direct_p50")).abs() < 1e-6 * ratio, "{report}");
+    assert!(number("http_over_direct_p50") > 1.0, "HTTP cannot beat an in-process call: {report}");
 }

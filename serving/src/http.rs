@@ -5,6 +5,7 @@ use crate::catalog::{Selector, Shelf};
 use crate::error::ServeError;
 use crate::input;
 use crate::log::{InferenceLog, LogRecord};
+use crate::metrics::Metrics;
 use crate::model::ServedModel;
 use crate::wire::{self, InferResponse};
 use axum::Router;
@@ -28,6 +29,7 @@ const INLINE_ROWS: usize = 256;
 pub(crate) struct App {
     pub(crate) shelf: Arc<Shelf>,
     pub(crate) log: InferenceLog,
+    pub(crate) metrics: Arc<Metrics>,
     /// SHA-256 of the bearer token the server requires, if it requires one.
     pub(crate) token: Option<[u8; 32]>,
     pub(crate) max_rows: usize,
@@ -64,6 +66,7 @@ pub(crate) fn router(app: App, max_body_bytes: usize) -> Router {
         .route(&format!("{version}/infer"), post(version_infer))
         .route(&format!("{version}/lineage"), get(version_lineage))
         .route("/v1/models/{*path}", post(v1_predict))
+        .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(app.clone(), authorize));
     Router::new()
         .route("/v2/health/live", get(|| async { axum::Json(json!({"live": true})) }))
@@ -89,6 +92,11 @@ async fn authorize(State(app): State<App>, request: Request, next: Next) -> Resp
         }
     }
     next.run(request).await
+}
+
+async fn metrics(State(app): State<App>) -> Response {
+    let text = app.metrics.render(&app.shelf.get());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 async fn server_metadata() -> axum::Json<Value> {
@@ -231,7 +239,7 @@ async fn infer(
             (0, outcome, e.into_response())
         }
     };
-    app.log.record(LogRecord {
+    let record = LogRecord {
         unix_ms,
         endpoint,
         model: name,
@@ -241,6 +249,8 @@ async fn infer(
         status: response.status().as_u16(),
         outcome,
         input_sha256: hex::encode(Sha256::digest(&body)),
-    });
+    };
+    app.metrics.observe(&record);
+    app.log.record(record);
     response
 }

@@ -9,6 +9,7 @@
 //! - [`input`] and [`wire`]: the request and response bodies, with a 400 that names the field at fault.
 //! - [`log`]: the inference log in the data directory (time, version, latency, outcome and a hash of the
 //!   request; never the features).
+//! - [`metrics`]: the Prometheus `/metrics` text: requests, rows and latency per version, and input drift.
 //! - [`server`]: binding and running ([`Server`]).
 //!
 //! # Endpoints
@@ -21,6 +22,7 @@
 //! | `POST /v2/models/{m}[/versions/{v}]/infer` | V2 inference |
 //! | `GET /v2/models/{m}/versions/{v}/lineage` | the version's lineage, metrics and privacy spend |
 //! | `POST /v1/models/{m}[/versions/{v}\|/labels/{stage}]:predict` | TF Serving V1 prediction |
+//! | `GET /metrics` | Prometheus metrics |
 //!
 //! Without a version, the production version answers.
 //!
@@ -40,6 +42,7 @@ mod error;
 mod http;
 pub mod input;
 pub mod log;
+pub mod metrics;
 pub mod model;
 pub mod server;
 pub mod wire;

@@ -5,6 +5,7 @@ use crate::error::ServeError;
 use cohort_core::config::Schema;
 use cohort_model::{DenseStack, ModelSpec, TaskKind, inference_device};
 use cohort_registry::{ExportDocument, Stage, Version};
+use std::sync::Mutex;
 
 /// A feature matrix in the model's feature order, `rows × features`, row-major, as the client sent it (not yet
 /// scaled).
@@ -60,6 +61,8 @@ pub struct ServedModel {
     round: u64,
     /// The export's lineage, evaluation and privacy metadata, as JSON.
     lineage: serde_json::Value,
+    /// Per feature, the sum of the scaled values served, and the rows served (for [`ServedModel::drift`]).
+    served: Mutex<(Vec<f64>, u64)>,
 }
 
 impl ServedModel {
@@ -90,6 +93,7 @@ impl ServedModel {
         let (center, scale) = declared_range(&doc.preprocessing, schema.features.len()).map_err(unservable)?;
         let stack = DenseStack::from_flat(&spec.layers, &doc.weights.values, &inference_device())
             .map_err(|e| unservable(e.to_string()))?;
+        let served = Mutex::new((vec![0.0; spec.inputs()], 0));
         Ok(Self {
             name: doc.name.clone(),
             version: doc.version,
@@ -103,6 +107,7 @@ impl ServedModel {
             created_at: doc.metadata.created_at.clone(),
             round: doc.metadata.round.0,
             lineage: serde_json::to_value(&doc.metadata).map_err(|e| unservable(format!("metadata: {e}")))?,
+            served,
         })
     }
 
@@ -172,6 +177,14 @@ impl ServedModel {
         &self.lineage
     }
 
+    /// The input-drift score of each feature: the mean scaled value `(x - center) / scale` of the rows served
+    /// so far (0 at the centre of the declared range, ±1 at its bounds); `None` before the first row.
+    pub fn drift(&self) -> Option<Vec<f64>> {
+        let served = self.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (sums, rows) = &*served;
+        (*rows > 0).then(|| sums.iter().map(|s| s / *rows as f64).collect())
+    }
+
     /// Checks every value against the schema: finite, and inside the declared bounds when there are some.
     ///
     /// # Errors
@@ -215,6 +228,14 @@ impl ServedModel {
             for ((v, c), s) in row.iter_mut().zip(&self.center).zip(&self.scale) {
                 *v = (*v - c) / s;
             }
+        }
+        {
+            let mut served = self.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (sums, rows) = &mut *served;
+            for row in scaled.chunks_exact(dims.max(1)) {
+                sums.iter_mut().zip(row).for_each(|(s, v)| *s += f64::from(*v));
+            }
+            *rows += features.rows as u64;
         }
         let outputs =
             self.stack.predict_for(self.spec.loss(), &scaled).map_err(|e| ServeError::Internal(e.to_string()))?;

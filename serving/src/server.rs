@@ -72,7 +72,7 @@ impl Server {
             .await
             .map_err(|source| StartError::Bind { addr: config.listen, source })?;
         let token = config.token.as_ref().map(|t| <[u8; 32]>::from(Sha256::digest(t.trim().as_bytes())));
-        let app = App { shelf, log, token, max_rows: config.max_rows };
+        let app = App { shelf, log, metrics: Arc::default(), token, max_rows: config.max_rows };
         Ok(Self { listener, app, writer, registry, config })
     }
 
