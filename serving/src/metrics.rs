@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
+/// The model label of requests that resolved no servable version (unknown models, versions and labels).
+pub const UNRESOLVED: &str = "_unresolved";
+
 /// Upper bounds of the latency histogram's buckets, in seconds.
 const BUCKETS: [f64; 12] = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0];
 
@@ -31,11 +34,15 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Counts one request (the same record the inference log gets).
+    /// Counts one request (the same record the inference log gets). Requests that named no servable version
+    /// are counted under model [`UNRESOLVED`], so that made-up names cannot grow the series without bound.
     pub fn observe(&self, record: &LogRecord) {
-        let version = record.version.map_or_else(|| "none".to_owned(), |v| v.to_string());
+        let (model, version) = match record.version {
+            Some(v) => (record.model.clone(), v.to_string()),
+            None => (UNRESOLVED.to_owned(), "none".to_owned()),
+        };
         let mut series = self.series.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let s = series.entry((record.model.clone(), version, record.endpoint)).or_default();
+        let s = series.entry((model, version, record.endpoint)).or_default();
         *s.by_status.entry(record.status).or_default() += 1;
         s.rows += record.rows as u64;
         let seconds = record.latency_us as f64 / 1e6;
@@ -144,6 +151,9 @@ mod tests {
         metrics.observe(&record(200, 80));
         metrics.observe(&record(200, 3_000));
         metrics.observe(&record(400, 50));
+        for made_up in ["a", "b", "c"] {
+            metrics.observe(&LogRecord { model: made_up.into(), version: None, status: 404, ..record(404, 10) });
+        }
         let text = metrics.render(&catalog);
         let has = |line: &str| assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
         let base = r#"model="dosing",version="1",endpoint="v2-infer""#;
@@ -155,6 +165,9 @@ mod tests {
         has(&format!("cohort_inference_latency_seconds_bucket{{{base},le=\"0.005\"}} 3"));
         has(&format!("cohort_inference_latency_seconds_bucket{{{base},le=\"+Inf\"}} 3"));
         has(&format!("cohort_inference_latency_seconds_count{{{base}}} 3"));
+        has(
+            r#"cohort_inference_requests_total{model="_unresolved",version="none",endpoint="v2-infer",status="404"} 3"#,
+        );
         has(r#"cohort_model_version_info{model="dosing",version="1",stage="production"} 1"#);
         has(r#"cohort_model_version_info{model="dosing",version="2",stage="candidate"} 1"#);
         has(r#"cohort_input_drift{model="dosing",version="1",feature="dose"} 0.5"#);
