@@ -245,10 +245,6 @@ fn bench_registry(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    sorted.get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1))).copied().unwrap_or(f64::NAN)
-}
-
 /// Serves a benchmark model on loopback and loads it with `concurrency` keep-alive connections.
 pub(crate) async fn bench(concurrency: usize, requests: usize, rows: usize) -> anyhow::Result<ServingBench> {
     use rand::{Rng, SeedableRng};
@@ -305,7 +301,7 @@ pub(crate) async fn bench(concurrency: usize, requests: usize, rows: usize) -> a
     let _ = stop.send(());
     running.await??;
     latencies.sort_by(f64::total_cmp);
-    let (p50, direct_p50) = (percentile(&latencies, 0.5), percentile(&direct, 0.5));
+    let (p50, direct_p50) = (crate::simulate::quantile(&latencies, 0.5), crate::simulate::quantile(&direct, 0.5));
     Ok(ServingBench {
         concurrency,
         requests,
@@ -313,7 +309,7 @@ pub(crate) async fn bench(concurrency: usize, requests: usize, rows: usize) -> a
         failed,
         throughput_rps: latencies.len() as f64 / elapsed,
         p50_ms: p50 * 1e3,
-        p99_ms: percentile(&latencies, 0.99) * 1e3,
+        p99_ms: crate::simulate::quantile(&latencies, 0.99) * 1e3,
         direct_p50_us: direct_p50 * 1e6,
         http_over_direct_p50: p50 / direct_p50,
     })

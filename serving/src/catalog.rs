@@ -29,6 +29,24 @@ pub struct Entry {
     pub model: Result<Arc<ServedModel>, String>,
 }
 
+/// A servable version as a request resolved it: the predictor, and the stage the registry gave the version in
+/// this snapshot (a predictor is reused across snapshots while its weights are unchanged; its stage is not).
+#[derive(Debug, Clone)]
+pub struct Served {
+    /// The predictor.
+    pub model: Arc<ServedModel>,
+    /// The version's stage.
+    pub stage: Stage,
+}
+
+impl std::ops::Deref for Served {
+    type Target = ServedModel;
+
+    fn deref(&self) -> &ServedModel {
+        &self.model
+    }
+}
+
 /// A snapshot of the registry's models. Immutable: a request resolves its model against one snapshot and keeps
 /// the `Arc` it got, so it finishes on that version even when a newer snapshot replaces this one.
 #[derive(Debug, Clone, Default)]
@@ -110,9 +128,11 @@ impl Catalog {
     ///
     /// # Errors
     /// As [`Catalog::resolve`], and [`ServeError::Unservable`] for a version that cannot be served.
-    pub fn model(&self, name: &str, selector: Selector) -> Result<Arc<ServedModel>, ServeError> {
+    pub fn model(&self, name: &str, selector: Selector) -> Result<Served, ServeError> {
         let (version, entry) = self.resolve(name, selector)?;
-        entry.model.clone().map_err(|reason| ServeError::Unservable { model: name.to_owned(), version, reason })
+        let model =
+            entry.model.clone().map_err(|reason| ServeError::Unservable { model: name.to_owned(), version, reason })?;
+        Ok(Served { model, stage: entry.stage })
     }
 
     /// Whether two catalogs serve the same versions at the same stages.
@@ -208,8 +228,8 @@ mod tests {
         assert_eq!(shelf.get().model("dosing", Selector::Default).unwrap().version(), Version(2));
         assert_eq!(in_flight.version(), Version(1), "the old snapshot's model is untouched");
         // The unchanged version's predictor was reused, not reloaded.
-        let before = Arc::as_ptr(&in_flight);
-        let after = Arc::as_ptr(&shelf.get().model("dosing", Selector::Version(Version(1))).unwrap());
+        let before = Arc::as_ptr(&in_flight.model);
+        let after = Arc::as_ptr(&shelf.get().model("dosing", Selector::Version(Version(1))).unwrap().model);
         assert_eq!(before, after);
     }
 }

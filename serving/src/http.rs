@@ -1,12 +1,11 @@
 //! The REST adapter: KServe V2 and TF Serving V1 routes over the [`Shelf`], with bearer-token checks and the
 //! inference log. Each error is a JSON `{"error": "..."}` with the status of its [`ServeError`] variant.
 
-use crate::catalog::{Selector, Shelf};
+use crate::catalog::{Selector, Served, Shelf};
 use crate::error::ServeError;
 use crate::input;
 use crate::log::{InferenceLog, LogRecord};
 use crate::metrics::Metrics;
-use crate::model::ServedModel;
 use crate::wire::{self, InferResponse};
 use axum::Router;
 use axum::body::Bytes;
@@ -186,16 +185,16 @@ async fn v1_predict(State(app): State<App>, Path(path): Path<String>, body: Byte
     infer(app, "v1-predict", name.to_owned(), selector, body, v1_answer).await
 }
 
-type Answer = fn(&ServedModel, &[u8], usize) -> Result<(usize, Value), ServeError>;
+type Answer = fn(&Served, &[u8], usize) -> Result<(usize, Value), ServeError>;
 
-fn v2_answer(model: &ServedModel, body: &[u8], max_rows: usize) -> Result<(usize, Value), ServeError> {
+fn v2_answer(model: &Served, body: &[u8], max_rows: usize) -> Result<(usize, Value), ServeError> {
     let (request, features) = input::decode_v2(model.features(), body, max_rows)?;
     let prediction = model.predict(&features)?;
     let response = InferResponse::new(model, request.id, &prediction, request.outputs.as_deref())?;
     Ok((features.rows, serde_json::to_value(response).map_err(|e| ServeError::Internal(e.to_string()))?))
 }
 
-fn v1_answer(model: &ServedModel, body: &[u8], max_rows: usize) -> Result<(usize, Value), ServeError> {
+fn v1_answer(model: &Served, body: &[u8], max_rows: usize) -> Result<(usize, Value), ServeError> {
     let features = input::decode_v1(model.features(), body, max_rows)?;
     let prediction = model.predict(&features)?;
     Ok((features.rows, wire::predictions(&prediction)))

@@ -58,8 +58,8 @@ pub fn from_tensors(features: &[String], inputs: &[InputTensor], max_rows: usize
             let mut rows = None;
             for (i, tensor) in many.iter().enumerate() {
                 let Some(column) = features.iter().position(|f| *f == tensor.name) else {
-                    let hint = match (many.len(), tensor.shape.len()) {
-                        (1, _) => format!(
+                    let hint = match many.len() {
+                        1 => format!(
                             "send one FP32 tensor of shape [rows, {dims}], or one tensor per feature named after it"
                         ),
                         _ => format!("the model's features are {}", names(features)),

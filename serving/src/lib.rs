@@ -50,7 +50,7 @@ pub mod wire;
 #[cfg(test)]
 mod test_support;
 
-pub use catalog::{Catalog, Selector, Shelf};
+pub use catalog::{Catalog, Selector, Served, Shelf};
 pub use error::{ServeError, StartError};
 pub use model::{Features, Prediction, ServedModel};
 pub use server::{ServeConfig, Server};

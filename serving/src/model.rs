@@ -4,7 +4,7 @@
 use crate::error::ServeError;
 use cohort_core::config::Schema;
 use cohort_model::{DenseStack, ModelSpec, TaskKind, inference_device};
-use cohort_registry::{ExportDocument, Stage, Version};
+use cohort_registry::{ExportDocument, Version};
 use std::sync::Mutex;
 
 /// A feature matrix in the model's feature order, `rows × features`, row-major, as the client sent it (not yet
@@ -49,7 +49,6 @@ impl Prediction {
 pub struct ServedModel {
     name: String,
     version: Version,
-    stage: Stage,
     sha256: String,
     schema: Schema,
     spec: ModelSpec,
@@ -97,7 +96,6 @@ impl ServedModel {
         Ok(Self {
             name: doc.name.clone(),
             version: doc.version,
-            stage: doc.stage,
             sha256: doc.weights.sha256.clone(),
             schema,
             spec,
@@ -119,11 +117,6 @@ impl ServedModel {
     /// The version.
     pub fn version(&self) -> Version {
         self.version
-    }
-
-    /// The stage it had when it was loaded.
-    pub fn stage(&self) -> Stage {
-        self.stage
     }
 
     /// SHA-256 of the weights (the registry artifact hash).
@@ -224,16 +217,15 @@ impl ServedModel {
         self.check(features)?;
         let dims = self.features().len();
         let mut scaled = features.values.clone();
-        for row in scaled.chunks_exact_mut(dims.max(1)) {
-            for ((v, c), s) in row.iter_mut().zip(&self.center).zip(&self.scale) {
-                *v = (*v - c) / s;
-            }
-        }
         {
+            // Scaling and the drift sums in one pass.
             let mut served = self.served.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let (sums, rows) = &mut *served;
-            for row in scaled.chunks_exact(dims.max(1)) {
-                sums.iter_mut().zip(row).for_each(|(s, v)| *s += f64::from(*v));
+            for row in scaled.chunks_exact_mut(dims.max(1)) {
+                for (((v, c), s), sum) in row.iter_mut().zip(&self.center).zip(&self.scale).zip(sums.iter_mut()) {
+                    *v = (*v - c) / s;
+                    *sum += f64::from(*v);
+                }
             }
             *rows += features.rows as u64;
         }

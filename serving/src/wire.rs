@@ -5,6 +5,7 @@
 //! (<https://kserve.github.io/website/latest/modelserving/data_plane/v2_protocol/>); TensorFlow Serving,
 //! "RESTful API", Predict API.
 
+use crate::catalog::Served;
 use crate::error::ServeError;
 use crate::model::{Prediction, ServedModel};
 use serde::{Deserialize, Serialize};
@@ -86,7 +87,7 @@ impl InferResponse {
     /// # Errors
     /// [`ServeError::BadInput`] naming `outputs[i].name` for an output the model does not give.
     pub fn new(
-        model: &ServedModel,
+        served: &Served,
         id: Option<String>,
         prediction: &Prediction,
         wanted: Option<&[RequestedOutput]>,
@@ -131,10 +132,10 @@ impl InferResponse {
             })
             .collect();
         Ok(Self {
-            model_name: model.name().to_owned(),
-            model_version: model.version().0.to_string(),
+            model_name: served.name().to_owned(),
+            model_version: served.version().0.to_string(),
             id,
-            parameters: json!({"stage": model.stage(), "weights_sha256": model.sha256()}),
+            parameters: json!({"stage": served.stage, "weights_sha256": served.sha256()}),
             outputs,
         })
     }
@@ -166,7 +167,8 @@ pub fn predictions(prediction: &Prediction) -> Value {
 
 /// `GET /v2/models/{m}[/versions/{v}]`: the inputs (as one matrix, with the feature names, declared bounds and
 /// preprocessing in `parameters`), the outputs, every version with its stage, and the lineage link.
-pub fn model_metadata(model: &ServedModel, versions: &[(String, String)], lineage: &str) -> Value {
+pub fn model_metadata(served: &Served, versions: &[(String, String)], lineage: &str) -> Value {
+    let model: &ServedModel = served;
     let dims = model.features().len();
     let outputs = match model.task() {
         cohort_model::TaskKind::Regression => json!([{"name": "value", "datatype": "FP32", "shape": [-1, 1]}]),
@@ -183,7 +185,7 @@ pub fn model_metadata(model: &ServedModel, versions: &[(String, String)], lineag
         "outputs": outputs,
         "parameters": {
             "version": model.version().0.to_string(),
-            "stage": model.stage(),
+            "stage": served.stage,
             "stages": versions.iter().map(|(v, s)| json!({"version": v, "stage": s})).collect::<Vec<_>>(),
             "features": model.features(),
             "bounds": model.bounds(),

@@ -3,6 +3,8 @@
 
 mod output;
 
+pub(crate) use output::quantile;
+
 use crate::args::SimulateArgs;
 use anyhow::{Context, bail};
 use cohort_core::config::StrategyConfig;

@@ -125,7 +125,7 @@ fn points(rounds: &[RoundRow], value: impl Fn(&RoundRow) -> Option<f64>) -> Vec<
 }
 
 /// The `q` quantile of sorted `values` (nearest rank).
-fn quantile(values: &[f64], q: f64) -> f64 {
+pub(crate) fn quantile(values: &[f64], q: f64) -> f64 {
     if values.is_empty() {
         return f64::NAN;
     }
