@@ -117,9 +117,16 @@ impl Attacked {
         self.report.global.iter().map(|w| f64::from(w.abs())).fold(0.0, f64::max)
     }
 
-    /// Whether the gate promoted the last version to production.
+    /// Whether the gate promoted any version of the run to production. Not only the last: once a poisoned version
+    /// is in production, the regression rule compares the next ones with its (fake) near-perfect pooled accuracy,
+    /// and a difference in the last decimal keeps them out whatever the attack.
     fn promoted(&self) -> bool {
-        self.report.recorded.last().expect("a registered version").decision.promote
+        self.report.recorded.iter().any(|r| r.decision.promote)
+    }
+
+    /// The gate's reasons, version by version, for a failure message.
+    fn decisions(&self) -> Vec<String> {
+        self.report.recorded.iter().map(|r| r.decision.summary()).collect()
     }
 }
 
@@ -198,7 +205,7 @@ async fn one_hospital_can_no_longer_poison_the_model_and_get_it_promoted() {
     assert!(before.seen.refused_uploads.is_empty(), "{:?}", before.seen.refused_uploads);
     assert!(before.largest_weight() > 1e3, "the unbounded attack failed: {}", before.largest_weight());
     assert!(before.pooled_accuracy() > 0.99, "the fake report dominates: {}", before.pooled_accuracy());
-    assert!(before.promoted(), "the gate promoted the poisoned version");
+    assert!(before.promoted(), "the gate promoted no poisoned version: {:?}", before.decisions());
 
     // With the default bounds every poisoned update is refused for its norm, naming it; the real one that follows
     // counts, at no more than half the weight despite the claimed count.
