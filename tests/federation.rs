@@ -66,6 +66,7 @@ async fn an_mlp_regression_federation_with_fedprox_learns_the_diabetes_target() 
         task: TaskKind::Regression,
         classes: None,
         bounds: None,
+        label_bounds: None,
     };
     fx.coordinator.model.hidden = vec![16];
     fx.coordinator.training.learning_rate = 0.02;

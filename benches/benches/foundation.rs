@@ -99,6 +99,7 @@ fn federation_over_mtls(dir: &std::path::Path, runtime: &tokio::runtime::Runtime
             task: TaskKind::Binary,
             classes: None,
             bounds: None,
+            label_bounds: None,
         },
         model: ModelSection::default(),
         training: TrainingSection { rounds: ROUNDS, min_clients: 2, ..TrainingSection::default() },

@@ -65,6 +65,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         task: TaskKind::Binary,
         classes: None,
         bounds: None,
+        label_bounds: None,
     };
     let published = cohort_core::data::load_csv(&published_path, &unscaled)?;
     std::fs::write(&central_path, format!("{}\n{}\n", header.join(","), central.join("\n")))?;
@@ -85,6 +86,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
             task: TaskKind::Binary,
             classes: None,
             bounds: Some(published.widened_ranges(0.1)),
+            label_bounds: None,
         },
         model: ModelSection { name: "breast-cancer".into(), hidden: Vec::new() },
         training: TrainingSection {

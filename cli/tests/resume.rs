@@ -56,6 +56,7 @@ fn a_killed_coordinator_resumes_from_the_last_completed_round() {
         task: cohort_core::model::TaskKind::Binary,
         classes: None,
         bounds: None,
+        label_bounds: None,
     };
     let published = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/data/breast_cancer.csv");
     let bounds = cohort_core::data::load_csv(&published, &schema).unwrap().widened_ranges(0.1);

@@ -115,3 +115,25 @@ fn the_report_renders_in_headless_chromium() {
     let Some(png) = support::screenshot(&dir.path().join("report.html")) else { return };
     assert!(png.len() > 20_000, "the screenshot looks blank ({} bytes)", png.len());
 }
+
+/// A regression federation under DP reports a pooled DP evaluation (noisy clipped sums against the declared
+/// target range), kept apart from the exact figures the simulator computes because it owns every row.
+#[test]
+fn a_private_regression_simulation_reports_its_dp_evaluation() {
+    let dir = tempfile::tempdir().unwrap();
+    let args =
+        ["--dataset", "diabetes", "--clients", "3", "--rounds", "2", "--dp-epsilon", "8", "--seed", "5", "--json"];
+    let summary = json(&simulate(&args, dir.path()));
+    assert_eq!(summary["primary_metric"], "r2");
+    let epsilon = summary["max_epsilon"].as_f64().unwrap();
+    assert!(epsilon > 0.0 && epsilon <= 8.0, "{summary}");
+    let file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap()).unwrap();
+    for round in file["rounds"].as_array().unwrap() {
+        let federated = &round["federated"];
+        for name in ["mse", "mae", "loss"] {
+            assert!(federated[name].as_f64().is_some_and(|v| v >= 0.0), "{name} in {round}");
+        }
+        assert!(round["exact"]["r2"].as_f64().is_some(), "{round}");
+    }
+}

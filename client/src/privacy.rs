@@ -12,7 +12,7 @@ use crate::node::{ClientError, JoinReleases, LocalWork, Participation, TrainOutc
 use crate::trainer;
 use cohort_core::config::{FederationPlan, PrivacySection};
 use cohort_core::ledger::{LedgerRecord, Mechanism, PrivacyEvent, RecordBody};
-use cohort_core::metrics::{self, EvalMetrics};
+use cohort_core::metrics::{self, EvalMetrics, regression_sums};
 use cohort_core::model::{ModelSpec, TaskKind};
 use cohort_core::{ModelVersion, Round};
 use cohort_dp::accountant::composition::{self, Bound, SpendEvent};
@@ -305,11 +305,89 @@ impl PrivateWork {
 /// Prefix of the note of an OpenDP release record; the released value follows as JSON.
 const RELEASED_PREFIX: &str = "released ";
 
-/// What a DP evaluation record keeps: the model it evaluated and the noisy confusion matrix it released.
+/// What a DP evaluation record keeps: the model it evaluated and what it released, a noisy confusion matrix
+/// (classification) or noisy clipped sums (regression).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 struct EvaluationRelease {
     model_sha256: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     confusion: Vec<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    regression_sums: Vec<i64>,
+}
+
+/// The DP evaluation a task gets.
+#[derive(Debug, Clone, Copy)]
+enum EvaluationQuery {
+    /// A `classes × classes` confusion matrix.
+    Confusion { classes: usize },
+    /// Clipped sums against the declared target range.
+    RegressionSums { label_bounds: [f64; 2] },
+}
+
+impl EvaluationQuery {
+    /// The query for `spec`'s task, or `None` for a regression task whose schema declares no target range.
+    fn of(spec: &ModelSpec, schema: &cohort_core::config::Schema) -> Option<Self> {
+        match spec.task {
+            TaskKind::Regression => schema.label_bounds.map(|label_bounds| Self::RegressionSums { label_bounds }),
+            TaskKind::Binary | TaskKind::Multiclass => Some(Self::Confusion { classes: spec.outputs() }),
+        }
+    }
+
+    /// Runs the release on the held-out rows. No held-out rows release like any other (a confusion matrix of
+    /// zeros, or empty sums): the coordinator cannot tell it from a small split beyond what the noise allows.
+    fn release(
+        self,
+        spec: &ModelSpec,
+        params: &[f32],
+        holdout: &crate::data::Dataset,
+        model_sha256: &str,
+        epsilon: Epsilon,
+        noise: &mut ReleaseNoise,
+    ) -> Result<EvaluationRelease, ClientError> {
+        let failed = |e: releases::ReleaseError| ClientError::Local(format!("DP release failed: {e}"));
+        let outputs = if holdout.rows() == 0 {
+            Vec::new()
+        } else {
+            trainer::predict(spec, params, holdout).map_err(|e| ClientError::Training(e.to_string()))?
+        };
+        let mut released = EvaluationRelease {
+            model_sha256: model_sha256.to_owned(),
+            confusion: Vec::new(),
+            regression_sums: Vec::new(),
+        };
+        match self {
+            Self::Confusion { classes } => {
+                let cells = if outputs.is_empty() {
+                    Vec::new()
+                } else {
+                    metrics::confusion_cells(&outputs, classes, &holdout.class_ids())
+                        .map_err(|e| ClientError::Training(e.to_string()))?
+                };
+                released.confusion =
+                    releases::label_histogram(&cells, classes * classes, epsilon, noise).map_err(failed)?.value;
+            }
+            Self::RegressionSums { label_bounds } => {
+                let rows: Vec<Vec<i64>> = outputs
+                    .iter()
+                    .zip(&holdout.targets)
+                    .map(|(p, t)| regression_sums::contribution(*p, *t, label_bounds).to_vec())
+                    .collect();
+                released.regression_sums =
+                    releases::clipped_sums(&rows, &regression_sums::caps(), epsilon, noise).map_err(failed)?.value;
+            }
+        }
+        Ok(released)
+    }
+
+    /// The metrics derived from a release (post-processing: spends nothing).
+    fn metrics(self, released: &EvaluationRelease) -> Result<EvalMetrics, ClientError> {
+        match self {
+            Self::Confusion { classes } => metrics::from_confusion(&released.confusion, classes),
+            Self::RegressionSums { label_bounds } => regression_sums::metrics(&released.regression_sums, label_bounds),
+        }
+        .map_err(|e| ClientError::Local(e.to_string()))
+    }
 }
 
 impl LocalWork for PrivateWork {
@@ -425,11 +503,13 @@ impl LocalWork for PrivateWork {
         trainer::evaluate(&s.spec, params, &s.data.holdout).map_err(|e| ClientError::Training(e.to_string()))
     }
 
-    /// The DP evaluation of `version`: a noisy confusion matrix of the held-out rows (OpenDP, ε =
-    /// `privacy.evaluation_epsilon`), recorded in the ledger and charged to the budget, and the metrics derived
-    /// from it. A version is evaluated at most once: asked again for the same model, the node repeats its
-    /// release without spending; asked again with another model under the same version, it refuses. Over budget,
-    /// or for a regression task (no DP evaluation yet), it reports nothing.
+    /// The DP evaluation of `version`, recorded in the ledger and charged to the budget (ε =
+    /// `privacy.evaluation_epsilon`), and the metrics derived from it: for classification a noisy confusion matrix
+    /// of the held-out rows (OpenDP histogram), for regression noisy clipped sums of errors and targets against
+    /// the schema's `label_bounds` ([`cohort_core::metrics::regression_sums`]). A version is evaluated at most
+    /// once: asked again for the same model, the node repeats its release without spending; asked again with
+    /// another model under the same version, it refuses. Over budget, or for a regression task without declared
+    /// label bounds, it reports nothing.
     fn release_evaluation(
         &mut self,
         version: ModelVersion,
@@ -439,10 +519,10 @@ impl LocalWork for PrivateWork {
     ) -> Result<EvalMetrics, ClientError> {
         let nothing = EvalMetrics { examples: 0, values: Default::default() };
         let s = self.state()?;
-        let classes = s.spec.outputs();
-        if s.spec.task == TaskKind::Regression {
+        let Some(query) = EvaluationQuery::of(&s.spec, &s.schema) else {
+            tracing::warn!(node = %self.name, version = version.0, "reporting no evaluation: a DP evaluation of a regression task needs the federation schema to declare label_bounds");
             return Ok(nothing);
-        }
+        };
         let earlier = s.ledger.records().iter().rev().find(|r| {
             r.body.mechanism == Mechanism::OpenDpEvaluation
                 && r.body.round == Some(version.0)
@@ -460,8 +540,7 @@ impl LocalWork for PrivateWork {
                     released.model_sha256
                 )));
             }
-            return metrics::from_confusion(&released.confusion, classes)
-                .map_err(|e| ClientError::Local(e.to_string()));
+            return query.metrics(&released);
         }
         let rounds = s.plan.training.rounds;
         let epsilon = Epsilon::new(self.privacy.evaluation_epsilon_for(rounds))
@@ -470,26 +549,12 @@ impl LocalWork for PrivateWork {
             tracing::warn!(node = %self.name, version = version.0, "reporting no evaluation: {e}");
             return Ok(nothing);
         }
-        let s = self.state()?;
-        // No held-out rows is a confusion matrix of zeros, released like any other: the coordinator cannot tell
-        // it from a small split beyond what the noise allows.
-        let cells = if s.data.holdout.rows() == 0 {
-            vec![0; classes * classes]
-        } else {
-            let probs =
-                trainer::predict(&s.spec, params, &s.data.holdout).map_err(|e| ClientError::Training(e.to_string()))?;
-            metrics::confusion_cells(&probs, classes, &s.data.holdout.class_ids())
-                .map_err(|e| ClientError::Training(e.to_string()))?
-        };
-        let released = releases::label_histogram(&cells, classes * classes, epsilon, &mut self.release_noise)
-            .map_err(|e| ClientError::Local(format!("DP release failed: {e}")))?;
-        let note = serde_json::to_string(&EvaluationRelease {
-            model_sha256: model_sha256.to_owned(),
-            confusion: released.value.clone(),
-        })
-        .map_err(|e| ClientError::Local(e.to_string()))?;
+        let s = self.state.as_ref().ok_or_else(|| ClientError::Local("the node has not joined".into()))?;
+        let released =
+            query.release(&s.spec, params, &s.data.holdout, model_sha256, epsilon, &mut self.release_noise)?;
+        let note = serde_json::to_string(&released).map_err(|e| ClientError::Local(e.to_string()))?;
         let draft = RecordBody {
-            epsilon_spent: Some(released.epsilon.get()),
+            epsilon_spent: Some(epsilon.get()),
             sample_rate: 0.0,
             noise_multiplier: 0.0,
             clip_norm: 0.0,
@@ -497,7 +562,7 @@ impl LocalWork for PrivateWork {
             ..self.draft(Mechanism::OpenDpEvaluation, Some(Round(version.0)))?
         };
         self.record(draft)?;
-        metrics::from_confusion(&released.value, classes).map_err(|e| ClientError::Local(e.to_string()))
+        query.metrics(&released)
     }
 
     fn take_ledger_records(&mut self) -> Vec<LedgerRecord> {
@@ -572,6 +637,7 @@ mod tests {
             task: TaskKind::Binary,
             classes: None,
             bounds: Some(vec![[-50.0, 50.0], [-50.0, 50.0]]),
+            label_bounds: None,
         };
         FederationPlan {
             federation_id: "f".into(),
@@ -685,6 +751,57 @@ mod tests {
         let evaluations =
             work.take_ledger_records().iter().filter(|r| r.body.mechanism == Mechanism::OpenDpEvaluation).count();
         assert_eq!(evaluations, 1);
+    }
+
+    /// A regression task's DP evaluation is a charged, recorded release of clipped sums against the declared
+    /// target range, and its metrics follow the exact ones at a large ε; without declared label bounds the node
+    /// reports nothing and spends nothing.
+    #[test]
+    fn a_regression_evaluation_is_a_charged_release_of_clipped_sums() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut plan = plan();
+        plan.schema.task = TaskKind::Regression;
+        plan.model = ModelSpec::new(2, &[], 1, TaskKind::Regression).unwrap();
+        let csv = dir.path().join("r.csv");
+        let rows: Vec<String> =
+            (0..400).map(|i| format!("{},{},{}", i % 7, (i * 3) % 5, (i % 7) * 2 + (i % 3))).collect();
+        std::fs::write(&csv, format!("x,z,y\n{}\n", rows.join("\n"))).unwrap();
+        let secret = cohort_core::secret::NodeSecret::from_bytes([3; 32]);
+        let local = crate::data::prepare(&csv, &plan.schema, 0.5, 0, &secret).unwrap();
+        let params = [0.1f32, 0.2, 5.0];
+        let privacy = PrivacySection {
+            epsilon_budget: 1000.0,
+            target_epsilon: Some(1.0),
+            evaluation_epsilon: Some(200.0),
+            ..PrivacySection::default()
+        };
+
+        let mut unbounded = PrivateWork::new("h", dir.path().join("a"), privacy.clone());
+        unbounded.prepare(&plan, &local).unwrap();
+        unbounded.join_releases(&local).unwrap();
+        let spent = unbounded.spent().unwrap();
+        let exact = unbounded.evaluate(&params).unwrap();
+        let released = unbounded.release_evaluation(ModelVersion(1), "aa", &params, &exact).unwrap();
+        assert!(released.values.is_empty(), "{released:?}");
+        assert_eq!(unbounded.spent().unwrap(), spent);
+
+        plan.schema.label_bounds = Some([-5.0, 25.0]);
+        let mut work = PrivateWork::new("h", dir.path().join("b"), privacy);
+        work.prepare(&plan, &local).unwrap();
+        work.join_releases(&local).unwrap();
+        let spent = work.spent().unwrap();
+        let released = work.release_evaluation(ModelVersion(1), "aa", &params, &exact).unwrap();
+        assert!(work.spent().unwrap() > spent, "the release is charged");
+        for name in ["mse", "mae", "r2", "loss"] {
+            let (r, e) = (released.get(name).unwrap(), exact.get(name).unwrap());
+            assert!((r - e).abs() < 0.05 * e.abs().max(1.0), "{name}: released {r}, exact {e}");
+        }
+        // Asked again, the same figures without spending.
+        let spent = work.spent().unwrap();
+        assert_eq!(work.release_evaluation(ModelVersion(1), "aa", &params, &exact).unwrap(), released);
+        assert_eq!(work.spent().unwrap(), spent);
+        let record = work.take_ledger_records().into_iter().find(|r| r.body.mechanism == Mechanism::OpenDpEvaluation);
+        assert!(record.unwrap().body.note.contains("regression_sums"));
     }
 
     /// A node without held-out rows cannot evaluate exactly, but still makes its DP evaluation release (of an

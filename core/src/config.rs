@@ -81,6 +81,12 @@ pub struct Schema {
     /// bound, the usual sign of a unit mismatch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounds: Option<Vec<[f64; 2]>>,
+    /// The plausible range `[lower, upper]` of a regression target, declared like `bounds`. A node running DP
+    /// needs it to release its evaluation (clipped sums of errors and targets against this range, see
+    /// [`crate::metrics::regression_sums`]); without it such a node reports no evaluation. Ignored for
+    /// classification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_bounds: Option<[f64; 2]>,
 }
 
 impl Schema {
@@ -146,6 +152,13 @@ impl Schema {
                     self.features[i]
                 )));
             }
+        }
+        if let Some([lo, hi]) = self.label_bounds
+            && !(lo.is_finite() && hi.is_finite() && lo < hi)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "schema.label_bounds is [{lo}, {hi}]: it must be finite with lower < upper"
+            )));
         }
         Ok(())
     }
@@ -1015,6 +1028,7 @@ mu = 0.5
             task: TaskKind::Multiclass,
             classes,
             bounds: None,
+            label_bounds: None,
         };
         let err = schema(None).validate().unwrap_err().to_string();
         assert!(err.contains("schema.classes is missing: a multiclass task needs the number of classes"), "{err}");

@@ -61,6 +61,16 @@ pub enum DataError {
     },
 }
 
+/// `[lo, hi]` widened by `widen` of its width on each side; an empty or one-point range becomes one unit wide.
+fn widened([lo, hi]: [f64; 2], widen: f64) -> [f64; 2] {
+    match hi > lo {
+        true => [lo - widen * (hi - lo), hi + widen * (hi - lo)],
+        // A constant column (a border pixel that is always blank) still needs a valid range.
+        false if lo.is_finite() => [lo - 0.5, lo + 0.5],
+        false => [-0.5, 0.5],
+    }
+}
+
 /// A feature matrix with its targets.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Dataset {
@@ -95,14 +105,17 @@ impl Dataset {
                 range[1] = range[1].max(f64::from(v));
             }
         }
-        ranges
-            .into_iter()
-            .map(|[lo, hi]| match hi > lo {
-                true => [lo - widen * (hi - lo), hi + widen * (hi - lo)],
-                // A constant column (a border pixel that is always blank) still needs a valid range.
-                false => [lo - 0.5, lo + 0.5],
-            })
-            .collect()
+        ranges.into_iter().map(|range| widened(range, widen)).collect()
+    }
+
+    /// The targets' range, widened like [`Dataset::widened_ranges`]: a declared `label_bounds` for a data set
+    /// whose owner knows every row (the simulator, the demo).
+    pub fn widened_target_range(&self, widen: f64) -> [f64; 2] {
+        let range = self
+            .targets
+            .iter()
+            .fold([f64::INFINITY, f64::NEG_INFINITY], |[lo, hi], &t| [lo.min(f64::from(t)), hi.max(f64::from(t))]);
+        widened(range, widen)
     }
 
     /// The rows `rows` of this data set, in that order.
@@ -357,6 +370,7 @@ mod tests {
             task: TaskKind::Binary,
             classes: None,
             bounds: None,
+            label_bounds: None,
         }
     }
 

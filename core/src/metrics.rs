@@ -12,6 +12,8 @@
 //!
 //! Every value this module produces is finite, so an [`EvalMetrics`] always serializes to JSON and back.
 
+pub mod regression_sums;
+
 use crate::model::TaskKind;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -178,8 +178,14 @@ impl Table {
         let features: Vec<String> =
             header.iter().filter(|h| **h != label && Some(h.as_str()) != column).cloned().collect();
         // Read once as regression to see the targets, then with the task they imply.
-        let mut schema =
-            Schema { features, label: label.clone(), task: TaskKind::Regression, classes: None, bounds: None };
+        let mut schema = Schema {
+            features,
+            label: label.clone(),
+            task: TaskKind::Regression,
+            classes: None,
+            bounds: None,
+            label_bounds: None,
+        };
         let raw = data::load_csv(&path, &schema)?;
         (schema.task, schema.classes) = infer_task(&raw.targets);
         let data = if schema.task == TaskKind::Regression { raw } else { data::load_csv(&path, &schema)? };
@@ -191,6 +197,7 @@ impl Table {
                     task: TaskKind::Regression,
                     classes: None,
                     bounds: None,
+                    label_bounds: None,
                 };
                 Some(data::load_csv(&path, &only)?.features)
             }
@@ -199,6 +206,9 @@ impl Table {
         // The federation's declared ranges: the whole data set's, widened by 10% each side (the simulator owns
         // every row, as a data dictionary would describe them).
         schema.bounds = Some(data.widened_ranges(0.1));
+        if schema.task == TaskKind::Regression {
+            schema.label_bounds = Some(data.widened_target_range(0.1));
+        }
         Ok(Self { schema, data, column })
     }
 
@@ -266,6 +276,7 @@ fn synthetic<R: Rng + ?Sized>(rows: usize, features: usize, classes: usize, rng:
         task,
         classes,
         bounds: Some(data.widened_ranges(0.1)),
+        label_bounds: (task == TaskKind::Regression).then(|| data.widened_target_range(0.1)),
     };
     Table { schema, data, column: None }
 }

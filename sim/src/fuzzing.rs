@@ -228,6 +228,7 @@ impl CoreHarness {
             task: TaskKind::Binary,
             classes: None,
             bounds: Some(vec![[-1.0, 1.0], [-1.0, 1.0]]),
+            label_bounds: None,
         };
         FederationPlan {
             federation_id: FEDERATION.into(),

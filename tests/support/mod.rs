@@ -50,7 +50,14 @@ impl Fixture {
             data_dir: dir.path().join("coordinator-data"),
             tls: tls(&files),
             roster: roster.iter().map(|s| (*s).to_owned()).collect(),
-            schema: Schema { features, label: "malignant".into(), task: TaskKind::Binary, classes: None, bounds: None },
+            schema: Schema {
+                features,
+                label: "malignant".into(),
+                task: TaskKind::Binary,
+                classes: None,
+                bounds: None,
+                label_bounds: None,
+            },
             model: ModelSection { name: "bc".into(), hidden: Vec::new() },
             training: TrainingSection {
                 rounds,

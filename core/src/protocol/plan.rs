@@ -56,6 +56,7 @@ impl From<&FederationPlan> for proto::Plan {
                     .flatten()
                     .map(|[lower, upper]| proto::FeatureBounds { lower: *lower, upper: *upper })
                     .collect(),
+                label_bounds: s.label_bounds.map(|[lower, upper]| proto::FeatureBounds { lower, upper }),
             }),
             model: Some(proto::ModelSpec {
                 layers: p.model.layers.iter().map(|&w| w as u64).collect(),
@@ -131,6 +132,7 @@ impl TryFrom<proto::Plan> for FederationPlan {
             task: task_of(s.task)?,
             classes: s.classes.map(|c| usize_of("classes", c)).transpose()?,
             bounds,
+            label_bounds: s.label_bounds.map(|b| [b.lower, b.upper]),
         };
         schema.validate().map_err(|e| ProtocolError::invalid("schema", e))?;
         let m = p.model.ok_or(ProtocolError::Missing("model"))?;

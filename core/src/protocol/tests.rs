@@ -56,6 +56,7 @@ fn plan() -> impl Strategy<Value = FederationPlan> {
                 task,
                 classes,
                 bounds: bounded.then(|| (0..features).map(|i| [-(i as f64) - 1.0, i as f64 + 0.5]).collect()),
+                label_bounds: bounded.then_some([-2.0, 3.5]),
             };
             let outputs = schema.outputs();
             FederationPlan {
@@ -317,6 +318,7 @@ fn a_plan_with_an_invalid_schema_is_refused() {
             task: TaskKind::Binary,
             classes: None,
             bounds: None,
+            label_bounds: None,
         },
         model: ModelSpec::new(1, &[], 2, TaskKind::Binary).expect("valid"),
         training: TrainingSection::default(),
