@@ -8,6 +8,7 @@ mod support;
 
 use cohort_client::data::LocalData;
 use cohort_client::node::{ClientError, JoinReleases, LocalWork, Participation, TrainOutcome, TrainSettings};
+use cohort_client::outbound::Outbound;
 use cohort_client::work::TrainingWork;
 use cohort_coordinator::round::Event;
 use cohort_core::config::{FederationPlan, SecureAggregationMode, SecureAggregationSection};
@@ -47,7 +48,11 @@ impl LocalWork for FixedWork {
         // The same f32 arithmetic as the node loop, so these are exactly the deltas it encrypts.
         let delta: Vec<f32> = params.iter().zip(global).map(|(w, g)| w - g).collect();
         self.deltas.lock().unwrap().push(delta);
-        Ok(TrainOutcome { params, train_loss: Some(0.5), examples: 10 * (self.index as u64 + 1) })
+        Ok(TrainOutcome {
+            params: Outbound::unprotected(params),
+            train_loss: Some(Outbound::unprotected(0.5)),
+            examples: Outbound::unprotected(10 * (self.index as u64 + 1)),
+        })
     }
 
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {
@@ -56,7 +61,10 @@ impl LocalWork for FixedWork {
 
     /// The join count is the FedAvg weight in both modes: the same `10 · (index + 1)` as the updates carry.
     fn join_releases(&mut self, _data: &LocalData) -> Result<JoinReleases, ClientError> {
-        Ok(JoinReleases { examples: 10.0 * (self.index + 1) as f64, label_histogram: Vec::new() })
+        Ok(JoinReleases {
+            examples: Outbound::unprotected(10.0 * (self.index + 1) as f64),
+            label_histogram: Outbound::data_free(Vec::new()),
+        })
     }
 }
 

@@ -10,6 +10,7 @@
 
 use cohort_client::data::LocalData;
 use cohort_client::node::{ClientError, LocalWork, Participation, TrainOutcome, TrainSettings};
+use cohort_client::outbound::Outbound;
 use cohort_coordinator::round::{RoundMachine, RoundSettings};
 use cohort_coordinator::strategy::{FedAvg, Strategy, WeightedSum};
 use cohort_core::config::*;
@@ -68,7 +69,11 @@ impl LocalWork for Idle {
         Ok(Participation::Train)
     }
     fn train(&mut self, _: Round, global: &[f32], _: &TrainSettings) -> Result<TrainOutcome, ClientError> {
-        Ok(TrainOutcome { params: global.to_vec(), train_loss: Some(0.0), examples: self.rows })
+        Ok(TrainOutcome {
+            params: Outbound::unprotected(global.to_vec()),
+            train_loss: Some(Outbound::data_free(0.0)),
+            examples: Outbound::unprotected(self.rows),
+        })
     }
     fn evaluate(&mut self, _: &[f32]) -> Result<EvalMetrics, ClientError> {
         Ok(EvalMetrics { examples: 1, values: [("accuracy".to_owned(), 1.0)].into() })

@@ -6,6 +6,7 @@
 use crate::data::{self, LocalData};
 use crate::journal::SqliteJournal;
 use crate::link::{CoordinatorLink, GrpcLink};
+use crate::outbound::Outbound;
 use crate::secure::{self as secagg, ClientRound, Verifier};
 use cohort_core::binding::{BoundKeys, CertSigner, FederationTrust, UnixTime};
 use cohort_core::config::{ClientConfig, FederationPlan, SecureAggregationMode};
@@ -75,24 +76,24 @@ impl From<cohort_core::protocol::BodyError> for ClientError {
     }
 }
 
-/// The result of local training.
+/// The result of local training: every field may leave the node, each on its own [`Outbound`] basis.
 #[derive(Debug, Clone)]
 pub struct TrainOutcome {
-    /// The locally trained parameters.
-    pub params: Vec<f32>,
+    /// The locally trained parameters (under DP, released by the round's DP-SGD record).
+    pub params: Outbound<Vec<f32>>,
     /// Mean training loss; None when it may not leave the node (under DP it is not a recorded release).
-    pub train_loss: Option<f64>,
-    /// Number of training examples (the FedAvg weight).
-    pub examples: u64,
+    pub train_loss: Option<Outbound<f64>>,
+    /// Number of training examples, the FedAvg weight (under DP, the noisy join count).
+    pub examples: Outbound<u64>,
 }
 
 /// The figures a node reports about its training data when it joins.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JoinReleases {
     /// Number of training examples (noisy under DP).
-    pub examples: f64,
+    pub examples: Outbound<f64>,
     /// Training examples per class (noisy under DP; empty when not reported).
-    pub label_histogram: Vec<i64>,
+    pub label_histogram: Outbound<Vec<i64>>,
 }
 
 /// Whether this node takes part in a round.
@@ -147,9 +148,9 @@ pub trait LocalWork: Send {
         model_sha256: &str,
         params: &[f32],
         exact: &EvalMetrics,
-    ) -> Result<EvalMetrics, ClientError> {
+    ) -> Result<Outbound<EvalMetrics>, ClientError> {
         let _ = (version, model_sha256, params);
-        Ok(exact.clone())
+        Ok(Outbound::unprotected(exact.clone()))
     }
 
     /// Records that this node refuses a task (`round`, or the whole federation when None) because it runs
@@ -184,7 +185,10 @@ pub trait LocalWork: Send {
     /// # Errors
     /// [`ClientError::Local`] when a release cannot be made or recorded.
     fn join_releases(&mut self, data: &LocalData) -> Result<JoinReleases, ClientError> {
-        Ok(JoinReleases { examples: data.train.rows() as f64, label_histogram: Vec::new() })
+        Ok(JoinReleases {
+            examples: Outbound::unprotected(data.train.rows() as f64),
+            label_histogram: Outbound::data_free(Vec::new()),
+        })
     }
 }
 
@@ -300,7 +304,10 @@ async fn train_secure(
         other => other?,
     }
     let outcome = compute(|| work.train(round, model, settings))?;
-    let delta = bounded_delta(&outcome.params, model, max_update_norm, round);
+    let private = config.privacy.enabled;
+    let params = outcome.params.send("the update", private)?;
+    let weight = outcome.examples.send("the FedAvg weight", private)?;
+    let delta = bounded_delta(&params, model, max_update_norm, round);
     let bundle = loop {
         match link.fetch_shares(rref.clone()).await {
             Err(e) if round_moved_on(&e) => {
@@ -315,7 +322,7 @@ async fn train_secure(
     let holders: Vec<String> = bundle.key_holders.into_iter().map(|n| n.0).collect();
     let envelopes: Vec<(String, Vec<u8>)> = bundle.envelopes.into_iter().map(|(from, e)| (from.0, e)).collect();
     state.receive_shares(&secure.identity, &holders, &envelopes).map_err(protocol)?;
-    let bodies = state.encrypt(&delta, outcome.examples).map_err(protocol)?;
+    let bodies = state.encrypt(&delta, weight).map_err(protocol)?;
     drop(delta);
     // The weight travels encrypted in the last body coordinate; nothing per client travels in clear.
     let header = UpdateHeader {
@@ -463,10 +470,13 @@ pub async fn run_session(
     }
     let (_, local) = prepared.as_ref().ok_or_else(|| ClientError::Local("data not loaded".into()))?;
     let releases = work.join_releases(local)?;
+    let private = config.privacy.enabled;
     let data = DataReport {
+        // A keyed hash under the node's secret, which never leaves it: nothing about the rows can be recovered
+        // or tested from it without the secret.
         fingerprint: local.fingerprint.clone(),
-        examples: releases.examples,
-        label_histogram: releases.label_histogram,
+        examples: releases.examples.send("the join's example count", private)?,
+        label_histogram: releases.label_histogram.send("the join's label histogram", private)?,
     };
     link.join(JoinRequest { federation_id: plan.federation_id.clone(), keys, data: Some(data) }).await?;
     tracing::info!(node = %config.name, rows = local.train.rows(), holdout = local.holdout.rows(), "joined federation {}", plan.federation_id);
@@ -552,12 +562,15 @@ impl<L: CoordinatorLink> Tasks<'_, L> {
         }
         let Some(round_data) = settings.secure.clone() else {
             let outcome = compute(|| self.work.train(round, model, settings))?;
-            let delta = bounded_delta(&outcome.params, model, self.plan.influence.max_update_norm, round);
+            let private = self.config.privacy.enabled;
+            let params = outcome.params.send("the update", private)?;
+            let train_loss = outcome.train_loss.map(|l| l.send("the training loss", private)).transpose()?;
+            let delta = bounded_delta(&params, model, self.plan.influence.max_update_norm, round);
             let header = UpdateHeader {
                 round: rref.clone(),
                 value_count: delta.len() as u64,
                 encoding: BodyEncoding::F32Delta,
-                train_loss: outcome.train_loss,
+                train_loss,
             };
             self.link.upload(header, f32s_to_le(&delta)).await?;
             self.report.rounds_trained.push(round);
@@ -603,7 +616,7 @@ impl<L: CoordinatorLink> Tasks<'_, L> {
         let released = match compute(|| {
             self.work.release_evaluation(version, model_sha256, model, exact.as_ref().unwrap_or(&nothing))
         }) {
-            Ok(released) => released.values,
+            Ok(released) => released.send("the evaluation", self.config.privacy.enabled)?.values,
             Err(e @ ClientError::Policy(_)) => {
                 tracing::warn!(node = %self.config.name, version = version.0, "{e}");
                 Default::default()

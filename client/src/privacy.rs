@@ -9,6 +9,7 @@
 use crate::data::LocalData;
 use crate::ledger::Ledger;
 use crate::node::{ClientError, JoinReleases, LocalWork, Participation, TrainOutcome, TrainSettings};
+use crate::outbound::Outbound;
 use crate::trainer;
 use cohort_core::config::{FederationPlan, PrivacySection};
 use cohort_core::ledger::{LedgerRecord, Mechanism, PrivacyEvent, RecordBody};
@@ -98,7 +99,7 @@ struct State {
     /// leave the node as q = B/n and the step count in every ledger record).
     schedule: Option<DpSchedule>,
     /// The released noisy count of training examples: the node's FedAvg weight.
-    noisy_examples: Option<u64>,
+    noisy_examples: Option<Outbound<u64>>,
     ledger: Ledger,
     reported: usize,
 }
@@ -201,7 +202,7 @@ impl PrivateWork {
 
     /// The value of an earlier release of `mechanism` on this data set, kept in its record's note, so that a
     /// node that rejoins (after a restart or a reconnect) reports the same figures without spending again.
-    fn earlier_release<T: serde::de::DeserializeOwned>(&self, mechanism: Mechanism) -> Option<T> {
+    fn earlier_release<T: serde::de::DeserializeOwned>(&self, mechanism: Mechanism) -> Option<Outbound<T>> {
         let s = self.state.as_ref()?;
         let r = s
             .ledger
@@ -209,7 +210,8 @@ impl PrivateWork {
             .iter()
             .rev()
             .find(|r| r.body.mechanism == mechanism && r.body.dataset_fingerprint == s.data.fingerprint)?;
-        serde_json::from_str(r.body.note.strip_prefix(RELEASED_PREFIX)?).ok()
+        let value = serde_json::from_str(r.body.note.strip_prefix(RELEASED_PREFIX)?).ok()?;
+        Some(Outbound::released(value, r))
     }
 
     /// Releases (or recalls) one OpenDP figure and records it.
@@ -218,7 +220,7 @@ impl PrivateWork {
         mechanism: Mechanism,
         epsilon: Epsilon,
         make: impl FnOnce(Epsilon, &mut ReleaseNoise) -> Result<releases::Release<T>, releases::ReleaseError>,
-    ) -> Result<T, ClientError> {
+    ) -> Result<Outbound<T>, ClientError> {
         if let Some(value) = self.earlier_release(mechanism) {
             return Ok(value);
         }
@@ -234,8 +236,8 @@ impl PrivateWork {
             note: format!("{RELEASED_PREFIX}{value_json}"),
             ..self.draft(mechanism, None)?
         };
-        self.record(draft)?;
-        Ok(released.value)
+        let record = self.record(draft)?;
+        Ok(Outbound::released(released.value, &record))
     }
 
     /// The same budget check as a DP-SGD round, before anything is computed from the data: a pure-ε release
@@ -282,13 +284,15 @@ impl PrivateWork {
                 train.features.chunks_exact(train.dims).map(|row| Some(f64::from(row[c]) * scale + mean)).collect()
             })
             .collect();
-        let stats: Vec<releases::ColumnStats> = self.release(Mechanism::OpenDpFeatureStats, epsilon, |eps, _| {
-            releases::feature_statistics(&columns, &declared, eps, releases::StatsOptions::default())
-        })?;
+        // The statistics stay on the node: they only decide which warnings to log.
+        let stats: Outbound<Vec<releases::ColumnStats>> =
+            self.release(Mechanism::OpenDpFeatureStats, epsilon, |eps, _| {
+                releases::feature_statistics(&columns, &declared, eps, releases::StatsOptions::default())
+            })?;
         let names = &self.state()?.schema.features;
         Ok(names
             .iter()
-            .zip(&stats)
+            .zip(stats.get())
             .zip(bounds)
             .filter(|((_, s), [lo, hi])| s.min <= *lo || s.max >= *hi)
             .map(|((name, s), [lo, hi])| {
@@ -482,7 +486,8 @@ impl LocalWork for PrivateWork {
         };
         // Charged before any step touches the data: a run that fails part-way (divergence, a stopped noise
         // worker, a crash) is over-counted, never under-counted.
-        self.record(RecordBody { steps: schedule.steps_per_round, ..self.draft(Mechanism::DpSgd, Some(round))? })?;
+        let charged =
+            self.record(RecordBody { steps: schedule.steps_per_round, ..self.draft(Mechanism::DpSgd, Some(round))? })?;
         let s = self
             .state
             .as_ref()
@@ -493,9 +498,12 @@ impl LocalWork for PrivateWork {
                     ClientError::Training(format!("{e} (the round's privacy spend is already in the ledger)"))
                 })?;
         // The FedAvg weight is the released noisy count, never the exact one.
-        let examples = s.noisy_examples.unwrap_or(1);
+        let examples = s
+            .noisy_examples
+            .clone()
+            .ok_or_else(|| ClientError::Local("the FedAvg weight is released at join, before training".into()))?;
         // The training loss is data-dependent and not differentially private: it stays on the node.
-        Ok(TrainOutcome { params: out.params, train_loss: None, examples })
+        Ok(TrainOutcome { params: Outbound::released(out.params, &charged), train_loss: None, examples })
     }
 
     fn evaluate(&mut self, params: &[f32]) -> Result<EvalMetrics, ClientError> {
@@ -516,8 +524,8 @@ impl LocalWork for PrivateWork {
         model_sha256: &str,
         params: &[f32],
         _exact: &EvalMetrics,
-    ) -> Result<EvalMetrics, ClientError> {
-        let nothing = EvalMetrics { examples: 0, values: Default::default() };
+    ) -> Result<Outbound<EvalMetrics>, ClientError> {
+        let nothing = Outbound::data_free(EvalMetrics { examples: 0, values: Default::default() });
         let s = self.state()?;
         let Some(query) = EvaluationQuery::of(&s.spec, &s.schema) else {
             tracing::warn!(node = %self.name, version = version.0, "reporting no evaluation: a DP evaluation of a regression task needs the federation schema to declare label_bounds");
@@ -540,7 +548,7 @@ impl LocalWork for PrivateWork {
                     released.model_sha256
                 )));
             }
-            return query.metrics(&released);
+            return Ok(Outbound::released(query.metrics(&released)?, r));
         }
         let rounds = s.plan.training.rounds;
         let epsilon = Epsilon::new(self.privacy.evaluation_epsilon_for(rounds))
@@ -561,8 +569,8 @@ impl LocalWork for PrivateWork {
             note: format!("{RELEASED_PREFIX}{note}"),
             ..self.draft(Mechanism::OpenDpEvaluation, Some(Round(version.0)))?
         };
-        self.record(draft)?;
-        query.metrics(&released)
+        let record = self.record(draft)?;
+        Ok(Outbound::released(query.metrics(&released)?, &record))
     }
 
     fn take_ledger_records(&mut self) -> Vec<LedgerRecord> {
@@ -585,7 +593,7 @@ impl LocalWork for PrivateWork {
         })?;
         let spec = &self.state()?.spec;
         let label_histogram = match spec.task {
-            TaskKind::Regression => Vec::new(),
+            TaskKind::Regression => Outbound::data_free(Vec::new()),
             TaskKind::Binary | TaskKind::Multiclass => {
                 let (labels, classes) = (data.train.class_ids(), spec.outputs());
                 self.release(Mechanism::OpenDpHistogram, epsilon, |eps, noise| {
@@ -601,14 +609,14 @@ impl LocalWork for PrivateWork {
         }
         // Clamping the noisy count to at least 1 is post-processing, and so is everything planned from it: the
         // FedAvg weight, q = B/n and the step count.
-        let noisy = count.first().map_or(1, |c| (*c).max(1) as u64);
+        let noisy = count.map(|c| c.first().map_or(1, |c| (*c).max(1) as u64));
         let privacy = self.privacy.clone();
         let s = self.state.as_mut().ok_or_else(|| ClientError::Local("the node has not joined".into()))?;
-        let schedule = DpSchedule::plan(&privacy, &s.plan, noisy as usize)?;
+        let schedule = DpSchedule::plan(&privacy, &s.plan, *noisy.get() as usize)?;
         tracing::info!(node = %self.name, q = schedule.sample_rate, sigma = schedule.noise_multiplier, steps = schedule.steps_per_round, "DP-SGD schedule (from the noisy example count)");
         s.schedule = Some(schedule);
-        s.noisy_examples = Some(noisy);
-        Ok(JoinReleases { examples: noisy as f64, label_histogram })
+        s.noisy_examples = Some(noisy.clone());
+        Ok(JoinReleases { examples: noisy.map(|n| n as f64), label_histogram })
     }
 
     fn resend_ledger(&mut self) {
@@ -693,7 +701,7 @@ mod tests {
         let mut work = PrivateWork::new("h", dir.path().join("state"), privacy.clone());
         work.prepare(&plan, &local).unwrap();
         let first = work.join_releases(&local).unwrap();
-        assert_eq!(first.label_histogram.len(), 2);
+        assert_eq!(first.label_histogram.get().len(), 2);
         // A rejoin reports the same figures without spending again.
         assert_eq!(work.join_releases(&local).unwrap(), first);
         assert_eq!(work.take_ledger_records().len(), 2);
@@ -782,7 +790,8 @@ mod tests {
         let spent = unbounded.spent().unwrap();
         let exact = unbounded.evaluate(&params).unwrap();
         let released = unbounded.release_evaluation(ModelVersion(1), "aa", &params, &exact).unwrap();
-        assert!(released.values.is_empty(), "{released:?}");
+        assert!(released.get().values.is_empty(), "{released:?}");
+        assert_eq!(released.basis(), crate::outbound::Basis::DataFree);
         assert_eq!(unbounded.spent().unwrap(), spent);
 
         plan.schema.label_bounds = Some([-5.0, 25.0]);
@@ -793,7 +802,7 @@ mod tests {
         let released = work.release_evaluation(ModelVersion(1), "aa", &params, &exact).unwrap();
         assert!(work.spent().unwrap() > spent, "the release is charged");
         for name in ["mse", "mae", "r2", "loss"] {
-            let (r, e) = (released.get(name).unwrap(), exact.get(name).unwrap());
+            let (r, e) = (released.get().get(name).unwrap(), exact.get(name).unwrap());
             assert!((r - e).abs() < 0.05 * e.abs().max(1.0), "{name}: released {r}, exact {e}");
         }
         // Asked again, the same figures without spending.
@@ -819,7 +828,8 @@ mod tests {
         assert!(matches!(work.evaluate(&params), Err(ClientError::Training(_))));
         let before = work.spent().unwrap();
         let nothing = EvalMetrics { examples: 0, values: Default::default() };
-        work.release_evaluation(ModelVersion(1), "aa", &params, &nothing).unwrap();
+        let released = work.release_evaluation(ModelVersion(1), "aa", &params, &nothing).unwrap();
+        assert!(matches!(released.basis(), crate::outbound::Basis::Released { .. }), "{released:?}");
         assert!(work.spent().unwrap() > before, "the release is charged");
         let evaluations =
             work.take_ledger_records().iter().filter(|r| r.body.mechanism == Mechanism::OpenDpEvaluation).count();

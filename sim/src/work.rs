@@ -6,6 +6,7 @@
 //! the node's work releases.
 
 use cohort_client::node::{ClientError, JoinReleases, LocalWork, Participation, TrainOutcome, TrainSettings};
+use cohort_client::outbound::Outbound;
 use cohort_client::privacy::PrivateWork;
 use cohort_client::work::TrainingWork;
 use cohort_core::config::FederationPlan;
@@ -92,7 +93,7 @@ impl LocalWork for SimWork {
         model_sha256: &str,
         params: &[f32],
         exact: &EvalMetrics,
-    ) -> Result<EvalMetrics, ClientError> {
+    ) -> Result<Outbound<EvalMetrics>, ClientError> {
         let released = self.work().release_evaluation(version, model_sha256, params, exact)?;
         // A node without held-out rows evaluated nothing exactly: there is nothing to observe.
         if exact.examples > 0 {
