@@ -6,11 +6,13 @@ use std::path::PathBuf;
 /// Exit codes, as `main` returns them (kept in `cohort --help`).
 const EXIT_CODES: &str = "\
 Exit codes:
-  0  success (also a coordinator stopped with Ctrl-C)
+  0  success
   1  failure: an error, a refusal (a certificate, an existing CA or node key, a data directory in use by another
      process, a key file readable by others) or a privacy ledger that does not verify (`audit verify`, and
      `audit report`, which still writes its report); the message says what to do
-  2  usage error: an unknown option, or a missing or invalid argument";
+  2  usage error: an unknown option, or a missing or invalid argument
+  130  a coordinator interrupted by Ctrl-C or SIGTERM: the round in progress is abandoned, the message says which
+     version the registry holds, and running it again resumes";
 
 /// Privacy-preserving federated learning: DP-SGD at each hospital, secure aggregation, mutual TLS.
 #[derive(Debug, Parser)]
@@ -177,7 +179,8 @@ pub(crate) struct SimulateArgs {
     /// Clients sampled per round for training, and again for evaluation (default: all).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub(crate) clients_per_round: Option<u64>,
-    /// fedavg, fedprox or fedadam (default fedavg).
+    /// fedavg, fedprox, fedadam, median or trimmed-mean (default fedavg; the robust median and trimmed mean
+    /// need plaintext updates).
     #[arg(long)]
     pub(crate) strategy: Option<String>,
     /// logistic (one layer: logistic, softmax or linear regression) or mlp:W1,W2,... (default logistic).

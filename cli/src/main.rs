@@ -1,6 +1,7 @@
 //! `cohort`: privacy-preserving federated learning from one binary.
 //!
-//! Exit codes: 0 success, 1 a failure (the message says what to do), 2 a usage error (from clap).
+//! Exit codes: 0 success, 1 a failure (the message says what to do), 2 a usage error (from clap), 130 a
+//! coordinator interrupted by Ctrl-C or SIGTERM.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -30,6 +31,10 @@ fn main() -> std::process::ExitCode {
     };
     match runtime.block_on(run::dispatch(cli.command)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<run::Interrupted>().is_some() => {
+            eprintln!("{err}");
+            std::process::ExitCode::from(run::Interrupted::EXIT_CODE)
+        }
         Err(err) => {
             eprintln!("error: {err}");
             let mut source = err.source();

@@ -167,10 +167,7 @@ pub(crate) async fn run_coordinator_bound(
         eprintln!("{guarantee}");
     }
     let progress = tokio::spawn(crate::progress::follow(coordinator.subscribe(), rounds, quiet));
-    let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let report = coordinator.run(shutdown).await?;
+    let report = coordinator.run(interrupted()).await?;
     let _ = progress.await;
     if let Some(stopped) = &report.stopped {
         anyhow::bail!(
@@ -180,5 +177,67 @@ pub(crate) async fn run_coordinator_bound(
             report.history.last().map_or(report.resumed_after, |s| s.round)
         );
     }
+    if !report.finished {
+        return Err(Interrupted::of(&report).into());
+    }
     Ok(report)
+}
+
+/// Resolves on Ctrl-C (SIGINT) or, on Unix, SIGTERM.
+async fn interrupted() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A coordinator shut down by a signal before its last round: what the registry holds, and how to resume.
+/// `main` exits with [`Interrupted::EXIT_CODE`] for it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "interrupted: the coordinator stopped on a signal during round {round}, which was abandoned (nothing of it was \
+     saved). {saved} Start the coordinator again with the same config to resume after round {resume}; the clients \
+     keep reconnecting for 2 minutes, so leave them running"
+)]
+pub(crate) struct Interrupted {
+    round: u64,
+    saved: String,
+    resume: u64,
+}
+
+impl Interrupted {
+    /// The exit code of an interrupted coordinator (128 + SIGINT, the shell's convention).
+    pub(crate) const EXIT_CODE: u8 = 130;
+
+    fn of(report: &cohort_coordinator::RunReport) -> Self {
+        // A restart resumes after the last round the registry checkpointed: this run's last registered version, or
+        // the round this run itself resumed after.
+        let (resume, saved) = match report.recorded.last() {
+            Some(r) => (
+                r.record.round.0,
+                format!("The registry holds version {} (round {}).", r.record.version, r.record.round),
+            ),
+            None if report.resumed_after.0 > 0 => (
+                report.resumed_after.0,
+                format!("This run registered nothing new after round {}.", report.resumed_after),
+            ),
+            None => (0, "No version was registered yet.".to_owned()),
+        };
+        Self { round: resume + 1, saved, resume }
+    }
 }

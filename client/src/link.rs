@@ -118,31 +118,37 @@ impl GrpcLink {
         let mut delay = Duration::from_millis(200);
         let mut attempt = 0u32;
         loop {
-            match preflight(&authority, &config.coordinator.tls_name(), &config.tls.files())
+            let err = match preflight(&authority, &config.coordinator.tls_name(), &config.tls.files())
                 .await
                 .map_err(|e| ClientError::Local(e.to_string()))?
             {
                 Preflight::Accepted => break,
-                Preflight::Refused(err) => {
-                    let msg = diagnose_client_failure(&err, &config.tls.cert, &config.tls.ca_cert)
-                        .unwrap_or_else(|| format!("the coordinator closed the TLS connection: {err}"));
-                    return Err(ClientError::TlsRefused(msg));
-                }
+                // A TLS alert is the coordinator's answer to this node's certificate: final, and explained.
+                Preflight::Refused(err) => match diagnose_client_failure(&err, &config.tls.cert, &config.tls.ca_cert) {
+                    Some(msg) => return Err(ClientError::TlsRefused(msg)),
+                    // A reset or a close without an alert is a coordinator that died or restarted mid-handshake
+                    // (or a connection cap): retried like an unreachable one, and reported as such if it lasts.
+                    None if tokio::time::Instant::now() >= give_up => {
+                        return Err(ClientError::TlsRefused(format!(
+                            "the coordinator closed the TLS connection: {err}"
+                        )));
+                    }
+                    None => err,
+                },
                 Preflight::Unreachable(err) if tokio::time::Instant::now() >= give_up => {
                     return Err(ClientError::Unreachable { url, message: err.to_string() });
                 }
-                Preflight::Unreachable(err) => {
-                    attempt += 1;
-                    let left = give_up.saturating_duration_since(tokio::time::Instant::now()).as_secs();
-                    if attempt == 1 {
-                        tracing::warn!(node = %config.name, "cannot reach the coordinator at {url} ({err}); retrying for up to {left} s");
-                    } else if delay < MAX_CONNECT_BACKOFF || attempt.is_multiple_of(6) {
-                        tracing::info!(node = %config.name, attempt, "still cannot reach {url} ({err}); next try in {:.1} s, giving up in {left} s", delay.as_secs_f64());
-                    }
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(MAX_CONNECT_BACKOFF);
-                }
+                Preflight::Unreachable(err) => err,
+            };
+            attempt += 1;
+            let left = give_up.saturating_duration_since(tokio::time::Instant::now()).as_secs();
+            if attempt == 1 {
+                tracing::warn!(node = %config.name, "cannot reach the coordinator at {url} ({err}); retrying for up to {left} s");
+            } else if delay < MAX_CONNECT_BACKOFF || attempt.is_multiple_of(6) {
+                tracing::info!(node = %config.name, attempt, "still cannot reach {url} ({err}); next try in {:.1} s, giving up in {left} s", delay.as_secs_f64());
             }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(MAX_CONNECT_BACKOFF);
         }
         let channel = loop {
             match endpoint.connect().await {

@@ -281,6 +281,8 @@ struct Training {
     declined: Vec<(NodeName, String)>,
     losses: Vec<f64>,
     sum: WeightedSum,
+    /// Every accepted delta, kept only for a strategy that needs them (the robust ones, plaintext only).
+    individual: Option<Vec<Vec<f32>>>,
     /// The round's bounded weights over the selected nodes, fixed when it starts.
     weights: Weights,
     deadline: Instant,
@@ -782,6 +784,9 @@ impl RoundMachine {
         influence.check_update(delta)?;
         let weight = t.weights.of(node);
         t.sum.add(delta, weight)?;
+        if let Some(all) = &mut t.individual {
+            all.push(delta.to_vec());
+        }
         t.answered.insert(node.clone());
         t.contributors.push(node.clone());
         if train_loss.is_finite() {
@@ -1136,6 +1141,7 @@ impl RoundMachine {
             declined: Vec::new(),
             losses: Vec::new(),
             sum: WeightedSum::new(self.global.len()),
+            individual: self.strategy.needs_individual_updates().then(Vec::new),
             weights,
             deadline: now + self.settings.deadline,
             secure,
@@ -1147,7 +1153,11 @@ impl RoundMachine {
         let Phase::Training(mut t) = std::mem::replace(&mut self.phase, Phase::Finished) else {
             return Phase::Finished;
         };
-        match self.strategy.aggregate(&self.global, &t.sum) {
+        let next = match &t.individual {
+            Some(all) => self.strategy.aggregate_individual(&self.global, all),
+            None => self.strategy.aggregate(&self.global, &t.sum),
+        };
+        match next {
             Ok(next) => {
                 self.global = next;
                 self.version = ModelVersion(self.version.0 + 1);

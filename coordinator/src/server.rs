@@ -85,6 +85,9 @@ pub struct RunReport {
     pub resumed_after: Round,
     /// Why the federation stopped before its last round (None when it finished, or was shut down).
     pub stopped: Option<crate::round::Stopped>,
+    /// Whether the federation ran its last round. False with no `stopped` reason: it was shut down (a signal)
+    /// mid-run, and the round in progress was abandoned; a restart resumes after the last registered version.
+    pub finished: bool,
 }
 
 /// The federation plan a coordinator config implies.
@@ -337,11 +340,17 @@ pub async fn tick_until_finished(host: &Arc<Host>) {
 
 /// What `host`'s federation did, for its run report.
 pub fn run_report(host: &Host, resumed_after: Round) -> RunReport {
-    let (history, global, version, stopped) = host.with_federation(|f| {
+    let (history, global, version, stopped, finished) = host.with_federation(|f| {
         let m = f.machine();
-        (m.history().to_vec(), m.global().to_vec(), m.version(), m.stopped().cloned())
+        (
+            m.history().to_vec(),
+            m.global().to_vec(),
+            m.version(),
+            m.stopped().cloned(),
+            m.is_finished() && m.stopped().is_none(),
+        )
     });
-    RunReport { history, global, version, recorded: host.recorded(), resumed_after, stopped }
+    RunReport { history, global, version, recorded: host.recorded(), resumed_after, stopped, finished }
 }
 
 /// A coordinator bound to its address, ready to run.

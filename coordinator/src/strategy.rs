@@ -3,8 +3,9 @@
 //!
 //! Clients upload `delta_i = w_i - w_global` with weight `n_i`. The coordinator only ever needs
 //! `Σ n_i · delta_i` and `Σ n_i`, which is exactly what secure aggregation reveals, so every strategy here also runs
-//! under secure aggregation. Strategies that need individual updates (median, Krum) would report
-//! [`Strategy::needs_individual_updates`] and are refused when secure aggregation is on.
+//! under secure aggregation. The robust strategies ([`Median`], [`TrimmedMean`]) need each client's update:
+//! they report [`Strategy::needs_individual_updates`], get the round's deltas through
+//! [`Strategy::aggregate_individual`], and are refused when secure aggregation is on.
 
 use cohort_core::config::StrategyConfig;
 
@@ -190,6 +191,16 @@ pub trait Strategy: Send + Sync {
     /// [`AggregateError`] when the sum is empty or does not fit the model.
     fn aggregate(&mut self, global: &[f32], deltas: &WeightedSum) -> Result<Vec<f32>, AggregateError>;
 
+    /// Computes the next global model from the current one and the round's individual deltas, for a strategy
+    /// that [needs them](Strategy::needs_individual_updates). The default refuses: the others work from the sum.
+    ///
+    /// # Errors
+    /// [`AggregateError`] when there are no deltas or one does not fit the model.
+    fn aggregate_individual(&mut self, global: &[f32], deltas: &[Vec<f32>]) -> Result<Vec<f32>, AggregateError> {
+        let _ = (global, deltas);
+        Err(AggregateError::Empty)
+    }
+
     /// The optimizer state to checkpoint, as JSON (empty for stateless strategies).
     fn state(&self) -> serde_json::Value {
         serde_json::Value::Null
@@ -304,12 +315,116 @@ impl Strategy for FedAdam {
     }
 }
 
+/// Coordinate-wise median (Yin et al. 2018, "Byzantine-Robust Distributed Learning: Towards Optimal Statistical
+/// Rates", ICML): `w ← w + median_i Δ_i` per coordinate, the mean of the two middle values for an even count.
+/// While hostile clients are fewer than half, every coordinate stays within the honest clients' range, whatever
+/// the hostile ones send or declare as their weight (weights are not used).
+#[derive(Debug, Clone, Default)]
+pub struct Median;
+
+impl Strategy for Median {
+    fn name(&self) -> &'static str {
+        "median"
+    }
+
+    fn hyperparameters(&self) -> serde_json::Value {
+        serde_json::json!({})
+    }
+
+    fn needs_individual_updates(&self) -> bool {
+        true
+    }
+
+    fn aggregate(&mut self, _global: &[f32], _deltas: &WeightedSum) -> Result<Vec<f32>, AggregateError> {
+        Err(AggregateError::Empty)
+    }
+
+    fn aggregate_individual(&mut self, global: &[f32], deltas: &[Vec<f32>]) -> Result<Vec<f32>, AggregateError> {
+        coordinatewise(global, deltas, |sorted| {
+            let n = sorted.len();
+            if n % 2 == 1 {
+                f64::from(sorted[n / 2])
+            } else {
+                (f64::from(sorted[n / 2 - 1]) + f64::from(sorted[n / 2])) / 2.0
+            }
+        })
+    }
+}
+
+/// Coordinate-wise trimmed mean (Yin et al. 2018): per coordinate, drop the ⌊trim · n⌋ largest and smallest
+/// deltas and average the rest. With β = ⌊trim · n⌋ ≥ the number of hostile clients, no hostile value is ever
+/// averaged in beyond the honest range. Unweighted.
+#[derive(Debug, Clone)]
+pub struct TrimmedMean {
+    /// Fraction dropped at each end, in [0, 0.5).
+    pub trim: f64,
+}
+
+impl Strategy for TrimmedMean {
+    fn name(&self) -> &'static str {
+        "trimmed-mean"
+    }
+
+    fn hyperparameters(&self) -> serde_json::Value {
+        serde_json::json!({ "trim": self.trim })
+    }
+
+    fn needs_individual_updates(&self) -> bool {
+        true
+    }
+
+    fn aggregate(&mut self, _global: &[f32], _deltas: &WeightedSum) -> Result<Vec<f32>, AggregateError> {
+        Err(AggregateError::Empty)
+    }
+
+    fn aggregate_individual(&mut self, global: &[f32], deltas: &[Vec<f32>]) -> Result<Vec<f32>, AggregateError> {
+        let drop = (self.trim.clamp(0.0, 0.5) * deltas.len() as f64).floor() as usize;
+        coordinatewise(global, deltas, |sorted| {
+            // At least one value is kept: trim < 0.5 leaves n − 2⌊trim·n⌋ ≥ 1.
+            let kept = &sorted[drop.min((sorted.len() - 1) / 2)..sorted.len() - drop.min((sorted.len() - 1) / 2)];
+            kept.iter().map(|&v| f64::from(v)).sum::<f64>() / kept.len() as f64
+        })
+    }
+}
+
+/// `global + combine(sorted deltas)` coordinate by coordinate, after checking every delta's shape and values.
+fn coordinatewise(
+    global: &[f32],
+    deltas: &[Vec<f32>],
+    combine: impl Fn(&[f32]) -> f64,
+) -> Result<Vec<f32>, AggregateError> {
+    if deltas.is_empty() {
+        return Err(AggregateError::Empty);
+    }
+    for delta in deltas {
+        if delta.len() != global.len() {
+            return Err(AggregateError::WrongShape { expected: global.len(), actual: delta.len() });
+        }
+        if let Some(index) = delta.iter().position(|v| !v.is_finite()) {
+            return Err(AggregateError::NonFinite { index });
+        }
+    }
+    let mut column = Vec::with_capacity(deltas.len());
+    Ok(global
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            column.clear();
+            column.extend(deltas.iter().map(|d| d[i]));
+            column.sort_by(f32::total_cmp);
+            (f64::from(*w) + combine(&column)) as f32
+        })
+        .collect())
+}
+
 /// Builds the strategy a config names.
 pub fn from_config(config: &StrategyConfig) -> Box<dyn Strategy> {
     match *config {
         StrategyConfig::Fedavg => Box::new(FedAvg),
         StrategyConfig::Fedprox { mu } => Box::new(FedProx { mu }),
         StrategyConfig::Fedadam { lr, beta1, beta2, tau } => Box::new(FedAdam::new(lr, beta1, beta2, tau)),
+        StrategyConfig::Median => Box::new(Median),
+        StrategyConfig::TrimmedMean { trim } => Box::new(TrimmedMean { trim }),
     }
 }
 
@@ -317,6 +432,34 @@ pub fn from_config(config: &StrategyConfig) -> Box<dyn Strategy> {
 mod tests {
     use super::*;
     use proptest::prelude::{prop_assert, proptest};
+
+    /// One hostile delta among five moves the median and the trimmed mean no further than the honest range;
+    /// FedAvg follows it.
+    #[test]
+    fn robust_strategies_ignore_one_hostile_update() {
+        let honest = [[0.9f32, -1.0], [1.0, -1.1], [1.1, -0.9], [1.05, -1.0]];
+        let mut deltas: Vec<Vec<f32>> = honest.iter().map(|d| d.to_vec()).collect();
+        deltas.push(vec![-1000.0, 1e6]);
+        let median = Median.aggregate_individual(&[0.0, 0.0], &deltas).unwrap();
+        assert_eq!(median, vec![1.0, -1.0]);
+        let trimmed = TrimmedMean { trim: 0.2 }.aggregate_individual(&[0.0, 0.0], &deltas).unwrap();
+        for (v, range) in trimmed.iter().zip([0.9..=1.1, -1.1..=-0.9]) {
+            assert!(range.contains(v), "{trimmed:?}");
+        }
+        let mut sum = WeightedSum::new(2);
+        for d in &deltas {
+            sum.add(d, 1.0).unwrap();
+        }
+        assert!(FedAvg.aggregate(&[0.0, 0.0], &sum).unwrap()[0] < -100.0);
+        // An even count takes the mean of the two middle values; no trimming is the mean.
+        assert_eq!(Median.aggregate_individual(&[1.0], &[vec![1.0], vec![3.0]]).unwrap(), vec![3.0]);
+        assert_eq!(TrimmedMean { trim: 0.0 }.aggregate_individual(&[0.0], &[vec![1.0], vec![3.0]]).unwrap(), vec![2.0]);
+        assert!(matches!(Median.aggregate_individual(&[0.0], &[]), Err(AggregateError::Empty)));
+        assert!(matches!(
+            Median.aggregate_individual(&[0.0], &[vec![f32::NAN]]),
+            Err(AggregateError::NonFinite { index: 0 })
+        ));
+    }
 
     #[test]
     fn fedavg_weights_by_examples() {

@@ -192,6 +192,22 @@ pub enum StrategyConfig {
         #[serde(default = "default_tau")]
         tau: f64,
     },
+    /// Coordinate-wise median of the client deltas (Yin et al. 2018, "Byzantine-Robust Distributed Learning:
+    /// Towards Optimal Statistical Rates"): a minority of hostile hospitals cannot move any coordinate beyond
+    /// the honest ones' range. Unweighted; needs each update, so it refuses secure aggregation.
+    Median,
+    /// Coordinate-wise trimmed mean (Yin et al. 2018): per coordinate, the `trim` fraction of largest and of
+    /// smallest deltas is dropped and the rest averaged. Unweighted; refuses secure aggregation.
+    #[serde(rename = "trimmed-mean")]
+    TrimmedMean {
+        /// Fraction dropped at each end, in [0, 0.5).
+        #[serde(default = "default_trim")]
+        trim: f64,
+    },
+}
+
+fn default_trim() -> f64 {
+    0.1
 }
 
 fn default_mu() -> f64 {
@@ -598,6 +614,13 @@ impl CoordinatorConfig {
             ));
         }
         self.secure_aggregation.validate()?;
+        if let StrategyConfig::TrimmedMean { trim } = self.strategy
+            && !(0.0..0.5).contains(&trim)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "strategy trim = {trim}: the fraction dropped at each end must be in [0, 0.5)"
+            )));
+        }
         self.model_spec().map(|_| ())
     }
 

@@ -197,8 +197,10 @@ fn simulation(args: &SimulateArgs) -> anyhow::Result<Simulation> {
 
 fn strategy(name: &str) -> anyhow::Result<StrategyConfig> {
     match name {
-        "fedavg" | "fedprox" | "fedadam" => Ok(serde_json::from_value(serde_json::json!({ "name": name }))?),
-        other => bail!("unknown strategy {other:?}: expected fedavg, fedprox or fedadam"),
+        "fedavg" | "fedprox" | "fedadam" | "median" | "trimmed-mean" => {
+            Ok(serde_json::from_value(serde_json::json!({ "name": name }))?)
+        }
+        other => bail!("unknown strategy {other:?}: expected fedavg, fedprox, fedadam, median or trimmed-mean"),
     }
 }
 

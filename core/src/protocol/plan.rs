@@ -37,6 +37,8 @@ impl From<&FederationPlan> for proto::Plan {
             StrategyConfig::Fedadam { lr, beta1, beta2, tau } => {
                 proto::strategy::Kind::Fedadam(proto::FedAdam { lr, beta1, beta2, tau })
             }
+            StrategyConfig::Median => proto::strategy::Kind::Median(proto::Median {}),
+            StrategyConfig::TrimmedMean { trim } => proto::strategy::Kind::TrimmedMean(proto::TrimmedMean { trim }),
         };
         let mode = match a.mode {
             SecureAggregationMode::None => proto::SecureAggregationMode::None,
@@ -158,6 +160,8 @@ impl TryFrom<proto::Plan> for FederationPlan {
             proto::strategy::Kind::Fedadam(f) => {
                 StrategyConfig::Fedadam { lr: f.lr, beta1: f.beta1, beta2: f.beta2, tau: f.tau }
             }
+            proto::strategy::Kind::Median(_) => StrategyConfig::Median,
+            proto::strategy::Kind::TrimmedMean(t) => StrategyConfig::TrimmedMean { trim: t.trim },
         };
         let a = p.secure_aggregation.ok_or(ProtocolError::Missing("secure aggregation settings"))?;
         let mode = match enum_of::<proto::SecureAggregationMode>("secure aggregation mode", a.mode)? {

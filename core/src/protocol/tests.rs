@@ -32,6 +32,8 @@ fn plan() -> impl Strategy<Value = FederationPlan> {
         (0.0..1.0f64).prop_map(|mu| StrategyConfig::Fedprox { mu }),
         (0.0..1.0f64, 0.0..1.0f64, 0.0..1.0f64, 0.0..1.0f64)
             .prop_map(|(lr, beta1, beta2, tau)| StrategyConfig::Fedadam { lr, beta1, beta2, tau }),
+        Just(StrategyConfig::Median),
+        (0.0..0.5f64).prop_map(|trim| StrategyConfig::TrimmedMean { trim }),
     ];
     let mode = prop_oneof![Just(SecureAggregationMode::None), Just(SecureAggregationMode::ThresholdRlwe)];
     (
