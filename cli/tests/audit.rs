@@ -36,6 +36,35 @@ fn assert_refused(dir: &Path, what: &str, lines: &[String], line: usize) {
     assert!(said.contains(&format!("line {line}")), "{what}: the failure does not name line {line}:\n{said}");
 }
 
+/// Without `--json`, `models list`, `show` and `diff` print text a person reads (with the privacy spend); with it,
+/// JSON.
+#[test]
+fn models_commands_print_text_by_default_and_json_with_the_flag() {
+    let run = |args: &[&str]| {
+        let out = cohort().arg("models").args(args).arg("--data-dir").arg(demo_dir()).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let list = run(&["list"]);
+    assert_eq!(list.lines().count(), 3, "{list}");
+    assert!(list.lines().all(|l| l.contains("ε ≤ ") && l.contains("round")), "{list}");
+    let show = run(&["show", "--version", "2"]);
+    assert!(serde_json::from_str::<Value>(&show).is_err(), "text, not JSON: {show}");
+    for part in ["breast-cancer v2", "metrics", "central test set", "privacy spend", "stage history", "gate decisions"]
+    {
+        assert!(show.contains(part), "{part:?} missing from:\n{show}");
+    }
+    assert!(show.lines().count() < 40, "{show}");
+    let diff = run(&["diff", "1", "2"]);
+    assert!(serde_json::from_str::<Value>(&diff).is_err(), "text, not JSON: {diff}");
+    assert!(diff.starts_with("breast-cancer v1 → breast-cancer v2") && diff.contains("accuracy"), "{diff}");
+    assert!(diff.contains("weights changed: yes"), "{diff}");
+    for args in [&["show", "--version", "2", "--json"][..], &["diff", "1", "2", "--json"]] {
+        let json = run(args);
+        serde_json::from_str::<Value>(&json).unwrap_or_else(|e| panic!("{args:?}: {e}: {json}"));
+    }
+}
+
 #[test]
 fn models_list_shows_versions_with_lineage() {
     let out = cohort().args(["models", "list", "--json", "--data-dir"]).arg(demo_dir()).output().unwrap();

@@ -276,7 +276,7 @@ fn a_seeded_kill_loop_of_coordinator_and_clients_loses_nothing() {
 }
 
 #[test]
-#[ignore = "long: 30 kills over a 60-round run (about ten minutes)"]
+#[ignore = "long: up to 30 kills over a 60-round run (about a minute here)"]
 fn a_long_seeded_kill_loop_loses_nothing() {
     let points = kill_loop(30, 60, 2);
     eprintln!("kill points (process, versions registered, delay ms): {points:?}");

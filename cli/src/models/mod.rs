@@ -1,4 +1,7 @@
-//! `cohort models`: the versioned registry of a coordinator's data directory.
+//! `cohort models`: the versioned registry of a coordinator's data directory. Tables and text by default, JSON
+//! with `--json`.
+
+mod text;
 
 use crate::args::ModelsCommand;
 use anyhow::{Context, bail};
@@ -35,22 +38,6 @@ fn resolve_name(registry: &Registry, name: Option<String>) -> anyhow::Result<Str
     }
 }
 
-fn line(r: &VersionRecord) -> String {
-    let metric =
-        r.metrics.as_ref().and_then(|m| m.primary()).map_or_else(|| "-".to_owned(), |(n, v)| format!("{n} {v:.4}"));
-    format!(
-        "{:<20} {:>5}  {:<10} round {:>3}  parent {:<5} {:<18} clients {}  sha256 {}…",
-        r.name,
-        r.version.to_string(),
-        r.stage.to_string(),
-        r.round.0,
-        r.parent.map_or_else(|| "-".to_owned(), |p| p.to_string()),
-        metric,
-        r.clients.len(),
-        &r.sha256[..12.min(r.sha256.len())]
-    )
-}
-
 pub(crate) fn run(command: ModelsCommand) -> anyhow::Result<()> {
     let data_dir = command.data_dir();
     if !data_dir.join(cohort_coordinator::registry::DB_FILE).exists() {
@@ -66,7 +53,7 @@ pub(crate) fn run(command: ModelsCommand) -> anyhow::Result<()> {
             } else if versions.is_empty() {
                 println!("no versions");
             } else {
-                versions.iter().for_each(|r| println!("{}", line(r)));
+                versions.iter().for_each(|r| println!("{}", text::line(r)));
             }
         }
         ModelsCommand::Show { name, version, json, .. } => {
@@ -75,7 +62,7 @@ pub(crate) fn run(command: ModelsCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&details)?);
             } else {
-                println!("{}", serde_json::to_string_pretty(&details)?);
+                print!("{}", text::show(&details));
             }
         }
         ModelsCommand::Diff { name, a, b, json, .. } => {
@@ -84,7 +71,7 @@ pub(crate) fn run(command: ModelsCommand) -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string(&diff)?);
             } else {
-                println!("{}", serde_json::to_string_pretty(&diff)?);
+                print!("{}", text::diff(&diff));
             }
         }
         ModelsCommand::Promote { name, version, actor: who, reason, json, .. } => {
