@@ -91,3 +91,38 @@ async fn private_keys_readable_by_others_are_refused_naming_the_file_mode_and_fi
     GrpcLink::connect(&config, Duration::from_secs(10)).await.unwrap();
     server.abort();
 }
+
+/// Something other than the coordinator answers at the coordinator's address with a hospital's (CA-signed) client
+/// certificate: the node refuses it and says that the server is not a coordinator, not that its own certificate
+/// is wrong.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_presenting_a_client_certificate_is_refused_as_not_the_coordinator() {
+    use cohort_core::pki::{self, IssueRequest, Role};
+    let fx = Fixture::new(&["hospital-a"], 1);
+    let sans = ["localhost".to_owned(), "127.0.0.1".to_owned()];
+    let impostor = pki::issue(
+        &fx.ca_dir(),
+        &IssueRequest::valid_for_days("mallory", Role::Client, &sans, 1),
+        &fx.dir.path().join("mallory"),
+    )
+    .unwrap();
+    let certs = cohort_core::tls::load_certs(&impostor.cert).unwrap();
+    let key = cohort_core::tls::load_key(&impostor.key).unwrap();
+    let config = rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, key).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = acceptor.accept(tcp).await;
+        }
+    });
+    let files = fx.issue("hospital-a");
+    let config = fx.client("hospital-a", &files, 0, 1, addr);
+    let err = GrpcLink::connect(&config, Duration::from_secs(10)).await.unwrap_err();
+    server.abort();
+    let said = err.to_string();
+    assert!(matches!(err, ClientError::TlsRefused(_)), "{said}");
+    assert!(said.contains("not a coordinator certificate") && said.contains("coordinator.url"), "{said}");
+    assert!(!said.contains("not a client certificate") && !said.contains("this node's certificate"), "{said}");
+}

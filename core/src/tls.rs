@@ -396,6 +396,15 @@ pub fn diagnose_client_failure(err: &(dyn std::error::Error + 'static), own_cert
              in the coordinator's certificate, or ask the federation operator for one that includes it"
                 .to_owned()
         }
+        // A federation certificate without the server purpose: a hospital's client certificate, most likely, so
+        // something other than the coordinator answers at coordinator.url.
+        rustls::Error::InvalidCertificate(
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. },
+        ) => "this node refused the server at coordinator.url: it presented a federation certificate that is not a \
+              coordinator certificate (a hospital's client certificate, or one issued without --role coordinator), \
+              so it is not this federation's coordinator. Check coordinator.url, and ask the federation operator \
+              which address the coordinator listens on"
+            .to_owned(),
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => format!(
             "this node refused the coordinator's certificate: it is not signed by the federation CA in {}. Check that \
              coordinator.url points at this federation's coordinator and that [tls] ca_cert is this federation's CA",
