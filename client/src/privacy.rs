@@ -378,7 +378,7 @@ impl EvaluationQuery {
                     .map(|(p, t)| regression_sums::contribution(*p, *t, label_bounds).to_vec())
                     .collect();
                 released.regression_sums =
-                    releases::clipped_sums(&rows, &regression_sums::caps(), epsilon, noise).map_err(failed)?.value;
+                    releases::clipped_sums(&rows, &regression_sums::CAPS, epsilon, noise).map_err(failed)?.value;
             }
         }
         Ok(released)

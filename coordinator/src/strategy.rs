@@ -378,10 +378,11 @@ impl Strategy for TrimmedMean {
     }
 
     fn aggregate_individual(&mut self, global: &[f32], deltas: &[Vec<f32>]) -> Result<Vec<f32>, AggregateError> {
-        let drop = (self.trim.clamp(0.0, 0.5) * deltas.len() as f64).floor() as usize;
+        // At least one value is kept, whatever `trim`: at most (n − 1)/2 are dropped at each end.
+        let n = deltas.len();
+        let drop = ((self.trim.max(0.0) * n as f64).floor() as usize).min(n.saturating_sub(1) / 2);
         coordinatewise(global, deltas, |sorted| {
-            // At least one value is kept: trim < 0.5 leaves n − 2⌊trim·n⌋ ≥ 1.
-            let kept = &sorted[drop.min((sorted.len() - 1) / 2)..sorted.len() - drop.min((sorted.len() - 1) / 2)];
+            let kept = &sorted[drop..n - drop];
             kept.iter().map(|&v| f64::from(v)).sum::<f64>() / kept.len() as f64
         })
     }

@@ -5,7 +5,7 @@
 //! error `e = prediction − target` is clipped to [-1, 1], and each row contributes, on a fixed-point grid of
 //! [`GRID`] steps per unit, the vector `(1, e², |e|, y, y²)`. Every entry is at most one unit, so the L1
 //! sensitivity of the sums is five units, and a clipped-sums release (`cohort_dp::releases::clipped_sums` with
-//! [`caps`]) is ε-DP under add/remove. MSE, MAE and R² are post-processing of the five sums, so they spend
+//! [`CAPS`]) is ε-DP under add/remove. MSE, MAE and R² are post-processing of the five sums, so they spend
 //! nothing more, and sums from several nodes add up to the pooled figures.
 //!
 //! Clipping at the half range biases only predictions that are off by more than half the declared range; a
@@ -21,9 +21,7 @@ pub const GRID: i64 = 1 << 16;
 pub const WIDTH: usize = 5;
 
 /// The per-entry caps of a contribution, in grid steps: one unit each.
-pub fn caps() -> [i64; WIDTH] {
-    [GRID; WIDTH]
-}
+pub const CAPS: [i64; WIDTH] = [GRID; WIDTH];
 
 /// `(center, half-width)` of the declared range.
 fn scaling([lower, upper]: [f64; 2]) -> (f64, f64) {
@@ -140,7 +138,7 @@ mod tests {
         #[test]
         fn contributions_stay_within_their_caps(p in any::<f32>(), t in any::<f32>(), lo in -1e6f64..1e6, w in 1e-3f64..1e6) {
             let c = contribution(p, t, [lo, lo + w]);
-            for (v, cap) in c.iter().zip(caps()) {
+            for (v, cap) in c.iter().zip(CAPS) {
                 prop_assert!(v.abs() <= cap, "{c:?}");
             }
         }
